@@ -1,11 +1,18 @@
 //! noslate-fc: the front door of a Noslate instance on Function Compute.
 //!
 //! Protocol layers are sans-IO state machines (`http1`, `hpack`, `h2`, `grpc`,
-//! `proto`); the event loop in `server` is the only code that touches sockets.
+//! `proto`, `splice`); the event loop in `server` is the only code that
+//! touches sockets, and `sys` the only code with `unsafe`.
 
+pub mod answers;
+pub mod config;
 pub mod grpc;
 pub mod h2;
 pub mod hpack;
 pub mod http1;
 pub mod profile;
 pub mod proto;
+pub mod server;
+pub mod splice;
+pub mod sys;
+pub mod timer;

@@ -1,0 +1,330 @@
+//! Configuration: environment variables with command-line overrides.
+//!
+//! One table (`OPTIONS`) names every setting once: its variable, its flag,
+//! its default and its help text; `--help` and the README table come from it.
+//! A bad value is a one-line error naming the variable (exit code 2).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One configurable setting.
+pub struct Opt {
+    pub env: &'static str,
+    pub flag: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+macro_rules! opts {
+    ($($env:literal, $flag:literal, $default:literal, $help:literal;)*) => {
+        pub const OPTIONS: &[Opt] = &[$(Opt { env: $env, flag: $flag, default: $default, help: $help }),*];
+    };
+}
+
+opts! {
+    "SERVER_PORT", "--port", "9000", "HTTP port FC sends requests to (the function's CAPort)";
+    "NOSLATE_FC_LISTEN", "--listen", "0.0.0.0", "address to listen on";
+    "NOSLATED_WORKDIR", "--workdir", "", "Noslated work directory; sockets are $NOSLATED_WORKDIR/socks/dp-<i>.sock and cp-<i>.sock";
+    "NOSLATE_FC_SOCK_DIR", "--sock-dir", "", "explicit Noslated socket directory (overrides NOSLATED_WORKDIR/socks)";
+    "NOSLATE_FC_DATA_PLANES", "--data-planes", "1", "number of data planes (dp-0 … dp-N-1)";
+    "NOSLATE_FC_CONTROL_PLANES", "--control-planes", "1", "number of control planes (0 = none)";
+    "NOSLATE_FUNCTION", "--function", "", "default Noslate function for invokes (else the only profile in NOSLATE_FUNCTION_PROFILES)";
+    "NOSLATE_FC_FUNCTION_HEADER", "--function-header", "true", "let requests choose the function with x-noslate-function / x-noslate-service";
+    "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides per request)";
+    "NOSLATE_FC_FORWARD_CREDENTIALS", "--forward-credentials", "false", "forward FC's x-fc-access-key-* / x-fc-security-token headers to the function";
+    "NOSLATE_FC_EXPOSE_STACK", "--expose-stack", "false", "include Noslated error stacks in error bodies";
+    "NOSLATE_FC_MAX_HEAD", "--max-head", "8192", "largest request head in bytes (431 above)";
+    "NOSLATE_FC_MAX_BODY", "--max-body", "33554432", "largest request body in bytes (413 above)";
+    "NOSLATE_FC_HEADER_TIMEOUT_MS", "--header-timeout-ms", "10000", "time allowed to send a request head (408 after)";
+    "NOSLATE_FC_IDLE_TIMEOUT_MS", "--idle-timeout-ms", "600000", "idle keep-alive connections are closed after this";
+    "NOSLATE_FC_MAX_CONNECTIONS", "--max-connections", "4096", "client connections held at once (503 and close beyond)";
+    "NOSLATE_FC_READY_WAIT_MS", "--ready-wait-ms", "10000", "how long an invoke waits for a data plane before 503";
+    "NOSLATE_FC_INIT_TIMEOUT_MS", "--init-timeout-ms", "60000", "/initialize readiness wait unless x-fc-initialization-timeout is given";
+    "NOSLATE_FC_DRAIN_MS", "--drain-ms", "10000", "on /pre-stop or SIGTERM, how long in-flight invokes may finish";
+    "NOSLATE_FC_KILL_GRACE_MS", "--kill-grace-ms", "3000", "after SIGTERM to the children, wait this long before SIGKILL";
+    "NOSLATE_BIN", "--noslate-bin", "", "Noslate binaries; when set, noslate-fc starts turfd and the planes itself";
+    "NOSLATE_LOGDIR", "--log-dir", "", "children's log files (turf.log, data_plane_out.log, control_plane_out.log)";
+    "NOSLATE_FC_TURF_CMD", "--turf-cmd", "", "turfd command line (default \"$NOSLATE_BIN/turf -D -f\"; \"off\" disables)";
+    "NOSLATE_FC_DATA_PLANE_CMD", "--data-plane-cmd", "", "data plane command (default \"$NOSLATE_BIN/node $NOSLATE_BIN/data_plane\"; \"off\" disables)";
+    "NOSLATE_FC_CONTROL_PLANE_CMD", "--control-plane-cmd", "", "control plane command (default \"$NOSLATE_BIN/node $NOSLATE_BIN/control_plane\"; \"off\" disables)";
+    "NOSLATE_FUNCTION_PROFILES", "--profiles", "", "function profiles JSON file (Noslate's profiles.json shape), pushed to the control plane";
+    "NOSLATE_PLATFORM_ENV", "--platform-env", "", "platform environment variables JSON file ({\"K\":\"v\"} or [{\"key\",\"value\"}])";
+}
+
+/// A child the supervisor runs.
+#[derive(Clone, Debug)]
+pub struct ChildSpec {
+    pub name: &'static str,
+    pub argv: Vec<String>,
+    pub log_file: Option<PathBuf>,
+    pub plane_id: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub sock_dir: PathBuf,
+    pub data_planes: usize,
+    pub control_planes: usize,
+    pub function: Option<String>,
+    pub function_header: bool,
+    pub timeout: Duration,
+    pub forward_credentials: bool,
+    pub expose_stack: bool,
+    pub max_head: usize,
+    pub max_body: u64,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub ready_wait: Duration,
+    pub init_timeout: Duration,
+    pub drain: Duration,
+    pub kill_grace: Duration,
+    pub children: Vec<ChildSpec>,
+    pub profiles_file: Option<PathBuf>,
+    pub platform_env_file: Option<PathBuf>,
+}
+
+/// What the command line asked for.
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+/// A configuration error: names the variable and what is wrong with it.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn help_text() -> String {
+    let mut s = String::from(
+        "noslate-fc — the Function Compute front door of a Noslate instance\n\n\
+         Usage: noslate-fc [--flag value]...\n\n\
+         Every setting is an environment variable; the flag overrides it.\n\n",
+    );
+    for o in OPTIONS {
+        let default = if o.default.is_empty() { String::new() } else { format!(" [default {}]", o.default) };
+        s.push_str(&format!("  {:<24} {:<32} {}{}\n", o.flag, o.env, o.help, default));
+    }
+    s.push_str("  --help, --version\n");
+    s
+}
+
+impl Config {
+    /// Parse from `args` (without argv[0]) and an environment lookup.
+    pub fn from_args<I, F>(args: I, env: F) -> Result<Command, ConfigError>
+    where
+        I: IntoIterator<Item = String>,
+        F: Fn(&str) -> Option<String>,
+    {
+        let mut values: Vec<Option<String>> = OPTIONS.iter().map(|o| env(o.env).filter(|v| !v.is_empty())).collect();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--help" | "-h" => return Ok(Command::Help),
+                "--version" | "-V" => return Ok(Command::Version),
+                _ => {}
+            }
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) => (f.to_string(), Some(v.to_string())),
+                None => (arg.clone(), None),
+            };
+            let Some(i) = OPTIONS.iter().position(|o| o.flag == flag) else {
+                return Err(ConfigError(format!("unknown argument {arg:?} (see --help)")));
+            };
+            let value = match inline.or_else(|| args.next()) {
+                Some(v) => v,
+                None => return Err(ConfigError(format!("{flag} needs a value"))),
+            };
+            values[i] = Some(value);
+        }
+        let get = |env: &str| -> Option<&str> {
+            let i = OPTIONS.iter().position(|o| o.env == env)?;
+            values[i].as_deref().or(Some(OPTIONS[i].default)).filter(|v| !v.is_empty())
+        };
+        Config::build(&get).map(|c| Command::Run(Box::new(c)))
+    }
+
+    fn build(get: &dyn Fn(&str) -> Option<&str>) -> Result<Config, ConfigError> {
+        let port: u16 = parse(get, "SERVER_PORT")?;
+        let host = get("NOSLATE_FC_LISTEN").unwrap_or("0.0.0.0");
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| ConfigError(format!("NOSLATE_FC_LISTEN: {host:?} is not an IP address")))?;
+        let sock_dir = match (get("NOSLATE_FC_SOCK_DIR"), get("NOSLATED_WORKDIR")) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, Some(work)) => PathBuf::from(work).join("socks"),
+            (None, None) => PathBuf::from("/.noslate/noslated/socks"),
+        };
+        let data_planes: usize = parse(get, "NOSLATE_FC_DATA_PLANES")?;
+        if data_planes == 0 || data_planes > 64 {
+            return Err(ConfigError("NOSLATE_FC_DATA_PLANES: must be between 1 and 64".into()));
+        }
+        let control_planes: usize = parse(get, "NOSLATE_FC_CONTROL_PLANES")?;
+        if control_planes > 64 {
+            return Err(ConfigError("NOSLATE_FC_CONTROL_PLANES: must be at most 64".into()));
+        }
+        let longest = sock_dir.join(format!("dp-{}.sock", data_planes.max(control_planes)));
+        if longest.as_os_str().len() > 107 {
+            return Err(ConfigError(format!(
+                "NOSLATED_WORKDIR: socket path {} is longer than the 107-byte unix socket limit",
+                longest.display()
+            )));
+        }
+        let max_head: usize = parse(get, "NOSLATE_FC_MAX_HEAD")?;
+        if max_head < 256 {
+            return Err(ConfigError("NOSLATE_FC_MAX_HEAD: must be at least 256".into()));
+        }
+        let children = children(get, data_planes, control_planes)?;
+        Ok(Config {
+            listen: SocketAddr::new(ip, port),
+            sock_dir,
+            data_planes,
+            control_planes,
+            function: get("NOSLATE_FUNCTION").map(str::to_string),
+            function_header: parse_bool(get, "NOSLATE_FC_FUNCTION_HEADER")?,
+            timeout: millis(get, "NOSLATE_FC_TIMEOUT_MS")?,
+            forward_credentials: parse_bool(get, "NOSLATE_FC_FORWARD_CREDENTIALS")?,
+            expose_stack: parse_bool(get, "NOSLATE_FC_EXPOSE_STACK")?,
+            max_head,
+            max_body: parse(get, "NOSLATE_FC_MAX_BODY")?,
+            header_timeout: millis(get, "NOSLATE_FC_HEADER_TIMEOUT_MS")?,
+            idle_timeout: millis(get, "NOSLATE_FC_IDLE_TIMEOUT_MS")?,
+            max_connections: parse(get, "NOSLATE_FC_MAX_CONNECTIONS")?,
+            ready_wait: millis(get, "NOSLATE_FC_READY_WAIT_MS")?,
+            init_timeout: millis(get, "NOSLATE_FC_INIT_TIMEOUT_MS")?,
+            drain: millis(get, "NOSLATE_FC_DRAIN_MS")?,
+            kill_grace: millis(get, "NOSLATE_FC_KILL_GRACE_MS")?,
+            children,
+            profiles_file: get("NOSLATE_FUNCTION_PROFILES").map(PathBuf::from),
+            platform_env_file: get("NOSLATE_PLATFORM_ENV").map(PathBuf::from),
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<&str>, env: &str) -> Result<T, ConfigError> {
+    let raw = get(env).unwrap_or("");
+    raw.trim()
+        .parse()
+        .map_err(|_| ConfigError(format!("{env}: {raw:?} is not a valid non-negative number")))
+}
+
+fn millis(get: &dyn Fn(&str) -> Option<&str>, env: &str) -> Result<Duration, ConfigError> {
+    let ms: u64 = parse(get, env)?;
+    if ms == 0 {
+        return Err(ConfigError(format!("{env}: must be greater than 0")));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_bool(get: &dyn Fn(&str) -> Option<&str>, env: &str) -> Result<bool, ConfigError> {
+    match get(env).unwrap_or("false").to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(ConfigError(format!("{env}: {other:?} is not a boolean (true/false)"))),
+    }
+}
+
+/// The supervised children: turfd, then every data plane, then every control
+/// plane (fc-protocol.md §9.1). Without NOSLATE_BIN only explicit commands run.
+fn children(
+    get: &dyn Fn(&str) -> Option<&str>,
+    data_planes: usize,
+    control_planes: usize,
+) -> Result<Vec<ChildSpec>, ConfigError> {
+    let bin = get("NOSLATE_BIN");
+    let log_dir = get("NOSLATE_LOGDIR").map(PathBuf::from);
+    let command = |env: &str, default: Option<String>| -> Result<Option<Vec<String>>, ConfigError> {
+        match get(env) {
+            Some("off") => Ok(None),
+            Some(cmd) => {
+                let argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+                if argv.is_empty() {
+                    return Err(ConfigError(format!("{env}: empty command")));
+                }
+                Ok(Some(argv))
+            }
+            None => Ok(default.map(|d| d.split_whitespace().map(str::to_string).collect())),
+        }
+    };
+    let node = |script: &str| bin.map(|b| format!("{b}/node {b}/{script}"));
+    let mut out = Vec::new();
+    let log = |name: &str| log_dir.as_ref().map(|d| d.join(name));
+    if let Some(argv) = command("NOSLATE_FC_TURF_CMD", bin.map(|b| format!("{b}/turf -D -f")))? {
+        out.push(ChildSpec { name: "turfd", argv, log_file: log("turf.log"), plane_id: None });
+    }
+    if let Some(argv) = command("NOSLATE_FC_DATA_PLANE_CMD", node("data_plane"))? {
+        for i in 0..data_planes {
+            let file = if i == 0 { "data_plane_out.log".to_string() } else { format!("data_plane_{i}_out.log") };
+            out.push(ChildSpec { name: "data_plane", argv: argv.clone(), log_file: log(&file), plane_id: Some(i) });
+        }
+    }
+    if let Some(argv) = command("NOSLATE_FC_CONTROL_PLANE_CMD", node("control_plane"))? {
+        for i in 0..control_planes {
+            let file =
+                if i == 0 { "control_plane_out.log".to_string() } else { format!("control_plane_{i}_out.log") };
+            out.push(ChildSpec { name: "control_plane", argv: argv.clone(), log_file: log(&file), plane_id: Some(i) });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match Config::from_args(args.iter().map(|s| s.to_string()), |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        }) {
+            Ok(Command::Run(c)) => Ok(*c),
+            Ok(_) => Err("not run".into()),
+            Err(e) => Err(e.0),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.sock_dir, PathBuf::from("/.noslate/noslated/socks"));
+        assert_eq!(c.max_body, 32 * 1024 * 1024);
+        assert!(c.children.is_empty());
+        assert!(c.function_header);
+    }
+
+    #[test]
+    fn env_and_flags() {
+        let c = run(&["--port", "8080", "--function=hello"], &[("SERVER_PORT", "1"), ("NOSLATED_WORKDIR", "/w")])
+            .unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.function.as_deref(), Some("hello"));
+        assert_eq!(c.sock_dir, PathBuf::from("/w/socks"));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert!(run(&[], &[("SERVER_PORT", "x")]).unwrap_err().starts_with("SERVER_PORT:"));
+        assert!(run(&[], &[("NOSLATE_FC_TIMEOUT_MS", "0")]).unwrap_err().starts_with("NOSLATE_FC_TIMEOUT_MS:"));
+        assert!(run(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
+        assert!(run(&["--port"], &[]).unwrap_err().contains("--port"));
+        assert!(run(&[], &[("NOSLATE_FC_FUNCTION_HEADER", "maybe")]).unwrap_err().starts_with("NOSLATE_FC_FUNCTION_HEADER"));
+    }
+
+    #[test]
+    fn children_from_noslate_bin() {
+        let c = run(&[], &[("NOSLATE_BIN", "/b"), ("NOSLATE_LOGDIR", "/l"), ("NOSLATE_FC_TURF_CMD", "off")]).unwrap();
+        let names: Vec<_> = c.children.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["data_plane", "control_plane"]);
+        assert_eq!(c.children[0].argv, ["/b/node", "/b/data_plane"]);
+        assert_eq!(c.children[0].log_file, Some(PathBuf::from("/l/data_plane_out.log")));
+    }
+}

@@ -1,0 +1,494 @@
+//! FC's side: HTTP/1.1 connections. One exchange at a time per connection;
+//! pipelined requests wait in the read buffer and are answered in order.
+//!
+//! Lifecycle of a connection (see LIFECYCLE.md): `Idle` (reading a head,
+//! idle/head timers armed) → a local answer (hooks, errors), `Init`
+//! (`/initialize` waiting for readiness) or `Invoke` (spliced to a plane) →
+//! back to `Idle` when the response is written and the request body consumed,
+//! or closed when either side cannot continue.
+
+use std::io::{self, Read};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use mio::net::TcpStream;
+use mio::Interest;
+
+use super::invoke::Invoke;
+use super::{client_token, log, ClientTimer, OutQueue, Server, Timer};
+use crate::answers;
+use crate::http1::request::{BodyFraming, HeadParser, RequestHead, Version};
+use crate::http1::response::{self, ResponseFraming};
+use crate::http1::{Limits, RequestError};
+
+/// Read size while a head is expected, and while a body streams.
+const HEAD_READ: usize = 8 * 1024;
+const BODY_READ: usize = 64 * 1024;
+
+/// Stop reading a client whose unprocessed input exceeds this (pipelined
+/// requests queue up to here, then TCP flow control pushes back).
+const MAX_BUFFERED_INPUT: usize = 256 * 1024;
+
+pub enum Phase {
+    Idle,
+    /// `/initialize` waiting for the planes and the profile push.
+    Init { keep_alive: bool, request_id: String },
+    /// `/pre-stop` waiting for in-flight invokes to drain.
+    PreStop { keep_alive: bool, request_id: String },
+    Invoke(Box<Invoke>),
+}
+
+pub struct Client {
+    pub sock: TcpStream,
+    /// Changes with every exchange, so timers of a finished exchange are void.
+    pub gen: u64,
+    pub rbuf: BytesMut,
+    pub out: OutQueue,
+    pub parser: HeadParser,
+    pub phase: Phase,
+    /// The client closed its side (EOF) or failed.
+    pub peer_gone: bool,
+    /// Close once `out` is flushed.
+    pub closing: bool,
+}
+
+impl Server {
+    pub(super) fn accept(&mut self) {
+        if self.accept_paused {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((sock, _)) => {
+                    let _ = sock.set_nodelay(true);
+                    if self.clients.len() >= self.max_connections {
+                        refuse_overload(sock);
+                        continue;
+                    }
+                    self.add_client(sock);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the pending connection stays in
+                    // the backlog; stop accepting briefly instead of spinning.
+                    eprintln!("noslate-fc: accept failed: {e}; pausing accepts for 100 ms");
+                    self.accept_paused = true;
+                    self.timers.add(Instant::now() + std::time::Duration::from_millis(100), Timer::ResumeAccept);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_client(&mut self, mut sock: TcpStream) {
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        if self.poll.registry().register(&mut sock, client_token(key), Interest::READABLE | Interest::WRITABLE).is_err() {
+            return;
+        }
+        let gen = {
+            self.next_gen += 1;
+            self.next_gen
+        };
+        entry.insert(Client {
+            sock,
+            gen,
+            rbuf: BytesMut::new(),
+            out: OutQueue::default(),
+            parser: HeadParser::default(),
+            phase: Phase::Idle,
+            peer_gone: false,
+            closing: false,
+        });
+        self.arm_idle(key);
+    }
+
+    fn arm_idle(&mut self, key: usize) {
+        let gen = self.clients[key].gen;
+        let at = Instant::now() + self.cfg.idle_timeout;
+        self.timers.add(at, Timer::Client { key, gen, what: ClientTimer::Idle });
+    }
+
+    fn limits(&self) -> Limits {
+        Limits { max_head: self.cfg.max_head, max_body: self.cfg.max_body, ..Limits::default() }
+    }
+
+    pub(super) fn client_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if !self.clients.contains(key) {
+            return;
+        }
+        if writable {
+            self.flush_client(key);
+        }
+        if readable {
+            self.pump_client(key);
+        }
+    }
+
+    /// Read what the current phase can use, and act on it.
+    pub(super) fn pump_client(&mut self, key: usize) {
+        // Bounded: each turn either consumes input or stops.
+        for _ in 0..1024 {
+            let Some(c) = self.clients.get_mut(key) else { return };
+            if c.closing {
+                return;
+            }
+            self.process_client(key);
+            let Some(c) = self.clients.get_mut(key) else { return };
+            if c.closing || c.peer_gone || !self.wants_input(key) {
+                return;
+            }
+            match self.read_client(key) {
+                Ok(0) => {
+                    self.client_eof(key);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.client_failed(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn wants_input(&self, key: usize) -> bool {
+        let c = &self.clients[key];
+        if c.rbuf.len() >= MAX_BUFFERED_INPUT {
+            return false;
+        }
+        match &c.phase {
+            Phase::Idle => true,
+            Phase::Invoke(inv) => inv.wants_body(self) || c.rbuf.len() < HEAD_READ,
+            // Keep reading a little to notice a client that goes away.
+            Phase::Init { .. } | Phase::PreStop { .. } => c.rbuf.len() < HEAD_READ,
+        }
+    }
+
+    fn read_client(&mut self, key: usize) -> io::Result<usize> {
+        let body = matches!(self.clients[key].phase, Phase::Invoke(_));
+        let c = &mut self.clients[key];
+        let want = if body { BODY_READ } else { HEAD_READ };
+        if c.rbuf.capacity() - c.rbuf.len() < want / 4 {
+            c.rbuf.reserve(want);
+        }
+        let spare = c.rbuf.capacity() - c.rbuf.len();
+        let start = c.rbuf.len();
+        c.rbuf.resize(start + spare, 0);
+        let result = loop {
+            match c.sock.read(&mut c.rbuf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        let n = *result.as_ref().unwrap_or(&0);
+        c.rbuf.truncate(start + n);
+        result
+    }
+
+    /// Parse and dispatch whatever complete input is buffered.
+    fn process_client(&mut self, key: usize) {
+        loop {
+            let c = &mut self.clients[key];
+            match c.phase {
+                Phase::Idle => {
+                    if c.rbuf.is_empty() {
+                        return;
+                    }
+                    let limits = self.limits();
+                    let c = &mut self.clients[key];
+                    let had_partial = !c.rbuf.is_empty();
+                    match c.parser.parse(&mut c.rbuf, &limits) {
+                        Ok(Some(head)) => {
+                            c.parser = HeadParser::default();
+                            self.on_request(key, head);
+                            // Loop: a pipelined request may be buffered already.
+                            if !matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Idle)) {
+                                return;
+                            }
+                        }
+                        Ok(None) => {
+                            if had_partial {
+                                self.arm_head_timer(key);
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            self.refuse(key, &e);
+                            return;
+                        }
+                    }
+                }
+                Phase::Invoke(_) => {
+                    self.pump_invoke_body(key);
+                    return;
+                }
+                Phase::Init { .. } | Phase::PreStop { .. } => return,
+            }
+        }
+    }
+
+    /// Arm the slowloris timer once per exchange (the first partial head).
+    fn arm_head_timer(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        if c.parser.head_timer_armed() {
+            return;
+        }
+        c.parser.mark_head_timer_armed();
+        let gen = c.gen;
+        self.timers.add(Instant::now() + self.cfg.header_timeout, Timer::Client { key, gen, what: ClientTimer::Head });
+    }
+
+    /// A malformed or over-limit request: answer and close (RFC 9112 §9.6:
+    /// after a framing error the connection cannot be reused).
+    fn refuse(&mut self, key: usize, e: &RequestError) {
+        let status = e.status();
+        self.answer(key, status, &answers::error_body(e.reason()), &[], false);
+    }
+
+    /// Queue a complete local response; `keep_alive` false closes after it.
+    pub(super) fn answer(
+        &mut self,
+        key: usize,
+        status: u16,
+        body: &[u8],
+        extra: &[(&[u8], &[u8])],
+        keep_alive: bool,
+    ) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(extra.len() + 1);
+        headers.push((b"content-type", b"application/json"));
+        headers.extend_from_slice(extra);
+        let mut head = BytesMut::with_capacity(128 + body.len());
+        response::write_head(&mut head, status, &headers, ResponseFraming::Length(body.len() as u64), keep_alive);
+        head.extend_from_slice(body);
+        c.out.push(head.freeze());
+        if !keep_alive {
+            c.closing = true;
+        }
+        self.mark_client(key);
+    }
+
+    /// Route one request head (fc-protocol.md §2, §4).
+    fn on_request(&mut self, key: usize, head: RequestHead) {
+        self.clients[key].gen = self.gen();
+        let keep_alive = head.keep_alive();
+        let control = head.header("x-fc-control-path").map(<[u8]>::to_vec);
+        let route = match control.as_deref() {
+            Some(b"/invoke") => Route::Event,
+            Some(b"/http-invoke") => Route::Http,
+            Some(b"/initialize") => Route::Initialize,
+            Some(b"/pre-freeze") => Route::PreFreeze,
+            Some(b"/pre-stop") => Route::PreStop,
+            Some(_) => Route::BadControlPath,
+            None => match (head.method(), head.path()) {
+                (b"POST", b"/invoke") => Route::Event,
+                (b"POST", b"/initialize") => Route::Initialize,
+                (b"GET", b"/pre-freeze") => Route::PreFreeze,
+                (b"GET", b"/pre-stop") => Route::PreStop,
+                (_, b"/initialize") => Route::WrongMethod(b"POST"),
+                (_, b"/pre-freeze") => Route::WrongMethod(b"GET"),
+                (_, b"/pre-stop") => Route::WrongMethod(b"GET"),
+                (_, b"/invoke") => Route::WrongMethod(b"POST"),
+                _ => Route::Http,
+            },
+        };
+        // Local answers never read the body: keep the connection only when
+        // there is none to skip.
+        let reusable = keep_alive && head.framing() == BodyFraming::None;
+        let request_id = request_id(&head);
+        match route {
+            Route::Event | Route::Http => self.start_invoke(key, head, route == Route::Event, request_id),
+            Route::PreFreeze => {
+                log!(self, "FC PreFreeze Start RequestId: {request_id}");
+                self.answer(key, 200, b"{\"preFreeze\":\"ok\"}", &[(b"x-fc-status", b"200")], reusable);
+                log!(self, "FC PreFreeze End RequestId: {request_id}");
+                self.log.flush();
+            }
+            Route::PreStop => {
+                log!(self, "FC PreStop Start RequestId: {request_id}");
+                self.clients[key].phase = Phase::PreStop { keep_alive: reusable, request_id };
+                self.begin_shutdown("/pre-stop");
+            }
+            Route::Initialize => {
+                log!(self, "FC Initialize Start RequestId: {request_id}");
+                let timeout = head
+                    .header("x-fc-initialization-timeout")
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .filter(|s| *s > 0)
+                    .map(std::time::Duration::from_secs)
+                    .unwrap_or(self.cfg.init_timeout);
+                self.clients[key].phase = Phase::Init { keep_alive: reusable, request_id };
+                let gen = self.clients[key].gen;
+                self.timers.add(Instant::now() + timeout, Timer::Client { key, gen, what: ClientTimer::Init });
+                self.check_initialize();
+            }
+            Route::WrongMethod(allow) => {
+                let body = answers::error_body("method not allowed on this path");
+                self.answer(key, 405, &body, &[(b"allow", allow)], reusable);
+            }
+            Route::BadControlPath => {
+                let body = answers::error_body("unknown x-fc-control-path");
+                self.answer(key, 400, &body, &[], false);
+            }
+        }
+    }
+
+    /// The current exchange is over; go back to reading the next request.
+    pub(super) fn finish_exchange(&mut self, key: usize, keep_alive: bool) {
+        let gen = self.gen();
+        let Some(c) = self.clients.get_mut(key) else { return };
+        c.phase = Phase::Idle;
+        c.gen = gen;
+        if !keep_alive || c.peer_gone {
+            c.closing = true;
+            self.mark_client(key);
+            return;
+        }
+        // Give memory back between requests: idle connections hold no buffer.
+        if c.rbuf.is_empty() {
+            c.rbuf = BytesMut::new();
+        }
+        self.arm_idle(key);
+        self.mark_client(key);
+        self.pump_client(key);
+    }
+
+    pub(super) fn flush_client(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        match c.out.write_to(&mut c.sock) {
+            Ok(true) => {
+                if c.closing {
+                    self.close_client(key);
+                    return;
+                }
+            }
+            Ok(false) => {}
+            Err(_) => {
+                self.client_failed(key);
+                return;
+            }
+        }
+        self.client_drained(key);
+    }
+
+    /// The client's EOF: finish if nothing is in progress, else abort.
+    fn client_eof(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        c.peer_gone = true;
+        match c.phase {
+            Phase::Idle => {
+                c.closing = true;
+                self.mark_client(key);
+            }
+            _ => self.client_failed(key),
+        }
+    }
+
+    /// The client went away or broke: cancel what it started, close.
+    pub(super) fn client_failed(&mut self, key: usize) {
+        if let Some(c) = self.clients.get_mut(key) {
+            c.peer_gone = true;
+            c.out.clear();
+        }
+        self.abort_invoke(key, "client went away");
+        self.close_client(key);
+    }
+
+    pub(super) fn close_client(&mut self, key: usize) {
+        if !self.clients.contains(key) {
+            return;
+        }
+        self.abort_invoke(key, "connection closed");
+        if let Some(mut c) = self.clients.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+        }
+        self.after_client_closed();
+    }
+
+    pub(super) fn client_timer(&mut self, key: usize, gen: u64, what: ClientTimer) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        if c.gen != gen || c.closing {
+            return;
+        }
+        match what {
+            ClientTimer::Idle => {
+                if matches!(c.phase, Phase::Idle) && c.rbuf.is_empty() && c.out.is_empty() {
+                    self.close_client(key);
+                } else if matches!(c.phase, Phase::Idle) {
+                    // Something is still moving: look again later.
+                    self.arm_idle(key);
+                }
+            }
+            ClientTimer::Head => {
+                if matches!(c.phase, Phase::Idle) {
+                    let body = answers::error_body("request head not received in time");
+                    self.answer(key, 408, &body, &[], false);
+                }
+            }
+            ClientTimer::Deadline => self.invoke_deadline(key),
+            ClientTimer::PlaneWait => self.invoke_plane_wait_expired(key),
+            ClientTimer::Init => {
+                if let Phase::Init { keep_alive, request_id } = std::mem::replace(&mut c.phase, Phase::Idle) {
+                    let why = self.readiness_problem();
+                    let mut body = String::from("{\"initialized\":false,\"reason\":");
+                    answers::json_string(&mut body, &why);
+                    body.push('}');
+                    self.answer(key, 404, body.as_bytes(), &[(b"x-fc-status", b"404")], keep_alive);
+                    log!(self, "FC Initialize End RequestId: {request_id}");
+                    self.finish_exchange(key, keep_alive);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Event,
+    Http,
+    Initialize,
+    PreFreeze,
+    PreStop,
+    WrongMethod(&'static [u8]),
+    BadControlPath,
+}
+
+/// FC's request id, or one we make up (time + counter) for local callers.
+fn request_id(head: &RequestHead) -> String {
+    if let Some(id) = head.header("x-fc-request-id").and_then(|v| std::str::from_utf8(v).ok()) {
+        if !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic()) {
+            return id.to_string();
+        }
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = crate::sys::epoch_millis() as u64;
+    format!("nfc-{t:x}-{}-{n}", std::process::id())
+}
+
+/// Over the connection limit: a best-effort 503 and close, without
+/// registering the socket (the write is one small non-blocking attempt).
+fn refuse_overload(mut sock: TcpStream) {
+    use std::io::Write;
+    let body = answers::error_body("too many connections");
+    let mut msg = BytesMut::new();
+    response::write_head(&mut msg, 503, &[(b"content-type", b"application/json")], ResponseFraming::Length(body.len() as u64), false);
+    msg.extend_from_slice(&body);
+    let _ = sock.write(&msg);
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+}
+
+/// HTTP/1.0 clients cannot take chunked coding.
+pub fn supports_chunked(head: &RequestHead) -> bool {
+    head.version() == Version::Http11
+}
+
+pub fn bytes_of(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}

@@ -1,0 +1,619 @@
+//! The invoke splice: one FC request ↔ one `PushServer/invoke` stream.
+//!
+//! Request: the first `InvokeRequest` (head fields, and the whole body when it
+//! is small and already here) is encoded once; further body bytes go from the
+//! client's read buffer into DATA frames as `[gRPC prefix + field-7 key and
+//! length][slice]` — the slice is the read buffer itself (a refcount, no copy).
+//! Response: `splice::ResponseDecoder` yields the head, body slices and errors,
+//! which become the HTTP/1.1 response, again as slices.
+//!
+//! Backpressure both ways: above `UPSTREAM_HIGH_WATER` bytes queued on the
+//! stream we stop reading the client; above `CLIENT_HIGH_WATER` bytes queued
+//! to the client we stop returning flow-control window to the data plane.
+//! Memory per invoke is therefore bounded by these and the stream window.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::client::{supports_chunked, Phase};
+use super::{log, ClientTimer, Server, Timer};
+use crate::answers::InvokeError;
+use crate::grpc;
+use crate::h2::{ErrorCode, HeaderList, StreamRef};
+use crate::http1::body::BodyDecoder;
+use crate::http1::chunked::Decoded;
+use crate::http1::request::{BodyFraming, RequestHead};
+use crate::http1::response::{self, ChunkHead, ResponseFraming};
+use crate::proto::{self, InvokeRequestHead};
+use crate::splice::{Piece, ResponseDecoder};
+
+/// Largest body that rides inside the first `InvokeRequest`.
+const INLINE_BODY_MAX: usize = 64 * 1024;
+/// Largest body chunk message (well under Noslated's 10 MiB message limit).
+const CHUNK_MAX: usize = 64 * 1024;
+/// Stop reading the client while this much is queued on the stream.
+const UPSTREAM_HIGH_WATER: usize = 256 * 1024;
+/// Stop returning window to the data plane while this much waits for the client.
+const CLIENT_HIGH_WATER: usize = 256 * 1024;
+
+/// Hop-by-hop headers never forwarded (RFC 9110 §7.6.1), and FC's credentials
+/// unless the operator allows them (fc-protocol.md §3).
+const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"trailer"];
+const CREDENTIALS: &[&[u8]] = &[b"x-fc-access-key-id", b"x-fc-access-key-secret", b"x-fc-security-token"];
+/// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
+/// layer writes its own framing.
+const RESPONSE_DROP: &[&[u8]] =
+    &[b"connection", b"content-length", b"date", b"keep-alive", b"server", b"transfer-encoding", b"trailer", b"upgrade"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resp {
+    /// No response head written yet.
+    Waiting,
+    Chunked,
+    Length(u64),
+    /// HTTP/1.0 without a length: the body ends when we close.
+    UntilClose,
+    /// HEAD request, 204 or 304: headers only.
+    NoBody,
+    /// The response is complete.
+    Done,
+}
+
+pub struct Invoke {
+    pub head: RequestHead,
+    pub event: bool,
+    pub request_id: String,
+    pub function: String,
+    pub service: bool,
+    pub keep_alive: bool,
+    pub deadline: Instant,
+    pub deadline_ms: f64,
+    pub body: BodyDecoder,
+    pub body_done: bool,
+    pub conn: Option<usize>,
+    pub stream: Option<StreamRef>,
+    /// The first message, kept (refcounted) so a stream refused before any
+    /// processing can be retried on another connection.
+    pub first: Option<(Bytes, Bytes)>,
+    pub chunks_sent: bool,
+    pub sent_end: bool,
+    pub decoder: ResponseDecoder,
+    pub resp: Resp,
+    /// DATA bytes received but not yet credited back to the data plane.
+    pub unreleased: usize,
+    pub trailers_ok: bool,
+    pub continue_sent: bool,
+    pub retries: u8,
+}
+
+impl Invoke {
+    pub fn wants_body(&self, server: &Server) -> bool {
+        if self.body_done {
+            return false;
+        }
+        match (self.conn, self.stream) {
+            (Some(conn), Some(stream)) => server.conns.get(conn).is_some_and(|c| c.h2.queued(stream) < UPSTREAM_HIGH_WATER),
+            _ => false,
+        }
+    }
+}
+
+impl Server {
+    pub(super) fn start_invoke(&mut self, key: usize, head: RequestHead, event: bool, request_id: String) {
+        log!(self, "FC Invoke Start RequestId: {request_id}");
+        let keep_alive = head.keep_alive();
+        let chosen = if self.cfg.function_header {
+            match (head.header("x-noslate-service"), head.header("x-noslate-function")) {
+                (Some(s), _) => Some((std::str::from_utf8(s).ok().map(str::trim).map(str::to_string), true)),
+                (None, Some(f)) => Some((std::str::from_utf8(f).ok().map(str::trim).map(str::to_string), false)),
+                (None, None) => None,
+            }
+        } else {
+            None
+        };
+        let (function, service) = match chosen {
+            Some((Some(name), service)) if !name.is_empty() => (name, service),
+            Some(_) => return self.fail_early(key, head, event, request_id, InvokeError::BadFunctionName),
+            None => match self.life.default_function.clone() {
+                Some(f) => (f, false),
+                None => return self.fail_early(key, head, event, request_id, InvokeError::NoFunction),
+            },
+        };
+        if self.life.draining() {
+            return self.fail_early(key, head, event, request_id, InvokeError::Draining);
+        }
+        let timeout = head
+            .header("x-fc-function-timeout")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s > 0 && *s <= 86_400)
+            .map(Duration::from_secs)
+            .unwrap_or(self.cfg.timeout);
+        let now = Instant::now();
+        let limits = crate::http1::Limits { max_body: self.cfg.max_body, ..Default::default() };
+        let body = BodyDecoder::new(head.framing(), &limits);
+        let body_done = head.framing() == BodyFraming::None;
+        let inv = Invoke {
+            keep_alive,
+            event,
+            request_id,
+            function,
+            service,
+            deadline: now + timeout,
+            deadline_ms: crate::sys::epoch_millis() + timeout.as_secs_f64() * 1000.0,
+            body,
+            body_done,
+            conn: None,
+            stream: None,
+            first: None,
+            chunks_sent: false,
+            sent_end: false,
+            decoder: ResponseDecoder::default(),
+            resp: Resp::Waiting,
+            unreleased: 0,
+            trailers_ok: false,
+            continue_sent: false,
+            retries: 0,
+            head,
+        };
+        let gen = self.clients[key].gen;
+        self.timers.add(inv.deadline, Timer::Client { key, gen, what: ClientTimer::Deadline });
+        self.clients[key].phase = Phase::Invoke(Box::new(inv));
+        self.dispatch_invoke(key);
+    }
+
+    fn fail_early(&mut self, key: usize, head: RequestHead, event: bool, request_id: String, err: InvokeError) {
+        let keep_alive = head.keep_alive() && head.framing() == BodyFraming::None;
+        self.error_response(key, event, &err, keep_alive);
+        log!(self, "FC Invoke End RequestId: {request_id}");
+        self.finish_exchange(key, keep_alive);
+    }
+
+    fn error_response(&mut self, key: usize, event: bool, err: &InvokeError, keep_alive: bool) {
+        let status = if event { err.event_status() } else { err.http_status() };
+        let body = err.json_body(self.cfg.expose_stack);
+        self.answer(key, status, &body, &[(b"x-fc-status", b"404")], keep_alive);
+    }
+
+    /// Put a waiting invoke on a data plane connection, or wait for one.
+    pub(super) fn dispatch_invoke(&mut self, key: usize) {
+        let Some(conn) = self.pick_data_conn() else {
+            let gen = self.clients[key].gen;
+            let at = Instant::now() + self.cfg.ready_wait;
+            self.timers.add(at, Timer::Client { key, gen, what: ClientTimer::PlaneWait });
+            self.life.waiting_plane.push((key, gen));
+            return;
+        };
+        if let Err(why) = self.open_invoke_stream(key, conn) {
+            self.fail_invoke(key, InvokeError::PlaneLost(why));
+        }
+    }
+
+    fn open_invoke_stream(&mut self, key: usize, conn: usize) -> Result<(), String> {
+        let Phase::Invoke(inv) = &mut self.clients[key].phase else { return Ok(()) };
+        let path: &[u8] =
+            if inv.service { b"/noslated.data.PushServer/invokeService" } else { b"/noslated.data.PushServer/invoke" };
+        // grpc-timeout = deadline + 1 s, so the data plane's own timeout fires
+        // first with a meaningful error (noslated-protocol.md §6).
+        let left = inv.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        let timeout = grpc::encode_timeout(left.as_millis() as u64);
+        let fields: [(&[u8], &[u8]); 7] = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"grpc-timeout", timeout.as_bytes()),
+        ];
+        let stream = self.conns[conn].h2.open(&fields, false).map_err(|e| format!("{e:?}"))?;
+        if inv.first.is_none() {
+            let first = self.encode_first_message(key);
+            let Phase::Invoke(inv) = &mut self.clients[key].phase else { return Ok(()) };
+            inv.first = Some(first);
+        }
+        let Phase::Invoke(inv) = &mut self.clients[key].phase else { return Ok(()) };
+        let (head_bytes, body) = inv.first.clone().unwrap_or_default();
+        inv.conn = Some(conn);
+        inv.stream = Some(stream);
+        let h2 = &mut self.conns[conn].h2;
+        h2.send_data(stream, head_bytes);
+        if !body.is_empty() {
+            h2.send_data(stream, body);
+        }
+        if inv.body_done {
+            h2.send_end(stream);
+            inv.sent_end = true;
+        }
+        let expects_continue = inv.head.expects_continue() && !inv.body_done && !inv.continue_sent;
+        if expects_continue {
+            inv.continue_sent = true;
+        }
+        let gen = self.clients[key].gen;
+        self.conns[conn].owners.insert(stream, super::plane::Owner::Invoke(key, gen));
+        self.mark_conn(conn);
+        if expects_continue {
+            self.clients[key].out.push(Bytes::from_static(response::CONTINUE));
+            self.mark_client(key);
+        }
+        self.pump_invoke_body(key);
+        Ok(())
+    }
+
+    /// The first InvokeRequest: head fields, plus the whole body when it is
+    /// small and already buffered (then the request is complete at once).
+    fn encode_first_message(&mut self, key: usize) -> (Bytes, Bytes) {
+        let forward_credentials = self.cfg.forward_credentials;
+        let c = &mut self.clients[key];
+        let Phase::Invoke(inv) = &mut c.phase else { return Default::default() };
+        let mut inline = Bytes::new();
+        if let BodyFraming::Length(n) = inv.head.framing() {
+            if n as usize <= INLINE_BODY_MAX && c.rbuf.len() >= n as usize {
+                if let Ok(Decoded::Data(data)) = inv.body.decode(&mut c.rbuf, n as usize) {
+                    inline = data;
+                }
+                if inline.len() as u64 == n {
+                    inv.body_done = true;
+                }
+            }
+        }
+        let head = &inv.head;
+        let headers: Vec<(&[u8], &[u8])> = head
+            .headers()
+            .filter(|(name, _)| {
+                let hop = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+                    || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-"));
+                let secret = !forward_credentials && CREDENTIALS.iter().any(|h| name.eq_ignore_ascii_case(h));
+                !hop && !secret
+            })
+            .collect();
+        let lower: Vec<(Vec<u8>, &[u8])> = headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), *v)).collect();
+        let headers: Vec<(&[u8], &[u8])> = lower.iter().map(|(n, v)| (n.as_slice(), *v)).collect();
+        let mut baggage: Vec<(&[u8], &[u8])> = Vec::new();
+        for (name, key) in [
+            ("x-fc-region", b"fc-region" as &[u8]),
+            ("x-fc-account-id", b"fc-account-id"),
+            ("x-fc-qualifier", b"fc-qualifier"),
+            ("x-fc-function-name", b"fc-function-name"),
+            ("x-fc-service-name", b"fc-service-name"),
+        ] {
+            if let Some(v) = head.header(name) {
+                baggage.push((key, v));
+            }
+        }
+        baggage.push((b"fc-invocation-type", if inv.event { b"event" } else { b"http" }));
+        let msg = InvokeRequestHead {
+            name: &inv.function,
+            url: Some(head.target()),
+            method: Some(head.method()),
+            headers: &headers,
+            baggage: &baggage,
+            deadline: Some(inv.deadline_ms),
+            request_id: Some(inv.request_id.as_bytes()),
+        };
+        let len = msg.encoded_len(inline.len());
+        let mut buf = Vec::with_capacity(grpc::MESSAGE_PREFIX_LEN + len - inline.len());
+        buf.extend_from_slice(&grpc::message_prefix(len as u32));
+        msg.encode_with_body_prefix(inline.len(), &mut buf);
+        (Bytes::from(buf), inline)
+    }
+
+    /// Move request body bytes from the client's buffer into the stream, as
+    /// long as the stream has room.
+    pub(super) fn pump_invoke_body(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let Phase::Invoke(inv) = &mut c.phase else { return };
+        let (Some(conn), Some(stream)) = (inv.conn, inv.stream) else { return };
+        if inv.sent_end {
+            return;
+        }
+        let Some(pc) = self.conns.get_mut(conn) else { return };
+        let mut error = None;
+        while !inv.body_done && pc.h2.queued(stream) < UPSTREAM_HIGH_WATER {
+            match inv.body.decode(&mut c.rbuf, CHUNK_MAX) {
+                Ok(Decoded::Data(data)) => {
+                    let prefix = proto::body_chunk_prefix(data.len());
+                    pc.h2.send_data(stream, self.scratch.bytes(&[prefix.as_bytes()]));
+                    pc.h2.send_data(stream, data);
+                    inv.chunks_sent = true;
+                }
+                Ok(Decoded::NeedMore) => break,
+                Ok(Decoded::End) => inv.body_done = true,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if inv.body_done && !inv.sent_end {
+            pc.h2.send_end(stream);
+            inv.sent_end = true;
+        }
+        self.mark_conn(conn);
+        if let Some(e) = error {
+            // The body broke its own framing mid-stream: cancel upstream and
+            // answer the client if we still can.
+            let status = e.status();
+            let Phase::Invoke(inv) = std::mem::replace(&mut self.clients[key].phase, Phase::Idle) else { return };
+            self.detach_stream(&inv);
+            let waiting = inv.resp == Resp::Waiting;
+            let id = inv.request_id.clone();
+            if waiting {
+                self.answer(key, status, &crate::answers::error_body(e.reason()), &[(b"x-fc-status", b"404")], false);
+            } else {
+                self.clients[key].out.clear();
+                self.clients[key].closing = true;
+            }
+            log!(self, "FC Invoke End RequestId: {id}");
+            self.mark_client(key);
+            return;
+        }
+        let done = matches!(&self.clients[key].phase, Phase::Invoke(inv) if inv.body_done && inv.resp == Resp::Done);
+        if done {
+            self.complete_invoke(key);
+        }
+    }
+
+    /// HEADERS on the invoke stream: the gRPC response head, or trailers.
+    pub(super) fn invoke_headers(&mut self, key: usize, fields: HeaderList, end_stream: bool) {
+        let pairs = || fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+        if !end_stream {
+            if let Err(e) = grpc::check_response_head(pairs()) {
+                return self.fail_invoke(key, InvokeError::Protocol(e.to_string()));
+            }
+            return;
+        }
+        match grpc::status_from_trailers(pairs()) {
+            Ok(status) if status.code.0 == 0 => {
+                let Some(Phase::Invoke(inv)) = self.clients.get_mut(key).map(|c| &mut c.phase) else { return };
+                if !inv.decoder.is_idle() {
+                    return self.fail_invoke(key, InvokeError::Protocol("stream ended inside a message".into()));
+                }
+                if !inv.decoder.head_seen() {
+                    return self.fail_invoke(key, InvokeError::Protocol("No headers received".into()));
+                }
+                inv.trailers_ok = true;
+                self.end_response(key);
+            }
+            Ok(status) => {
+                self.fail_invoke(key, InvokeError::Status { code: status.code.0, message: status.message })
+            }
+            Err(e) => self.fail_invoke(key, InvokeError::Protocol(e.to_string())),
+        }
+    }
+
+    /// DATA on the invoke stream.
+    pub(super) fn invoke_data(&mut self, key: usize, data: Bytes) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let Phase::Invoke(inv) = &mut c.phase else { return };
+        inv.unreleased += data.len();
+        let mut pieces = Vec::new();
+        let result = inv.decoder.feed(data, &mut |p| pieces.push(p));
+        for piece in pieces {
+            match piece {
+                Piece::Head { status, headers } => self.write_response_head(key, status, &headers),
+                Piece::Body(b) => self.write_body(key, b),
+                Piece::Error(f) => {
+                    return self.fail_invoke(key, InvokeError::Noslated(f));
+                }
+            }
+            if !matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Invoke(_))) {
+                return;
+            }
+        }
+        if let Err(e) = result {
+            return self.fail_invoke(key, InvokeError::Protocol(e.to_string()));
+        }
+        self.release_window(key);
+    }
+
+    fn write_response_head(&mut self, key: usize, status: u16, headers: &[(Bytes, Bytes)]) {
+        let c = &mut self.clients[key];
+        let Phase::Invoke(inv) = &mut c.phase else { return };
+        let is_head = inv.head.method() == b"HEAD";
+        let mut length = None;
+        let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(headers.len() + 1);
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            }
+            let forbidden = RESPONSE_DROP.iter().any(|h| name.eq_ignore_ascii_case(h))
+                || (name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"x-fc-"));
+            let valid = !name.is_empty()
+                && name.iter().all(|b| b.is_ascii_graphic() && *b != b':')
+                && value.iter().all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f));
+            if !forbidden && valid {
+                out.push((name, value));
+            }
+        }
+        out.push((b"x-fc-status", b"200"));
+        let no_body = is_head || status == 204 || status == 304 || (100..200).contains(&status);
+        let (framing, resp) = if no_body {
+            (ResponseFraming::NoBody, Resp::NoBody)
+        } else if let Some(n) = length {
+            (ResponseFraming::Length(n), Resp::Length(n))
+        } else if supports_chunked(&inv.head) {
+            (ResponseFraming::Chunked, Resp::Chunked)
+        } else {
+            inv.keep_alive = false;
+            (ResponseFraming::NoBody, Resp::UntilClose)
+        };
+        // HEAD keeps the function's length visible without sending a body.
+        let framing = match (framing, length) {
+            (ResponseFraming::NoBody, Some(n)) if is_head => ResponseFraming::Length(n),
+            (f, _) => f,
+        };
+        inv.resp = resp;
+        let mut buf = bytes::BytesMut::with_capacity(256);
+        response::write_head(&mut buf, status, &out, framing, inv.keep_alive);
+        c.out.push(buf.freeze());
+        self.mark_client(key);
+    }
+
+    fn write_body(&mut self, key: usize, body: Bytes) {
+        let c = &mut self.clients[key];
+        let Phase::Invoke(inv) = &mut c.phase else { return };
+        match inv.resp {
+            Resp::Chunked => {
+                let size = ChunkHead::new(body.len());
+                c.out.push(self.scratch.bytes(&[size.as_bytes()]));
+                c.out.push(body);
+                c.out.push(Bytes::from_static(response::CHUNK_END));
+            }
+            Resp::Length(left) => {
+                if body.len() as u64 > left {
+                    // More than the function promised: never send it.
+                    return self.fail_invoke(key, InvokeError::Protocol("body longer than content-length".into()));
+                }
+                inv.resp = Resp::Length(left - body.len() as u64);
+                c.out.push(body);
+            }
+            Resp::UntilClose => c.out.push(body),
+            Resp::NoBody | Resp::Done | Resp::Waiting => {}
+        }
+        self.mark_client(key);
+    }
+
+    /// Trailers said OK: finish the HTTP response.
+    fn end_response(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        let Phase::Invoke(inv) = &mut c.phase else { return };
+        match inv.resp {
+            Resp::Chunked => c.out.push(Bytes::from_static(response::LAST_CHUNK)),
+            Resp::Length(0) | Resp::NoBody => {}
+            Resp::Length(_) => {
+                return self.fail_invoke(key, InvokeError::Protocol("body shorter than content-length".into()));
+            }
+            Resp::UntilClose => inv.keep_alive = false,
+            Resp::Waiting | Resp::Done => {}
+        }
+        inv.resp = Resp::Done;
+        self.mark_client(key);
+        if inv.body_done {
+            self.complete_invoke(key);
+        } else {
+            // The function answered before reading the whole body: the rest
+            // cannot be forwarded any more, so the connection cannot be reused.
+            inv.keep_alive = false;
+            self.complete_invoke(key);
+        }
+    }
+
+    /// Both directions are done: release everything, next request.
+    fn complete_invoke(&mut self, key: usize) {
+        let Phase::Invoke(inv) = std::mem::replace(&mut self.clients[key].phase, Phase::Idle) else { return };
+        self.detach_stream(&inv);
+        log!(self, "FC Invoke End RequestId: {}", inv.request_id);
+        let keep_alive = inv.keep_alive && inv.body_done;
+        self.finish_exchange(key, keep_alive);
+    }
+
+    /// The invocation failed. Before the head: an error response. After it:
+    /// cut the response so the client can tell (noslated-protocol.md §5.5).
+    pub(super) fn fail_invoke(&mut self, key: usize, err: InvokeError) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let Phase::Invoke(inv) = std::mem::replace(&mut c.phase, Phase::Idle) else { return };
+        self.detach_stream(&inv);
+        eprintln!("noslate-fc: invoke {} failed: {}", inv.request_id, err.log_text());
+        if inv.resp == Resp::Waiting {
+            let keep_alive = inv.keep_alive && inv.body_done;
+            self.error_response(key, inv.event, &err, keep_alive);
+            log!(self, "FC Invoke End RequestId: {}", inv.request_id);
+            self.finish_exchange(key, keep_alive);
+        } else {
+            // Headers are out: close without a clean end (no last chunk, or
+            // short of Content-Length). What was queued is still sent.
+            log!(self, "FC Invoke End RequestId: {}", inv.request_id);
+            let c = &mut self.clients[key];
+            c.closing = true;
+            self.mark_client(key);
+        }
+    }
+
+    /// Unhook the invoke's stream: forget the owner, credit what was read,
+    /// and cancel it unless it ended normally in both directions (a finished
+    /// stream is never reset: Node counts resets, noslated-protocol.md §14).
+    fn detach_stream(&mut self, inv: &Invoke) {
+        let (Some(conn), Some(stream)) = (inv.conn, inv.stream) else { return };
+        let Some(pc) = self.conns.get_mut(conn) else { return };
+        pc.owners.remove(&stream);
+        pc.h2.release(stream, inv.unreleased);
+        if !(inv.trailers_ok && inv.sent_end) {
+            pc.h2.reset(stream, ErrorCode::CANCEL);
+        }
+        self.mark_conn(conn);
+        self.conn_maybe_retire(conn);
+    }
+
+    /// Give window back to the data plane once the client has taken the bytes.
+    pub(super) fn release_window(&mut self, key: usize) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let Phase::Invoke(inv) = &mut c.phase else { return };
+        if inv.unreleased == 0 || c.out.len() > CLIENT_HIGH_WATER {
+            return;
+        }
+        let (Some(conn), Some(stream)) = (inv.conn, inv.stream) else { return };
+        if let Some(pc) = self.conns.get_mut(conn) {
+            pc.h2.release(stream, inv.unreleased);
+            inv.unreleased = 0;
+            self.mark_conn(conn);
+        }
+    }
+
+    /// The client's output drained: resume what waited on it.
+    pub(super) fn client_drained(&mut self, key: usize) {
+        if matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Invoke(_))) {
+            self.release_window(key);
+        }
+    }
+
+    pub(super) fn invoke_deadline(&mut self, key: usize) {
+        if matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Invoke(_))) {
+            self.fail_invoke(key, InvokeError::Deadline);
+        }
+    }
+
+    pub(super) fn invoke_plane_wait_expired(&mut self, key: usize) {
+        let waiting = matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Invoke(inv)) if inv.conn.is_none());
+        if waiting {
+            let gen = self.clients[key].gen;
+            self.life.waiting_plane.retain(|w| *w != (key, gen));
+            self.fail_invoke(key, InvokeError::NoDataPlane);
+        }
+    }
+
+    /// Cancel whatever this client had in flight upstream (client gone).
+    pub(super) fn abort_invoke(&mut self, key: usize, why: &str) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let phase = std::mem::replace(&mut c.phase, Phase::Idle);
+        match phase {
+            Phase::Invoke(inv) => {
+                self.detach_stream(&inv);
+                eprintln!("noslate-fc: invoke {} cancelled: {why}", inv.request_id);
+                log!(self, "FC Invoke End RequestId: {}", inv.request_id);
+            }
+            Phase::Init { request_id, .. } => log!(self, "FC Initialize End RequestId: {request_id}"),
+            Phase::PreStop { request_id, .. } => log!(self, "FC PreStop End RequestId: {request_id}"),
+            Phase::Idle => {}
+        }
+    }
+
+    /// The stream failed underneath an invoke (reset, GOAWAY, connection loss).
+    pub(super) fn invoke_stream_failed(&mut self, key: usize, why: String, retryable: bool) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let Phase::Invoke(inv) = &mut c.phase else { return };
+        inv.stream = None;
+        inv.conn = None;
+        let can_retry = retryable && !inv.chunks_sent && inv.resp == Resp::Waiting && inv.retries < 3;
+        if can_retry {
+            inv.retries += 1;
+            inv.unreleased = 0;
+            inv.decoder = ResponseDecoder::default();
+            inv.sent_end = false;
+            self.dispatch_invoke(key);
+        } else {
+            self.fail_invoke(key, InvokeError::PlaneLost(why));
+        }
+    }
+}

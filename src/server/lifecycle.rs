@@ -1,0 +1,358 @@
+//! The ENTRYPOINT's duties: start and supervise turfd and the planes, load and
+//! push function profiles and platform environment variables, answer
+//! `/initialize` once the stack is ready, and shut everything down in order.
+//!
+//! Shutdown (`/pre-stop`, SIGTERM, SIGINT): stop taking invokes (503), let
+//! in-flight ones finish up to the drain period, answer `/pre-stop`, SIGTERM
+//! the children, SIGKILL whatever is left after their grace period, exit 0 once
+//! every child is reaped. A second signal exits at once. A child that dies on
+//! its own stops everything with exit code 1, as the seed's start.sh intends.
+
+use std::fs::OpenOptions;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use super::client::Phase;
+use super::plane::PlaneKind;
+use super::{log, Server, Timer};
+use crate::config::{ChildSpec, Config};
+use crate::sys::{self, ExitStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Running,
+    /// No new invokes; waiting for in-flight ones (until the drain timer).
+    Draining,
+    /// Children were sent SIGTERM; waiting for them to exit.
+    Stopping,
+}
+
+pub struct Child {
+    pub spec: ChildSpec,
+    pub pid: i32,
+    pub exited: Option<ExitStatus>,
+}
+
+pub struct Lifecycle {
+    stage: Stage,
+    pub default_function: Option<String>,
+    pub waiting_plane: Vec<(usize, u64)>,
+    pub next_plane: usize,
+    pub profiles_message: Option<Vec<u8>>,
+    pub env_message: Option<Vec<u8>>,
+    pub profile_count: usize,
+    pub env_count: usize,
+    pub config_error: Option<String>,
+    pub reread: Vec<usize>,
+    pub children: Vec<Child>,
+    /// Why we are stopping, and with which exit code.
+    exit_code: i32,
+    signals_seen: u32,
+}
+
+impl Lifecycle {
+    pub fn new(cfg: &Config) -> Lifecycle {
+        Lifecycle {
+            stage: Stage::Running,
+            default_function: cfg.function.clone(),
+            waiting_plane: Vec::new(),
+            next_plane: 0,
+            profiles_message: None,
+            env_message: None,
+            profile_count: 0,
+            env_count: 0,
+            config_error: None,
+            reread: Vec::new(),
+            children: Vec::new(),
+            exit_code: 0,
+            signals_seen: 0,
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.stage != Stage::Running
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stage == Stage::Stopping
+    }
+}
+
+impl Server {
+    /// Everything that happens once at start: files, children, planes.
+    pub(super) fn start(&mut self) -> std::io::Result<()> {
+        self.load_profile_files();
+        let specs = self.cfg.children.clone();
+        for spec in specs {
+            match spawn(&spec, &self.cfg) {
+                Ok(pid) => {
+                    eprintln!("noslate-fc: started {} (pid {pid}): {}", spec.name, spec.argv.join(" "));
+                    self.life.children.push(Child { spec, pid, exited: None });
+                }
+                Err(e) => {
+                    eprintln!("noslate-fc: cannot start {}: {e}", spec.name);
+                    self.kill_children(libc::SIGKILL);
+                    return Err(e);
+                }
+            }
+        }
+        self.connect_all_planes();
+        Ok(())
+    }
+
+    /// Read and validate NOSLATE_FUNCTION_PROFILES and NOSLATE_PLATFORM_ENV.
+    /// A bad file does not stop the process (FC would only see a crash loop):
+    /// `/initialize` reports it with 404 and the reason.
+    fn load_profile_files(&mut self) {
+        if let Some(path) = self.cfg.profiles_file.clone() {
+            let parsed = std::fs::read(&path)
+                .map_err(|e| format!("NOSLATE_FUNCTION_PROFILES: cannot read {}: {e}", path.display()))
+                .and_then(|json| {
+                    crate::profile::parse_profiles(&json).map_err(|e| format!("NOSLATE_FUNCTION_PROFILES: {e}"))
+                });
+            match parsed {
+                Ok(profiles) => {
+                    if self.life.default_function.is_none() && profiles.len() == 1 {
+                        self.life.default_function = profiles[0].name.clone();
+                    }
+                    let mut msg = Vec::new();
+                    crate::profile::encode_set_function_profile(&profiles, &mut msg);
+                    self.life.profile_count = profiles.len();
+                    self.life.profiles_message = Some(msg);
+                }
+                Err(e) => {
+                    eprintln!("noslate-fc: {e}");
+                    self.life.config_error = Some(e);
+                }
+            }
+        }
+        if let Some(path) = self.cfg.platform_env_file.clone() {
+            let parsed = std::fs::read(&path)
+                .map_err(|e| format!("NOSLATE_PLATFORM_ENV: cannot read {}: {e}", path.display()))
+                .and_then(|json| {
+                    crate::profile::parse_platform_env(&json).map_err(|e| format!("NOSLATE_PLATFORM_ENV: {e}"))
+                });
+            match parsed {
+                Ok(envs) => {
+                    let mut msg = Vec::new();
+                    crate::proto::SetPlatformEnvironmentVariablesRequest { envs: &envs }.encode(&mut msg);
+                    self.life.env_count = envs.len();
+                    self.life.env_message = Some(msg);
+                }
+                Err(e) => {
+                    eprintln!("noslate-fc: {e}");
+                    self.life.config_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// What still stands between us and readiness (None = ready).
+    pub(super) fn readiness_gap(&self) -> Option<String> {
+        if let Some(e) = &self.life.config_error {
+            return Some(e.clone());
+        }
+        for p in &self.planes {
+            let name = p.path.display();
+            let why = p.last_error.as_deref().unwrap_or("not connected yet");
+            if p.active.is_none() || !p.healthy {
+                return Some(format!("{name} not ready: {why}"));
+            }
+            if p.kind == PlaneKind::Control {
+                if self.life.profiles_message.is_some() && !p.profiles_pushed {
+                    return Some(format!("{name}: function profiles not accepted yet ({why})"));
+                }
+                if self.life.env_message.is_some() && !p.env_pushed {
+                    return Some(format!("{name}: platform environment not accepted yet ({why})"));
+                }
+            }
+        }
+        None
+    }
+
+    pub(super) fn readiness_problem(&self) -> String {
+        self.readiness_gap().unwrap_or_else(|| "ready".into())
+    }
+
+    /// Answer every `/initialize` that waits, if we are ready (or cannot be).
+    pub(super) fn check_initialize(&mut self) {
+        let gap = self.readiness_gap();
+        // A configuration error will not heal by waiting.
+        let decided = gap.is_none() || self.life.config_error.is_some();
+        if !decided {
+            return;
+        }
+        let waiting: Vec<usize> =
+            self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::Init { .. })).map(|(k, _)| k).collect();
+        for key in waiting {
+            let Phase::Init { keep_alive, request_id } = std::mem::replace(&mut self.clients[key].phase, Phase::Idle)
+            else {
+                continue;
+            };
+            match &gap {
+                None => {
+                    let body = format!(
+                        "{{\"initialized\":true,\"dataPlanes\":{},\"controlPlanes\":{},\"profiles\":{},\"platformEnv\":{}}}",
+                        self.cfg.data_planes, self.cfg.control_planes, self.life.profile_count, self.life.env_count
+                    );
+                    self.answer(key, 200, body.as_bytes(), &[(b"x-fc-status", b"200")], keep_alive);
+                }
+                Some(why) => {
+                    let mut body = String::from("{\"initialized\":false,\"reason\":");
+                    crate::answers::json_string(&mut body, why);
+                    body.push('}');
+                    self.answer(key, 404, body.as_bytes(), &[(b"x-fc-status", b"404")], keep_alive);
+                }
+            }
+            log!(self, "FC Initialize End RequestId: {request_id}");
+            self.finish_exchange(key, keep_alive);
+        }
+    }
+
+    pub(super) fn on_signals(&mut self) {
+        loop {
+            match self.signals.read() {
+                Ok(Some(libc::SIGCHLD)) => self.reap(),
+                Ok(Some(sig)) => {
+                    self.life.signals_seen += 1;
+                    if self.life.signals_seen > 1 {
+                        eprintln!("noslate-fc: second signal {sig}: exiting now");
+                        self.kill_children(libc::SIGKILL);
+                        self.exit_code = Some(self.life.exit_code);
+                        return;
+                    }
+                    self.begin_shutdown(if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" });
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    eprintln!("noslate-fc: signalfd: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reap every exited process: our children and, as PID 1, orphans.
+    fn reap(&mut self) {
+        while let Some((pid, status)) = sys::reap_any() {
+            let Some(child) = self.life.children.iter_mut().find(|c| c.pid == pid) else { continue };
+            child.exited = Some(status);
+            let name = child.spec.name;
+            if self.life.stage == Stage::Stopping {
+                eprintln!("noslate-fc: {name} (pid {pid}) stopped: {status}");
+            } else {
+                eprintln!("noslate-fc: {name} (pid {pid}) exited unexpectedly: {status}; stopping");
+                self.life.exit_code = 1;
+                self.stop_children();
+            }
+        }
+        self.maybe_exit();
+    }
+
+    /// `/pre-stop` or a signal: drain, then stop.
+    pub(super) fn begin_shutdown(&mut self, why: &str) {
+        if self.life.stage == Stage::Running {
+            eprintln!("noslate-fc: {why}: draining in-flight invokes (up to {:?})", self.cfg.drain);
+            self.life.stage = Stage::Draining;
+            // Refuse invokes that were waiting for a data plane.
+            for (key, gen) in std::mem::take(&mut self.life.waiting_plane) {
+                if self.clients.get(key).is_some_and(|c| c.gen == gen) {
+                    self.fail_invoke(key, crate::answers::InvokeError::Draining);
+                }
+            }
+            self.timers.add(Instant::now() + self.cfg.drain, Timer::Drain);
+        }
+        self.after_client_closed();
+    }
+
+    fn in_flight(&self) -> usize {
+        self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::Invoke(_))).count()
+    }
+
+    /// Called whenever an exchange ends: the drain may be complete.
+    pub(super) fn after_client_closed(&mut self) {
+        if self.life.stage == Stage::Draining && self.in_flight() == 0 {
+            self.drain_done();
+        }
+    }
+
+    pub(super) fn drain_deadline(&mut self) {
+        if self.life.stage == Stage::Draining {
+            eprintln!("noslate-fc: drain period over with {} invokes in flight", self.in_flight());
+            self.drain_done();
+        }
+    }
+
+    fn drain_done(&mut self) {
+        let waiting: Vec<usize> =
+            self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::PreStop { .. })).map(|(k, _)| k).collect();
+        for key in waiting {
+            if let Phase::PreStop { request_id, .. } = std::mem::replace(&mut self.clients[key].phase, Phase::Idle) {
+                self.answer(key, 200, b"{\"preStop\":\"ok\"}", &[(b"x-fc-status", b"200")], false);
+                log!(self, "FC PreStop End RequestId: {request_id}");
+            }
+        }
+        self.stop_children();
+    }
+
+    /// SIGTERM every child, SIGKILL after the grace period.
+    fn stop_children(&mut self) {
+        if self.life.stage == Stage::Stopping {
+            return;
+        }
+        self.life.stage = Stage::Stopping;
+        self.close_planes();
+        self.kill_children(libc::SIGTERM);
+        self.timers.add(Instant::now() + self.cfg.kill_grace, Timer::KillChildren);
+        self.maybe_exit();
+    }
+
+    /// The grace period is over: SIGKILL cannot be ignored, and the SIGCHLD
+    /// that follows reaps the children and lets us exit.
+    pub(super) fn kill_children_now(&mut self) {
+        self.kill_children(libc::SIGKILL);
+        self.maybe_exit();
+    }
+
+    fn kill_children(&mut self, sig: i32) {
+        for child in self.life.children.iter().filter(|c| c.exited.is_none()) {
+            sys::kill_group(child.pid, sig);
+        }
+    }
+
+    /// Exit once stopping and every child has been reaped, after the last
+    /// answers (the `/pre-stop` reply) are flushed.
+    fn maybe_exit(&mut self) {
+        if self.life.stage != Stage::Stopping || self.life.children.iter().any(|c| c.exited.is_none()) {
+            return;
+        }
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.flush_client(key);
+        }
+        self.log.flush();
+        self.exit_code = Some(self.life.exit_code);
+    }
+}
+
+/// Start one child: own process group, dies with us, output to its log file
+/// (or our stderr when no log directory is configured).
+fn spawn(spec: &ChildSpec, cfg: &Config) -> std::io::Result<i32> {
+    let mut cmd = Command::new(&spec.argv[0]);
+    cmd.args(&spec.argv[1..]).stdin(Stdio::null());
+    if let Some(file) = &spec.log_file {
+        let log = OpenOptions::new().create(true).append(true).open(file)?;
+        cmd.stdout(log.try_clone()?).stderr(log);
+    }
+    if let Some(id) = spec.plane_id {
+        cmd.env("NOSLATED_PLANE_ID", id.to_string());
+    }
+    // The planes must bind the sockets we connect to (§1.2).
+    if std::env::var_os("NOSLATED_WORKDIR").is_none() && cfg.sock_dir.ends_with("socks") {
+        if let Some(work) = cfg.sock_dir.parent() {
+            cmd.env("NOSLATED_WORKDIR", work);
+        }
+    }
+    sys::set_pre_exec(&mut cmd);
+    Ok(cmd.spawn()?.id() as i32)
+}

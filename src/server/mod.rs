@@ -1,0 +1,309 @@
+//! The event loop: one thread, one mio `Poll`, every socket non-blocking and
+//! edge-triggered.
+//!
+//! It owns three kinds of sockets — the TCP listener and FC's HTTP/1.1
+//! connections (`client.rs`), the unix-socket HTTP/2 connections to the
+//! Noslated planes (`plane.rs`), and the signalfd that carries SIGCHLD and
+//! SIGTERM (`lifecycle.rs`) — plus a timer set whose earliest deadline is the
+//! poll timeout. `invoke.rs` joins a client to a plane stream.
+//!
+//! Tokens: 0 = listener, 1 = signals, even = client `2 + 2k`, odd = plane
+//! connection `3 + 2k`. Every socket is registered for both readable and
+//! writable once; because readiness is edge-triggered, whatever queues bytes
+//! for a socket also marks it dirty, and dirty sockets are flushed at the end
+//! of each loop turn (sozu's lesson: otherwise a session stalls forever).
+
+mod client;
+mod invoke;
+mod lifecycle;
+mod plane;
+
+use std::io::{self, IoSlice, Write};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::sys::SignalFd;
+use crate::timer::Timers;
+
+pub use client::Client;
+pub use lifecycle::Lifecycle;
+pub use plane::{Plane, PlaneConn};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+
+fn client_token(key: usize) -> Token {
+    Token(2 + key * 2)
+}
+
+fn plane_token(key: usize) -> Token {
+    Token(3 + key * 2)
+}
+
+/// Largest number of segments handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+
+/// What a timer is for. Client timers carry the connection's generation so
+/// a timer outliving its connection (or its exchange) is ignored.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    Client { key: usize, gen: u64, what: ClientTimer },
+    PlaneRetry { plane: usize },
+    Drain,
+    KillChildren,
+    ResumeAccept,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientTimer {
+    /// The request head must be complete by now (408).
+    Head,
+    /// Idle keep-alive connection: close silently.
+    Idle,
+    /// The invocation's deadline (504).
+    Deadline,
+    /// Waiting for a data plane (503).
+    PlaneWait,
+    /// `/initialize` readiness wait (404).
+    Init,
+}
+
+/// Segments waiting to be written to a socket: small owned heads interleaved
+/// with slices of read buffers, written with `writev`.
+#[derive(Default)]
+pub struct OutQueue {
+    segs: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl OutQueue {
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.segs.push_back(b);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Write as much as the socket takes. Ok(true) when everything was written.
+    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
+        while self.len > 0 {
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = self.segs.iter().take(MAX_IOVECS).zip(iov.iter_mut()).map(|(s, v)| *v = IoSlice::new(s)).count();
+            match w.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut written) => {
+                    self.len -= written;
+                    while written > 0 {
+                        let Some(front) = self.segs.front_mut() else { break };
+                        if written >= front.len() {
+                            written -= front.len();
+                            self.segs.pop_front();
+                        } else {
+                            let _ = front.split_to(written);
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn clear(&mut self) {
+        self.segs.clear();
+        self.len = 0;
+    }
+}
+
+/// Small owned heads (chunk-size lines, gRPC prefixes) are carved out of one
+/// scratch buffer: a refcount per head instead of an allocation per head.
+#[derive(Default)]
+pub struct Scratch(BytesMut);
+
+impl Scratch {
+    pub fn bytes(&mut self, parts: &[&[u8]]) -> Bytes {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.0.capacity() < len {
+            self.0.reserve(len.max(4096));
+        }
+        for p in parts {
+            self.0.extend_from_slice(p);
+        }
+        self.0.split().freeze()
+    }
+}
+
+/// A line-buffered stdout for FC's log markers, flushed once per loop turn
+/// (one write per turn, not per line).
+#[derive(Default)]
+pub struct Log(Vec<u8>);
+
+impl Log {
+    pub fn line(&mut self, args: std::fmt::Arguments<'_>) {
+        let _ = self.0.write_fmt(args);
+        self.0.push(b'\n');
+    }
+
+    pub fn flush(&mut self) {
+        if !self.0.is_empty() {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(&self.0);
+            let _ = out.flush();
+            self.0.clear();
+        }
+    }
+}
+
+macro_rules! log {
+    ($server:expr, $($arg:tt)*) => { $server.log.line(format_args!($($arg)*)) };
+}
+pub(crate) use log;
+
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: SignalFd,
+    cfg: Config,
+    clients: Slab<Client>,
+    conns: Slab<PlaneConn>,
+    planes: Vec<Plane>,
+    timers: Timers<Timer>,
+    next_gen: u64,
+    dirty_clients: Vec<usize>,
+    dirty_conns: Vec<usize>,
+    scratch: Scratch,
+    log: Log,
+    life: Lifecycle,
+    accept_paused: bool,
+    max_connections: usize,
+    exit_code: Option<i32>,
+}
+
+impl Server {
+    pub fn new(cfg: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let signals = SignalFd::new()?;
+        poll.registry().register(&mut mio::unix::SourceFd(&signals.raw_fd()), SIGNALS, Interest::READABLE)?;
+        let mut listener = TcpListener::bind(cfg.listen)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        // Leave room for plane sockets, children's pipes and the listener.
+        let fd_limit = crate::sys::raise_nofile_limit() as usize;
+        let max_connections = cfg.max_connections.min(fd_limit.saturating_sub(64).max(16));
+        let life = Lifecycle::new(&cfg);
+        let planes = Plane::all(&cfg);
+        let mut server = Server {
+            poll,
+            listener: Some(listener),
+            signals,
+            cfg,
+            clients: Slab::new(),
+            conns: Slab::new(),
+            planes,
+            timers: Timers::default(),
+            next_gen: 0,
+            dirty_clients: Vec::new(),
+            dirty_conns: Vec::new(),
+            scratch: Scratch::default(),
+            log: Log::default(),
+            life,
+            accept_paused: false,
+            max_connections,
+            exit_code: None,
+        };
+        server.start()?;
+        Ok(server)
+    }
+
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    fn gen(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
+    }
+
+    /// Run until the process should exit; returns the exit code.
+    pub fn run(&mut self) -> i32 {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.timers.next_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("noslate-fc: poll failed: {e}");
+                    return 1;
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => self.on_signals(),
+                    Token(t) if t % 2 == 0 => self.client_event((t - 2) / 2, event.is_readable(), event.is_writable()),
+                    Token(t) => self.plane_event((t - 3) / 2, event.is_readable(), event.is_writable()),
+                }
+            }
+            self.fire_timers();
+            self.flush_dirty();
+            self.log.flush();
+            if let Some(code) = self.exit_code {
+                return code;
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Client { key, gen, what } => self.client_timer(key, gen, what),
+                Timer::PlaneRetry { plane } => self.connect_plane(plane),
+                Timer::Drain => self.drain_deadline(),
+                Timer::KillChildren => self.kill_children_now(),
+                Timer::ResumeAccept => {
+                    self.accept_paused = false;
+                    self.accept();
+                }
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        // Flushing a plane connection can wake clients and vice versa; loop
+        // until both lists are empty (bounded: flushing only moves bytes).
+        for _ in 0..8 {
+            if self.dirty_conns.is_empty() && self.dirty_clients.is_empty() {
+                break;
+            }
+            for key in std::mem::take(&mut self.dirty_conns) {
+                self.flush_conn(key);
+            }
+            for key in std::mem::take(&mut self.dirty_clients) {
+                self.flush_client(key);
+            }
+        }
+    }
+
+    fn mark_client(&mut self, key: usize) {
+        self.dirty_clients.push(key);
+    }
+
+    fn mark_conn(&mut self, key: usize) {
+        self.dirty_conns.push(key);
+    }
+}

@@ -1,0 +1,534 @@
+//! Noslated's side: HTTP/2 connections to the data and control planes on unix
+//! sockets, kept up with capped exponential backoff.
+//!
+//! A plane has at most one *active* connection that takes new streams. A
+//! connection that got GOAWAY, or that has sent many RST_STREAMs (Node's
+//! HTTP/2 drops a connection after ~1,000 resets, noslated-protocol.md §14),
+//! is *retired*: it finishes its streams while a fresh one takes new work, and
+//! closes when empty. Readiness of a plane = connected and `checkHealth` said
+//! healthy; invokes may use a connection as soon as it exists (HTTP/2 lets us
+//! send before the handshake completes), which keeps start-up latency low.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use mio::net::UnixStream;
+use mio::Interest;
+
+use super::{plane_token, Server, Timer};
+use crate::config::Config;
+use crate::grpc::{self, Deframer};
+use crate::h2::{ClientConnection, Config as H2Config, ErrorCode, Event, StreamRef};
+
+/// Move new streams to a fresh connection after this many resets (Node 20
+/// allows about 1,000 in a burst before GOAWAY).
+const RESET_BUDGET: u64 = 500;
+/// Reconnect backoff: 20 ms doubling to 500 ms, so a restarted plane is
+/// served again well within a second of its socket reappearing.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Read size for plane connections (one full default frame plus head).
+const PLANE_READ: usize = 64 * 1024;
+/// Deadline for the unary calls we make (checkHealth, profile pushes).
+const UNARY_TIMEOUT_MS: u64 = 5000;
+/// Our receive window per stream; small enough that a stalled client holds
+/// little, large enough for one round trip of a fast response.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaneKind {
+    Data,
+    Control,
+}
+
+pub struct Plane {
+    pub kind: PlaneKind,
+    pub index: usize,
+    pub path: PathBuf,
+    pub active: Option<usize>,
+    pub healthy: bool,
+    pub backoff: Duration,
+    pub retry_pending: bool,
+    /// Control planes: the profile and env pushes have been acknowledged on
+    /// the current connection.
+    pub profiles_pushed: bool,
+    pub env_pushed: bool,
+    pub last_error: Option<String>,
+}
+
+impl Plane {
+    pub fn all(cfg: &Config) -> Vec<Plane> {
+        let mk = |kind, index, name: String| Plane {
+            kind,
+            index,
+            path: cfg.sock_dir.join(name),
+            active: None,
+            healthy: false,
+            backoff: BACKOFF_MIN,
+            retry_pending: false,
+            profiles_pushed: false,
+            env_pushed: false,
+            last_error: None,
+        };
+        let mut v: Vec<Plane> =
+            (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, i, format!("dp-{i}.sock"))).collect();
+        v.extend((0..cfg.control_planes).map(|i| mk(PlaneKind::Control, i, format!("cp-{i}.sock"))));
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    Health,
+    PushProfiles,
+    PushEnv,
+}
+
+pub enum Owner {
+    /// A client's invoke: (client key, exchange generation).
+    Invoke(usize, u64),
+    Unary { call: Unary, response: Option<Bytes> },
+}
+
+pub struct PlaneConn {
+    pub plane: usize,
+    pub sock: UnixStream,
+    pub h2: ClientConnection,
+    pub rbuf: BytesMut,
+    pub owners: HashMap<StreamRef, Owner>,
+    pub deframers: HashMap<StreamRef, Deframer>,
+    pub retired: bool,
+}
+
+impl Server {
+    pub(super) fn connect_all_planes(&mut self) {
+        for i in 0..self.planes.len() {
+            self.connect_plane(i);
+        }
+    }
+
+    pub(super) fn connect_plane(&mut self, plane: usize) {
+        let p = &mut self.planes[plane];
+        p.retry_pending = false;
+        if p.active.is_some() || self.life.stopping() {
+            return;
+        }
+        match UnixStream::connect(&p.path) {
+            Ok(sock) => self.add_conn(plane, sock),
+            Err(e) => {
+                // ENOENT before the plane's first start, ECONNREFUSED on a
+                // stale socket file: both mean "not up yet" (§1.1).
+                p.last_error = Some(format!("{}: {e}", p.path.display()));
+                self.schedule_retry(plane);
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, plane: usize) {
+        let p = &mut self.planes[plane];
+        if p.retry_pending || self.life.stopping() {
+            return;
+        }
+        p.retry_pending = true;
+        let at = Instant::now() + p.backoff;
+        p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
+        self.timers.add(at, Timer::PlaneRetry { plane });
+    }
+
+    fn add_conn(&mut self, plane: usize, mut sock: UnixStream) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut sock, plane_token(key), Interest::READABLE | Interest::WRITABLE)
+        {
+            self.planes[plane].last_error = Some(format!("register: {e}"));
+            self.schedule_retry(plane);
+            return;
+        }
+        let h2 = ClientConnection::new(H2Config {
+            stream_window: STREAM_WINDOW,
+            connection_window: CONNECTION_WINDOW,
+            ..H2Config::default()
+        });
+        entry.insert(PlaneConn {
+            plane,
+            sock,
+            h2,
+            rbuf: BytesMut::new(),
+            owners: HashMap::new(),
+            deframers: HashMap::new(),
+            retired: false,
+        });
+        let p = &mut self.planes[plane];
+        p.active = Some(key);
+        p.healthy = false;
+        p.profiles_pushed = false;
+        p.env_pushed = false;
+        self.mark_conn(key);
+        self.unary(key, Unary::Health);
+        if self.planes[plane].kind == PlaneKind::Data {
+            self.wake_plane_waiters();
+        }
+    }
+
+    /// A data-plane connection that can take a new stream, round robin over
+    /// planes so several data planes share the load.
+    pub(super) fn pick_data_conn(&mut self) -> Option<usize> {
+        let n = self.planes.len();
+        for step in 0..n {
+            let i = (self.life.next_plane + step) % n;
+            let p = &self.planes[i];
+            if p.kind != PlaneKind::Data {
+                continue;
+            }
+            if let Some(key) = p.active {
+                if self.conns.get(key).is_some_and(|c| c.h2.is_open_for_streams()) {
+                    self.life.next_plane = i + 1;
+                    return Some(key);
+                }
+            }
+        }
+        None
+    }
+
+    /// Invokes parked until a data plane appears: try them now.
+    pub(super) fn wake_plane_waiters(&mut self) {
+        let waiting = std::mem::take(&mut self.life.waiting_plane);
+        for (key, gen) in waiting {
+            let still = self.clients.get(key).is_some_and(|c| c.gen == gen);
+            if still {
+                self.dispatch_invoke(key);
+            }
+        }
+    }
+
+    /// Start a unary call on a connection.
+    pub(super) fn unary(&mut self, key: usize, call: Unary) {
+        let (path, body): (&[u8], Vec<u8>) = match call {
+            Unary::Health => match self.planes[self.conns[key].plane].kind {
+                PlaneKind::Data => (b"/noslated.data.DataPlane/checkHealth", Vec::new()),
+                PlaneKind::Control => (b"/noslated.control.ControlPlane/checkHealth", Vec::new()),
+            },
+            Unary::PushProfiles => match &self.life.profiles_message {
+                Some(m) => (b"/noslated.control.ControlPlane/setFunctionProfile", m.clone()),
+                None => return,
+            },
+            Unary::PushEnv => match &self.life.env_message {
+                Some(m) => (b"/noslated.control.ControlPlane/setPlatformEnvironmentVariables", m.clone()),
+                None => return,
+            },
+        };
+        let timeout = grpc::encode_timeout(UNARY_TIMEOUT_MS);
+        let fields: [(&[u8], &[u8]); 7] = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"grpc-timeout", timeout.as_bytes()),
+        ];
+        let pc = &mut self.conns[key];
+        let Ok(stream) = pc.h2.open(&fields, false) else { return };
+        let mut msg = Vec::with_capacity(grpc::MESSAGE_PREFIX_LEN + body.len());
+        msg.extend_from_slice(&grpc::message_prefix(body.len() as u32));
+        msg.extend_from_slice(&body);
+        pc.h2.send_data(stream, Bytes::from(msg));
+        pc.h2.send_end(stream);
+        pc.owners.insert(stream, Owner::Unary { call, response: None });
+        pc.deframers.insert(stream, Deframer::new(1 << 20));
+        self.mark_conn(key);
+    }
+
+    pub(super) fn plane_event(&mut self, key: usize, readable: bool, writable: bool) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if writable {
+            self.flush_conn(key);
+        }
+        if readable {
+            self.read_conn(key);
+        }
+    }
+
+    fn read_conn(&mut self, key: usize) {
+        // Bounded so one busy connection cannot starve the others.
+        for _ in 0..64 {
+            let Some(pc) = self.conns.get_mut(key) else { return };
+            if pc.rbuf.capacity() - pc.rbuf.len() < 16 * 1024 {
+                pc.rbuf.reserve(PLANE_READ);
+            }
+            let start = pc.rbuf.len();
+            let spare = pc.rbuf.capacity() - start;
+            pc.rbuf.resize(start + spare, 0);
+            let r = pc.sock.read(&mut pc.rbuf[start..]);
+            let n = *r.as_ref().unwrap_or(&0);
+            pc.rbuf.truncate(start + n);
+            match r {
+                Ok(0) => return self.conn_lost(key, "data plane closed the connection".into()),
+                Ok(_) => {
+                    let pc = &mut self.conns[key];
+                    let result = pc.h2.recv(&mut pc.rbuf);
+                    self.dispatch_conn_events(key);
+                    if let Err(e) = result {
+                        self.flush_conn(key);
+                        return self.conn_lost(key, format!("HTTP/2 connection error: {e}"));
+                    }
+                    self.mark_conn(key);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.conn_lost(key, format!("read: {e}")),
+            }
+        }
+        // More may be pending: come back on the next turn via a zero timer.
+        self.mark_conn(key);
+        let plane = self.conns[key].plane;
+        let _ = plane;
+        self.read_conn_later(key);
+    }
+
+    fn read_conn_later(&mut self, key: usize) {
+        self.life.reread.push(key);
+    }
+
+    pub(super) fn reread_conns(&mut self) {
+        for key in std::mem::take(&mut self.life.reread) {
+            self.read_conn(key);
+        }
+    }
+
+    fn dispatch_conn_events(&mut self, key: usize) {
+        loop {
+            let Some(pc) = self.conns.get_mut(key) else { return };
+            let Some(event) = pc.h2.poll_event() else { return };
+            match event {
+                Event::Headers { stream, fields, end_stream } => match pc.owners.get(&stream) {
+                    Some(Owner::Invoke(client, gen)) => {
+                        let (client, gen) = (*client, *gen);
+                        if self.client_matches(client, gen) {
+                            self.invoke_headers(client, fields, end_stream);
+                        }
+                    }
+                    Some(Owner::Unary { .. }) if end_stream => {
+                        let status = grpc::status_from_trailers(fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+                        self.unary_done(key, stream, status.map_err(|e| e.to_string()));
+                    }
+                    _ => {}
+                },
+                Event::Data { stream, data, .. } => {
+                    let len = data.len();
+                    match pc.owners.get_mut(&stream) {
+                        Some(Owner::Invoke(client, gen)) => {
+                            let (client, gen) = (*client, *gen);
+                            if self.client_matches(client, gen) {
+                                self.invoke_data(client, data);
+                            } else {
+                                self.conns[key].h2.release(stream, len);
+                            }
+                        }
+                        Some(Owner::Unary { response, .. }) => {
+                            if let Some(d) = pc.deframers.get_mut(&stream) {
+                                d.push(data);
+                                if let Ok(Some(m)) = d.next_message() {
+                                    *response = Some(m);
+                                }
+                            }
+                            pc.h2.release(stream, len);
+                        }
+                        None => pc.h2.release(stream, len),
+                    }
+                }
+                Event::Reset { stream, code, retryable } => {
+                    let owner = pc.owners.remove(&stream);
+                    pc.deframers.remove(&stream);
+                    match owner {
+                        Some(Owner::Invoke(client, gen)) if self.client_matches(client, gen) => {
+                            self.invoke_stream_failed(client, format!("stream reset ({code})"), retryable)
+                        }
+                        Some(Owner::Unary { call, .. }) => {
+                            self.unary_failed(key, call, format!("stream reset ({code})"));
+                        }
+                        _ => {}
+                    }
+                }
+                Event::SendReady { stream } => {
+                    if let Some(Owner::Invoke(client, gen)) = pc.owners.get(&stream) {
+                        let (client, gen) = (*client, *gen);
+                        if self.client_matches(client, gen) {
+                            self.pump_invoke_body(client);
+                            self.pump_client(client);
+                        }
+                    }
+                }
+                Event::GoAway { last_stream_id, code, .. } => {
+                    // Routine (§14): stop using this connection for new
+                    // streams, let it finish, and connect afresh now.
+                    eprintln!("noslate-fc: plane connection got GOAWAY({code}, last stream {last_stream_id})");
+                    self.retire_conn(key);
+                }
+                Event::Closed { stream } => {
+                    pc.owners.remove(&stream);
+                    pc.deframers.remove(&stream);
+                    self.conn_maybe_retire(key);
+                }
+            }
+        }
+    }
+
+    fn client_matches(&self, key: usize, gen: u64) -> bool {
+        self.clients.get(key).is_some_and(|c| c.gen == gen)
+    }
+
+    fn unary_done(&mut self, key: usize, stream: StreamRef, status: Result<grpc::Status, String>) {
+        let pc = &mut self.conns[key];
+        pc.deframers.remove(&stream);
+        let Some(Owner::Unary { call, response }) = pc.owners.remove(&stream) else { return };
+        let result = match status {
+            Ok(s) if s.code.0 == 0 => response.ok_or_else(|| "no response message".to_string()),
+            Ok(s) => Err(format!("gRPC status {}: {}", s.code.0, s.message)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(message) => self.unary_ok(key, call, &message),
+            Err(why) => self.unary_failed(key, call, why),
+        }
+    }
+
+    fn unary_ok(&mut self, key: usize, call: Unary, message: &[u8]) {
+        let plane = self.conns[key].plane;
+        let is_active = self.planes[plane].active == Some(key);
+        match call {
+            Unary::Health => {
+                let healthy = crate::proto::PlaneHealthyResponse::decode(message)
+                    .map(|r| r.health == Some(true))
+                    .unwrap_or(false);
+                if !healthy {
+                    return self.unary_failed(key, call, "checkHealth answered unhealthy".into());
+                }
+                if is_active {
+                    let p = &mut self.planes[plane];
+                    p.healthy = true;
+                    p.backoff = BACKOFF_MIN;
+                    p.last_error = None;
+                    if p.kind == PlaneKind::Control {
+                        self.unary(key, Unary::PushProfiles);
+                        self.unary(key, Unary::PushEnv);
+                    }
+                }
+            }
+            Unary::PushProfiles | Unary::PushEnv => {
+                let set = crate::proto::SetFunctionProfileResponse::decode(message).map(|r| r.set == Some(true));
+                if set != Ok(true) {
+                    let what = if call == Unary::PushProfiles { "Function profile" } else { "Platform environment variables" };
+                    return self.unary_failed(key, call, format!("{what} didn't set."));
+                }
+                if is_active {
+                    let p = &mut self.planes[plane];
+                    match call {
+                        Unary::PushProfiles => p.profiles_pushed = true,
+                        _ => p.env_pushed = true,
+                    }
+                }
+            }
+        }
+        self.check_initialize();
+    }
+
+    fn unary_failed(&mut self, key: usize, call: Unary, why: String) {
+        let Some(pc) = self.conns.get(key) else { return };
+        let plane = pc.plane;
+        eprintln!("noslate-fc: {} {call:?} failed: {why}", self.planes[plane].path.display());
+        self.planes[plane].last_error = Some(format!("{call:?}: {why}"));
+        self.check_initialize();
+    }
+
+    /// Stop giving this connection new streams; it closes when empty.
+    fn retire_conn(&mut self, key: usize) {
+        let Some(pc) = self.conns.get_mut(key) else { return };
+        pc.retired = true;
+        let plane = pc.plane;
+        if self.planes[plane].active == Some(key) {
+            self.planes[plane].active = None;
+            self.planes[plane].healthy = false;
+            self.connect_plane(plane);
+        }
+        self.conn_maybe_retire(key);
+    }
+
+    /// Retire a connection that used up its reset budget; close a retired
+    /// one that has no streams left.
+    pub(super) fn conn_maybe_retire(&mut self, key: usize) {
+        let Some(pc) = self.conns.get(key) else { return };
+        if !pc.retired && pc.h2.resets_sent() >= RESET_BUDGET {
+            return self.retire_conn(key);
+        }
+        if pc.retired && pc.owners.is_empty() {
+            self.flush_conn(key);
+            self.drop_conn(key);
+        }
+    }
+
+    pub(super) fn flush_conn(&mut self, key: usize) {
+        let Some(pc) = self.conns.get_mut(key) else { return };
+        loop {
+            if !pc.h2.has_output() {
+                return;
+            }
+            let mut iov = [io::IoSlice::new(&[]); super::MAX_IOVECS];
+            let n = pc.h2.fill_iovecs(&mut iov);
+            match io::Write::write_vectored(&mut pc.sock, &iov[..n]) {
+                Ok(0) => return self.conn_lost(key, "write returned 0".into()),
+                Ok(written) => pc.h2.advance_output(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.conn_lost(key, format!("write: {e}")),
+            }
+        }
+    }
+
+    /// The connection died: fail what ran on it, reconnect.
+    pub(super) fn conn_lost(&mut self, key: usize, why: String) {
+        let Some(pc) = self.conns.get_mut(key) else { return };
+        let plane = pc.plane;
+        let owners: Vec<(StreamRef, Owner)> = pc.owners.drain().collect();
+        eprintln!("noslate-fc: {}: {why}", self.planes[plane].path.display());
+        self.drop_conn(key);
+        self.planes[plane].last_error = Some(why.clone());
+        for (_, owner) in owners {
+            if let Owner::Invoke(client, gen) = owner {
+                if self.client_matches(client, gen) {
+                    self.invoke_stream_failed(client, why.clone(), false);
+                }
+            }
+        }
+        self.check_initialize();
+    }
+
+    fn drop_conn(&mut self, key: usize) {
+        let Some(mut pc) = self.conns.try_remove(key) else { return };
+        let _ = self.poll.registry().deregister(&mut pc.sock);
+        let plane = pc.plane;
+        if self.planes[plane].active == Some(key) {
+            let p = &mut self.planes[plane];
+            p.active = None;
+            p.healthy = false;
+            p.profiles_pushed = false;
+            p.env_pushed = false;
+            self.schedule_retry(plane);
+        }
+    }
+
+    /// Graceful close of every plane connection (shutdown).
+    pub(super) fn close_planes(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.conns[key].h2.close(ErrorCode::NO_ERROR);
+            self.flush_conn(key);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The response half of the invoke splice, sans-IO: turns the DATA payloads of
+//! a `PushServer/invoke` stream into HTTP pieces — one head, body slices, or an
+//! error — without buffering body bytes.
+//!
+//! Invariant: body bytes are never copied. A message that is exactly
+//! `result{body}` (every message after the head, as Noslated sends them) is
+//! recognised from its first few bytes and its body is handed on as slices of
+//! the DATA payloads, however many frames it spans. Only the head and error
+//! messages, which are small, are assembled (bounded by `MAX_BUFFERED_MESSAGE`).
+
+use bytes::{Bytes, BytesMut};
+
+use crate::grpc::MESSAGE_PREFIX_LEN;
+use crate::proto::{self, InvokeResponse};
+
+/// Largest head or error message we assemble. A head carries the response
+/// headers (FC allows 8 KiB of them) and an error a JS stack; 1 MiB is ample.
+pub const MAX_BUFFERED_MESSAGE: usize = 1 << 20;
+
+/// Bytes of payload needed to recognise `result{body}` (two keys and two
+/// varints of at most 5 bytes each).
+const SHAPE_PROBE: usize = 12;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub name: String,
+    pub message: String,
+    pub code: Option<i32>,
+    pub stack: Option<String>,
+    pub peer_stack: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Piece {
+    Head { status: u16, headers: Vec<(Bytes, Bytes)> },
+    Body(Bytes),
+    Error(Failure),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpliceError {
+    Compressed,
+    TooLarge(usize),
+    Malformed(String),
+    BadStatus(i32),
+}
+
+impl std::fmt::Display for SpliceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpliceError::Compressed => f.write_str("compressed response message (we never accept compression)"),
+            SpliceError::TooLarge(n) => write!(f, "response message of {n} bytes exceeds the buffering limit"),
+            SpliceError::Malformed(e) => write!(f, "malformed InvokeResponse: {e}"),
+            SpliceError::BadStatus(s) => write!(f, "function returned invalid HTTP status {s}"),
+        }
+    }
+}
+
+enum State {
+    /// Collecting the 5-byte prefix, and after the head enough payload to probe the shape.
+    Prefix,
+    /// Assembling a whole message of `len` payload bytes in `pending`.
+    Whole { len: usize },
+    /// Streaming `remaining` body bytes of a `result{body}` message.
+    Body { remaining: usize },
+}
+
+pub struct ResponseDecoder {
+    state: State,
+    pending: BytesMut,
+    head_seen: bool,
+}
+
+impl Default for ResponseDecoder {
+    fn default() -> Self {
+        ResponseDecoder { state: State::Prefix, pending: BytesMut::new(), head_seen: false }
+    }
+}
+
+impl ResponseDecoder {
+    /// True when no message is partially received (a clean end of stream).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Prefix) && self.pending.is_empty()
+    }
+
+    pub fn head_seen(&self) -> bool {
+        self.head_seen
+    }
+
+    /// Feed one DATA payload; pieces are passed to `out` in order.
+    pub fn feed(&mut self, mut data: Bytes, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
+        while !data.is_empty() {
+            match self.state {
+                State::Body { remaining } => {
+                    let n = remaining.min(data.len());
+                    out(Piece::Body(data.split_to(n)));
+                    self.state = if n == remaining { State::Prefix } else { State::Body { remaining: remaining - n } };
+                }
+                State::Whole { len } => {
+                    let want = MESSAGE_PREFIX_LEN + len - self.pending.len();
+                    let n = want.min(data.len());
+                    self.pending.extend_from_slice(&data.split_to(n));
+                    if n == want {
+                        self.finish_whole(out)?;
+                    }
+                }
+                State::Prefix => {
+                    let probe = if self.head_seen { SHAPE_PROBE } else { 0 };
+                    let have = self.pending.len();
+                    if have < MESSAGE_PREFIX_LEN {
+                        let n = (MESSAGE_PREFIX_LEN - have).min(data.len());
+                        self.pending.extend_from_slice(&data.split_to(n));
+                        continue;
+                    }
+                    let len = self.message_len()?;
+                    let payload_have = have - MESSAGE_PREFIX_LEN;
+                    let probe_len = probe.min(len);
+                    if payload_have < probe_len {
+                        let n = (probe_len - payload_have).min(data.len());
+                        self.pending.extend_from_slice(&data.split_to(n));
+                        if self.pending.len() - MESSAGE_PREFIX_LEN < probe_len {
+                            continue;
+                        }
+                    }
+                    self.classify(len, out)?;
+                }
+            }
+        }
+        // A message whose prefix completed exactly at the end of this payload
+        // still needs classifying (an empty message completes here).
+        if let State::Prefix = self.state {
+            if self.pending.len() >= MESSAGE_PREFIX_LEN {
+                let len = self.message_len()?;
+                let probe = if self.head_seen { SHAPE_PROBE.min(len) } else { 0 };
+                if self.pending.len() - MESSAGE_PREFIX_LEN >= probe {
+                    self.classify(len, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn message_len(&self) -> Result<usize, SpliceError> {
+        if self.pending[0] != 0 {
+            return Err(SpliceError::Compressed);
+        }
+        let len = u32::from_be_bytes([self.pending[1], self.pending[2], self.pending[3], self.pending[4]]) as usize;
+        Ok(len)
+    }
+
+    /// Decide how to receive a message whose prefix (and probe) is in `pending`.
+    fn classify(&mut self, len: usize, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
+        if self.head_seen {
+            if let Some(offset) = proto::body_only_result(&self.pending[MESSAGE_PREFIX_LEN..], len) {
+                let already = self.pending.split().freeze();
+                let body_start = MESSAGE_PREFIX_LEN + offset;
+                if already.len() > body_start {
+                    out(Piece::Body(already.slice(body_start..)));
+                }
+                let consumed = already.len().saturating_sub(MESSAGE_PREFIX_LEN);
+                self.state = if consumed >= len { State::Prefix } else { State::Body { remaining: len - consumed } };
+                return Ok(());
+            }
+        }
+        if len > MAX_BUFFERED_MESSAGE {
+            return Err(SpliceError::TooLarge(len));
+        }
+        self.state = State::Whole { len };
+        if self.pending.len() == MESSAGE_PREFIX_LEN + len {
+            self.finish_whole(out)?;
+        }
+        Ok(())
+    }
+
+    fn finish_whole(&mut self, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
+        let message = self.pending.split().freeze().slice(MESSAGE_PREFIX_LEN..);
+        self.state = State::Prefix;
+        let decoded = InvokeResponse::decode(&message).map_err(|e| SpliceError::Malformed(e.to_string()))?;
+        match decoded {
+            InvokeResponse::Result(result) => {
+                if !self.head_seen {
+                    self.head_seen = true;
+                    let status = match result.status {
+                        None | Some(0) => 200,
+                        Some(s @ 100..=999) => s as u16,
+                        Some(s) => return Err(SpliceError::BadStatus(s)),
+                    };
+                    let headers =
+                        result.headers.iter().map(|(k, v)| (message.slice_ref(k), message.slice_ref(v))).collect();
+                    out(Piece::Head { status, headers });
+                }
+                if let Some(body) = result.body.filter(|b| !b.is_empty()) {
+                    out(Piece::Body(message.slice_ref(body)));
+                }
+            }
+            InvokeResponse::Error(e) => {
+                let text = |s: Option<&str>| s.map(str::to_string);
+                out(Piece::Error(Failure {
+                    name: e.name.unwrap_or("Error").to_string(),
+                    message: e.message.unwrap_or("").to_string(),
+                    code: e.code,
+                    stack: text(e.stack),
+                    peer_stack: text(e.peer_stack),
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+    }
+
+    // Worked bytes from noslated-protocol.md §5.7.
+    const HEAD: &str = "00 00 00 00 21 12 1f 08 c8 01 12 1a 0a 0c 63 6f 6e 74 65 6e 74 2d 74 79 70 65 12 0a 74 65 78 74 2f 70 6c 61 69 6e";
+    const BODY_HI: &str = "00 00 00 00 06 12 04 1a 02 68 69";
+    const ERROR: &str = "00 00 00 00 20 0a 1e 0a 05 45 72 72 6f 72 12 13 72 61 74 65 20 6c 69 6d 69 74 20 65 78 63 65 65 64 65 64 38 08";
+
+    fn run(stream: &[u8], split: usize) -> (Vec<u8>, Vec<Piece>) {
+        let mut d = ResponseDecoder::default();
+        let mut body = Vec::new();
+        let mut other = Vec::new();
+        for chunk in stream.chunks(split.max(1)) {
+            d.feed(Bytes::copy_from_slice(chunk), &mut |p| match p {
+                Piece::Body(b) => body.extend_from_slice(&b),
+                p => other.push(p),
+            })
+            .unwrap();
+        }
+        assert!(d.is_idle());
+        (body, other)
+    }
+
+    #[test]
+    fn head_then_bodies_at_every_split() {
+        let mut stream = hex(HEAD);
+        stream.extend(hex(BODY_HI));
+        stream.extend(hex(BODY_HI));
+        for split in 1..=stream.len() {
+            let (body, other) = run(&stream, split);
+            assert_eq!(body, b"hihi", "split {split}");
+            assert_eq!(other.len(), 1);
+            match &other[0] {
+                Piece::Head { status, headers } => {
+                    assert_eq!(*status, 200);
+                    assert_eq!(headers[0].0.as_ref(), b"content-type");
+                    assert_eq!(headers[0].1.as_ref(), b"text/plain");
+                }
+                p => panic!("unexpected {p:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_before_head() {
+        let (body, other) = run(&hex(ERROR), 3);
+        assert!(body.is_empty());
+        match &other[0] {
+            Piece::Error(f) => {
+                assert_eq!(f.name, "Error");
+                assert_eq!(f.message, "rate limit exceeded");
+                assert_eq!(f.code, Some(8));
+            }
+            p => panic!("unexpected {p:?}"),
+        }
+    }
+
+    #[test]
+    fn large_body_streams_without_buffering() {
+        let mut stream = hex(HEAD);
+        let body = vec![7u8; 100_000];
+        // result{body}: 0x12 len(0x1a len body)
+        let mut inner = vec![0x1a];
+        proto::put_varint(&mut inner, body.len() as u64);
+        let mut msg = vec![0x12];
+        proto::put_varint(&mut msg, (inner.len() + body.len()) as u64);
+        msg.extend(inner);
+        msg.extend(&body);
+        stream.extend([0, 0, 0, 0, 0]);
+        let n = stream.len();
+        stream[n - 4..].copy_from_slice(&(msg.len() as u32).to_be_bytes());
+        stream.extend(msg);
+        let mut d = ResponseDecoder::default();
+        let mut got = 0;
+        for chunk in stream.chunks(16384) {
+            d.feed(Bytes::copy_from_slice(chunk), &mut |p| {
+                if let Piece::Body(b) = p {
+                    assert!(b.len() <= 16384);
+                    got += b.len();
+                }
+            })
+            .unwrap();
+            assert!(d.pending.len() <= MESSAGE_PREFIX_LEN + SHAPE_PROBE + 64);
+        }
+        assert_eq!(got, body.len());
+        assert!(d.is_idle());
+    }
+
+    #[test]
+    fn rejects_compression_and_garbage() {
+        let mut d = ResponseDecoder::default();
+        assert_eq!(d.feed(Bytes::from_static(&[1, 0, 0, 0, 0]), &mut |_| {}), Err(SpliceError::Compressed));
+        let mut d = ResponseDecoder::default();
+        assert!(d.feed(Bytes::from_static(&[0, 0, 0, 0, 2, 0xff, 0xff]), &mut |_| {}).is_err());
+        let mut d = ResponseDecoder::default();
+        assert!(matches!(d.feed(Bytes::from_static(&[0, 0x7f, 0, 0, 0]), &mut |_| {}), Err(SpliceError::TooLarge(_))));
+    }
+}
