@@ -153,7 +153,10 @@ const fn build_tree() -> [[u16; 2]; NODE_COUNT] {
     // Complete code: every internal node has both children.
     let mut node = 0;
     while node < NODE_COUNT {
-        assert!(tree[node][0] != 0 && tree[node][1] != 0, "Huffman code is incomplete");
+        assert!(
+            tree[node][0] != 0 && tree[node][1] != 0,
+            "Huffman code is incomplete"
+        );
         node += 1;
     }
     tree
@@ -325,7 +328,10 @@ mod tests {
                 expected = (expected + 1) << (len - previous_len);
             }
             assert_eq!(u64::from(code), expected, "symbol {symbol}");
-            assert!(u64::from(code) < 1 << len, "symbol {symbol} code wider than its length");
+            assert!(
+                u64::from(code) < 1 << len,
+                "symbol {symbol} code wider than its length"
+            );
             previous_len = len;
         }
         // The last code is all ones: the code is complete (Kraft sum 1).
@@ -380,7 +386,11 @@ mod tests {
             encode(plain.as_bytes(), &mut out);
             assert_eq!(out, coded, "encode {plain:?}");
             assert_eq!(encoded_len(plain.as_bytes()), coded.len());
-            assert_eq!(decoded(&coded).unwrap(), plain.as_bytes(), "decode {plain:?}");
+            assert_eq!(
+                decoded(&coded).unwrap(),
+                plain.as_bytes(),
+                "decode {plain:?}"
+            );
         }
     }
 

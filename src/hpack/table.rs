@@ -225,7 +225,10 @@ mod tests {
         assert_eq!(STATIC_TABLE[0], (&b":authority"[..], &b""[..]));
         assert_eq!(STATIC_TABLE[1], (&b":method"[..], &b"GET"[..]));
         assert_eq!(STATIC_TABLE[7], (&b":status"[..], &b"200"[..]));
-        assert_eq!(STATIC_TABLE[15], (&b"accept-encoding"[..], &b"gzip, deflate"[..]));
+        assert_eq!(
+            STATIC_TABLE[15],
+            (&b"accept-encoding"[..], &b"gzip, deflate"[..])
+        );
         assert_eq!(STATIC_TABLE[30].0, b"content-type");
         assert_eq!(STATIC_TABLE[45].0, b"location");
         assert_eq!(STATIC_TABLE[54].0, b"set-cookie");
@@ -256,7 +259,10 @@ mod tests {
         assert_eq!(entry.value(), b"custom-header");
         assert_eq!(entry.size(), 55); // RFC 7541 C.2.1
         let empty = Entry::new(b"", b"");
-        assert_eq!((empty.name(), empty.value(), empty.size()), (&b""[..], &b""[..], 32));
+        assert_eq!(
+            (empty.name(), empty.value(), empty.size()),
+            (&b""[..], &b""[..], 32)
+        );
     }
 
     #[test]
