@@ -83,13 +83,54 @@ impl fmt::Display for DecoderError {
 
 impl std::error::Error for DecoderError {}
 
-/// First-octet patterns of the representations (RFC 7541 §6), as
-/// (mask, pattern, prefix bits of the integer that follows).
-const INDEXED: (u8, u8, u8) = (0x80, 0x80, 7); // §6.1
-const LITERAL_INCREMENTAL_INDEXING: (u8, u8, u8) = (0xc0, 0x40, 6); // §6.2.1
-const TABLE_SIZE_UPDATE: (u8, u8, u8) = (0xe0, 0x20, 5); // §6.3
-const LITERAL_NEVER_INDEXED: (u8, u8, u8) = (0xf0, 0x10, 4); // §6.2.3
-const LITERAL_WITHOUT_INDEXING: (u8, u8, u8) = (0xf0, 0x00, 4); // §6.2.2
+/// The representation a field block's next octet starts (RFC 7541 §6).
+/// They are told apart by the number of leading zero bits of that octet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Representation {
+    /// `1xxxxxxx`, §6.1.
+    Indexed,
+    /// `01xxxxxx`, §6.2.1.
+    LiteralIncrementalIndexing,
+    /// `001xxxxx`, §6.3.
+    TableSizeUpdate,
+    /// `0001xxxx`, §6.2.3.
+    LiteralNeverIndexed,
+    /// `0000xxxx`, §6.2.2.
+    LiteralWithoutIndexing,
+}
+
+impl Representation {
+    fn of(first: u8) -> Self {
+        match first.leading_zeros() {
+            0 => Representation::Indexed,
+            1 => Representation::LiteralIncrementalIndexing,
+            2 => Representation::TableSizeUpdate,
+            3 => Representation::LiteralNeverIndexed,
+            _ => Representation::LiteralWithoutIndexing,
+        }
+    }
+
+    /// Width of the integer prefix (index or size) in the first octet.
+    fn prefix_bits(self) -> u8 {
+        match self {
+            Representation::Indexed => 7,
+            Representation::LiteralIncrementalIndexing => 6,
+            Representation::TableSizeUpdate => 5,
+            Representation::LiteralNeverIndexed | Representation::LiteralWithoutIndexing => 4,
+        }
+    }
+
+    /// The fixed bits above the prefix.
+    fn pattern(self) -> u8 {
+        match self {
+            Representation::Indexed => 0x80,
+            Representation::LiteralIncrementalIndexing => 0x40,
+            Representation::TableSizeUpdate => 0x20,
+            Representation::LiteralNeverIndexed => 0x10,
+            Representation::LiteralWithoutIndexing => 0x00,
+        }
+    }
+}
 
 /// Huffman flag of a string literal's first octet (§5.2).
 const HUFFMAN_FLAG: u8 = 0x80;
@@ -236,39 +277,37 @@ impl Decoder {
         let mut at_block_start = true;
 
         while let Some(&first) = input.first() {
-            if first & TABLE_SIZE_UPDATE.0 == TABLE_SIZE_UPDATE.1 {
-                if !at_block_start {
-                    return Err(DecoderError::SizeUpdateNotAtStart);
+            let representation = Representation::of(first);
+            let prefix_bits = representation.prefix_bits();
+            let indexing = match representation {
+                Representation::TableSizeUpdate => {
+                    if !at_block_start {
+                        return Err(DecoderError::SizeUpdateNotAtStart);
+                    }
+                    let new_size = decode_integer(&mut input, prefix_bits)?;
+                    if new_size > *max_table_size {
+                        return Err(DecoderError::InvalidTableSizeUpdate);
+                    }
+                    table.set_max_size(new_size);
+                    continue;
                 }
-                let new_size = decode_integer(&mut input, TABLE_SIZE_UPDATE.2)?;
-                if new_size > *max_table_size {
-                    return Err(DecoderError::InvalidTableSizeUpdate);
+                Representation::Indexed => {
+                    at_block_start = false;
+                    let index = decode_integer(&mut input, prefix_bits)?;
+                    let (name, value) = lookup(table, index)?;
+                    account(&mut list_size, name, value, max_list_size)?;
+                    emit(name, value);
+                    continue;
                 }
-                table.set_max_size(new_size);
-                continue;
-            }
+                Representation::LiteralIncrementalIndexing => true,
+                // Never-indexed only binds intermediaries that re-encode with
+                // HPACK (§7.1.3); we forward these fields over HTTP/1.1.
+                Representation::LiteralWithoutIndexing | Representation::LiteralNeverIndexed => {
+                    false
+                }
+            };
             at_block_start = false;
 
-            if first & INDEXED.0 == INDEXED.1 {
-                let index = decode_integer(&mut input, INDEXED.2)?;
-                let (name, value) = lookup(table, index)?;
-                account(&mut list_size, name, value, max_list_size)?;
-                emit(name, value);
-                continue;
-            }
-
-            let (prefix_bits, indexing) =
-                if first & LITERAL_INCREMENTAL_INDEXING.0 == LITERAL_INCREMENTAL_INDEXING.1 {
-                    (LITERAL_INCREMENTAL_INDEXING.2, true)
-                } else {
-                    // Never-indexed only matters to intermediaries that
-                    // re-encode with HPACK (§7.1.3); we forward over HTTP/1.1.
-                    debug_assert!(
-                        first & LITERAL_NEVER_INDEXED.0 == LITERAL_NEVER_INDEXED.1
-                            || first & LITERAL_WITHOUT_INDEXING.0 == LITERAL_WITHOUT_INDEXING.1
-                    );
-                    (LITERAL_WITHOUT_INDEXING.2, false)
-                };
             let name_index = decode_integer(&mut input, prefix_bits)?;
             let name_source = if name_index == 0 {
                 NameSource::Literal(decode_string(&mut input, name_scratch)?)
@@ -369,25 +408,22 @@ impl Encoder {
         fields: I,
         dst: &mut Vec<u8>,
     ) {
+        // The only literal we send: it leaves the peer's table untouched.
+        const LITERAL: Representation = Representation::LiteralWithoutIndexing;
         for (name, value) in fields {
             match table::find_static(name, value) {
-                StaticMatch::Field(index) => encode_integer(index, INDEXED.2, INDEXED.1, dst),
+                StaticMatch::Field(index) => encode_integer(
+                    index,
+                    Representation::Indexed.prefix_bits(),
+                    Representation::Indexed.pattern(),
+                    dst,
+                ),
                 StaticMatch::Name(index) => {
-                    encode_integer(
-                        index,
-                        LITERAL_WITHOUT_INDEXING.2,
-                        LITERAL_WITHOUT_INDEXING.1,
-                        dst,
-                    );
+                    encode_integer(index, LITERAL.prefix_bits(), LITERAL.pattern(), dst);
                     encode_string(value, dst);
                 }
                 StaticMatch::None => {
-                    encode_integer(
-                        0,
-                        LITERAL_WITHOUT_INDEXING.2,
-                        LITERAL_WITHOUT_INDEXING.1,
-                        dst,
-                    );
+                    encode_integer(0, LITERAL.prefix_bits(), LITERAL.pattern(), dst);
                     encode_string(name, dst);
                     encode_string(value, dst);
                 }
@@ -529,6 +565,37 @@ mod tests {
         assert_eq!(int(&[], 7), Err(DecoderError::NeedMore));
         assert_eq!(int(&[0x1f], 5), Err(DecoderError::NeedMore));
         assert_eq!(int(&[0x1f, 0x9a], 5), Err(DecoderError::NeedMore));
+    }
+
+    #[test]
+    fn representation_classification_and_patterns() {
+        for first in 0..=255u8 {
+            let representation = Representation::of(first);
+            let prefix_mask = ((1u16 << representation.prefix_bits()) - 1) as u8;
+            assert_eq!(
+                first & !prefix_mask,
+                representation.pattern(),
+                "{first:#04x}"
+            );
+        }
+        assert_eq!(
+            Representation::of(0x1f),
+            Representation::LiteralNeverIndexed
+        );
+        assert_eq!(
+            Representation::of(0x0f),
+            Representation::LiteralWithoutIndexing
+        );
+    }
+
+    #[test]
+    fn never_indexed_with_indexed_name() {
+        let mut d = Decoder::new(4096);
+        assert_eq!(
+            decode(&mut d, &[0x14, 0x01, b'x']),
+            Ok(fields(&[(":path", "x")]))
+        );
+        assert_eq!(d.table_len(), 0);
     }
 
     // ---- C.2 header field representations ----
