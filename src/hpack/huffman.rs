@@ -246,22 +246,27 @@ pub fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), DecoderError> {
     dst.reserve(src.len().saturating_mul(8) / 5);
     let mut state = 0u8;
     for &byte in src {
-        for nibble in [byte >> 4, byte & 0x0f] {
-            let step = STEPS[usize::from(state)][usize::from(nibble)];
-            if step.flags & FAILS != 0 {
-                return Err(DecoderError::InvalidHuffman);
-            }
-            if step.flags & EMITS != 0 {
-                dst.push(step.symbol);
-            }
-            state = step.next;
-        }
+        state = advance(state, byte >> 4, dst)?;
+        state = advance(state, byte & 0x0f, dst)?;
     }
     if ACCEPTING[usize::from(state)] {
         Ok(())
     } else {
         Err(DecoderError::InvalidHuffman)
     }
+}
+
+/// Feeds one nibble to the state machine.
+#[inline(always)]
+fn advance(state: u8, nibble: u8, dst: &mut Vec<u8>) -> Result<u8, DecoderError> {
+    let step = STEPS[usize::from(state)][usize::from(nibble & 0x0f)];
+    if step.flags != 0 {
+        if step.flags & FAILS != 0 {
+            return Err(DecoderError::InvalidHuffman);
+        }
+        dst.push(step.symbol);
+    }
+    Ok(step.next)
 }
 
 /// Appends the Huffman coding of `src` to `dst`, padded with the most
