@@ -1,7 +1,7 @@
 //! HPACK Huffman coding of string literals (RFC 7541 §5.2, Appendix B).
 //!
 //! The canonical code of Appendix B is kept as one table of `(code, length)`
-//! pairs, [`CODES`]. Everything else is derived from it at compile time:
+//! pairs, `CODES`. Everything else is derived from it at compile time:
 //! a binary code tree and, from that tree, a decoding state machine that
 //! consumes four input bits per step. A state is an internal node of the
 //! tree (the code is complete, so 257 leaves give exactly 256 internal

@@ -56,7 +56,7 @@ pub enum DecoderError {
     /// (RFC 9113 §6.5.2).
     HeaderListTooLarge,
     /// An integer is encoded with more continuation octets than any value
-    /// within [`MAX_INTEGER`] needs (zero-padded, §5.1).
+    /// within the decoder's 2^28 limit needs (zero-padded, §5.1).
     InvalidRepresentation,
 }
 
