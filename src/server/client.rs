@@ -50,6 +50,8 @@ pub struct Client {
     pub peer_gone: bool,
     /// Close once `out` is flushed.
     pub closing: bool,
+    /// The slowloris timer of the current head is armed.
+    pub head_timer_armed: bool,
 }
 
 impl Server {
@@ -101,6 +103,7 @@ impl Server {
             phase: Phase::Idle,
             peer_gone: false,
             closing: false,
+            head_timer_armed: false,
         });
         self.arm_idle(key);
     }
@@ -234,10 +237,10 @@ impl Server {
     /// Arm the slowloris timer once per exchange (the first partial head).
     fn arm_head_timer(&mut self, key: usize) {
         let c = &mut self.clients[key];
-        if c.parser.head_timer_armed() {
+        if c.head_timer_armed {
             return;
         }
-        c.parser.mark_head_timer_armed();
+        c.head_timer_armed = true;
         let gen = c.gen;
         self.timers.add(Instant::now() + self.cfg.header_timeout, Timer::Client { key, gen, what: ClientTimer::Head });
     }
@@ -344,6 +347,7 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else { return };
         c.phase = Phase::Idle;
         c.gen = gen;
+        c.head_timer_armed = false;
         if !keep_alive || c.peer_gone {
             c.closing = true;
             self.mark_client(key);

@@ -243,7 +243,11 @@ impl Server {
     pub fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.timers.next_timeout(Instant::now());
+            let timeout = if self.life.reread.is_empty() {
+                self.timers.next_timeout(Instant::now())
+            } else {
+                Some(std::time::Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("noslate-fc: poll failed: {e}");
@@ -259,6 +263,7 @@ impl Server {
                 }
             }
             self.fire_timers();
+            self.reread_conns();
             self.flush_dirty();
             self.log.flush();
             if let Some(code) = self.exit_code {

@@ -1,0 +1,319 @@
+//! The invoke path end to end: real TCP clients → noslate-fc → the Noslated
+//! test fixture (tests/peer, @grpc/grpc-js 1.8.8 as in Noslated) over a unix
+//! socket, and back.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use support::{pattern, read_response, Fc, Peer, PeerKind, TempDir};
+
+fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
+    stack_kind(PeerKind::Node, tag, env)
+}
+
+fn stack_kind(kind: PeerKind, tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
+    let dir = TempDir::new(tag);
+    let peer = Peer::start_kind(kind, &dir, &[]);
+    let fc = Fc::start(&dir, env);
+    fc.wait_ready();
+    (dir, peer, fc)
+}
+
+fn echo_sizes(fc: &Fc) {
+    for size in [0usize, 1, 64 * 1024, 1 << 20] {
+        let body = pattern(size);
+        let r = fc.invoke("echo", &body);
+        assert_eq!(r.status, 200, "size {size}: {}", r.text());
+        assert_eq!(r.header("x-fc-status"), Some("200"));
+        assert!(r.complete, "size {size}");
+        assert_eq!(r.body.len(), size);
+        assert!(r.body == body, "size {size}: body differs");
+    }
+}
+
+#[test]
+fn echo_bodies_byte_exact() {
+    let (_dir, _peer, fc) = stack("echo", &[]);
+    echo_sizes(&fc);
+}
+
+#[test]
+fn echo_against_grpcio_peer() {
+    let (_dir, _peer, fc) = stack_kind(PeerKind::Python, "echo-py", &[]);
+    echo_sizes(&fc);
+    let r = fc.invoke("error-before-head", b"x");
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn echo_32_mib_both_ways_with_bounded_rss() {
+    let (_dir, _peer, fc) = stack("echo32", &[]);
+    let body = pattern(32 << 20);
+    let r = fc.invoke("echo", &body);
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    assert!(r.body == body, "32 MiB echo differs");
+    let peak = fc.proc.peak_rss_kib();
+    eprintln!("peak RSS after 32 MiB echo: {peak} KiB");
+    assert!(peak < 16 * 1024, "peak RSS {peak} KiB");
+}
+
+#[test]
+fn chunked_request_body() {
+    let (_dir, _peer, fc) = stack("chunked", &[]);
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ntransfer-encoding: chunked\r\n\r\n").unwrap();
+    s.write_all(b"5\r\nhello\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b"6;ext=1\r\n world\r\n0\r\nx-trailer: y\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello world");
+}
+
+#[test]
+fn metadata_reaches_the_function() {
+    let (_dir, peer, fc) = stack("meta", &[]);
+    let raw = b"PUT /users/7?id=1&x=2 HTTP/1.1\r\nhost: example\r\nx-fc-control-path: /http-invoke\r\n\
+x-noslate-function: inspect\r\nx-fc-request-id: req-42\r\nx-fc-region: cn-hangzhou\r\n\
+x-fc-access-key-secret: SECRET\r\nconnection: keep-alive\r\nx-rep: a\r\nx-rep: b\r\ncontent-length: 3\r\n\r\nabc";
+    let r = fc.request(raw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["name"], "inspect");
+    assert_eq!(v["url"], "/users/7?id=1&x=2");
+    assert_eq!(v["method"], "PUT");
+    assert_eq!(v["requestId"], "req-42");
+    assert_eq!(v["bodyLength"], 3);
+    let headers: Vec<(String, String)> = v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+        .collect();
+    let reps: Vec<&str> = headers.iter().filter(|(k, _)| k == "x-rep").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(reps, ["a", "b"], "repeated headers kept in order");
+    assert!(!headers.iter().any(|(k, _)| k == "connection"), "hop-by-hop removed");
+    assert!(!headers.iter().any(|(k, _)| k.starts_with("x-fc-access")), "credentials not forwarded");
+    assert!(v["baggage"].to_string().contains("cn-hangzhou"));
+    let deadline = v["deadline"].as_f64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+    assert!(deadline > now && deadline < now + 11_000.0, "deadline {deadline} vs now {now}");
+    assert!(!fc.stdout_text().contains("SECRET") && !fc.proc.stderr_text().contains("SECRET"));
+    drop(peer);
+}
+
+#[test]
+fn function_status_and_headers_pass_through() {
+    let (_dir, _peer, fc) = stack("status", &[]);
+    let r = fc.request(b"GET /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: status-201\r\n\r\n");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("x-custom"), Some("1"));
+    assert_eq!(r.headers_named("set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(r.text(), "status 201");
+}
+
+#[test]
+fn errors_map_to_statuses() {
+    let (_dir, peer, fc) = stack("errors", &[("NOSLATE_FC_TIMEOUT_MS", "1500")]);
+    let cases: &[(&str, u16, u16)] = &[
+        ("not-found", 404, 404),
+        ("rate-limit", 404, 429),
+        ("no-worker", 404, 503),
+        ("queue-timeout", 404, 504),
+        ("error-before-head", 404, 502),
+        ("grpc-error", 404, 503),
+    ];
+    for (function, event_status, http_status) in cases {
+        let r = fc.invoke(function, b"x");
+        assert_eq!(r.status, *event_status, "{function}: {}", r.text());
+        assert_eq!(r.header("x-fc-status"), Some("404"));
+        assert!(r.text().contains("errorMessage"), "{function}: {}", r.text());
+        assert!(!r.text().contains("stack"), "no stack by default");
+        let raw = format!(
+            "POST /f HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: {function}\r\ncontent-length: 1\r\n\r\nx"
+        );
+        let r = fc.request(raw.as_bytes());
+        assert_eq!(r.status, *http_status, "{function} (http): {}", r.text());
+    }
+    // Error before head: the stream is cancelled by us (the data plane never ends it).
+    assert!(peer.wait_event(Duration::from_secs(5), |e| e["ev"] == "cancelled").is_some(), "no cancellation seen");
+}
+
+#[test]
+fn error_after_head_cuts_the_response() {
+    let (_dir, _peer, fc) = stack("cut", &[]);
+    let r = fc.invoke("error-after-head", b"x");
+    assert_eq!(r.status, 200);
+    assert!(r.chunked);
+    assert!(!r.complete, "a failed body must not end cleanly");
+    assert_eq!(r.text(), "part1part2");
+}
+
+#[test]
+fn deadline_gives_504_and_cancels_upstream() {
+    let (_dir, peer, fc) = stack("deadline", &[("NOSLATE_FC_TIMEOUT_MS", "300")]);
+    let start = Instant::now();
+    let r = fc.request(b"GET /slow HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: never\r\n\r\n");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(peer.wait_event(Duration::from_secs(5), |e| e["ev"] == "cancelled").is_some());
+}
+
+#[test]
+fn keep_alive_and_pipelined_invokes() {
+    let (_dir, _peer, fc) = stack("pipeinv", &[]);
+    let mut s = fc.connect();
+    let mut raw = Vec::new();
+    for i in 0..20 {
+        let body = format!("message-{i}");
+        raw.extend_from_slice(
+            format!("POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+                .as_bytes(),
+        );
+    }
+    s.write_all(&raw).unwrap();
+    for i in 0..20 {
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("message-{i}"));
+    }
+    for i in 0..200 {
+        let body = format!("ka-{i}");
+        s.write_all(
+            format!("POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(read_response(&mut s).unwrap().text(), body);
+    }
+}
+
+#[test]
+fn concurrent_invokes() {
+    let (_dir, _peer, fc) = stack("concurrent", &[]);
+    let port = fc.port;
+    let threads: Vec<_> = (0..256)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let body = format!("concurrent-{i}-{}", "x".repeat(i * 10));
+                s.write_all(
+                    format!(
+                        "POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .unwrap();
+                let r = read_response(&mut s).unwrap();
+                assert_eq!(r.status, 200);
+                assert_eq!(r.text(), body);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn client_abort_mid_upload_cancels_upstream() {
+    let (_dir, peer, fc) = stack("abortup", &[]);
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\nx-fc-request-id: up-1\r\ncontent-length: 1000000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[b'a'; 100_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(s);
+    assert!(peer
+        .wait_event(Duration::from_secs(5), |e| e["ev"] == "cancelled" && e["requestId"] == "up-1")
+        .is_some());
+    // Still serving.
+    assert_eq!(fc.invoke("echo", b"after").text(), "after");
+}
+
+#[test]
+fn client_abort_mid_download_cancels_upstream() {
+    let (_dir, peer, fc) = stack("abortdown", &[]);
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: big-33554432\r\nx-fc-request-id: down-1\r\ncontent-length: 0\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    let mut got = 0;
+    while got < 1 << 20 {
+        got += s.read(&mut buf).unwrap();
+    }
+    drop(s);
+    assert!(peer
+        .wait_event(Duration::from_secs(5), |e| e["ev"] == "cancelled" && e["requestId"] == "down-1")
+        .is_some());
+    assert_eq!(fc.invoke("echo", b"after").text(), "after");
+}
+
+#[test]
+fn slow_client_big_response_keeps_rss_bounded() {
+    let (_dir, _peer, fc) = stack("slowclient", &[]);
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: big-33554432\r\ncontent-length: 0\r\n\r\n").unwrap();
+    // Read slowly at first, while other invokes run on the same data plane.
+    let mut first = [0u8; 4096];
+    s.read_exact(&mut first).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..20 {
+        let start = Instant::now();
+        let r = fc.invoke("echo", format!("other-{i}").as_bytes());
+        assert_eq!(r.text(), format!("other-{i}"));
+        assert!(start.elapsed() < Duration::from_secs(2), "other invokes must not wait for the slow one");
+    }
+    let r = read_response_rest(&mut s, &first);
+    assert!(r.complete);
+    assert!(r.body == pattern(32 << 20), "big body differs");
+    let peak = fc.proc.peak_rss_kib();
+    eprintln!("peak RSS with slow 32 MiB reader: {peak} KiB");
+    assert!(peak < 16 * 1024, "peak RSS {peak} KiB");
+}
+
+fn read_response_rest(s: &mut std::net::TcpStream, already: &[u8]) -> support::Response {
+    let mut chain = std::io::Cursor::new(already.to_vec()).chain(s);
+    read_response(&mut chain).unwrap()
+}
+
+#[test]
+fn data_plane_killed_mid_stream_gives_502_then_recovers() {
+    let dir = TempDir::new("kill");
+    let peer = Peer::start(&dir, &[]);
+    let fc = Fc::start(&dir, &[]);
+    fc.wait_ready();
+    let r = fc.invoke("crash", b"x");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("DataPlaneLost") || r.text().contains("data plane"), "{}", r.text());
+    drop(peer);
+    // Restart: served again soon after the socket reappears.
+    let _peer = Peer::start(&dir, &[]);
+    let start = Instant::now();
+    loop {
+        let r = fc.invoke("echo", b"back");
+        if r.status == 200 {
+            assert_eq!(r.text(), "back");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "not recovered: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn head_request_gets_no_body() {
+    let (_dir, _peer, fc) = stack("headreq", &[]);
+    let mut s = fc.connect();
+    s.write_all(b"HEAD /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: status-200\r\n\r\n").unwrap();
+    let r = support::read_response_to(&mut s, Some(true)).unwrap();
+    assert_eq!(r.status, 200);
+    // The connection is still usable: nothing stray was written.
+    s.write_all(b"GET /pre-freeze HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 200);
+}

@@ -1,0 +1,470 @@
+//! Test harness: starts the real `noslate-fc` binary and the Noslated test
+//! fixtures (tests/peer) on temporary unix sockets, talks raw HTTP/1.1 over
+//! loopback TCP, and kills every process it started, by PID, on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A unique temporary directory, removed on drop. Kept short: unix socket
+/// paths are limited to 107 bytes.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(format!("/tmp/nfc-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("socks")).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn socks(&self) -> PathBuf {
+        self.0.join("socks")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (SIGKILL by PID) and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+    }
+
+    /// Wait for exit up to `limit`; None if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect_stderr(child: &mut Child, first_line: Option<std::sync::mpsc::Sender<String>>) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = buf.clone();
+    std::thread::spawn(move || {
+        let mut first_line = first_line;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &first_line {
+                if line.contains("listening on") && tx.send(line.clone()).is_ok() {
+                    first_line = None;
+                }
+            }
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    buf
+}
+
+pub fn peer_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peer")
+}
+
+/// Which implementation plays the Noslated planes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PeerKind {
+    /// @grpc/grpc-js 1.8.8, what Noslated runs.
+    Node,
+    /// grpcio (C-core HTTP/2), an independent implementation.
+    Python,
+}
+
+/// The Noslated test fixture (tests/peer): plays the data and control plane.
+pub struct Peer {
+    pub proc: Proc,
+    pub events: PathBuf,
+}
+
+impl Peer {
+    pub fn start(dir: &TempDir, extra: &[&str]) -> Peer {
+        Peer::start_kind(PeerKind::Node, dir, extra)
+    }
+
+    pub fn start_kind(kind: PeerKind, dir: &TempDir, extra: &[&str]) -> Peer {
+        let events = dir.path().join("events.jsonl");
+        let dp = dir.socks().join("dp-0.sock");
+        let cp = dir.socks().join("cp-0.sock");
+        let mut cmd = match kind {
+            PeerKind::Node => {
+                let script = peer_dir().join("noslated-peer.js");
+                assert!(
+                    peer_dir().join("node_modules/@grpc/grpc-js").exists(),
+                    "tests/peer/node_modules missing: run `npm ci` in tests/peer (.ci/run does)"
+                );
+                let mut c = Command::new("node");
+                c.arg(script);
+                c
+            }
+            PeerKind::Python => {
+                let python = peer_dir().join("py/.venv/bin/python");
+                assert!(python.exists(), "tests/peer/py/.venv missing: .ci/run creates it");
+                let mut c = Command::new(python);
+                c.arg(peer_dir().join("py/noslated_peer.py"));
+                c
+            }
+        };
+        cmd.arg("--dp").arg(&dp).arg("--cp").arg(&cp).arg("--events").arg(&events);
+        cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("start peer");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = collect_stderr(&mut child, None);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "READY" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let proc = Proc { child, stderr };
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("peer did not become ready: {}", proc.stderr_text());
+        }
+        Peer { proc, events }
+    }
+
+    /// Events the fixture recorded, one JSON object per line.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait until an event matching `pred` shows up.
+    pub fn wait_event(&self, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return Some(e);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// The noslate-fc binary under test.
+pub struct Fc {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Fc {
+    /// Start on an ephemeral port with the planes' sockets in `dir`.
+    pub fn start(dir: &TempDir, env: &[(&str, &str)]) -> Fc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_noslate-fc"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SERVER_PORT", "0")
+            .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+            .env("NOSLATE_FC_SOCK_DIR", dir.socks())
+            .env("NOSLATE_FC_READY_WAIT_MS", "3000");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        Fc::spawn(cmd)
+    }
+
+    pub fn spawn(mut cmd: Command) -> Fc {
+        let mut child = cmd.spawn().expect("start noslate-fc");
+        let stdout = child.stdout.take().unwrap();
+        // Drain stdout (FC log markers) into a shared buffer too.
+        let out = Arc::new(Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        STDOUTS.lock().unwrap().push((child.id(), out));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = collect_stderr(&mut child, Some(tx));
+        let proc = Proc { child, stderr };
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) => l,
+            Err(_) => panic!("noslate-fc did not start: {}", proc.stderr_text()),
+        };
+        let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        Fc { proc, port }
+    }
+
+    pub fn stdout_text(&self) -> String {
+        let pid = self.proc.pid();
+        STDOUTS.lock().unwrap().iter().find(|(p, _)| *p == pid).map(|(_, s)| s.lock().unwrap().clone()).unwrap_or_default()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// One request on a fresh connection; the full response.
+    pub fn request(&self, raw: &[u8]) -> Response {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        read_response(&mut s).expect("response")
+    }
+
+    /// Send raw bytes and read everything until the server closes (or 10 s).
+    pub fn raw_exchange(&self, raw: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(raw);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    }
+
+    /// POST /invoke of `body` to `function` (Content-Length framing).
+    pub fn invoke(&self, function: &str, body: &[u8]) -> Response {
+        let head = format!(
+            "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: {function}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body);
+        self.request(&raw)
+    }
+
+    /// Wait until the planes are connected: /initialize answers 200.
+    pub fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            let r = self.request(b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 10\r\ncontent-length: 0\r\n\r\n");
+            if r.status == 200 {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "never ready: {}", String::from_utf8_lossy(&r.body));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+static STDOUTS: Mutex<Vec<(u32, Arc<Mutex<String>>)>> = Mutex::new(Vec::new());
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body ended properly (last chunk / full length), not by a cut.
+    pub complete: bool,
+    pub chunked: bool,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Read one HTTP/1.1 response (skipping 1xx) from a stream. A body cut short
+/// is returned with `complete = false`; None if no head arrived.
+pub fn read_response<R: Read>(r: &mut R) -> Option<Response> {
+    read_response_to(r, None)
+}
+
+pub fn read_response_to<R: Read>(r: &mut R, head_request: Option<bool>) -> Option<Response> {
+    let mut reader = ByteReader { inner: r, buf: Vec::new(), pos: 0 };
+    loop {
+        let head = reader.read_until(b"\r\n\r\n")?;
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = text.split("\r\n");
+        let status_line = lines.next()?;
+        let status: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .collect();
+        if (100..200).contains(&status) {
+            continue;
+        }
+        let mut resp = Response { status, headers, body: Vec::new(), complete: false, chunked: false };
+        if head_request == Some(true) || status == 204 || status == 304 {
+            resp.complete = true;
+            return Some(resp);
+        }
+        if resp.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            resp.chunked = true;
+            loop {
+                let Some(line) = reader.read_until(b"\r\n") else { return Some(resp) };
+                let size_text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+                let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
+                    return Some(resp);
+                };
+                if size == 0 {
+                    if reader.read_until(b"\r\n").is_some() {
+                        resp.complete = true;
+                    }
+                    return Some(resp);
+                }
+                let Some(data) = reader.read_exact(size + 2) else { return Some(resp) };
+                resp.body.extend_from_slice(&data[..size]);
+            }
+        } else if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            if let Some(data) = reader.read_exact(len) {
+                resp.body = data;
+                resp.complete = true;
+            } else {
+                resp.body = reader.rest();
+            }
+            return Some(resp);
+        } else {
+            resp.body = reader.read_to_end();
+            resp.complete = true;
+            return Some(resp);
+        }
+    }
+}
+
+struct ByteReader<'a, R: Read> {
+    inner: &'a mut R,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: Read> ByteReader<'_, R> {
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        match self.inner.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    fn read_until(&mut self, delim: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buf[self.pos..].windows(delim.len()).position(|w| w == delim) {
+                let end = self.pos + i + delim.len();
+                let out = self.buf[self.pos..end].to_vec();
+                self.pos = end;
+                return Some(out);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    fn read_exact(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() - self.pos < n {
+            if !self.fill() {
+                return None;
+            }
+        }
+        let out = self.buf[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        Some(out)
+    }
+
+    fn rest(&mut self) -> Vec<u8> {
+        let out = self.buf[self.pos..].to_vec();
+        self.pos = self.buf.len();
+        out
+    }
+
+    fn read_to_end(&mut self) -> Vec<u8> {
+        while self.fill() {}
+        self.rest()
+    }
+}
+
+/// The deterministic pattern the fixture's `big-<n>` function sends.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * 31 + 7) % 251) as u8).collect()
+}
+
+/// Does the response bytes start with this status?
+pub fn status_of(raw: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(raw.get(..12)?).ok()?;
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
