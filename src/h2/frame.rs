@@ -551,7 +551,7 @@ fn decode_settings(head: FrameHead, payload: Bytes) -> Result<Frame, FrameError>
             "SETTINGS ACK with a payload",
         ));
     }
-    if payload.len() % SETTING_LEN != 0 {
+    if !payload.len().is_multiple_of(SETTING_LEN) {
         return Err(FrameError::conn(
             ErrorCode::FRAME_SIZE_ERROR,
             "SETTINGS length is not a multiple of 6",

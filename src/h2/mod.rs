@@ -5,6 +5,9 @@
 //! the event loop feeds with bytes read from the upstream socket and drains
 //! with `writev`. Nothing here touches a socket or a clock.
 
+pub mod conn;
+pub mod flow;
 pub mod frame;
 
+pub use conn::{ClientConnection, Config, ConnError, Event, HeaderList, OpenError, StreamRef};
 pub use frame::{decode_frame, ErrorCode, Frame, FrameError, FrameHead, FRAME_HEAD_LEN};
