@@ -521,7 +521,7 @@ impl ClientConnection {
     }
 
     fn lookup(&self, id: u32) -> Lookup {
-        if id % 2 == 0 || id >= self.next_stream_id {
+        if id.is_multiple_of(2) || id >= self.next_stream_id {
             return Lookup::Idle;
         }
         match self.ids.get(&id) {
