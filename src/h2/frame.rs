@@ -595,7 +595,8 @@ impl Frame {
     /// encoders below, which avoid copying DATA.
     ///
     /// DATA with `flow_len > payload.len()` is sent PADDED so that its flow
-    /// length is reproduced; HEADERS and PUSH_PROMISE are sent unpadded.
+    /// length is reproduced (up to the 255 octets of padding a frame can
+    /// carry); HEADERS and PUSH_PROMISE are sent unpadded.
     pub fn encode(&self, dst: &mut BytesMut) {
         match self {
             Frame::Data {
@@ -605,7 +606,9 @@ impl Frame {
                 flow_len,
             } => {
                 let mut flags = if *end_stream { flag::END_STREAM } else { 0 };
-                let padding = (*flow_len as usize).checked_sub(payload.len() + 1);
+                let padding = (*flow_len as usize)
+                    .checked_sub(payload.len() + 1)
+                    .map(|p| p.min(u8::MAX as usize));
                 if padding.is_some() {
                     flags |= flag::PADDED;
                 }
