@@ -1,1 +1,13 @@
-//! placeholder
+//! HTTP/2 client side of the proxy (RFC 9113), sans-IO.
+//!
+//! `frame` decodes and encodes single frames; `flow` keeps the signed
+//! flow-control windows; `conn` is the client connection state machine that
+//! the event loop feeds with bytes read from the upstream socket and drains
+//! with `writev`. Nothing here touches a socket or a clock.
+
+pub mod conn;
+pub mod flow;
+pub mod frame;
+
+pub use conn::{ClientConnection, Config, ConnError, Event, HeaderList, OpenError, StreamRef};
+pub use frame::{decode_frame, ErrorCode, Frame, FrameError, FrameHead, FRAME_HEAD_LEN};
