@@ -145,14 +145,12 @@ impl Config {
             };
             values[i] = Some(value);
         }
-        let get = |env: &str| -> Option<&str> {
-            let i = OPTIONS.iter().position(|o| o.env == env)?;
-            values[i].as_deref().or(Some(OPTIONS[i].default)).filter(|v| !v.is_empty())
-        };
-        Config::build(&get).map(|c| Command::Run(Box::new(c)))
+        let values = &values;
+        let get: &Get<'_> = &move |env: &str| lookup(values, env);
+        Config::build(get).map(|c| Command::Run(Box::new(c)))
     }
 
-    fn build(get: &dyn Fn(&str) -> Option<&str>) -> Result<Config, ConfigError> {
+    fn build(get: &Get<'_>) -> Result<Config, ConfigError> {
         let port: u16 = parse(get, "SERVER_PORT")?;
         let host = get("NOSLATE_FC_LISTEN").unwrap_or("0.0.0.0");
         let ip: std::net::IpAddr = host
@@ -209,14 +207,23 @@ impl Config {
     }
 }
 
-fn parse<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<&str>, env: &str) -> Result<T, ConfigError> {
+/// Looks a variable up in the merged environment + flags.
+type Get<'v> = dyn Fn(&str) -> Option<&'v str> + 'v;
+
+/// The value in force for `env`: given, else the default; empty = unset.
+fn lookup<'a>(values: &'a [Option<String>], env: &str) -> Option<&'a str> {
+    let i = OPTIONS.iter().position(|o| o.env == env)?;
+    values[i].as_deref().or(Some(OPTIONS[i].default)).filter(|v| !v.is_empty())
+}
+
+fn parse<T: std::str::FromStr>(get: &Get<'_>, env: &str) -> Result<T, ConfigError> {
     let raw = get(env).unwrap_or("");
     raw.trim()
         .parse()
         .map_err(|_| ConfigError(format!("{env}: {raw:?} is not a valid non-negative number")))
 }
 
-fn millis(get: &dyn Fn(&str) -> Option<&str>, env: &str) -> Result<Duration, ConfigError> {
+fn millis(get: &Get<'_>, env: &str) -> Result<Duration, ConfigError> {
     let ms: u64 = parse(get, env)?;
     if ms == 0 {
         return Err(ConfigError(format!("{env}: must be greater than 0")));
@@ -224,7 +231,7 @@ fn millis(get: &dyn Fn(&str) -> Option<&str>, env: &str) -> Result<Duration, Con
     Ok(Duration::from_millis(ms))
 }
 
-fn parse_bool(get: &dyn Fn(&str) -> Option<&str>, env: &str) -> Result<bool, ConfigError> {
+fn parse_bool(get: &Get<'_>, env: &str) -> Result<bool, ConfigError> {
     match get(env).unwrap_or("false").to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
@@ -235,7 +242,7 @@ fn parse_bool(get: &dyn Fn(&str) -> Option<&str>, env: &str) -> Result<bool, Con
 /// The supervised children: turfd, then every data plane, then every control
 /// plane (fc-protocol.md §9.1). Without NOSLATE_BIN only explicit commands run.
 fn children(
-    get: &dyn Fn(&str) -> Option<&str>,
+    get: &Get<'_>,
     data_planes: usize,
     control_planes: usize,
 ) -> Result<Vec<ChildSpec>, ConfigError> {

@@ -317,3 +317,21 @@ fn head_request_gets_no_body() {
     s.write_all(b"GET /pre-freeze HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s).unwrap().status, 200);
 }
+
+#[test]
+fn broken_chunked_framing_is_refused() {
+    let (_dir, _peer, fc) = stack("badchunk", &[]);
+    let cases: &[(&str, &[u8])] = &[
+        ("bare LF in chunk size", b"3\nabc\r\n0\r\n\r\n"),
+        ("chunk size junk", b"zz\r\n"),
+        ("chunk size overflow", b"fffffffffffffffffffff\r\n"),
+        ("missing CRLF after data", b"3\r\nabcX\r\n0\r\n\r\n"),
+    ];
+    for (name, body) in cases {
+        let mut raw = b"POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        raw.extend_from_slice(body);
+        let out = fc.raw_exchange(&raw);
+        assert_eq!(support::status_of(&out), Some(400), "{name}: {}", String::from_utf8_lossy(&out));
+    }
+    assert_eq!(fc.invoke("echo", b"still fine").text(), "still fine");
+}

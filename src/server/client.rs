@@ -195,7 +195,10 @@ impl Server {
     /// Parse and dispatch whatever complete input is buffered.
     fn process_client(&mut self, key: usize) {
         loop {
-            let c = &mut self.clients[key];
+            let Some(c) = self.clients.get_mut(key) else { return };
+            if c.closing {
+                return;
+            }
             match c.phase {
                 Phase::Idle => {
                     if c.rbuf.is_empty() {
@@ -491,8 +494,4 @@ fn refuse_overload(mut sock: TcpStream) {
 /// HTTP/1.0 clients cannot take chunked coding.
 pub fn supports_chunked(head: &RequestHead) -> bool {
     head.version() == Version::Http11
-}
-
-pub fn bytes_of(s: &'static str) -> Bytes {
-    Bytes::from_static(s.as_bytes())
 }

@@ -489,15 +489,11 @@ impl Server {
             Resp::Waiting | Resp::Done => {}
         }
         inv.resp = Resp::Done;
+        // A function that answered before the whole body arrived: the rest
+        // cannot be forwarded any more, so the connection cannot be reused
+        // (complete_invoke closes it when body_done is false).
         self.mark_client(key);
-        if inv.body_done {
-            self.complete_invoke(key);
-        } else {
-            // The function answered before reading the whole body: the rest
-            // cannot be forwarded any more, so the connection cannot be reused.
-            inv.keep_alive = false;
-            self.complete_invoke(key);
-        }
+        self.complete_invoke(key);
     }
 
     /// Both directions are done: release everything, next request.

@@ -135,7 +135,7 @@ impl Server {
             match parsed {
                 Ok(envs) => {
                     let mut msg = Vec::new();
-                    crate::proto::SetPlatformEnvironmentVariablesRequest { envs: &envs }.encode(&mut msg);
+                    crate::proto::SetPlatformEnvironmentVariablesRequest::encode_pairs(&envs, &mut msg);
                     self.life.env_count = envs.len();
                     self.life.env_message = Some(msg);
                 }

@@ -264,8 +264,9 @@ impl Server {
             }
             self.fire_timers();
             self.reread_conns();
-            self.flush_dirty();
+            // Log markers go out before the responses they describe.
             self.log.flush();
+            self.flush_dirty();
             if let Some(code) = self.exit_code {
                 return code;
             }

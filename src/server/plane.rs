@@ -422,6 +422,7 @@ impl Server {
                 }
             }
             Unary::PushProfiles | Unary::PushEnv => {
+                use crate::proto::Message;
                 let set = crate::proto::SetFunctionProfileResponse::decode(message).map(|r| r.set == Some(true));
                 if set != Ok(true) {
                     let what = if call == Unary::PushProfiles { "Function profile" } else { "Platform environment variables" };

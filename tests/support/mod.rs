@@ -264,6 +264,18 @@ impl Fc {
         Fc { proc, port }
     }
 
+    /// Stdout once it contains `needle` (the reader thread may lag a little).
+    pub fn stdout_until(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let out = self.stdout_text();
+            if out.contains(needle) || start.elapsed() > Duration::from_secs(3) {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn stdout_text(&self) -> String {
         let pid = self.proc.pid();
         STDOUTS.lock().unwrap().iter().find(|(p, _)| *p == pid).map(|(_, s)| s.lock().unwrap().clone()).unwrap_or_default()
