@@ -422,9 +422,12 @@ struct ByteReader<'a, R: Read> {
 }
 
 impl<R: Read> ByteReader<'_, R> {
-    fn fill(&mut self) -> bool {
+    /// Read at most `max` more bytes: never past the current response, so
+    /// pipelined responses behind it stay in the stream for the next call.
+    fn fill(&mut self, max: usize) -> bool {
         let mut chunk = [0u8; 65536];
-        match self.inner.read(&mut chunk) {
+        let max = max.clamp(1, chunk.len());
+        match self.inner.read(&mut chunk[..max]) {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
@@ -441,7 +444,7 @@ impl<R: Read> ByteReader<'_, R> {
                 self.pos = end;
                 return Some(out);
             }
-            if !self.fill() {
+            if !self.fill(1) {
                 return None;
             }
         }
@@ -449,7 +452,7 @@ impl<R: Read> ByteReader<'_, R> {
 
     fn read_exact(&mut self, n: usize) -> Option<Vec<u8>> {
         while self.buf.len() - self.pos < n {
-            if !self.fill() {
+            if !self.fill(n - (self.buf.len() - self.pos)) {
                 return None;
             }
         }
@@ -465,7 +468,7 @@ impl<R: Read> ByteReader<'_, R> {
     }
 
     fn read_to_end(&mut self) -> Vec<u8> {
-        while self.fill() {}
+        while self.fill(65536) {}
         self.rest()
     }
 }
