@@ -50,7 +50,7 @@ fn is_writable(name: &[u8], value: &[u8]) -> bool {
         && !FRAMING_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// Appends "HTTP/1.1 <status> <reason>\r\n" + headers + framing header
+/// Appends `"HTTP/1.1 <status> <reason>\r\n"` + headers + framing header
 /// (Content-Length / Transfer-Encoding: chunked) + "Connection: close" when
 /// !keep_alive + "\r\n".
 ///
@@ -182,7 +182,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// Longest chunk-size line: 16 hex digits of a 64-bit `usize` plus CRLF.
 const CHUNK_HEAD_CAPACITY: usize = 18;
 
-/// Chunk-size line "<hex>\r\n" in a small stack buffer (no allocation).
+/// Chunk-size line `"<hex>\r\n"` in a small stack buffer (no allocation).
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkHead {
     bytes: [u8; CHUNK_HEAD_CAPACITY],
