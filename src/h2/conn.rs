@@ -578,7 +578,7 @@ impl ClientConnection {
             return Ok(());
         }
         // Padding is flow-controlled but never delivered: credit it now.
-        let padding = flow_len as usize - payload.len();
+        let padding = (flow_len as usize).saturating_sub(payload.len());
         if padding > 0 {
             s.recv_window.release(padding);
             self.conn_recv.release(padding);
@@ -2763,6 +2763,21 @@ mod tests {
                     Bytes::from_static(b"private")
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn stream_ids_run_out_at_2_pow_31() {
+        let mut server =
+            FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+        server.conn.next_stream_id = MAX_STREAM_ID - 2;
+        let (_, id) = server.open(true);
+        assert_eq!(id, MAX_STREAM_ID - 2);
+        // The last id, 2^31-1, is taken by a stream still waiting for a slot.
+        server.conn.open(&req(), true).unwrap();
+        assert_eq!(
+            server.conn.open(&req(), true),
+            Err(OpenError::StreamIdsExhausted)
         );
     }
 
