@@ -578,7 +578,7 @@ impl ClientConnection {
             return Ok(());
         }
         // Padding is flow-controlled but never delivered: credit it now.
-        let padding = flow_len as usize - payload.len();
+        let padding = (flow_len as usize).saturating_sub(payload.len());
         if padding > 0 {
             s.recv_window.release(padding);
             self.conn_recv.release(padding);
@@ -2709,6 +2709,76 @@ mod tests {
         for id in [id_a, id_b, id_c] {
             assert_eq!(data_of(&frames, id).0, 16_384, "stream {id}");
         }
+    }
+
+    /// nghttp2 indexes and Huffman-codes its responses (§14): a block on a
+    /// stream we already dropped must still update the dynamic table that
+    /// later blocks refer to.
+    #[test]
+    fn header_blocks_on_dropped_streams_keep_hpack_in_sync() {
+        let mut server = FakeServer::ready(Config::default(), &[]);
+        let (a, id_a) = server.open(true);
+        server.conn.reset(a, ErrorCode::CANCEL);
+        server.frames();
+        server.events();
+        let (b, id_b) = server.open(true);
+        // RFC 7541 C.6.1: four literals with incremental indexing, Huffman.
+        let indexed_response = Bytes::from_static(
+            b"\x48\x82\x64\x02\x58\x85\xae\xc3\x77\x1a\x4b\x61\x96\xd0\x7a\xbe\x94\x10\x54\xd4\x44\xa8\x20\x05\x95\x04\x0b\x81\x66\xe0\x82\xa6\x2d\x1b\xff\x6e\x91\x9d\x29\xad\x17\x18\x63\xc7\x8f\x0b\x97\xc8\xe9\xae\x82\xae\x43\xd3",
+        );
+        server
+            .feed(&Frame::Headers {
+                stream_id: id_a,
+                block: indexed_response,
+                end_stream: false,
+                end_headers: true,
+            })
+            .unwrap();
+        assert!(server.events().is_empty(), "dropped stream: no event");
+        // Dynamic entries 65 (:status 302) and 64 (cache-control private).
+        server
+            .feed(&Frame::Headers {
+                stream_id: id_b,
+                block: Bytes::from_static(b"\xc1\xc0"),
+                end_stream: true,
+                end_headers: true,
+            })
+            .unwrap();
+        let events = server.events();
+        let [Event::Headers {
+            stream,
+            fields,
+            end_stream: true,
+        }, Event::Closed { .. }] = &events[..]
+        else {
+            panic!("{events:?}");
+        };
+        assert_eq!(*stream, b);
+        assert_eq!(
+            fields,
+            &vec![
+                (Bytes::from_static(b":status"), Bytes::from_static(b"302")),
+                (
+                    Bytes::from_static(b"cache-control"),
+                    Bytes::from_static(b"private")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn stream_ids_run_out_at_2_pow_31() {
+        let mut server =
+            FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+        server.conn.next_stream_id = MAX_STREAM_ID - 2;
+        let (_, id) = server.open(true);
+        assert_eq!(id, MAX_STREAM_ID - 2);
+        // The last id, 2^31-1, is taken by a stream still waiting for a slot.
+        server.conn.open(&req(), true).unwrap();
+        assert_eq!(
+            server.conn.open(&req(), true),
+            Err(OpenError::StreamIdsExhausted)
+        );
     }
 
     /// The same server script fed in two pieces split at every byte.
