@@ -153,9 +153,8 @@ impl Config {
     fn build(get: &Get<'_>) -> Result<Config, ConfigError> {
         let port: u16 = parse(get, "SERVER_PORT")?;
         let host = get("NOSLATE_FC_LISTEN").unwrap_or("0.0.0.0");
-        let ip: std::net::IpAddr = host
-            .parse()
-            .map_err(|_| ConfigError(format!("NOSLATE_FC_LISTEN: {host:?} is not an IP address")))?;
+        let ip: std::net::IpAddr =
+            host.parse().map_err(|_| ConfigError(format!("NOSLATE_FC_LISTEN: {host:?} is not an IP address")))?;
         let sock_dir = match (get("NOSLATE_FC_SOCK_DIR"), get("NOSLATED_WORKDIR")) {
             (Some(dir), _) => PathBuf::from(dir),
             (None, Some(work)) => PathBuf::from(work).join("socks"),
@@ -218,9 +217,7 @@ fn lookup<'a>(values: &'a [Option<String>], env: &str) -> Option<&'a str> {
 
 fn parse<T: std::str::FromStr>(get: &Get<'_>, env: &str) -> Result<T, ConfigError> {
     let raw = get(env).unwrap_or("");
-    raw.trim()
-        .parse()
-        .map_err(|_| ConfigError(format!("{env}: {raw:?} is not a valid non-negative number")))
+    raw.trim().parse().map_err(|_| ConfigError(format!("{env}: {raw:?} is not a valid non-negative number")))
 }
 
 fn millis(get: &Get<'_>, env: &str) -> Result<Duration, ConfigError> {
@@ -241,11 +238,7 @@ fn parse_bool(get: &Get<'_>, env: &str) -> Result<bool, ConfigError> {
 
 /// The supervised children: turfd, then every data plane, then every control
 /// plane (fc-protocol.md §9.1). Without NOSLATE_BIN only explicit commands run.
-fn children(
-    get: &Get<'_>,
-    data_planes: usize,
-    control_planes: usize,
-) -> Result<Vec<ChildSpec>, ConfigError> {
+fn children(get: &Get<'_>, data_planes: usize, control_planes: usize) -> Result<Vec<ChildSpec>, ConfigError> {
     let bin = get("NOSLATE_BIN");
     let log_dir = get("NOSLATE_LOGDIR").map(PathBuf::from);
     let command = |env: &str, default: Option<String>| -> Result<Option<Vec<String>>, ConfigError> {
@@ -275,8 +268,7 @@ fn children(
     }
     if let Some(argv) = command("NOSLATE_FC_CONTROL_PLANE_CMD", node("control_plane"))? {
         for i in 0..control_planes {
-            let file =
-                if i == 0 { "control_plane_out.log".to_string() } else { format!("control_plane_{i}_out.log") };
+            let file = if i == 0 { "control_plane_out.log".to_string() } else { format!("control_plane_{i}_out.log") };
             out.push(ChildSpec { name: "control_plane", argv: argv.clone(), log_file: log(&file), plane_id: Some(i) });
         }
     }
@@ -310,8 +302,8 @@ mod tests {
 
     #[test]
     fn env_and_flags() {
-        let c = run(&["--port", "8080", "--function=hello"], &[("SERVER_PORT", "1"), ("NOSLATED_WORKDIR", "/w")])
-            .unwrap();
+        let c =
+            run(&["--port", "8080", "--function=hello"], &[("SERVER_PORT", "1"), ("NOSLATED_WORKDIR", "/w")]).unwrap();
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.function.as_deref(), Some("hello"));
         assert_eq!(c.sock_dir, PathBuf::from("/w/socks"));
@@ -323,7 +315,9 @@ mod tests {
         assert!(run(&[], &[("NOSLATE_FC_TIMEOUT_MS", "0")]).unwrap_err().starts_with("NOSLATE_FC_TIMEOUT_MS:"));
         assert!(run(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
         assert!(run(&["--port"], &[]).unwrap_err().contains("--port"));
-        assert!(run(&[], &[("NOSLATE_FC_FUNCTION_HEADER", "maybe")]).unwrap_err().starts_with("NOSLATE_FC_FUNCTION_HEADER"));
+        assert!(run(&[], &[("NOSLATE_FC_FUNCTION_HEADER", "maybe")])
+            .unwrap_err()
+            .starts_with("NOSLATE_FC_FUNCTION_HEADER"));
     }
 
     #[test]

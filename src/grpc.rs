@@ -103,11 +103,7 @@ impl Default for Deframer {
 impl Deframer {
     /// A deframer rejecting payloads above `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
-        Deframer {
-            max_len,
-            chunks: VecDeque::new(),
-            buffered: 0,
-        }
+        Deframer { max_len, chunks: VecDeque::new(), buffered: 0 }
     }
 
     /// Queues received bytes (a DATA payload or any slice of one).
@@ -143,10 +139,7 @@ impl Deframer {
         }
         let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
         if len > self.max_len {
-            return Err(GrpcError::TooLarge {
-                len,
-                max: self.max_len,
-            });
+            return Err(GrpcError::TooLarge { len, max: self.max_len });
         }
         if self.buffered - MESSAGE_PREFIX_LEN < len {
             return Ok(None);
@@ -260,10 +253,7 @@ impl TimeoutValue {
             buf[i] = digits[n - 1 - i];
         }
         buf[n] = unit;
-        TimeoutValue {
-            buf,
-            len: (n + 1) as u8,
-        }
+        TimeoutValue { buf, len: (n + 1) as u8 }
     }
 }
 
@@ -298,9 +288,7 @@ pub fn parse_timeout(v: &[u8]) -> Option<Duration> {
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n = digits
-        .iter()
-        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    let n = digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
     Some(match unit {
         b'H' => Duration::from_secs(n * 3600),
         b'M' => Duration::from_secs(n * 60),
@@ -412,10 +400,7 @@ pub struct Status {
 
 impl Status {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Status {
-            code,
-            message: message.into(),
-        }
+        Status { code, message: message.into() }
     }
 
     pub fn is_ok(&self) -> bool {
@@ -431,9 +416,7 @@ impl fmt::Display for Status {
 
 /// The call status from trailers (or a Trailers-Only response): the first
 /// `grpc-status` (decimal) and `grpc-message` (percent-decoded).
-pub fn status_from_trailers<'a>(
-    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-) -> Result<Status, GrpcError> {
+pub fn status_from_trailers<'a>(fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<Status, GrpcError> {
     let mut status = None;
     let mut message = None;
     for (name, value) in fields {
@@ -444,12 +427,8 @@ pub fn status_from_trailers<'a>(
         }
     }
     let raw = status.ok_or(GrpcError::MissingStatus)?;
-    let code = parse_status(raw)
-        .ok_or_else(|| GrpcError::BadStatus(String::from_utf8_lossy(raw).into_owned()))?;
-    Ok(Status {
-        code,
-        message: message.map(percent_decode).unwrap_or_default(),
-    })
+    let code = parse_status(raw).ok_or_else(|| GrpcError::BadStatus(String::from_utf8_lossy(raw).into_owned()))?;
+    Ok(Status { code, message: message.map(percent_decode).unwrap_or_default() })
 }
 
 fn parse_status(v: &[u8]) -> Option<Code> {
@@ -464,9 +443,7 @@ fn parse_status(v: &[u8]) -> Option<Code> {
 /// start with `application/grpc` (ASCII case-insensitive, as grpc-js
 /// checks a prefix). Otherwise returns the error status a gRPC client
 /// synthesizes (doc §2.5, gRPC `http-grpc-status-mapping.md`).
-pub fn check_response_head<'a>(
-    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-) -> Result<(), Status> {
+pub fn check_response_head<'a>(fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<(), Status> {
     const GRPC_CONTENT_TYPE: &[u8] = b"application/grpc";
     let mut status = None;
     let mut content_type = None;
@@ -485,16 +462,10 @@ pub fn check_response_head<'a>(
         .filter(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse::<u16>().ok());
     let Some(http) = parsed else {
-        return Err(Status::new(
-            Code::UNKNOWN,
-            format!("invalid :status {:?}", String::from_utf8_lossy(status)),
-        ));
+        return Err(Status::new(Code::UNKNOWN, format!("invalid :status {:?}", String::from_utf8_lossy(status))));
     };
     if http != 200 {
-        return Err(Status::new(
-            Code::from_http_status(http),
-            format!("received HTTP status {http}"),
-        ));
+        return Err(Status::new(Code::from_http_status(http), format!("received HTTP status {http}")));
     }
     match content_type {
         Some(ct)
@@ -503,10 +474,9 @@ pub fn check_response_head<'a>(
         {
             Ok(())
         }
-        Some(ct) => Err(Status::new(
-            Code::UNKNOWN,
-            format!("unexpected content-type {:?}", String::from_utf8_lossy(ct)),
-        )),
+        Some(ct) => {
+            Err(Status::new(Code::UNKNOWN, format!("unexpected content-type {:?}", String::from_utf8_lossy(ct))))
+        }
         None => Err(Status::new(Code::UNKNOWN, "missing content-type")),
     }
 }
@@ -528,10 +498,9 @@ pub fn percent_decode(v: &[u8]) -> String {
     let mut i = 0;
     while i < v.len() {
         if v[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                v.get(i + 1).copied().and_then(hex_value),
-                v.get(i + 2).copied().and_then(hex_value),
-            ) {
+            if let (Some(h), Some(l)) =
+                (v.get(i + 1).copied().and_then(hex_value), v.get(i + 2).copied().and_then(hex_value))
+            {
                 out.push(h << 4 | l);
                 i += 3;
                 continue;
@@ -567,12 +536,7 @@ mod tests {
     }
 
     fn stream() -> (Vec<u8>, Vec<Vec<u8>>) {
-        let messages: Vec<Vec<u8>> = vec![
-            b"hello".to_vec(),
-            Vec::new(),
-            (0..=255u8).collect(),
-            b"x".to_vec(),
-        ];
+        let messages: Vec<Vec<u8>> = vec![b"hello".to_vec(), Vec::new(), (0..=255u8).collect(), b"x".to_vec()];
         let mut wire = Vec::new();
         for m in &messages {
             wire.extend_from_slice(&framed(m));
@@ -688,21 +652,12 @@ mod tests {
         d.push(Bytes::from(framed(b"1234")));
         assert_eq!(d.next_message().unwrap().as_deref(), Some(&b"1234"[..]));
         d.push(Bytes::from_static(&[0, 0, 0, 0, 5]));
-        assert_eq!(
-            d.next_message(),
-            Err(GrpcError::TooLarge { len: 5, max: 4 })
-        );
+        assert_eq!(d.next_message(), Err(GrpcError::TooLarge { len: 5, max: 4 }));
         // The default limit, reported before the payload arrives.
         let mut d = Deframer::default();
         let over = (MAX_MESSAGE_LEN + 1) as u32;
         d.push(Bytes::copy_from_slice(&message_prefix(over)));
-        assert_eq!(
-            d.next_message(),
-            Err(GrpcError::TooLarge {
-                len: MAX_MESSAGE_LEN + 1,
-                max: MAX_MESSAGE_LEN
-            })
-        );
+        assert_eq!(d.next_message(), Err(GrpcError::TooLarge { len: MAX_MESSAGE_LEN + 1, max: MAX_MESSAGE_LEN }));
         let mut d = Deframer::default();
         d.push(Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff]));
         assert!(matches!(d.next_message(), Err(GrpcError::TooLarge { .. })));
@@ -744,10 +699,7 @@ mod tests {
         assert_eq!(parse_timeout(b"1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_timeout(b"7u"), Some(Duration::from_micros(7)));
         assert_eq!(parse_timeout(b"7n"), Some(Duration::from_nanos(7)));
-        assert_eq!(
-            parse_timeout(b"99999999H"),
-            Some(Duration::from_secs(99_999_999 * 3600))
-        );
+        assert_eq!(parse_timeout(b"99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
         for bad in [&b""[..], b"m", b"123456789m", b"1x", b"-1m", b"1 m", b"12"] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
         }
@@ -789,10 +741,7 @@ mod tests {
         assert_eq!(GrpcError::MissingStatus.to_string(), "missing grpc-status");
         for bad in [&b""[..], b"x", b"-1", b"99999999999", b"4294967296"] {
             let t: Vec<(&[u8], &[u8])> = vec![(b"grpc-status", bad)];
-            assert!(matches!(
-                status_from_trailers(t),
-                Err(GrpcError::BadStatus(_))
-            ));
+            assert!(matches!(status_from_trailers(t), Err(GrpcError::BadStatus(_))));
         }
         let t: Vec<(&[u8], &[u8])> = vec![(b"grpc-status", b"4")];
         let s = status_from_trailers(t).unwrap();
@@ -828,10 +777,7 @@ mod tests {
             let err = head(status, grpc).unwrap_err();
             assert_eq!(err.code, code, "{status:?}");
         }
-        assert_eq!(
-            head(b"200", Some(b"text/html")).unwrap_err().code,
-            Code::UNKNOWN
-        );
+        assert_eq!(head(b"200", Some(b"text/html")).unwrap_err().code, Code::UNKNOWN);
         assert_eq!(head(b"200", None).unwrap_err().code, Code::UNKNOWN);
         assert_eq!(head(b"20x", grpc).unwrap_err().code, Code::UNKNOWN);
         assert_eq!(head(b"2000", grpc).unwrap_err().code, Code::UNKNOWN);

@@ -38,10 +38,7 @@ pub struct ProfileError {
 
 impl ProfileError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ProfileError {
-            path: path.into(),
-            message: message.into(),
-        }
+        ProfileError { path: path.into(), message: message.into() }
     }
 
     /// JSON path of the offending value, e.g. `profiles[1].worker.disposable`.
@@ -73,14 +70,7 @@ fn parse_json(json: &[u8], root: &str) -> Result<Value> {
         let full = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
         let reason = full.strip_suffix(&suffix).unwrap_or(&full);
-        ProfileError::new(
-            root,
-            format!(
-                "not valid JSON at line {} column {}: {reason}",
-                e.line(),
-                e.column()
-            ),
-        )
+        ProfileError::new(root, format!("not valid JSON at line {} column {}: {reason}", e.line(), e.column()))
     })
 }
 
@@ -89,22 +79,9 @@ fn parse_json(json: &[u8], root: &str) -> Result<Value> {
 // ---------------------------------------------------------------------------
 
 const NODEJS_REQUIRED: &[&str] = &["name", "runtime", "url", "signature", "handler"];
-const NODEJS_OPTIONAL: &[&str] = &[
-    "initializer",
-    "rateLimit",
-    "resourceLimit",
-    "worker",
-    "environments",
-    "namespace",
-];
+const NODEJS_OPTIONAL: &[&str] = &["initializer", "rateLimit", "resourceLimit", "worker", "environments", "namespace"];
 const AWORKER_REQUIRED: &[&str] = &["name", "runtime", "url", "signature", "sourceFile"];
-const AWORKER_OPTIONAL: &[&str] = &[
-    "rateLimit",
-    "resourceLimit",
-    "worker",
-    "environments",
-    "namespace",
-];
+const AWORKER_OPTIONAL: &[&str] = &["rateLimit", "resourceLimit", "worker", "environments", "namespace"];
 
 const SHRINK_STRATEGIES: &[&str] = &["FILO", "FIFO", "LCC"];
 const DISPATCH_MODES: &[&str] = &["least-request-count", "round-robin"];
@@ -148,34 +125,21 @@ fn parse_profile(item: &Value, path: &str) -> Result<FunctionProfile> {
     let (required, optional) = match runtime.as_str() {
         "nodejs" => (NODEJS_REQUIRED, NODEJS_OPTIONAL),
         "aworker" => (AWORKER_REQUIRED, AWORKER_OPTIONAL),
-        _ => {
-            return Err(ProfileError::new(
-                format!("{path}.runtime"),
-                "must be \"nodejs\" or \"aworker\"",
-            ))
-        }
+        _ => return Err(ProfileError::new(format!("{path}.runtime"), "must be \"nodejs\" or \"aworker\"")),
     };
     for key in required {
         if !obj.contains_key(*key) {
-            return Err(ProfileError::new(
-                path,
-                format!("missing required key \"{key}\" for runtime \"{runtime}\""),
-            ));
+            return Err(ProfileError::new(path, format!("missing required key \"{key}\" for runtime \"{runtime}\"")));
         }
     }
     for key in obj.keys() {
         if !required.contains(&key.as_str()) && !optional.contains(&key.as_str()) {
-            return Err(ProfileError::new(
-                path,
-                format!("unknown key {key:?} for runtime \"{runtime}\""),
-            ));
+            return Err(ProfileError::new(path, format!("unknown key {key:?} for runtime \"{runtime}\"")));
         }
     }
 
     let field = |key: &str| obj.get(key).map(|v| (v, format!("{path}.{key}")));
-    let opt_string = |key: &str| -> Result<Option<String>> {
-        field(key).map(|(v, p)| string(v, &p)).transpose()
-    };
+    let opt_string = |key: &str| -> Result<Option<String>> { field(key).map(|(v, p)| string(v, &p)).transpose() };
     let opt_export = |key: &str| -> Result<Option<String>> {
         field(key)
             .map(|(v, p)| {
@@ -202,19 +166,10 @@ fn parse_profile(item: &Value, path: &str) -> Result<FunctionProfile> {
         handler: opt_export("handler")?,
         initializer: opt_export("initializer")?,
         source_file: opt_string("sourceFile")?,
-        resource_limit: field("resourceLimit")
-            .map(|(v, p)| parse_resource_limit(v, &p))
-            .transpose()?,
-        worker: field("worker")
-            .map(|(v, p)| parse_worker(v, &p))
-            .transpose()?,
-        environments: field("environments")
-            .map(|(v, p)| parse_environments(v, &p))
-            .transpose()?
-            .unwrap_or_default(),
-        rate_limit: field("rateLimit")
-            .map(|(v, p)| parse_rate_limit(v, &p))
-            .transpose()?,
+        resource_limit: field("resourceLimit").map(|(v, p)| parse_resource_limit(v, &p)).transpose()?,
+        worker: field("worker").map(|(v, p)| parse_worker(v, &p)).transpose()?,
+        environments: field("environments").map(|(v, p)| parse_environments(v, &p)).transpose()?.unwrap_or_default(),
+        rate_limit: field("rateLimit").map(|(v, p)| parse_rate_limit(v, &p)).transpose()?,
         namespace: opt_string("namespace")?,
     })
 }
@@ -222,35 +177,26 @@ fn parse_profile(item: &Value, path: &str) -> Result<FunctionProfile> {
 /// `url` must name a code location the control plane can fetch (doc §8.3):
 /// an absolute `file:///` directory, or an `http(s)://` zip.
 fn check_url(url: &str, path: &str) -> Result<()> {
-    let ok = ["file:///", "http://", "https://"]
-        .iter()
-        .any(|scheme| url.len() > scheme.len() && url.starts_with(scheme));
+    let ok =
+        ["file:///", "http://", "https://"].iter().any(|scheme| url.len() > scheme.len() && url.starts_with(scheme));
     if ok {
         Ok(())
     } else {
-        Err(ProfileError::new(
-            path,
-            "must start with file:/// (absolute path), http:// or https://",
-        ))
+        Err(ProfileError::new(path, "must start with file:/// (absolute path), http:// or https://"))
     }
 }
 
 /// `handler` / `initializer`: `^[^.]+\.[^.]+$`, i.e. `file.export`.
 fn check_export(v: &str, path: &str) -> Result<()> {
     match v.split_once('.') {
-        Some((file, export)) if !file.is_empty() && !export.is_empty() && !export.contains('.') => {
-            Ok(())
-        }
+        Some((file, export)) if !file.is_empty() && !export.is_empty() && !export.contains('.') => Ok(()),
         _ => Err(ProfileError::new(path, "must match ^[^.]+\\.[^.]+$")),
     }
 }
 
 fn parse_resource_limit(v: &Value, path: &str) -> Result<ResourceLimit> {
     let obj = as_object(v, path)?;
-    Ok(ResourceLimit {
-        memory: opt_member(obj, path, "memory", int32)?,
-        cpu: opt_member(obj, path, "cpu", float)?,
-    })
+    Ok(ResourceLimit { memory: opt_member(obj, path, "memory", int32)?, cpu: opt_member(obj, path, "cpu", float)? })
 }
 
 fn parse_rate_limit(v: &Value, path: &str) -> Result<RateLimit> {
@@ -265,9 +211,8 @@ fn parse_rate_limit(v: &Value, path: &str) -> Result<RateLimit> {
 fn parse_worker(v: &Value, path: &str) -> Result<FunctionProfileWorker> {
     let obj = as_object(v, path)?;
     let m = |key: &'static str| (obj, path, key);
-    let enumerated = |key: &str, allowed: &'static [&'static str]| {
-        opt_member(obj, path, key, |v, p| one_of(v, p, allowed))
-    };
+    let enumerated =
+        |key: &str, allowed: &'static [&'static str]| opt_member(obj, path, key, |v, p| one_of(v, p, allowed));
     Ok(FunctionProfileWorker {
         initialization_timeout: call(m("initializationTimeout"), int32)?,
         max_activate_requests: call(m("maxActivateRequests"), int32)?,
@@ -313,16 +258,10 @@ fn parse_environments(v: &Value, path: &str) -> Result<Vec<KeyValuePair>> {
             let p = format!("{path}[{i}]");
             let obj = as_object(item, &p)?;
             let get = |key: &str| match obj.get(key) {
-                None => Err(ProfileError::new(
-                    &p,
-                    format!("missing required key \"{key}\""),
-                )),
+                None => Err(ProfileError::new(&p, format!("missing required key \"{key}\""))),
                 Some(v) => string(v, &format!("{p}.{key}")),
             };
-            Ok(KeyValuePair {
-                key: get("key")?,
-                value: get("value")?,
-            })
+            Ok(KeyValuePair { key: get("key")?, value: get("value")? })
         })
         .collect()
 }
@@ -337,9 +276,7 @@ fn opt_member<T>(
     key: &str,
     conv: impl Fn(&Value, &str) -> Result<T>,
 ) -> Result<Option<T>> {
-    obj.get(key)
-        .map(|v| conv(v, &format!("{path}.{key}")))
-        .transpose()
+    obj.get(key).map(|v| conv(v, &format!("{path}.{key}"))).transpose()
 }
 
 fn as_object<'v>(v: &'v Value, path: &str) -> Result<&'v Map<String, Value>> {
@@ -374,12 +311,7 @@ fn number<'v>(v: &'v Value, path: &str) -> Result<&'v Number> {
 /// side would silently truncate or wrap, doc §8.3).
 fn int32(v: &Value, path: &str) -> Result<i32> {
     let n = number(v, path)?;
-    let range = || {
-        ProfileError::new(
-            path,
-            "must be within int32 range (-2147483648..=2147483647)",
-        )
-    };
+    let range = || ProfileError::new(path, "must be within int32 range (-2147483648..=2147483647)");
     if let Some(i) = n.as_i64() {
         return i32::try_from(i).map_err(|_| range());
     }
@@ -411,22 +343,14 @@ fn strings(v: &Value, path: &str) -> Result<Vec<String>> {
     let Value::Array(items) = v else {
         return Err(ProfileError::new(path, "must be an array of strings"));
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| string(item, &format!("{path}[{i}]")))
-        .collect()
+    items.iter().enumerate().map(|(i, item)| string(item, &format!("{path}[{i}]"))).collect()
 }
 
 fn one_of(v: &Value, path: &str, allowed: &[&str]) -> Result<String> {
     match v {
         Value::String(s) if allowed.contains(&s.as_str()) => Ok(s.clone()),
         _ => {
-            let list = allowed
-                .iter()
-                .map(|a| format!("\"{a}\""))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
             Err(ProfileError::new(path, format!("must be one of {list}")))
         }
     }
@@ -443,13 +367,9 @@ fn json_equal(a: &Value, b: &Value) -> bool {
                 _ => x.as_f64() == y.as_f64(),
             },
         },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_equal(x, y))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_equal(x, y)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
     }
@@ -475,19 +395,9 @@ pub fn parse_platform_env(json: &[u8]) -> Result<Vec<(String, String)>> {
                 let obj = as_object(item, &p)?;
                 let key = match obj.get("key") {
                     Some(Value::String(k)) => k.as_str(),
-                    _ => {
-                        return Err(ProfileError::new(
-                            format!("{p}.key"),
-                            "must be a non-empty string",
-                        ))
-                    }
+                    _ => return Err(ProfileError::new(format!("{p}.key"), "must be a non-empty string")),
                 };
-                env_pair(
-                    key,
-                    obj.get("value"),
-                    &format!("{p}.key"),
-                    &format!("{p}.value"),
-                )
+                env_pair(key, obj.get("value"), &format!("{p}.key"), &format!("{p}.value"))
             })
             .collect(),
         Value::Object(map) => map
@@ -497,10 +407,7 @@ pub fn parse_platform_env(json: &[u8]) -> Result<Vec<(String, String)>> {
                 env_pair(key, Some(value), &p, &p)
             })
             .collect(),
-        _ => Err(ProfileError::new(
-            root,
-            "must be an array of {\"key\", \"value\"} objects or an object of strings",
-        )),
+        _ => Err(ProfileError::new(root, "must be an array of {\"key\", \"value\"} objects or an object of strings")),
     }
 }
 
@@ -509,21 +416,14 @@ pub fn encode_set_platform_env(envs: &[(String, String)], dst: &mut Vec<u8>) {
     SetPlatformEnvironmentVariablesRequest::encode_pairs(envs, dst);
 }
 
-fn env_pair(
-    key: &str,
-    value: Option<&Value>,
-    key_path: &str,
-    value_path: &str,
-) -> Result<(String, String)> {
+fn env_pair(key: &str, value: Option<&Value>, key_path: &str, value_path: &str) -> Result<(String, String)> {
     if key.is_empty() {
         return Err(ProfileError::new(key_path, "must be a non-empty string"));
     }
     if RESERVED_ENV_PREFIXES.iter().any(|p| key.starts_with(p)) {
         return Err(ProfileError::new(
             key_path,
-            format!(
-                "Platform environment variables' key can't start with NOSLATED_ and NOSLATE_. (Failed: {key})"
-            ),
+            format!("Platform environment variables' key can't start with NOSLATED_ and NOSLATE_. (Failed: {key})"),
         ));
     }
     let value = match value {
@@ -617,24 +517,11 @@ mod tests {
         assert_eq!(w.disposable, Some(true));
         assert_eq!(w.reservation_count, Some(0));
         assert_eq!(w.shrink_cooldown_on_startup, None);
-        assert_eq!(
-            a.resource_limit,
-            Some(ResourceLimit {
-                memory: Some(134217728),
-                cpu: None
-            })
-        );
-        assert_eq!(
-            a.environments,
-            vec![KeyValuePair::new("NODE_ENV", "production")]
-        );
+        assert_eq!(a.resource_limit, Some(ResourceLimit { memory: Some(134217728), cpu: None }));
+        assert_eq!(a.environments, vec![KeyValuePair::new("NODE_ENV", "production")]);
         assert_eq!(
             a.rate_limit,
-            Some(RateLimit {
-                max_token_count: Some(100),
-                tokens_per_fill: Some(10),
-                fill_interval: Some(1000)
-            })
+            Some(RateLimit { max_token_count: Some(100), tokens_per_fill: Some(10), fill_interval: Some(1000) })
         );
         assert_eq!(a.namespace.as_deref(), Some("shared-a"));
         let b = &p[1];
@@ -679,10 +566,8 @@ mod tests {
         assert_eq!(parse_profiles(b"[]").unwrap(), vec![]);
     }
 
-    const NODE: &str =
-        r#""name":"f","runtime":"nodejs","url":"file:///c","signature":"s","handler":"i.h""#;
-    const AW: &str =
-        r#""name":"f","runtime":"aworker","url":"file:///c","signature":"s","sourceFile":"i.js""#;
+    const NODE: &str = r#""name":"f","runtime":"nodejs","url":"file:///c","signature":"s","handler":"i.h""#;
+    const AW: &str = r#""name":"f","runtime":"aworker","url":"file:///c","signature":"s","sourceFile":"i.js""#;
 
     #[test]
     fn invalid_documents() {
@@ -873,11 +758,7 @@ mod tests {
         }
         let e = parse_profiles(b"[\n1,\n\n    x]").unwrap_err();
         assert_eq!(e.path(), "profiles");
-        assert!(
-            e.message()
-                .starts_with("not valid JSON at line 4 column 5: "),
-            "{e}"
-        );
+        assert!(e.message().starts_with("not valid JSON at line 4 column 5: "), "{e}");
     }
 
     #[test]

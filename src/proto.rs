@@ -223,17 +223,7 @@ const REPLACEMENT: &str = "\u{FFFD}";
 
 /// Length of `sanitize(bytes)` without allocating.
 pub fn sanitized_len(bytes: &[u8]) -> usize {
-    bytes
-        .utf8_chunks()
-        .map(|c| {
-            c.valid().len()
-                + if c.invalid().is_empty() {
-                    0
-                } else {
-                    REPLACEMENT.len()
-                }
-        })
-        .sum()
+    bytes.utf8_chunks().map(|c| c.valid().len() + if c.invalid().is_empty() { 0 } else { REPLACEMENT.len() }).sum()
 }
 
 /// Length of a `string` field holding `sanitize(bytes)`.
@@ -393,10 +383,7 @@ impl<'a> Reader<'a> {
             WIRE_LEN => {
                 let len = get_varint(self.buf, &mut self.pos)?;
                 let remaining = self.buf.len() - self.pos;
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|&l| l <= remaining)
-                    .ok_or(DecodeError::Truncated)?;
+                let len = usize::try_from(len).ok().filter(|&l| l <= remaining).ok_or(DecodeError::Truncated)?;
                 let v = &self.buf[self.pos..self.pos + len];
                 self.pos += len;
                 Value::Bytes(v)
@@ -408,10 +395,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take_array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let bytes = self
-            .buf
-            .get(self.pos..self.pos + N)
-            .ok_or(DecodeError::Truncated)?;
+        let bytes = self.buf.get(self.pos..self.pos + N).ok_or(DecodeError::Truncated)?;
         let mut out = [0u8; N];
         out.copy_from_slice(bytes);
         self.pos += N;
@@ -557,11 +541,7 @@ mod opt {
             v.put(field, dst);
         }
     }
-    pub fn merge<'a, T: Scalar<'a>>(
-        slot: &mut Option<T>,
-        v: Value<'a>,
-        field: u32,
-    ) -> Result<(), DecodeError> {
+    pub fn merge<'a, T: Scalar<'a>>(slot: &mut Option<T>, v: Value<'a>, field: u32) -> Result<(), DecodeError> {
         *slot = Some(T::get(v, field)?);
         Ok(())
     }
@@ -579,11 +559,7 @@ mod rep {
             e.put(field, dst);
         }
     }
-    pub fn merge<'a, T: Scalar<'a>>(
-        slot: &mut Vec<T>,
-        v: Value<'a>,
-        field: u32,
-    ) -> Result<(), DecodeError> {
+    pub fn merge<'a, T: Scalar<'a>>(slot: &mut Vec<T>, v: Value<'a>, field: u32) -> Result<(), DecodeError> {
         slot.push(T::get(v, field)?);
         Ok(())
     }
@@ -594,8 +570,7 @@ mod msg {
     use super::{bytes_field_len, put_key, put_varint, DecodeError, Message, Value, WIRE_LEN};
 
     pub fn len<T: Message>(field: u32, v: &Option<T>) -> usize {
-        v.as_ref()
-            .map_or(0, |v| bytes_field_len(field, v.encoded_len()))
+        v.as_ref().map_or(0, |v| bytes_field_len(field, v.encoded_len()))
     }
     pub fn put<T: Message>(field: u32, v: &Option<T>, dst: &mut Vec<u8>) {
         if let Some(v) = v {
@@ -604,11 +579,7 @@ mod msg {
             v.encode(dst);
         }
     }
-    pub fn merge<T: Message>(
-        slot: &mut Option<T>,
-        v: Value<'_>,
-        field: u32,
-    ) -> Result<(), DecodeError> {
+    pub fn merge<T: Message>(slot: &mut Option<T>, v: Value<'_>, field: u32) -> Result<(), DecodeError> {
         *slot = Some(T::decode(v.as_bytes(field)?)?);
         Ok(())
     }
@@ -619,9 +590,7 @@ mod msgs {
     use super::{bytes_field_len, put_key, put_varint, DecodeError, Message, Value, WIRE_LEN};
 
     pub fn len<T: Message>(field: u32, v: &[T]) -> usize {
-        v.iter()
-            .map(|e| bytes_field_len(field, e.encoded_len()))
-            .sum()
+        v.iter().map(|e| bytes_field_len(field, e.encoded_len())).sum()
     }
     pub fn put<T: Message>(field: u32, v: &[T], dst: &mut Vec<u8>) {
         for e in v {
@@ -630,11 +599,7 @@ mod msgs {
             e.encode(dst);
         }
     }
-    pub fn merge<T: Message>(
-        slot: &mut Vec<T>,
-        v: Value<'_>,
-        field: u32,
-    ) -> Result<(), DecodeError> {
+    pub fn merge<T: Message>(slot: &mut Vec<T>, v: Value<'_>, field: u32) -> Result<(), DecodeError> {
         slot.push(T::decode(v.as_bytes(field)?)?);
         Ok(())
     }
@@ -711,10 +676,7 @@ pub struct KeyValuePair {
 
 impl KeyValuePair {
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-        KeyValuePair {
-            key: key.into(),
-            value: value.into(),
-        }
+        KeyValuePair { key: key.into(), value: value.into() }
     }
 }
 
@@ -817,11 +779,7 @@ owned_message! {
 }
 
 /// Encodes a `SetFunctionProfileRequest` without owning the profiles.
-pub fn encode_set_function_profile_request(
-    profiles: &[FunctionProfile],
-    mode: Option<&str>,
-    dst: &mut Vec<u8>,
-) {
+pub fn encode_set_function_profile_request(profiles: &[FunctionProfile], mode: Option<&str>, dst: &mut Vec<u8>) {
     msgs::put(1, profiles, dst);
     opt::put(2, &mode, dst);
 }
@@ -855,9 +813,7 @@ owned_message! {
 impl SetPlatformEnvironmentVariablesRequest {
     /// Length of [`Self::encode_pairs`]'s output.
     pub fn pairs_len(envs: &[(String, String)]) -> usize {
-        envs.iter()
-            .map(|(k, v)| raw_pair_field_len(1, k.as_bytes(), v.as_bytes()))
-            .sum()
+        envs.iter().map(|(k, v)| raw_pair_field_len(1, k.as_bytes(), v.as_bytes())).sum()
     }
 
     /// Encodes the request straight from `(key, value)` pairs.
@@ -942,16 +898,8 @@ impl InvokeRequestHead<'_> {
         bytes_field_len(1, self.name.len())
             + self.url.map_or(0, |u| sanitized_field_len(2, u))
             + self.method.map_or(0, |m| sanitized_field_len(3, m))
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| raw_pair_field_len(4, k, v))
-                .sum::<usize>()
-            + self
-                .baggage
-                .iter()
-                .map(|(k, v)| raw_pair_field_len(5, k, v))
-                .sum::<usize>()
+            + self.headers.iter().map(|(k, v)| raw_pair_field_len(4, k, v)).sum::<usize>()
+            + self.baggage.iter().map(|(k, v)| raw_pair_field_len(5, k, v)).sum::<usize>()
             + self.deadline.map_or(0, |_| double_field_len(6))
             + self.request_id.map_or(0, |r| sanitized_field_len(8, r))
     }
@@ -959,12 +907,7 @@ impl InvokeRequestHead<'_> {
     /// Total message length when a body of `body_len` bytes follows as field
     /// 7 (field 7 is omitted when `body_len == 0`).
     pub fn encoded_len(&self, body_len: usize) -> usize {
-        self.head_len()
-            + if body_len > 0 {
-                bytes_field_len(7, body_len)
-            } else {
-                0
-            }
+        self.head_len() + if body_len > 0 { bytes_field_len(7, body_len) } else { 0 }
     }
 
     /// Writes every head field, then (when `body_len > 0`) the field-7 key
@@ -1067,10 +1010,7 @@ pub fn body_chunk_prefix(body_len: usize) -> BodyChunkPrefix {
     buf[grpc::MESSAGE_PREFIX_LEN] = key_value(7, WIRE_LEN) as u8;
     let start = grpc::MESSAGE_PREFIX_LEN + 1;
     buf[start..start + n].copy_from_slice(&varint[..n]);
-    BodyChunkPrefix {
-        buf,
-        len: (start + n) as u8,
-    }
+    BodyChunkPrefix { buf, len: (start + n) as u8 }
 }
 
 /// `noslated.data.InvokeResultResponse`: the response head (status,
@@ -1101,11 +1041,7 @@ impl<'a> InvokeResult<'a> {
 
     pub fn encoded_len(&self) -> usize {
         opt::len(1, &self.status)
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| raw_pair_field_len(2, k, v))
-                .sum::<usize>()
+            + self.headers.iter().map(|(k, v)| raw_pair_field_len(2, k, v)).sum::<usize>()
             + opt::len(3, &self.body)
     }
 
@@ -1187,16 +1123,8 @@ impl<'a> InvokeResponse<'a> {
         let mut r = Reader::new(buf);
         while let Some((field, v)) = r.next_field()? {
             match field {
-                1 => {
-                    m = Some(InvokeResponse::Error(InvokeError::decode(
-                        v.as_bytes(field)?,
-                    )?))
-                }
-                2 => {
-                    m = Some(InvokeResponse::Result(InvokeResult::decode(
-                        v.as_bytes(field)?,
-                    )?))
-                }
+                1 => m = Some(InvokeResponse::Error(InvokeError::decode(v.as_bytes(field)?)?)),
+                2 => m = Some(InvokeResponse::Result(InvokeResult::decode(v.as_bytes(field)?)?)),
                 _ => {}
             }
         }
@@ -1280,9 +1208,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace()
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect()
+        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
     }
 
     /// §5.7: the framed InvokeRequest head.
@@ -1325,15 +1251,8 @@ mod tests {
 
     #[test]
     fn varint_lengths() {
-        for (v, n) in [
-            (0u64, 1),
-            (127, 1),
-            (128, 2),
-            (16383, 2),
-            (16384, 3),
-            (u64::from(u32::MAX), 5),
-            (u64::MAX, 10),
-        ] {
+        for (v, n) in [(0u64, 1), (127, 1), (128, 2), (16383, 2), (16384, 3), (u64::from(u32::MAX), 5), (u64::MAX, 10)]
+        {
             assert_eq!(varint_len(v), n, "{v}");
             let mut buf = Vec::new();
             put_varint(&mut buf, v);
@@ -1358,10 +1277,7 @@ mod tests {
     fn over_long_varints_rejected() {
         // 11 bytes of continuation, and a 10th byte carrying bit 64+.
         let mut pos = 0;
-        assert_eq!(
-            get_varint(&[0xff; 11], &mut pos),
-            Err(DecodeError::BadVarint)
-        );
+        assert_eq!(get_varint(&[0xff; 11], &mut pos), Err(DecodeError::BadVarint));
         let mut ten = [0xffu8; 10];
         ten[9] = 0x02;
         pos = 0;
@@ -1372,42 +1288,21 @@ mod tests {
         // As a value inside a message.
         let mut msg = vec![0x08];
         msg.extend_from_slice(&[0xff; 11]);
-        assert_eq!(
-            SetFunctionProfileResponse::decode(&msg),
-            Err(DecodeError::BadVarint)
-        );
+        assert_eq!(SetFunctionProfileResponse::decode(&msg), Err(DecodeError::BadVarint));
     }
 
     #[test]
     fn reader_rejects_groups_field_zero_and_bad_wire_types() {
-        assert_eq!(
-            Reader::new(&[0x0b]).next_field(),
-            Err(DecodeError::BadWireType { field: 1, wire: 3 })
-        );
-        assert_eq!(
-            Reader::new(&[0x0c]).next_field(),
-            Err(DecodeError::BadWireType { field: 1, wire: 4 })
-        );
-        assert_eq!(
-            Reader::new(&[0x0e]).next_field(),
-            Err(DecodeError::BadWireType { field: 1, wire: 6 })
-        );
-        assert_eq!(
-            Reader::new(&[0x00, 0x00]).next_field(),
-            Err(DecodeError::BadFieldNumber(0))
-        );
+        assert_eq!(Reader::new(&[0x0b]).next_field(), Err(DecodeError::BadWireType { field: 1, wire: 3 }));
+        assert_eq!(Reader::new(&[0x0c]).next_field(), Err(DecodeError::BadWireType { field: 1, wire: 4 }));
+        assert_eq!(Reader::new(&[0x0e]).next_field(), Err(DecodeError::BadWireType { field: 1, wire: 6 }));
+        assert_eq!(Reader::new(&[0x00, 0x00]).next_field(), Err(DecodeError::BadFieldNumber(0)));
         // Field number 2^29 (one above the maximum).
         let mut big = Vec::new();
         put_varint(&mut big, 1 << 32);
-        assert_eq!(
-            Reader::new(&big).next_field(),
-            Err(DecodeError::BadFieldNumber(1 << 29))
-        );
+        assert_eq!(Reader::new(&big).next_field(), Err(DecodeError::BadFieldNumber(1 << 29)));
         // Length larger than the rest, and larger than usize can hold.
-        assert_eq!(
-            Reader::new(&[0x0a, 0x05, 1, 2]).next_field(),
-            Err(DecodeError::Truncated)
-        );
+        assert_eq!(Reader::new(&[0x0a, 0x05, 1, 2]).next_field(), Err(DecodeError::Truncated));
         let mut huge = vec![0x0a];
         put_varint(&mut huge, u64::MAX);
         assert_eq!(Reader::new(&huge).next_field(), Err(DecodeError::Truncated));
@@ -1434,10 +1329,7 @@ mod tests {
         // Every byte up to the deadline is identical; the body comes last.
         let deadline_end = doc.len() - 4 - 7;
         assert_eq!(ours[..deadline_end], doc[..deadline_end]);
-        assert_eq!(
-            ours[deadline_end..],
-            hex("42 05 72 65 71 2d 31 3a 02 68 69")[..]
-        );
+        assert_eq!(ours[deadline_end..], hex("42 05 72 65 71 2d 31 3a 02 68 69")[..]);
     }
 
     #[test]
@@ -1454,10 +1346,7 @@ mod tests {
         let mut out = Vec::new();
         head.encode_with_body_prefix(0, &mut out);
         assert_eq!(out.len(), head.encoded_len(0));
-        assert_eq!(
-            out,
-            hex("0a 00 22 04 0a 00 12 00 2a 06 0a 01 6b 12 01 76 42 00")
-        );
+        assert_eq!(out, hex("0a 00 22 04 0a 00 12 00 2a 06 0a 01 6b 12 01 76 42 00"));
         let m = InvokeRequest::decode(&out).unwrap();
         assert_eq!(m.name, Some(""));
         assert_eq!(m.body, None);
@@ -1481,19 +1370,10 @@ mod tests {
         let framed = framed_head(&head, &body);
         let m = InvokeRequest::decode(&framed[5..]).unwrap();
         assert_eq!(m.url, Some("/\u{fffd}"));
-        assert_eq!(
-            std::str::from_utf8(m.headers[0].1).unwrap(),
-            "caf\u{fffd} \u{1F600} \u{fffd}\u{fffd}"
-        );
+        assert_eq!(std::str::from_utf8(m.headers[0].1).unwrap(), "caf\u{fffd} \u{1F600} \u{fffd}\u{fffd}");
         assert_eq!(m.headers[0].1, sanitize(headers[0].1).as_bytes());
         assert_eq!(m.body, Some(&body[..]));
-        for s in [
-            &b""[..],
-            b"abc",
-            b"\xff",
-            b"\xe2\x82",
-            b"a\xe2\x82\xacb\xc0",
-        ] {
+        for s in [&b""[..], b"abc", b"\xff", b"\xe2\x82", b"a\xe2\x82\xacb\xc0"] {
             assert_eq!(sanitized_len(s), sanitize(s).len());
         }
     }
@@ -1508,10 +1388,7 @@ mod tests {
         // Multi-byte length varint, and the empty chunk.
         let p = body_chunk_prefix(16384);
         assert_eq!(p.as_bytes(), &hex("00 00 00 40 04 3a 80 80 01")[..]);
-        assert_eq!(
-            body_chunk_prefix(0).as_bytes(),
-            &hex("00 00 00 00 02 3a 00")[..]
-        );
+        assert_eq!(body_chunk_prefix(0).as_bytes(), &hex("00 00 00 00 02 3a 00")[..]);
         // Largest allowed message still frames correctly.
         let max_body = grpc::MAX_MESSAGE_LEN - 1 - 4;
         let p = body_chunk_prefix(max_body);
@@ -1528,22 +1405,14 @@ mod tests {
             headers: vec![(b"content-type", b"text/plain")],
             body: None,
         });
-        let chunk = InvokeResponse::Result(InvokeResult {
-            status: None,
-            headers: vec![],
-            body: Some(b"hi"),
-        });
+        let chunk = InvokeResponse::Result(InvokeResult { status: None, headers: vec![], body: Some(b"hi") });
         let error = InvokeResponse::Error(InvokeError {
             name: Some("Error"),
             message: Some("rate limit exceeded"),
             code: Some(8),
             ..InvokeError::default()
         });
-        for (msg, doc) in [
-            (head, DOC_RESPONSE_HEAD),
-            (chunk, DOC_BODY_CHUNK),
-            (error, DOC_ERROR),
-        ] {
+        for (msg, doc) in [(head, DOC_RESPONSE_HEAD), (chunk, DOC_BODY_CHUNK), (error, DOC_ERROR)] {
             let doc = hex(doc);
             let mut ours = grpc::message_prefix(msg.encoded_len() as u32).to_vec();
             msg.encode(&mut ours);
@@ -1556,39 +1425,18 @@ mod tests {
     fn invoke_response_oneof_rules() {
         assert_eq!(InvokeResponse::decode(&[]), Err(DecodeError::EmptyOneof));
         // Only an unknown field.
-        assert_eq!(
-            InvokeResponse::decode(&hex("18 01")),
-            Err(DecodeError::EmptyOneof)
-        );
+        assert_eq!(InvokeResponse::decode(&hex("18 01")), Err(DecodeError::EmptyOneof));
         // error then result: result wins; result then error: error wins.
         let bytes = hex("0a 00 12 02 08 05");
         let m = InvokeResponse::decode(&bytes).unwrap();
-        assert_eq!(
-            m,
-            InvokeResponse::Result(InvokeResult {
-                status: Some(5),
-                ..InvokeResult::default()
-            })
-        );
+        assert_eq!(m, InvokeResponse::Result(InvokeResult { status: Some(5), ..InvokeResult::default() }));
         let bytes = hex("12 00 0a 02 38 01");
         let m = InvokeResponse::decode(&bytes).unwrap();
-        assert_eq!(
-            m,
-            InvokeResponse::Error(InvokeError {
-                code: Some(1),
-                ..InvokeError::default()
-            })
-        );
+        assert_eq!(m, InvokeResponse::Error(InvokeError { code: Some(1), ..InvokeError::default() }));
         // result{} with nothing inside is a valid (empty) chunk.
-        assert_eq!(
-            InvokeResponse::decode(&hex("12 00")).unwrap(),
-            InvokeResponse::Result(InvokeResult::default())
-        );
+        assert_eq!(InvokeResponse::decode(&hex("12 00")).unwrap(), InvokeResponse::Result(InvokeResult::default()));
         // A wrong wire type for a oneof member.
-        assert_eq!(
-            InvokeResponse::decode(&hex("10 01")),
-            Err(DecodeError::WrongWireType { field: 2 })
-        );
+        assert_eq!(InvokeResponse::decode(&hex("10 01")), Err(DecodeError::WrongWireType { field: 2 }));
     }
 
     #[test]
@@ -1615,10 +1463,7 @@ mod tests {
         let r = InvokeResult::decode(&bytes).unwrap();
         assert_eq!(r.headers, vec![(&b"\xff"[..], &b"\xfe"[..])]);
         // But a string field of the error is checked.
-        assert_eq!(
-            InvokeError::decode(&hex("12 01 ff")),
-            Err(DecodeError::InvalidUtf8 { field: 2 })
-        );
+        assert_eq!(InvokeError::decode(&hex("12 01 ff")), Err(DecodeError::InvalidUtf8 { field: 2 }));
     }
 
     fn unknown_fields() -> Vec<u8> {
@@ -1643,10 +1488,7 @@ mod tests {
             handler: Some("index.handler".into()),
             initializer: Some("index.init".into()),
             source_file: Some("index.js".into()),
-            resource_limit: Some(ResourceLimit {
-                memory: Some(134217728),
-                cpu: Some(0.5),
-            }),
+            resource_limit: Some(ResourceLimit { memory: Some(134217728), cpu: Some(0.5) }),
             worker: Some(FunctionProfileWorker {
                 initialization_timeout: Some(10000),
                 max_activate_requests: Some(0),
@@ -1673,11 +1515,7 @@ mod tests {
                 shrink_cooldown_on_startup: Some(false),
             }),
             environments: vec![KeyValuePair::new("A", ""), KeyValuePair::new("", "b")],
-            rate_limit: Some(RateLimit {
-                max_token_count: Some(100),
-                tokens_per_fill: Some(0),
-                fill_interval: None,
-            }),
+            rate_limit: Some(RateLimit { max_token_count: Some(100), tokens_per_fill: Some(0), fill_interval: None }),
             namespace: Some(String::new()),
         }
     }
@@ -1703,22 +1541,13 @@ mod tests {
         check_cuts(&p);
 
         // Explicit false / 0 / "" are on the wire.
-        let w = FunctionProfileWorker {
-            shrink_cooldown_on_startup: Some(false),
-            ..Default::default()
-        };
+        let w = FunctionProfileWorker { shrink_cooldown_on_startup: Some(false), ..Default::default() };
         assert_eq!(w.to_vec(), hex("b8 01 00"));
-        let w = FunctionProfileWorker {
-            reservation_count: Some(0),
-            ..Default::default()
-        };
+        let w = FunctionProfileWorker { reservation_count: Some(0), ..Default::default() };
         assert_eq!(w.to_vec(), hex("18 00"));
         assert!(FunctionProfileWorker::default().to_vec().is_empty());
         // An empty embedded message is still present.
-        let p = FunctionProfile {
-            worker: Some(FunctionProfileWorker::default()),
-            ..Default::default()
-        };
+        let p = FunctionProfile { worker: Some(FunctionProfileWorker::default()), ..Default::default() };
         assert_eq!(p.to_vec(), hex("4a 00"));
         assert_eq!(FunctionProfile::decode(&hex("4a 00")).unwrap(), p);
     }
@@ -1727,160 +1556,34 @@ mod tests {
     fn worker_field_numbers_and_types() {
         // One field at a time, to pin the table against doc §4.1.
         let cases: Vec<(FunctionProfileWorker, &str)> = vec![
+            (FunctionProfileWorker { initialization_timeout: Some(1), ..Default::default() }, "08 01"),
+            (FunctionProfileWorker { max_activate_requests: Some(1), ..Default::default() }, "10 01"),
+            (FunctionProfileWorker { fast_fail_requests_on_starting: Some(true), ..Default::default() }, "20 01"),
+            (FunctionProfileWorker { replica_count_limit: Some(1), ..Default::default() }, "28 01"),
+            (FunctionProfileWorker { v8_options: vec!["a".into()], ..Default::default() }, "32 01 61"),
+            (FunctionProfileWorker { shrink_strategy: Some("a".into()), ..Default::default() }, "3a 01 61"),
+            (FunctionProfileWorker { exec_argv: vec!["a".into()], ..Default::default() }, "42 01 61"),
+            (FunctionProfileWorker { disposable: Some(true), ..Default::default() }, "48 01"),
+            (FunctionProfileWorker { disable_seed: Some(true), ..Default::default() }, "50 01"),
+            (FunctionProfileWorker { disable_request_queue: Some(true), ..Default::default() }, "58 01"),
+            (FunctionProfileWorker { dispatch_mode: Some("a".into()), ..Default::default() }, "62 01 61"),
+            (FunctionProfileWorker { concurrency_sliding_window_size: Some(1), ..Default::default() }, "68 01"),
+            (FunctionProfileWorker { concurrency_sliding_bucket_count: Some(1), ..Default::default() }, "70 01"),
+            (FunctionProfileWorker { ema_concurrency_alpha: Some(1.0), ..Default::default() }, "7d 00 00 80 3f"),
             (
-                FunctionProfileWorker {
-                    initialization_timeout: Some(1),
-                    ..Default::default()
-                },
-                "08 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    max_activate_requests: Some(1),
-                    ..Default::default()
-                },
-                "10 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    fast_fail_requests_on_starting: Some(true),
-                    ..Default::default()
-                },
-                "20 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    replica_count_limit: Some(1),
-                    ..Default::default()
-                },
-                "28 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    v8_options: vec!["a".into()],
-                    ..Default::default()
-                },
-                "32 01 61",
-            ),
-            (
-                FunctionProfileWorker {
-                    shrink_strategy: Some("a".into()),
-                    ..Default::default()
-                },
-                "3a 01 61",
-            ),
-            (
-                FunctionProfileWorker {
-                    exec_argv: vec!["a".into()],
-                    ..Default::default()
-                },
-                "42 01 61",
-            ),
-            (
-                FunctionProfileWorker {
-                    disposable: Some(true),
-                    ..Default::default()
-                },
-                "48 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    disable_seed: Some(true),
-                    ..Default::default()
-                },
-                "50 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    disable_request_queue: Some(true),
-                    ..Default::default()
-                },
-                "58 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    dispatch_mode: Some("a".into()),
-                    ..Default::default()
-                },
-                "62 01 61",
-            ),
-            (
-                FunctionProfileWorker {
-                    concurrency_sliding_window_size: Some(1),
-                    ..Default::default()
-                },
-                "68 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    concurrency_sliding_bucket_count: Some(1),
-                    ..Default::default()
-                },
-                "70 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    ema_concurrency_alpha: Some(1.0),
-                    ..Default::default()
-                },
-                "7d 00 00 80 3f",
-            ),
-            (
-                FunctionProfileWorker {
-                    concurrency_expand_threshold: Some(1.0),
-                    ..Default::default()
-                },
+                FunctionProfileWorker { concurrency_expand_threshold: Some(1.0), ..Default::default() },
                 "85 01 00 00 80 3f",
             ),
             (
-                FunctionProfileWorker {
-                    concurrency_shrink_threshold: Some(1.0),
-                    ..Default::default()
-                },
+                FunctionProfileWorker { concurrency_shrink_threshold: Some(1.0), ..Default::default() },
                 "8d 01 00 00 80 3f",
             ),
-            (
-                FunctionProfileWorker {
-                    expand_cooldown: Some(1),
-                    ..Default::default()
-                },
-                "90 01 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    shrink_cooldown: Some(1),
-                    ..Default::default()
-                },
-                "98 01 01",
-            ),
-            (
-                FunctionProfileWorker {
-                    scale_factor: Some(1.0),
-                    ..Default::default()
-                },
-                "a5 01 00 00 80 3f",
-            ),
-            (
-                FunctionProfileWorker {
-                    precision_zero_threshold: Some(1.0),
-                    ..Default::default()
-                },
-                "ad 01 00 00 80 3f",
-            ),
-            (
-                FunctionProfileWorker {
-                    concurrency_stats_mode: Some("a".into()),
-                    ..Default::default()
-                },
-                "b2 01 01 61",
-            ),
-            (
-                FunctionProfileWorker {
-                    shrink_cooldown_on_startup: Some(true),
-                    ..Default::default()
-                },
-                "b8 01 01",
-            ),
+            (FunctionProfileWorker { expand_cooldown: Some(1), ..Default::default() }, "90 01 01"),
+            (FunctionProfileWorker { shrink_cooldown: Some(1), ..Default::default() }, "98 01 01"),
+            (FunctionProfileWorker { scale_factor: Some(1.0), ..Default::default() }, "a5 01 00 00 80 3f"),
+            (FunctionProfileWorker { precision_zero_threshold: Some(1.0), ..Default::default() }, "ad 01 00 00 80 3f"),
+            (FunctionProfileWorker { concurrency_stats_mode: Some("a".into()), ..Default::default() }, "b2 01 01 61"),
+            (FunctionProfileWorker { shrink_cooldown_on_startup: Some(true), ..Default::default() }, "b8 01 01"),
         ];
         for (w, bytes) in cases {
             assert_eq!(w.to_vec(), hex(bytes), "{w:?}");
@@ -1891,18 +1594,12 @@ mod tests {
     #[test]
     fn profile_messages_round_trip_with_unknown_fields() {
         let profiles = vec![full_profile(), FunctionProfile::default()];
-        let req = SetFunctionProfileRequest {
-            profiles: profiles.clone(),
-            mode: Some("IMMEDIATELY".into()),
-        };
+        let req = SetFunctionProfileRequest { profiles: profiles.clone(), mode: Some("IMMEDIATELY".into()) };
         let buf = req.to_vec();
         let mut borrowed = Vec::new();
         encode_set_function_profile_request(&profiles, Some("IMMEDIATELY"), &mut borrowed);
         assert_eq!(borrowed, buf);
-        assert_eq!(
-            set_function_profile_request_len(&profiles, Some("IMMEDIATELY")),
-            buf.len()
-        );
+        assert_eq!(set_function_profile_request_len(&profiles, Some("IMMEDIATELY")), buf.len());
         assert_eq!(SetFunctionProfileRequest::decode(&buf).unwrap(), req);
         check_cuts(&req);
 
@@ -1910,16 +1607,10 @@ mod tests {
         let mut with_unknown = unknown_fields();
         with_unknown.extend_from_slice(&buf);
         with_unknown.extend_from_slice(&unknown_fields());
-        assert_eq!(
-            SetFunctionProfileRequest::decode(&with_unknown).unwrap(),
-            req
-        );
+        assert_eq!(SetFunctionProfileRequest::decode(&with_unknown).unwrap(), req);
 
         let get = GetFunctionProfileResponse { profiles };
-        assert_eq!(
-            GetFunctionProfileResponse::decode(&get.to_vec()).unwrap(),
-            get
-        );
+        assert_eq!(GetFunctionProfileResponse::decode(&get.to_vec()).unwrap(), get);
 
         for set in [None, Some(false), Some(true)] {
             let r = SetFunctionProfileResponse { set };
@@ -1927,15 +1618,9 @@ mod tests {
             let r = SetPlatformEnvironmentVariablesResponse { set };
             let mut b = unknown_fields();
             r.encode(&mut b);
-            assert_eq!(
-                SetPlatformEnvironmentVariablesResponse::decode(&b).unwrap(),
-                r
-            );
+            assert_eq!(SetPlatformEnvironmentVariablesResponse::decode(&b).unwrap(), r);
         }
-        assert_eq!(
-            SetFunctionProfileResponse { set: Some(false) }.to_vec(),
-            hex("08 00")
-        );
+        assert_eq!(SetFunctionProfileResponse { set: Some(false) }.to_vec(), hex("08 00"));
     }
 
     #[test]
@@ -1944,10 +1629,7 @@ mod tests {
         assert_eq!(Empty::decode(&u), Ok(Empty));
         assert_eq!(Empty.to_vec(), Vec::<u8>::new());
         assert_eq!(KeyValuePair::decode(&u).unwrap(), KeyValuePair::default());
-        assert_eq!(
-            PlaneHealthyResponse::decode(&u).unwrap(),
-            PlaneHealthyResponse::default()
-        );
+        assert_eq!(PlaneHealthyResponse::decode(&u).unwrap(), PlaneHealthyResponse::default());
         assert_eq!(InvokeResult::decode(&u).unwrap(), InvokeResult::default());
         assert_eq!(InvokeError::decode(&u).unwrap(), InvokeError::default());
         assert_eq!(InvokeRequest::decode(&u).unwrap(), InvokeRequest::default());
@@ -1956,10 +1638,7 @@ mod tests {
         msg.extend_from_slice(&u);
         assert!(matches!(
             InvokeResponse::decode(&msg),
-            Ok(InvokeResponse::Result(InvokeResult {
-                body: Some(b"hi"),
-                ..
-            }))
+            Ok(InvokeResponse::Result(InvokeResult { body: Some(b"hi"), .. }))
         ));
     }
 
@@ -1967,31 +1646,13 @@ mod tests {
     fn wrong_wire_type_for_known_fields() {
         // name (string) as varint; health (bool) as bytes; memory as fixed32;
         // cpu (float) as varint; deadline (double) as fixed32.
-        assert_eq!(
-            PlaneHealthyResponse::decode(&hex("08 01")),
-            Err(DecodeError::WrongWireType { field: 1 })
-        );
-        assert_eq!(
-            PlaneHealthyResponse::decode(&hex("12 00")),
-            Err(DecodeError::WrongWireType { field: 2 })
-        );
-        assert_eq!(
-            ResourceLimit::decode(&hex("0d 00 00 00 00")),
-            Err(DecodeError::WrongWireType { field: 1 })
-        );
-        assert_eq!(
-            ResourceLimit::decode(&hex("10 01")),
-            Err(DecodeError::WrongWireType { field: 2 })
-        );
-        assert_eq!(
-            InvokeRequest::decode(&hex("35 00 00 00 00")),
-            Err(DecodeError::WrongWireType { field: 6 })
-        );
+        assert_eq!(PlaneHealthyResponse::decode(&hex("08 01")), Err(DecodeError::WrongWireType { field: 1 }));
+        assert_eq!(PlaneHealthyResponse::decode(&hex("12 00")), Err(DecodeError::WrongWireType { field: 2 }));
+        assert_eq!(ResourceLimit::decode(&hex("0d 00 00 00 00")), Err(DecodeError::WrongWireType { field: 1 }));
+        assert_eq!(ResourceLimit::decode(&hex("10 01")), Err(DecodeError::WrongWireType { field: 2 }));
+        assert_eq!(InvokeRequest::decode(&hex("35 00 00 00 00")), Err(DecodeError::WrongWireType { field: 6 }));
         // An error nested two levels deep surfaces.
-        assert_eq!(
-            SetFunctionProfileRequest::decode(&hex("0a 04 4a 02 08 ff")),
-            Err(DecodeError::Truncated)
-        );
+        assert_eq!(SetFunctionProfileRequest::decode(&hex("0a 04 4a 02 08 ff")), Err(DecodeError::Truncated));
     }
 
     #[test]
@@ -2007,12 +1668,7 @@ mod tests {
         let mut b = vec![0x08];
         put_varint(&mut b, 0x1_0000_0005);
         assert_eq!(ResourceLimit::decode(&b).unwrap().memory, Some(5));
-        assert_eq!(
-            SetFunctionProfileResponse::decode(&hex("08 02"))
-                .unwrap()
-                .set,
-            Some(true)
-        );
+        assert_eq!(SetFunctionProfileResponse::decode(&hex("08 02")).unwrap().set, Some(true));
     }
 
     #[test]
@@ -2033,36 +1689,19 @@ mod tests {
 
     #[test]
     fn platform_env_request_encoding() {
-        let envs = vec![
-            ("TZ".to_string(), "UTC".to_string()),
-            ("EMPTY".to_string(), String::new()),
-        ];
+        let envs = vec![("TZ".to_string(), "UTC".to_string()), ("EMPTY".to_string(), String::new())];
         let mut b = Vec::new();
         SetPlatformEnvironmentVariablesRequest::encode_pairs(&envs, &mut b);
-        assert_eq!(
-            b.len(),
-            SetPlatformEnvironmentVariablesRequest::pairs_len(&envs)
-        );
+        assert_eq!(b.len(), SetPlatformEnvironmentVariablesRequest::pairs_len(&envs));
         let d = SetPlatformEnvironmentVariablesRequest::decode(&b).unwrap();
-        assert_eq!(
-            d.envs,
-            vec![
-                KeyValuePair::new("TZ", "UTC"),
-                KeyValuePair::new("EMPTY", "")
-            ]
-        );
+        assert_eq!(d.envs, vec![KeyValuePair::new("TZ", "UTC"), KeyValuePair::new("EMPTY", "")]);
         assert_eq!(d.to_vec(), b);
         assert_eq!(b[..9], hex("0a 09 0a 02 54 5a 12 03 55 54 43")[..9]);
     }
 
     #[test]
     fn truncation_at_every_cut_of_invoke_messages() {
-        for doc in [
-            DOC_INVOKE_REQUEST,
-            DOC_RESPONSE_HEAD,
-            DOC_BODY_CHUNK,
-            DOC_ERROR,
-        ] {
+        for doc in [DOC_INVOKE_REQUEST, DOC_RESPONSE_HEAD, DOC_BODY_CHUNK, DOC_ERROR] {
             let full = hex(doc);
             let msg = &full[5..];
             for cut in 0..msg.len() {
@@ -2084,19 +1723,7 @@ mod tests {
 
     #[test]
     fn body_only_result_positive() {
-        for len in [
-            0usize,
-            1,
-            2,
-            125,
-            126,
-            127,
-            128,
-            16380,
-            16384,
-            1 << 20,
-            grpc::MAX_MESSAGE_LEN - 8,
-        ] {
+        for len in [0usize, 1, 2, 125, 126, 127, 128, 16380, 16384, 1 << 20, grpc::MAX_MESSAGE_LEN - 8] {
             let body = vec![0xaa; len];
             let payload = response_payload(&InvokeResponse::Result(InvokeResult {
                 body: Some(&body),

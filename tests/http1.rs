@@ -31,7 +31,9 @@ fn hooks_answer_and_keep_alive() {
 fn invoke_without_data_plane_is_503_for_http_and_404_for_events() {
     let dir = TempDir::new("noplane");
     let fc = fc(&dir);
-    let r = fc.request(b"POST /invoke HTTP/1.1\r\nx-noslate-function: f\r\nx-fc-request-id: abc\r\ncontent-length: 2\r\n\r\nhi");
+    let r = fc.request(
+        b"POST /invoke HTTP/1.1\r\nx-noslate-function: f\r\nx-fc-request-id: abc\r\ncontent-length: 2\r\n\r\nhi",
+    );
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.header("x-fc-status"), Some("404"));
     assert!(r.text().contains("no data plane connected"), "{}", r.text());
@@ -183,10 +185,8 @@ fn curl_talks_to_it() {
 
 #[test]
 fn bad_configuration_exits_2_naming_the_variable() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_noslate-fc"))
-        .env("SERVER_PORT", "notaport")
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_noslate-fc")).env("SERVER_PORT", "notaport").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SERVER_PORT"), "{err}");

@@ -170,8 +170,11 @@ fn keep_alive_and_pipelined_invokes() {
     for i in 0..20 {
         let body = format!("message-{i}");
         raw.extend_from_slice(
-            format!("POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-                .as_bytes(),
+            format!(
+                "POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
         );
     }
     s.write_all(&raw).unwrap();
@@ -183,8 +186,11 @@ fn keep_alive_and_pipelined_invokes() {
     for i in 0..200 {
         let body = format!("ka-{i}");
         s.write_all(
-            format!("POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-                .as_bytes(),
+            format!(
+                "POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
         )
         .unwrap();
         assert_eq!(read_response(&mut s).unwrap().text(), body);
@@ -229,9 +235,7 @@ fn client_abort_mid_upload_cancels_upstream() {
     s.write_all(&[b'a'; 100_000]).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     drop(s);
-    assert!(peer
-        .wait_event(Duration::from_secs(5), |e| e["ev"] == "cancelled" && e["requestId"] == "up-1")
-        .is_some());
+    assert!(peer.wait_event(Duration::from_secs(5), |e| e["ev"] == "cancelled" && e["requestId"] == "up-1").is_some());
     // Still serving.
     assert_eq!(fc.invoke("echo", b"after").text(), "after");
 }
@@ -310,7 +314,8 @@ fn data_plane_killed_mid_stream_gives_502_then_recovers() {
 fn head_request_gets_no_body() {
     let (_dir, _peer, fc) = stack("headreq", &[]);
     let mut s = fc.connect();
-    s.write_all(b"HEAD /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: status-200\r\n\r\n").unwrap();
+    s.write_all(b"HEAD /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: status-200\r\n\r\n")
+        .unwrap();
     let r = support::read_response_to(&mut s, Some(true)).unwrap();
     assert_eq!(r.status, 200);
     // The connection is still usable: nothing stray was written.
@@ -328,7 +333,8 @@ fn broken_chunked_framing_is_refused() {
         ("missing CRLF after data", b"3\r\nabcX\r\n0\r\n\r\n"),
     ];
     for (name, body) in cases {
-        let mut raw = b"POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        let mut raw =
+            b"POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
         raw.extend_from_slice(body);
         let out = fc.raw_exchange(&raw);
         assert_eq!(support::status_of(&out), Some(400), "{name}: {}", String::from_utf8_lossy(&out));

@@ -35,8 +35,8 @@ use slab::Slab;
 
 use super::flow::{RecvWindow, SendWindow};
 use super::frame::{
-    self, decode_frame, setting, ErrorCode, Frame, FrameError, DEFAULT_INITIAL_WINDOW_SIZE,
-    DEFAULT_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE, MAX_STREAM_ID, MAX_WINDOW_SIZE,
+    self, decode_frame, setting, ErrorCode, Frame, FrameError, DEFAULT_INITIAL_WINDOW_SIZE, DEFAULT_MAX_FRAME_SIZE,
+    MAX_MAX_FRAME_SIZE, MAX_STREAM_ID, MAX_WINDOW_SIZE,
 };
 use crate::hpack;
 
@@ -103,33 +103,17 @@ pub enum Event {
     /// The response head (1xx heads are skipped), or the trailers
     /// (`end_stream` true). Trailers-only responses are one head with
     /// `end_stream`.
-    Headers {
-        stream: StreamRef,
-        fields: HeaderList,
-        end_stream: bool,
-    },
+    Headers { stream: StreamRef, fields: HeaderList, end_stream: bool },
     /// Response body bytes, a slice of the buffer given to `recv`. Call
     /// [`ClientConnection::release`] as they are consumed.
-    Data {
-        stream: StreamRef,
-        data: Bytes,
-        end_stream: bool,
-    },
+    Data { stream: StreamRef, data: Bytes, end_stream: bool },
     /// The stream failed. `retryable`: the server processed none of it.
-    Reset {
-        stream: StreamRef,
-        code: ErrorCode,
-        retryable: bool,
-    },
+    Reset { stream: StreamRef, code: ErrorCode, retryable: bool },
     /// The stream's send queue drained (or its window reopened): push more.
     SendReady { stream: StreamRef },
     /// The server is going away; streams above `last_stream_id` have been
     /// reset as retryable, the others go on.
-    GoAway {
-        last_stream_id: u32,
-        code: ErrorCode,
-        debug: Bytes,
-    },
+    GoAway { last_stream_id: u32, code: ErrorCode, debug: Bytes },
     /// Both directions are done; the handle is freed when this is polled.
     Closed { stream: StreamRef },
 }
@@ -163,12 +147,7 @@ impl ConnError {
 
 impl fmt::Display for ConnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "HTTP/2 connection error {}: {}",
-            self.code(),
-            self.reason()
-        )
+        write!(f, "HTTP/2 connection error {}: {}", self.code(), self.reason())
     }
 }
 
@@ -308,12 +287,8 @@ impl ClientConnection {
     pub fn new(cfg: Config) -> Self {
         let cfg = Config {
             stream_window: cfg.stream_window.min(MAX_WINDOW_SIZE),
-            connection_window: cfg
-                .connection_window
-                .clamp(DEFAULT_INITIAL_WINDOW_SIZE, MAX_WINDOW_SIZE),
-            max_frame_size: cfg
-                .max_frame_size
-                .clamp(DEFAULT_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE),
+            connection_window: cfg.connection_window.clamp(DEFAULT_INITIAL_WINDOW_SIZE, MAX_WINDOW_SIZE),
+            max_frame_size: cfg.max_frame_size.clamp(DEFAULT_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE),
             ..cfg
         };
         let mut scratch = BytesMut::with_capacity(4096);
@@ -346,9 +321,7 @@ impl ClientConnection {
             encoder: hpack::Encoder::new(),
             // Until the server acknowledges our SETTINGS it may still use
             // the default table size, so never accept less than that.
-            decoder: hpack::Decoder::new(
-                cfg.header_table_size.max(DEFAULT_HEADER_TABLE_SIZE) as usize
-            ),
+            decoder: hpack::Decoder::new(cfg.header_table_size.max(DEFAULT_HEADER_TABLE_SIZE) as usize),
             hpack_buf: Vec::new(),
             continuation: None,
             conn_send: SendWindow::new(DEFAULT_INITIAL_WINDOW_SIZE),
@@ -404,10 +377,7 @@ impl ClientConnection {
             return Err(e.into());
         };
         if self.continuation.is_some() {
-            return Err(ConnError::Protocol(
-                ErrorCode::PROTOCOL_ERROR,
-                "frame interleaved in a header block",
-            ));
+            return Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "frame interleaved in a header block"));
         }
         if let Lookup::Live(key) = self.lookup(id) {
             self.stream_error(key, e.code);
@@ -418,39 +388,22 @@ impl ClientConnection {
     fn on_frame(&mut self, frame: Frame) -> Result<(), ConnError> {
         if !self.peer_settings_received && !matches!(frame, Frame::Settings { ack: false, .. }) {
             // §3.4: the server preface is a SETTINGS frame.
-            return Err(ConnError::Protocol(
-                ErrorCode::PROTOCOL_ERROR,
-                "server preface is not SETTINGS",
-            ));
+            return Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "server preface is not SETTINGS"));
         }
         if let Some(partial) = &self.continuation {
             let same = matches!(&frame, Frame::Continuation { stream_id, .. } if *stream_id == partial.stream_id);
             if !same {
                 // §6.10
-                return Err(ConnError::Protocol(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "frame interleaved in a header block",
-                ));
+                return Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "frame interleaved in a header block"));
             }
         }
         match frame {
-            Frame::Data {
-                stream_id,
-                payload,
-                end_stream,
-                flow_len,
-            } => self.on_data(stream_id, payload, end_stream, flow_len),
-            Frame::Headers {
-                stream_id,
-                block,
-                end_stream,
-                end_headers,
-            } => {
+            Frame::Data { stream_id, payload, end_stream, flow_len } => {
+                self.on_data(stream_id, payload, end_stream, flow_len)
+            }
+            Frame::Headers { stream_id, block, end_stream, end_headers } => {
                 if let Lookup::Idle = self.lookup(stream_id) {
-                    return Err(ConnError::Protocol(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "HEADERS on a stream we never opened",
-                    ));
+                    return Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "HEADERS on a stream we never opened"));
                 }
                 if end_headers {
                     return self.on_header_block(stream_id, &block, end_stream);
@@ -458,27 +411,15 @@ impl ClientConnection {
                 if block.len() > MAX_HEADER_BLOCK {
                     return Err(block_too_large());
                 }
-                self.continuation = Some(PartialBlock {
-                    stream_id,
-                    end_stream,
-                    block: block.to_vec(),
-                    frames: 1,
-                });
+                self.continuation = Some(PartialBlock { stream_id, end_stream, block: block.to_vec(), frames: 1 });
                 Ok(())
             }
-            Frame::Continuation {
-                block, end_headers, ..
-            } => {
+            Frame::Continuation { block, end_headers, .. } => {
                 let Some(partial) = self.continuation.as_mut() else {
-                    return Err(ConnError::Protocol(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "CONTINUATION without HEADERS",
-                    ));
+                    return Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "CONTINUATION without HEADERS"));
                 };
                 partial.frames += 1;
-                if partial.block.len() + block.len() > MAX_HEADER_BLOCK
-                    || partial.frames > MAX_CONTINUATION_FRAMES
-                {
+                if partial.block.len() + block.len() > MAX_HEADER_BLOCK || partial.frames > MAX_CONTINUATION_FRAMES {
                     return Err(block_too_large());
                 }
                 partial.block.extend_from_slice(&block);
@@ -493,30 +434,19 @@ impl ClientConnection {
             Frame::RstStream { stream_id, code } => self.on_rst_stream(stream_id, code),
             Frame::Settings { ack: true, .. } => Ok(()),
             Frame::Settings { ack: false, params } => self.on_settings(&params),
-            Frame::PushPromise { .. } => Err(ConnError::Protocol(
-                ErrorCode::PROTOCOL_ERROR,
-                "PUSH_PROMISE although SETTINGS_ENABLE_PUSH is 0",
-            )),
-            Frame::Ping {
-                ack: false,
-                payload,
-            } => {
+            Frame::PushPromise { .. } => {
+                Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "PUSH_PROMISE although SETTINGS_ENABLE_PUSH is 0"))
+            }
+            Frame::Ping { ack: false, payload } => {
                 frame::encode_ping_ack(&mut self.scratch, payload);
                 Ok(())
             }
             Frame::Ping { ack: true, .. } => Ok(()),
-            Frame::GoAway {
-                last_stream_id,
-                code,
-                debug,
-            } => {
+            Frame::GoAway { last_stream_id, code, debug } => {
                 self.on_goaway(last_stream_id, code, debug);
                 Ok(())
             }
-            Frame::WindowUpdate {
-                stream_id,
-                increment,
-            } => self.on_window_update(stream_id, increment),
+            Frame::WindowUpdate { stream_id, increment } => self.on_window_update(stream_id, increment),
             Frame::Unknown { .. } => Ok(()),
         }
     }
@@ -531,19 +461,10 @@ impl ClientConnection {
         }
     }
 
-    fn on_data(
-        &mut self,
-        stream_id: u32,
-        payload: Bytes,
-        end_stream: bool,
-        flow_len: u32,
-    ) -> Result<(), ConnError> {
+    fn on_data(&mut self, stream_id: u32, payload: Bytes, end_stream: bool, flow_len: u32) -> Result<(), ConnError> {
         let key = match self.lookup(stream_id) {
             Lookup::Idle => {
-                return Err(ConnError::Protocol(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "DATA on a stream we never opened",
-                ))
+                return Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "DATA on a stream we never opened"))
             }
             Lookup::Closed => None,
             Lookup::Live(key) => Some(key),
@@ -551,10 +472,7 @@ impl ClientConnection {
         // §6.9: every DATA frame counts against the connection window,
         // whatever becomes of it.
         if self.conn_recv.receive(flow_len).is_err() {
-            return Err(ConnError::Protocol(
-                ErrorCode::FLOW_CONTROL_ERROR,
-                "DATA beyond the connection window",
-            ));
+            return Err(ConnError::Protocol(ErrorCode::FLOW_CONTROL_ERROR, "DATA beyond the connection window"));
         }
         let Some(key) = key else {
             // A stream we reset or finished: nobody will release these.
@@ -563,11 +481,7 @@ impl ClientConnection {
         };
         let s = &mut self.streams[key];
         if !s.head_received || s.recv_ended {
-            let code = if s.recv_ended {
-                ErrorCode::STREAM_CLOSED
-            } else {
-                ErrorCode::PROTOCOL_ERROR
-            };
+            let code = if s.recv_ended { ErrorCode::STREAM_CLOSED } else { ErrorCode::PROTOCOL_ERROR };
             self.discard_received(flow_len);
             self.stream_error(key, code);
             return Ok(());
@@ -584,11 +498,7 @@ impl ClientConnection {
             self.conn_recv.release(padding);
         }
         if !payload.is_empty() || end_stream {
-            self.events.push_back(Event::Data {
-                stream: key,
-                data: payload,
-                end_stream,
-            });
+            self.events.push_back(Event::Data { stream: key, data: payload, end_stream });
         }
         if end_stream {
             self.streams[key].recv_ended = true;
@@ -606,12 +516,7 @@ impl ClientConnection {
         self.queue_window_updates(None);
     }
 
-    fn on_header_block(
-        &mut self,
-        stream_id: u32,
-        block: &[u8],
-        end_stream: bool,
-    ) -> Result<(), ConnError> {
+    fn on_header_block(&mut self, stream_id: u32, block: &[u8], end_stream: bool) -> Result<(), ConnError> {
         // Decode even for streams we dropped: the dynamic table must follow
         // the encoder's (RFC 7541 §2.2).
         let fields = self.decode_block(block)?;
@@ -624,10 +529,8 @@ impl ClientConnection {
             return Ok(());
         }
         if !s.head_received {
-            let status = fields
-                .iter()
-                .find(|(name, _)| &name[..] == b":status")
-                .and_then(|(_, value)| parse_status(value));
+            let status =
+                fields.iter().find(|(name, _)| &name[..] == b":status").and_then(|(_, value)| parse_status(value));
             match status {
                 None => {
                     self.stream_error(key, ErrorCode::PROTOCOL_ERROR);
@@ -647,11 +550,7 @@ impl ClientConnection {
             self.stream_error(key, ErrorCode::PROTOCOL_ERROR);
             return Ok(());
         }
-        self.events.push_back(Event::Headers {
-            stream: key,
-            fields,
-            end_stream,
-        });
+        self.events.push_back(Event::Headers { stream: key, fields, end_stream });
         if end_stream {
             self.streams[key].recv_ended = true;
             self.maybe_close(key);
@@ -664,34 +563,22 @@ impl ClientConnection {
         let mut arena = BytesMut::with_capacity(block.len() * 2);
         let mut spans: Vec<(usize, usize, usize)> = Vec::new();
         self.decoder
-            .decode(
-                block,
-                self.cfg.max_header_list_size as usize,
-                &mut |name: &[u8], value: &[u8]| {
-                    spans.push((arena.len(), name.len(), value.len()));
-                    arena.extend_from_slice(name);
-                    arena.extend_from_slice(value);
-                },
-            )
+            .decode(block, self.cfg.max_header_list_size as usize, &mut |name: &[u8], value: &[u8]| {
+                spans.push((arena.len(), name.len(), value.len()));
+                arena.extend_from_slice(name);
+                arena.extend_from_slice(value);
+            })
             .map_err(|_| ConnError::Compression)?;
         let arena = arena.freeze();
         Ok(spans
             .into_iter()
-            .map(|(at, name, value)| {
-                (
-                    arena.slice(at..at + name),
-                    arena.slice(at + name..at + name + value),
-                )
-            })
+            .map(|(at, name, value)| (arena.slice(at..at + name), arena.slice(at + name..at + name + value)))
             .collect())
     }
 
     fn on_rst_stream(&mut self, stream_id: u32, code: ErrorCode) -> Result<(), ConnError> {
         match self.lookup(stream_id) {
-            Lookup::Idle => Err(ConnError::Protocol(
-                ErrorCode::PROTOCOL_ERROR,
-                "RST_STREAM on an idle stream",
-            )),
+            Lookup::Idle => Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "RST_STREAM on an idle stream")),
             Lookup::Closed => Ok(()),
             Lookup::Live(key) => {
                 if self.streams[key].recv_ended && code == ErrorCode::NO_ERROR {
@@ -713,10 +600,7 @@ impl ClientConnection {
                 setting::HEADER_TABLE_SIZE => self.peer.header_table_size = value,
                 setting::ENABLE_PUSH if value != 0 => {
                     // §6.5.2
-                    return Err(ConnError::Protocol(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "server sent SETTINGS_ENABLE_PUSH=1",
-                    ));
+                    return Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "server sent SETTINGS_ENABLE_PUSH=1"));
                 }
                 setting::MAX_CONCURRENT_STREAMS => self.peer.max_concurrent_streams = value,
                 setting::INITIAL_WINDOW_SIZE => {
@@ -748,22 +632,12 @@ impl ClientConnection {
     }
 
     fn on_goaway(&mut self, last_stream_id: u32, code: ErrorCode, debug: Bytes) {
-        let last = self
-            .goaway_received
-            .map_or(last_stream_id, |prev| prev.min(last_stream_id));
+        let last = self.goaway_received.map_or(last_stream_id, |prev| prev.min(last_stream_id));
         self.goaway_received = Some(last);
-        self.events.push_back(Event::GoAway {
-            last_stream_id,
-            code,
-            debug,
-        });
+        self.events.push_back(Event::GoAway { last_stream_id, code, debug });
         // §6.8: streams above the last id were never processed.
-        let refused: Vec<StreamRef> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| !s.closed && (s.id == 0 || s.id > last))
-            .map(|(key, _)| key)
-            .collect();
+        let refused: Vec<StreamRef> =
+            self.streams.iter().filter(|(_, s)| !s.closed && (s.id == 0 || s.id > last)).map(|(key, _)| key).collect();
         for key in refused {
             self.terminate(key, None, Some((ErrorCode::REFUSED_STREAM, true)));
         }
@@ -771,18 +645,13 @@ impl ClientConnection {
 
     fn on_window_update(&mut self, stream_id: u32, increment: u32) -> Result<(), ConnError> {
         if stream_id == 0 {
-            return self.conn_send.increase(increment).map_err(|_| {
-                ConnError::Protocol(
-                    ErrorCode::FLOW_CONTROL_ERROR,
-                    "connection window above 2^31-1",
-                )
-            });
+            return self
+                .conn_send
+                .increase(increment)
+                .map_err(|_| ConnError::Protocol(ErrorCode::FLOW_CONTROL_ERROR, "connection window above 2^31-1"));
         }
         match self.lookup(stream_id) {
-            Lookup::Idle => Err(ConnError::Protocol(
-                ErrorCode::PROTOCOL_ERROR,
-                "WINDOW_UPDATE on an idle stream",
-            )),
+            Lookup::Idle => Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")),
             Lookup::Closed => Ok(()),
             Lookup::Live(key) => {
                 if self.streams[key].send_window.increase(increment).is_err() {
@@ -811,12 +680,7 @@ impl ClientConnection {
 
     /// End a stream: optionally send RST_STREAM `rst`, optionally report
     /// `Reset { code, retryable }`, then `Closed`.
-    fn terminate(
-        &mut self,
-        key: StreamRef,
-        rst: Option<ErrorCode>,
-        report: Option<(ErrorCode, bool)>,
-    ) {
+    fn terminate(&mut self, key: StreamRef, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
         let Some(s) = self.streams.get_mut(key) else {
             return;
         };
@@ -840,11 +704,7 @@ impl ClientConnection {
             }
         }
         if let Some((code, retryable)) = report {
-            self.events.push_back(Event::Reset {
-                stream: key,
-                code,
-                retryable,
-            });
+            self.events.push_back(Event::Reset { stream: key, code, retryable });
         }
         self.events.push_back(Event::Closed { stream: key });
         self.promote_waiting();
@@ -869,11 +729,7 @@ impl ClientConnection {
     }
 
     /// Assign the next id and queue the HEADERS.
-    fn activate<'a>(
-        &mut self,
-        key: StreamRef,
-        fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-    ) {
+    fn activate<'a>(&mut self, key: StreamRef, fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
         let id = self.next_stream_id;
         self.next_stream_id += 2;
         self.ids.insert(id, key);
@@ -884,13 +740,7 @@ impl ClientConnection {
         s.end_sent = end_stream;
         self.hpack_buf.clear();
         self.encoder.encode(fields, &mut self.hpack_buf);
-        frame::encode_headers(
-            &mut self.scratch,
-            id,
-            &self.hpack_buf,
-            end_stream,
-            self.peer.max_frame_size,
-        );
+        frame::encode_headers(&mut self.scratch, id, &self.hpack_buf, end_stream, self.peer.max_frame_size);
         self.mark_ready(key);
     }
 
@@ -934,11 +784,7 @@ impl ClientConnection {
                     }
                     continue;
                 }
-                let limit = s
-                    .send_window
-                    .usable()
-                    .min(self.conn_send.usable())
-                    .min(self.peer.max_frame_size as usize);
+                let limit = s.send_window.usable().min(self.conn_send.usable()).min(self.peer.max_frame_size as usize);
                 if limit == 0 {
                     if s.send_window.usable() > 0 {
                         // Only the connection window is closed: keep its turn.
@@ -976,8 +822,7 @@ impl ClientConnection {
     /// then the segments themselves (sliced, not copied).
     fn emit_data(&mut self, key: StreamRef, n: usize, end_stream: bool) {
         let s = &mut self.streams[key];
-        self.scratch
-            .extend_from_slice(&frame::data_head(s.id, n as u32, end_stream));
+        self.scratch.extend_from_slice(&frame::data_head(s.id, n as u32, end_stream));
         if end_stream {
             s.end_sent = true;
         }
@@ -994,11 +839,8 @@ impl ClientConnection {
             let Some(front) = s.send_queue.front_mut() else {
                 break;
             };
-            let segment = if front.len() <= left {
-                s.send_queue.pop_front().unwrap_or_default()
-            } else {
-                front.split_to(left)
-            };
+            let segment =
+                if front.len() <= left { s.send_queue.pop_front().unwrap_or_default() } else { front.split_to(left) };
             left -= segment.len();
             self.output_queued += segment.len();
             self.output.push_back(segment);
@@ -1035,12 +877,8 @@ impl ClientConnection {
         self.goaway_sent = true;
         self.fatal = Some(err);
         self.continuation = None;
-        let live: Vec<(StreamRef, bool)> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| !s.closed)
-            .map(|(key, s)| (key, s.id == 0))
-            .collect();
+        let live: Vec<(StreamRef, bool)> =
+            self.streams.iter().filter(|(_, s)| !s.closed).map(|(key, s)| (key, s.id == 0)).collect();
         for (key, never_sent) in live {
             self.terminate(key, None, Some((err.code(), never_sent)));
         }
@@ -1050,11 +888,7 @@ impl ClientConnection {
     // ----- public stream API -------------------------------------------------
 
     /// Start a request stream (see the crate docs for queuing and ids).
-    pub fn open(
-        &mut self,
-        fields: &[(&[u8], &[u8])],
-        end_stream: bool,
-    ) -> Result<StreamRef, OpenError> {
+    pub fn open(&mut self, fields: &[(&[u8], &[u8])], end_stream: bool) -> Result<StreamRef, OpenError> {
         if !self.accepting_streams() {
             return Err(OpenError::Closing);
         }
@@ -1062,10 +896,7 @@ impl ClientConnection {
         if next_id > u64::from(MAX_STREAM_ID) {
             return Err(OpenError::StreamIdsExhausted);
         }
-        let list_size: usize = fields
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + HEADER_FIELD_OVERHEAD)
-            .sum();
+        let list_size: usize = fields.iter().map(|(n, v)| n.len() + v.len() + HEADER_FIELD_OVERHEAD).sum();
         if list_size > self.peer.max_header_list_size as usize {
             return Err(OpenError::HeaderListTooLarge);
         }
@@ -1088,12 +919,8 @@ impl ClientConnection {
         if self.waiting.is_empty() && slot_free {
             self.activate(key, fields.iter().copied());
         } else {
-            self.streams[key].pending_head = Some(
-                fields
-                    .iter()
-                    .map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v)))
-                    .collect(),
-            );
+            self.streams[key].pending_head =
+                Some(fields.iter().map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v))).collect());
             self.waiting.push_back(key);
         }
         Ok(key)
@@ -1218,12 +1045,8 @@ impl ClientConnection {
 
     /// Fill `iov` from the front of the output; returns how many were set.
     pub fn fill_iovecs<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
-        let chunks = self
-            .output
-            .iter()
-            .map(|b| &b[..])
-            .chain(std::iter::once(&self.scratch[..]))
-            .filter(|c| !c.is_empty());
+        let chunks =
+            self.output.iter().map(|b| &b[..]).chain(std::iter::once(&self.scratch[..])).filter(|c| !c.is_empty());
         let mut n = 0;
         for (slot, chunk) in iov.iter_mut().zip(chunks) {
             *slot = IoSlice::new(chunk);
@@ -1262,10 +1085,7 @@ impl ClientConnection {
 }
 
 fn block_too_large() -> ConnError {
-    ConnError::Protocol(
-        ErrorCode::ENHANCE_YOUR_CALM,
-        "header block exceeds the assembly limit",
-    )
+    ConnError::Protocol(ErrorCode::ENHANCE_YOUR_CALM, "header block exceeds the assembly limit")
 }
 
 /// `:status` is exactly three digits (§8.3.2).
@@ -1310,12 +1130,8 @@ mod tests {
         /// A client whose handshake has been checked and written.
         fn start(cfg: Config) -> FakeServer {
             let conn = ClientConnection::new(cfg);
-            let mut server = FakeServer {
-                conn,
-                enc: hpack::Encoder::new(),
-                dec: hpack::Decoder::new(4096),
-                wire: BytesMut::new(),
-            };
+            let mut server =
+                FakeServer { conn, enc: hpack::Encoder::new(), dec: hpack::Decoder::new(4096), wire: BytesMut::new() };
             server.drain_output();
             assert!(server.wire.starts_with(PREFACE));
             server.wire.advance(PREFACE.len());
@@ -1327,13 +1143,7 @@ mod tests {
             let mut server = FakeServer::start(cfg);
             server.frames(); // client SETTINGS + WINDOW_UPDATE
             server.settings(settings).unwrap();
-            assert_eq!(
-                server.frames(),
-                vec![Frame::Settings {
-                    ack: true,
-                    params: vec![]
-                }]
-            );
+            assert_eq!(server.frames(), vec![Frame::Settings { ack: true, params: vec![] }]);
             server
         }
 
@@ -1370,34 +1180,18 @@ mod tests {
         }
 
         fn settings(&mut self, params: &[(u16, u32)]) -> Result<(), ConnError> {
-            self.feed(&Frame::Settings {
-                ack: false,
-                params: params.to_vec(),
-            })
+            self.feed(&Frame::Settings { ack: false, params: params.to_vec() })
         }
 
         fn block(&mut self, fields: &[(&str, &str)]) -> Bytes {
             let mut block = Vec::new();
-            self.enc.encode(
-                fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-                &mut block,
-            );
+            self.enc.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut block);
             Bytes::from(block)
         }
 
-        fn headers(
-            &mut self,
-            id: u32,
-            fields: &[(&str, &str)],
-            end: bool,
-        ) -> Result<(), ConnError> {
+        fn headers(&mut self, id: u32, fields: &[(&str, &str)], end: bool) -> Result<(), ConnError> {
             let block = self.block(fields);
-            self.feed(&Frame::Headers {
-                stream_id: id,
-                block,
-                end_stream: end,
-                end_headers: true,
-            })
+            self.feed(&Frame::Headers { stream_id: id, block, end_stream: end, end_headers: true })
         }
 
         fn data(&mut self, id: u32, payload: &[u8], end: bool) -> Result<(), ConnError> {
@@ -1410,10 +1204,7 @@ mod tests {
         }
 
         fn window_update(&mut self, id: u32, increment: u32) -> Result<(), ConnError> {
-            self.feed(&Frame::WindowUpdate {
-                stream_id: id,
-                increment,
-            })
+            self.feed(&Frame::WindowUpdate { stream_id: id, increment })
         }
 
         fn events(&mut self) -> Vec<Event> {
@@ -1424,10 +1215,7 @@ mod tests {
             let mut out = Vec::new();
             self.dec
                 .decode(block, 1 << 20, &mut |n, v| {
-                    out.push((
-                        String::from_utf8_lossy(n).into_owned(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    ))
+                    out.push((String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
                 })
                 .unwrap();
             out
@@ -1437,30 +1225,18 @@ mod tests {
         fn open(&mut self, end: bool) -> (StreamRef, u32) {
             let stream = self.conn.open(&req(), end).unwrap();
             let frames = self.frames();
-            let [Frame::Headers {
-                stream_id,
-                block,
-                end_stream,
-                end_headers: true,
-            }] = &frames[..]
-            else {
+            let [Frame::Headers { stream_id, block, end_stream, end_headers: true }] = &frames[..] else {
                 panic!("expected one HEADERS, got {frames:?}");
             };
             assert_eq!(*end_stream, end);
             let fields = self.decode(block);
-            assert_eq!(
-                fields[2],
-                (":path".into(), "/noslated.data.PushServer/invoke".into())
-            );
+            assert_eq!(fields[2], (":path".into(), "/noslated.data.PushServer/invoke".into()));
             (stream, *stream_id)
         }
     }
 
     fn ok_head() -> [(&'static str, &'static str); 2] {
-        [
-            (":status", "200"),
-            ("content-type", "application/grpc+proto"),
-        ]
+        [(":status", "200"), ("content-type", "application/grpc+proto")]
     }
 
     fn trailers() -> [(&'static str, &'static str); 2] {
@@ -1472,13 +1248,7 @@ mod tests {
         let mut n = 0;
         let mut end = false;
         for f in frames {
-            if let Frame::Data {
-                stream_id,
-                payload,
-                end_stream,
-                ..
-            } = f
-            {
+            if let Frame::Data { stream_id, payload, end_stream, .. } = f {
                 if *stream_id == id {
                     n += payload.len();
                     end |= *end_stream;
@@ -1500,9 +1270,7 @@ mod tests {
     }
 
     fn has_goaway(frames: &[Frame], code: ErrorCode) -> bool {
-        frames
-            .iter()
-            .any(|f| matches!(f, Frame::GoAway { code: c, .. } if *c == code))
+        frames.iter().any(|f| matches!(f, Frame::GoAway { code: c, .. } if *c == code))
     }
 
     #[test]
@@ -1523,30 +1291,16 @@ mod tests {
                         (setting::MAX_HEADER_LIST_SIZE, 65_536),
                     ],
                 },
-                Frame::WindowUpdate {
-                    stream_id: 0,
-                    increment: (16 << 20) - 65_535,
-                },
+                Frame::WindowUpdate { stream_id: 0, increment: (16 << 20) - 65_535 },
             ]
         );
         assert!(!server.conn.peer_settings_received());
         // Node's observed preface: an empty SETTINGS (§14).
         server.settings(&[]).unwrap();
         assert!(server.conn.peer_settings_received());
-        assert_eq!(
-            server.frames(),
-            vec![Frame::Settings {
-                ack: true,
-                params: vec![]
-            }]
-        );
+        assert_eq!(server.frames(), vec![Frame::Settings { ack: true, params: vec![] }]);
         // Our SETTINGS acknowledged: nothing to answer.
-        server
-            .feed(&Frame::Settings {
-                ack: true,
-                params: vec![],
-            })
-            .unwrap();
+        server.feed(&Frame::Settings { ack: true, params: vec![] }).unwrap();
         assert!(server.frames().is_empty());
         assert!(server.events().is_empty());
     }
@@ -1562,12 +1316,7 @@ mod tests {
     fn server_preface_must_be_settings() {
         let mut server = FakeServer::start(Config::default());
         server.frames();
-        let err = server
-            .feed(&Frame::Ping {
-                ack: false,
-                payload: [0; 8],
-            })
-            .unwrap_err();
+        let err = server.feed(&Frame::Ping { ack: false, payload: [0; 8] }).unwrap_err();
         assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
         assert!(has_goaway(&server.frames(), ErrorCode::PROTOCOL_ERROR));
         assert!(!server.conn.is_open_for_streams());
@@ -1580,9 +1329,7 @@ mod tests {
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (stream, id) = server.open(false);
         assert_eq!(id, 1);
-        server
-            .conn
-            .send_data(stream, Bytes::from_static(b"\0\0\0\0\x02hi"));
+        server.conn.send_data(stream, Bytes::from_static(b"\0\0\0\0\x02hi"));
         server.conn.send_end(stream);
         // DATA goes out as soon as it is queued, so the end that follows
         // is an empty DATA frame.
@@ -1596,12 +1343,7 @@ mod tests {
                     end_stream: false,
                     flow_len: 7,
                 },
-                Frame::Data {
-                    stream_id: 1,
-                    payload: Bytes::new(),
-                    end_stream: true,
-                    flow_len: 0,
-                },
+                Frame::Data { stream_id: 1, payload: Bytes::new(), end_stream: true, flow_len: 0 },
             ]
         );
         assert_eq!(server.conn.queued(stream), 0);
@@ -1611,32 +1353,11 @@ mod tests {
         server.headers(1, &trailers(), true).unwrap();
         let events = server.events();
         assert_eq!(events.len(), 4, "{events:?}");
-        let Event::Headers {
-            fields,
-            end_stream: false,
-            ..
-        } = &events[0]
-        else {
-            panic!("{events:?}")
-        };
+        let Event::Headers { fields, end_stream: false, .. } = &events[0] else { panic!("{events:?}") };
         assert_eq!(&fields[0].0[..], b":status");
         assert_eq!(&fields[0].1[..], b"200");
-        assert_eq!(
-            events[1],
-            Event::Data {
-                stream,
-                data: Bytes::from_static(b"\0\0\0\0\x01x"),
-                end_stream: false
-            }
-        );
-        let Event::Headers {
-            fields,
-            end_stream: true,
-            ..
-        } = &events[2]
-        else {
-            panic!("{events:?}")
-        };
+        assert_eq!(events[1], Event::Data { stream, data: Bytes::from_static(b"\0\0\0\0\x01x"), end_stream: false });
+        let Event::Headers { fields, end_stream: true, .. } = &events[2] else { panic!("{events:?}") };
         assert_eq!(&fields[0].0[..], b"grpc-status");
         assert_eq!(events[3], Event::Closed { stream });
         assert_eq!(server.conn.active_streams(), 0);
@@ -1656,17 +1377,7 @@ mod tests {
     fn trailers_only_response() {
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (stream, _) = server.open(true);
-        server
-            .headers(
-                1,
-                &[
-                    (":status", "200"),
-                    ("grpc-status", "12"),
-                    ("grpc-message", "x"),
-                ],
-                true,
-            )
-            .unwrap();
+        server.headers(1, &[(":status", "200"), ("grpc-status", "12"), ("grpc-message", "x")], true).unwrap();
         let events = server.events();
         assert!(matches!(
             &events[..],
@@ -1685,22 +1396,9 @@ mod tests {
         server.headers(1, &[("x", "y")], false).unwrap();
         let events = server.events();
         assert!(matches!(events[0], Event::Headers { .. }));
-        assert_eq!(
-            events[1],
-            Event::Reset {
-                stream: a,
-                code: ErrorCode::PROTOCOL_ERROR,
-                retryable: false
-            }
-        );
+        assert_eq!(events[1], Event::Reset { stream: a, code: ErrorCode::PROTOCOL_ERROR, retryable: false });
         assert_eq!(events[2], Event::Closed { stream: a });
-        assert_eq!(
-            server.frames(),
-            vec![Frame::RstStream {
-                stream_id: 1,
-                code: ErrorCode::PROTOCOL_ERROR
-            }]
-        );
+        assert_eq!(server.frames(), vec![Frame::RstStream { stream_id: 1, code: ErrorCode::PROTOCOL_ERROR }]);
         // No :status in the head.
         let (b, _) = server.open(true);
         server.headers(3, &[("content-type", "x")], false).unwrap();
@@ -1738,10 +1436,7 @@ mod tests {
         // Opening the connection window sends what the stream allows.
         server.window_update(0, 10_000).unwrap();
         assert_eq!(data_of(&server.frames(), id), (10_000, false));
-        assert!(
-            server.events().is_empty(),
-            "no SendReady once the end is queued"
-        );
+        assert!(server.events().is_empty(), "no SendReady once the end is queued");
         server.window_update(0, 1 << 20).unwrap();
         let frames = server.frames();
         assert_eq!(data_of(&frames, id), (100_000 - 75_535, true));
@@ -1752,9 +1447,7 @@ mod tests {
     fn send_ready_after_draining_below_low_water() {
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (stream, id) = server.open(false);
-        server
-            .conn
-            .send_data(stream, Bytes::from(vec![1u8; 200_000]));
+        server.conn.send_data(stream, Bytes::from(vec![1u8; 200_000]));
         assert_eq!(server.conn.queued(stream), 200_000 - 65_535);
         assert!(server.events().is_empty());
         server.window_update(id, 1 << 20).unwrap();
@@ -1768,9 +1461,7 @@ mod tests {
         assert!(server.events().is_empty());
         server.frames();
         let (other, id2) = server.open(false);
-        server
-            .conn
-            .send_data(other, Bytes::from(vec![2u8; 65_535 + 10]));
+        server.conn.send_data(other, Bytes::from(vec![2u8; 65_535 + 10]));
         assert_eq!(server.conn.queued(other), 10);
         server.window_update(id2, 10).unwrap();
         assert_eq!(server.events(), vec![Event::SendReady { stream: other }]);
@@ -1781,29 +1472,20 @@ mod tests {
         let mut server = FakeServer::ready(Config::default(), &[]);
         server.window_update(0, 1 << 20).unwrap();
         let (stream, id) = server.open(false);
-        server
-            .conn
-            .send_data(stream, Bytes::from(vec![0u8; 70_000]));
+        server.conn.send_data(stream, Bytes::from(vec![0u8; 70_000]));
         assert_eq!(data_of(&server.frames(), id), (65_535, false));
         // Shrink to 1000: the window becomes 1000 - 65535 = -64535.
-        server
-            .settings(&[(setting::INITIAL_WINDOW_SIZE, 1000)])
-            .unwrap();
+        server.settings(&[(setting::INITIAL_WINDOW_SIZE, 1000)]).unwrap();
         server.frames(); // ACK
         server.window_update(id, 64_535).unwrap();
         assert!(server.frames().is_empty(), "window is exactly 0");
         server.window_update(id, 500).unwrap();
         assert_eq!(data_of(&server.frames(), id), (500, false));
         // Growing the initial window grows open streams' windows too.
-        server
-            .settings(&[(setting::INITIAL_WINDOW_SIZE, 5000)])
-            .unwrap();
+        server.settings(&[(setting::INITIAL_WINDOW_SIZE, 5000)]).unwrap();
         let frames = server.frames();
         assert_eq!(data_of(&frames, id), (3_965, false));
-        assert!(frames.contains(&Frame::Settings {
-            ack: true,
-            params: vec![]
-        }));
+        assert!(frames.contains(&Frame::Settings { ack: true, params: vec![] }));
         // A new stream starts with the current initial window.
         let (s2, id2) = server.open(false);
         server.conn.send_data(s2, Bytes::from(vec![0u8; 6000]));
@@ -1815,9 +1497,7 @@ mod tests {
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (_stream, id) = server.open(false);
         server.window_update(id, MAX_WINDOW_SIZE - 65_535).unwrap();
-        let err = server
-            .settings(&[(setting::INITIAL_WINDOW_SIZE, 65_536)])
-            .unwrap_err();
+        let err = server.settings(&[(setting::INITIAL_WINDOW_SIZE, 65_536)]).unwrap_err();
         assert_eq!(err.code(), ErrorCode::FLOW_CONTROL_ERROR);
     }
 
@@ -1828,18 +1508,8 @@ mod tests {
         server.window_update(id, MAX_WINDOW_SIZE - 65_535).unwrap();
         server.window_update(id, 1).unwrap();
         let events = server.events();
-        assert_eq!(
-            events[0],
-            Event::Reset {
-                stream,
-                code: ErrorCode::FLOW_CONTROL_ERROR,
-                retryable: false
-            }
-        );
-        assert!(server.frames().contains(&Frame::RstStream {
-            stream_id: id,
-            code: ErrorCode::FLOW_CONTROL_ERROR
-        }));
+        assert_eq!(events[0], Event::Reset { stream, code: ErrorCode::FLOW_CONTROL_ERROR, retryable: false });
+        assert!(server.frames().contains(&Frame::RstStream { stream_id: id, code: ErrorCode::FLOW_CONTROL_ERROR }));
         let err = server.window_update(0, MAX_WINDOW_SIZE).unwrap_err();
         assert_eq!(err.code(), ErrorCode::FLOW_CONTROL_ERROR);
         assert!(has_goaway(&server.frames(), ErrorCode::FLOW_CONTROL_ERROR));
@@ -1860,9 +1530,7 @@ mod tests {
             for _ in 0..100 {
                 server.conn.send_data(stream, Bytes::from(vec![3u8; 1000]));
             }
-            server
-                .conn
-                .send_data(stream, Bytes::from(vec![4u8; 100_000]));
+            server.conn.send_data(stream, Bytes::from(vec![4u8; 100_000]));
             server.conn.send_end(stream);
             let frames = server.frames();
             assert_eq!(max_data_frame(&frames), expected);
@@ -1878,46 +1546,22 @@ mod tests {
         fields.push((b"x-big", &value));
         server.conn.open(&fields, true).unwrap();
         let frames = server.frames();
-        assert!(matches!(
-            frames[0],
-            Frame::Headers {
-                end_headers: false,
-                end_stream: true,
-                ..
-            }
-        ));
-        assert!(matches!(
-            frames[1],
-            Frame::Continuation {
-                end_headers: false,
-                ..
-            }
-        ));
-        assert!(matches!(
-            frames[2],
-            Frame::Continuation {
-                end_headers: true,
-                ..
-            }
-        ));
+        assert!(matches!(frames[0], Frame::Headers { end_headers: false, end_stream: true, .. }));
+        assert!(matches!(frames[1], Frame::Continuation { end_headers: false, .. }));
+        assert!(matches!(frames[2], Frame::Continuation { end_headers: true, .. }));
         assert_eq!(frames.len(), 3);
     }
 
     #[test]
     fn peer_header_list_limit() {
-        let mut server =
-            FakeServer::ready(Config::default(), &[(setting::MAX_HEADER_LIST_SIZE, 100)]);
-        assert_eq!(
-            server.conn.open(&req(), true),
-            Err(OpenError::HeaderListTooLarge)
-        );
+        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_HEADER_LIST_SIZE, 100)]);
+        assert_eq!(server.conn.open(&req(), true), Err(OpenError::HeaderListTooLarge));
         assert!(server.frames().is_empty());
     }
 
     #[test]
     fn max_concurrent_streams_queues_and_assigns_ids_late() {
-        let mut server =
-            FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
         let (a, id_a) = server.open(false);
         assert_eq!(id_a, 1);
         let b = server.conn.open(&req(), false).unwrap();
@@ -1934,61 +1578,26 @@ mod tests {
         server.headers(1, &trailers(), true).unwrap();
         let frames = server.frames();
         assert_eq!(frames.len(), 3, "{frames:?}");
-        assert!(matches!(
-            frames[0],
-            Frame::Data {
-                stream_id: 1,
-                end_stream: true,
-                ..
-            }
-        ));
-        assert!(matches!(
-            frames[1],
-            Frame::Headers {
-                stream_id: 3,
-                end_stream: false,
-                ..
-            }
-        ));
+        assert!(matches!(frames[0], Frame::Data { stream_id: 1, end_stream: true, .. }));
+        assert!(matches!(frames[1], Frame::Headers { stream_id: 3, end_stream: false, .. }));
         assert_eq!(
             frames[2],
-            Frame::Data {
-                stream_id: 3,
-                payload: Bytes::from_static(b"queued"),
-                end_stream: true,
-                flow_len: 6
-            }
+            Frame::Data { stream_id: 3, payload: Bytes::from_static(b"queued"), end_stream: true, flow_len: 6 }
         );
         assert_eq!(server.conn.active_streams(), 2);
         let events = server.events();
         assert_eq!(events.last(), Some(&Event::Closed { stream: a }));
         // Refusal of the active stream frees the slot for the third one.
-        server
-            .feed(&Frame::RstStream {
-                stream_id: 3,
-                code: ErrorCode::REFUSED_STREAM,
-            })
-            .unwrap();
+        server.feed(&Frame::RstStream { stream_id: 3, code: ErrorCode::REFUSED_STREAM }).unwrap();
         assert_eq!(
             server.events(),
             vec![
-                Event::Reset {
-                    stream: b,
-                    code: ErrorCode::REFUSED_STREAM,
-                    retryable: true
-                },
+                Event::Reset { stream: b, code: ErrorCode::REFUSED_STREAM, retryable: true },
                 Event::Closed { stream: b }
             ]
         );
         let frames = server.frames();
-        assert!(matches!(
-            frames[..],
-            [Frame::Headers {
-                stream_id: 5,
-                end_stream: true,
-                ..
-            }]
-        ));
+        assert!(matches!(frames[..], [Frame::Headers { stream_id: 5, end_stream: true, .. }]));
     }
 
     #[test]
@@ -2009,20 +1618,11 @@ mod tests {
         assert!(server.events().is_empty());
         for (part, end) in [(mid, false), (last, true)] {
             server
-                .feed(&Frame::Continuation {
-                    stream_id: id,
-                    block: Bytes::copy_from_slice(part),
-                    end_headers: end,
-                })
+                .feed(&Frame::Continuation { stream_id: id, block: Bytes::copy_from_slice(part), end_headers: end })
                 .unwrap();
         }
         let events = server.events();
-        let [Event::Headers {
-            stream: s,
-            fields,
-            end_stream: false,
-        }] = &events[..]
-        else {
+        let [Event::Headers { stream: s, fields, end_stream: false }] = &events[..] else {
             panic!("{events:?}");
         };
         assert_eq!(*s, stream);
@@ -2034,45 +1634,21 @@ mod tests {
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (stream, id) = server.open(true);
         let block = server.block(&ok_head());
-        server
-            .feed(&Frame::Headers {
-                stream_id: id,
-                block,
-                end_stream: false,
-                end_headers: false,
-            })
-            .unwrap();
-        let err = server
-            .feed(&Frame::Ping {
-                ack: false,
-                payload: [0; 8],
-            })
-            .unwrap_err();
+        server.feed(&Frame::Headers { stream_id: id, block, end_stream: false, end_headers: false }).unwrap();
+        let err = server.feed(&Frame::Ping { ack: false, payload: [0; 8] }).unwrap_err();
         assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
         assert!(has_goaway(&server.frames(), ErrorCode::PROTOCOL_ERROR));
         assert_eq!(
             server.events(),
-            vec![
-                Event::Reset {
-                    stream,
-                    code: ErrorCode::PROTOCOL_ERROR,
-                    retryable: false
-                },
-                Event::Closed { stream }
-            ]
+            vec![Event::Reset { stream, code: ErrorCode::PROTOCOL_ERROR, retryable: false }, Event::Closed { stream }]
         );
         assert_eq!(server.conn.open(&req(), true), Err(OpenError::Closing));
 
         // CONTINUATION out of the blue.
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (_, id) = server.open(true);
-        let err = server
-            .feed(&Frame::Continuation {
-                stream_id: id,
-                block: Bytes::new(),
-                end_headers: true,
-            })
-            .unwrap_err();
+        let err =
+            server.feed(&Frame::Continuation { stream_id: id, block: Bytes::new(), end_headers: true }).unwrap_err();
         assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
     }
 
@@ -2081,20 +1657,11 @@ mod tests {
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (_, id) = server.open(true);
         server
-            .feed(&Frame::Headers {
-                stream_id: id,
-                block: Bytes::new(),
-                end_stream: false,
-                end_headers: false,
-            })
+            .feed(&Frame::Headers { stream_id: id, block: Bytes::new(), end_stream: false, end_headers: false })
             .unwrap();
         let mut result = Ok(());
         for _ in 0..=MAX_CONTINUATION_FRAMES {
-            result = server.feed(&Frame::Continuation {
-                stream_id: id,
-                block: Bytes::new(),
-                end_headers: false,
-            });
+            result = server.feed(&Frame::Continuation { stream_id: id, block: Bytes::new(), end_headers: false });
             if result.is_err() {
                 break;
             }
@@ -2104,42 +1671,26 @@ mod tests {
 
     #[test]
     fn goaway_resets_streams_above_last_id_as_retryable() {
-        let mut server =
-            FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 2)]);
+        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 2)]);
         let (a, _) = server.open(true);
         let (b, _) = server.open(true);
         let c = server.conn.open(&req(), true).unwrap(); // waits for a slot
         server
-            .feed(&Frame::GoAway {
-                last_stream_id: 1,
-                code: ErrorCode::NO_ERROR,
-                debug: Bytes::from_static(b"bye"),
-            })
+            .feed(&Frame::GoAway { last_stream_id: 1, code: ErrorCode::NO_ERROR, debug: Bytes::from_static(b"bye") })
             .unwrap();
         let events = server.events();
         assert_eq!(
             events[0],
-            Event::GoAway {
-                last_stream_id: 1,
-                code: ErrorCode::NO_ERROR,
-                debug: Bytes::from_static(b"bye")
-            }
+            Event::GoAway { last_stream_id: 1, code: ErrorCode::NO_ERROR, debug: Bytes::from_static(b"bye") }
         );
         for s in [b, c] {
-            assert!(events.contains(&Event::Reset {
-                stream: s,
-                code: ErrorCode::REFUSED_STREAM,
-                retryable: true
-            }));
+            assert!(events.contains(&Event::Reset { stream: s, code: ErrorCode::REFUSED_STREAM, retryable: true }));
             assert!(events.contains(&Event::Closed { stream: s }));
         }
         assert_eq!(events.len(), 5);
         assert!(!server.conn.is_open_for_streams());
         assert_eq!(server.conn.open(&req(), true), Err(OpenError::Closing));
-        assert!(
-            server.frames().is_empty(),
-            "no RST_STREAM for refused streams"
-        );
+        assert!(server.frames().is_empty(), "no RST_STREAM for refused streams");
         // Stream 1 carries on.
         server.headers(1, &ok_head(), false).unwrap();
         server.headers(1, &trailers(), true).unwrap();
@@ -2150,30 +1701,16 @@ mod tests {
 
     #[test]
     fn connection_error_marks_unsent_streams_retryable() {
-        let mut server =
-            FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
         let (a, _) = server.open(true);
         let b = server.conn.open(&req(), true).unwrap();
         let err = server
-            .feed(&Frame::PushPromise {
-                stream_id: 1,
-                promised_id: 2,
-                block: Bytes::new(),
-                end_headers: true,
-            })
+            .feed(&Frame::PushPromise { stream_id: 1, promised_id: 2, block: Bytes::new(), end_headers: true })
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
         let events = server.events();
-        assert!(events.contains(&Event::Reset {
-            stream: a,
-            code: ErrorCode::PROTOCOL_ERROR,
-            retryable: false
-        }));
-        assert!(events.contains(&Event::Reset {
-            stream: b,
-            code: ErrorCode::PROTOCOL_ERROR,
-            retryable: true
-        }));
+        assert!(events.contains(&Event::Reset { stream: a, code: ErrorCode::PROTOCOL_ERROR, retryable: false }));
+        assert!(events.contains(&Event::Reset { stream: b, code: ErrorCode::PROTOCOL_ERROR, retryable: true }));
         let frames = server.frames();
         assert_eq!(frames.len(), 1, "only the GOAWAY: {frames:?}");
         assert!(has_goaway(&frames, ErrorCode::PROTOCOL_ERROR));
@@ -2185,27 +1722,14 @@ mod tests {
         let (a, _) = server.open(false);
         let (b, _) = server.open(false);
         for (id, code) in [(1, ErrorCode::REFUSED_STREAM), (3, ErrorCode::CANCEL)] {
-            server
-                .feed(&Frame::RstStream {
-                    stream_id: id,
-                    code,
-                })
-                .unwrap();
+            server.feed(&Frame::RstStream { stream_id: id, code }).unwrap();
         }
         assert_eq!(
             server.events(),
             vec![
-                Event::Reset {
-                    stream: a,
-                    code: ErrorCode::REFUSED_STREAM,
-                    retryable: true
-                },
+                Event::Reset { stream: a, code: ErrorCode::REFUSED_STREAM, retryable: true },
                 Event::Closed { stream: a },
-                Event::Reset {
-                    stream: b,
-                    code: ErrorCode::CANCEL,
-                    retryable: false
-                },
+                Event::Reset { stream: b, code: ErrorCode::CANCEL, retryable: false },
                 Event::Closed { stream: b },
             ]
         );
@@ -2214,12 +1738,7 @@ mod tests {
         assert!(server.frames().is_empty());
         assert_eq!(server.conn.resets_sent(), 0);
         // RST_STREAM on an idle stream is a connection error (§6.4).
-        let err = server
-            .feed(&Frame::RstStream {
-                stream_id: 99,
-                code: ErrorCode::CANCEL,
-            })
-            .unwrap_err();
+        let err = server.feed(&Frame::RstStream { stream_id: 99, code: ErrorCode::CANCEL }).unwrap_err();
         assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
     }
 
@@ -2227,18 +1746,11 @@ mod tests {
     fn rst_no_error_after_complete_response_is_not_a_failure() {
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (stream, id) = server.open(false);
-        server
-            .conn
-            .send_data(stream, Bytes::from_static(b"still sending"));
+        server.conn.send_data(stream, Bytes::from_static(b"still sending"));
         server.frames();
         server.headers(id, &ok_head(), false).unwrap();
         server.headers(id, &trailers(), true).unwrap();
-        server
-            .feed(&Frame::RstStream {
-                stream_id: id,
-                code: ErrorCode::NO_ERROR,
-            })
-            .unwrap();
+        server.feed(&Frame::RstStream { stream_id: id, code: ErrorCode::NO_ERROR }).unwrap();
         let events = server.events();
         assert!(!events.iter().any(|e| matches!(e, Event::Reset { .. })));
         assert_eq!(events.last(), Some(&Event::Closed { stream }));
@@ -2246,20 +1758,13 @@ mod tests {
 
     #[test]
     fn reset_discipline() {
-        let mut server =
-            FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 2)]);
+        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 2)]);
         // An active stream is cancelled with RST_STREAM.
         let (a, id_a) = server.open(false);
         server.conn.send_data(a, Bytes::from_static(b"abc"));
         server.frames();
         server.conn.reset(a, ErrorCode::CANCEL);
-        assert_eq!(
-            server.frames(),
-            vec![Frame::RstStream {
-                stream_id: id_a,
-                code: ErrorCode::CANCEL
-            }]
-        );
+        assert_eq!(server.frames(), vec![Frame::RstStream { stream_id: id_a, code: ErrorCode::CANCEL }]);
         assert_eq!(server.events(), vec![Event::Closed { stream: a }]);
         assert_eq!(server.conn.resets_sent(), 1);
         server.conn.reset(a, ErrorCode::CANCEL); // handle gone: no-op
@@ -2273,12 +1778,7 @@ mod tests {
         server.conn.reset(b, ErrorCode::CANCEL);
         assert_eq!(
             server.frames(),
-            vec![Frame::Data {
-                stream_id: id_b,
-                payload: Bytes::new(),
-                end_stream: true,
-                flow_len: 0
-            }]
+            vec![Frame::Data { stream_id: id_b, payload: Bytes::new(), end_stream: true, flow_len: 0 }]
         );
         assert_eq!(server.events(), vec![Event::Closed { stream: b }]);
         assert_eq!(server.conn.resets_sent(), 1);
@@ -2296,43 +1796,17 @@ mod tests {
     #[test]
     fn ping_is_acknowledged() {
         let mut server = FakeServer::ready(Config::default(), &[]);
-        server
-            .feed(&Frame::Ping {
-                ack: false,
-                payload: *b"pingpong",
-            })
-            .unwrap();
-        assert_eq!(
-            server.frames(),
-            vec![Frame::Ping {
-                ack: true,
-                payload: *b"pingpong"
-            }]
-        );
-        server
-            .feed(&Frame::Ping {
-                ack: true,
-                payload: [1; 8],
-            })
-            .unwrap();
+        server.feed(&Frame::Ping { ack: false, payload: *b"pingpong" }).unwrap();
+        assert_eq!(server.frames(), vec![Frame::Ping { ack: true, payload: *b"pingpong" }]);
+        server.feed(&Frame::Ping { ack: true, payload: [1; 8] }).unwrap();
         assert!(server.frames().is_empty());
         server.conn.ping([9; 8]);
-        assert_eq!(
-            server.frames(),
-            vec![Frame::Ping {
-                ack: false,
-                payload: [9; 8]
-            }]
-        );
+        assert_eq!(server.frames(), vec![Frame::Ping { ack: false, payload: [9; 8] }]);
     }
 
     #[test]
     fn release_sends_window_update_after_half_window() {
-        let cfg = Config {
-            stream_window: 100_000,
-            connection_window: 300_000,
-            ..Config::default()
-        };
+        let cfg = Config { stream_window: 100_000, connection_window: 300_000, ..Config::default() };
         let mut server = FakeServer::ready(cfg, &[]);
         let (stream, id) = server.open(true);
         server.headers(id, &ok_head(), false).unwrap();
@@ -2345,13 +1819,7 @@ mod tests {
         server.conn.release(stream, 18_000);
         assert!(server.frames().is_empty(), "48000 < half of 100000");
         server.conn.release(stream, 2_000);
-        assert_eq!(
-            server.frames(),
-            vec![Frame::WindowUpdate {
-                stream_id: id,
-                increment: 50_000
-            }]
-        );
+        assert_eq!(server.frames(), vec![Frame::WindowUpdate { stream_id: id, increment: 50_000 }]);
         // Over-release is clamped to what was received.
         server.conn.release(stream, 1_000_000);
         assert!(server.frames().is_empty());
@@ -2362,33 +1830,19 @@ mod tests {
             server.conn.release(stream, n);
         }
         let frames = server.frames();
-        assert!(
-            frames.contains(&Frame::WindowUpdate {
-                stream_id: 0,
-                increment: 156_000
-            }),
-            "{frames:?}"
-        );
+        assert!(frames.contains(&Frame::WindowUpdate { stream_id: 0, increment: 156_000 }), "{frames:?}");
     }
 
     #[test]
     fn receive_window_violations() {
-        let cfg = Config {
-            stream_window: 1_000,
-            connection_window: 65_535,
-            ..Config::default()
-        };
+        let cfg = Config { stream_window: 1_000, connection_window: 65_535, ..Config::default() };
         let mut server = FakeServer::ready(cfg, &[]);
         let (a, id_a) = server.open(true);
         server.headers(id_a, &ok_head(), false).unwrap();
         server.data(id_a, &[0u8; 1_000], false).unwrap();
         server.data(id_a, &[0u8; 1], false).unwrap();
         let events = server.events();
-        assert!(events.contains(&Event::Reset {
-            stream: a,
-            code: ErrorCode::FLOW_CONTROL_ERROR,
-            retryable: false
-        }));
+        assert!(events.contains(&Event::Reset { stream: a, code: ErrorCode::FLOW_CONTROL_ERROR, retryable: false }));
         // Streams: each well under 1000, but together beyond 65535 on the
         // connection.
         let mut result = Ok(());
@@ -2405,11 +1859,7 @@ mod tests {
 
     #[test]
     fn padding_counts_for_flow_control_and_is_credited() {
-        let cfg = Config {
-            stream_window: 1_000,
-            connection_window: 65_535,
-            ..Config::default()
-        };
+        let cfg = Config { stream_window: 1_000, connection_window: 65_535, ..Config::default() };
         let mut server = FakeServer::ready(cfg, &[]);
         let (stream, id) = server.open(true);
         server.headers(id, &ok_head(), false).unwrap();
@@ -2425,11 +1875,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             server.events(),
-            vec![Event::Data {
-                stream,
-                data: Bytes::from_static(b"0123456789"),
-                end_stream: false
-            }]
+            vec![Event::Data { stream, data: Bytes::from_static(b"0123456789"), end_stream: false }]
         );
         // 190 of padding credited at once, but below half: no update yet.
         assert!(server.frames().is_empty());
@@ -2438,32 +1884,17 @@ mod tests {
         // Padding-only frames push the stream over half the window.
         for _ in 0..2 {
             server
-                .feed(&Frame::Data {
-                    stream_id: id,
-                    payload: Bytes::new(),
-                    end_stream: false,
-                    flow_len: 256,
-                })
+                .feed(&Frame::Data { stream_id: id, payload: Bytes::new(), end_stream: false, flow_len: 256 })
                 .unwrap();
         }
         assert!(server.events().is_empty(), "empty DATA is not an event");
-        assert_eq!(
-            server.frames(),
-            vec![Frame::WindowUpdate {
-                stream_id: id,
-                increment: 712
-            }]
-        );
+        assert_eq!(server.frames(), vec![Frame::WindowUpdate { stream_id: id, increment: 712 }]);
         // The window is whole again (1000): one more octet is too many.
         server.data(id, &[0u8; 1_001], false).unwrap();
         assert_eq!(
             server.events(),
             vec![
-                Event::Reset {
-                    stream,
-                    code: ErrorCode::FLOW_CONTROL_ERROR,
-                    retryable: false
-                },
+                Event::Reset { stream, code: ErrorCode::FLOW_CONTROL_ERROR, retryable: false },
                 Event::Closed { stream }
             ]
         );
@@ -2471,10 +1902,7 @@ mod tests {
 
     #[test]
     fn data_on_reset_stream_counts_for_the_connection_only() {
-        let cfg = Config {
-            connection_window: 65_535,
-            ..Config::default()
-        };
+        let cfg = Config { connection_window: 65_535, ..Config::default() };
         let mut server = FakeServer::ready(cfg, &[]);
         let (stream, id) = server.open(true);
         server.conn.reset(stream, ErrorCode::CANCEL);
@@ -2490,10 +1918,7 @@ mod tests {
             .frames()
             .iter()
             .map(|f| match f {
-                Frame::WindowUpdate {
-                    stream_id: 0,
-                    increment,
-                } => *increment,
+                Frame::WindowUpdate { stream_id: 0, increment } => *increment,
                 Frame::WindowUpdate { .. } => panic!("stream update for a reset stream"),
                 _ => 0,
             })
@@ -2505,16 +1930,10 @@ mod tests {
     fn peer_protocol_violations() {
         type Case = fn(&mut FakeServer) -> Result<(), ConnError>;
         let cases: [(Case, ErrorCode); 7] = [
-            (
-                |s| s.settings(&[(setting::ENABLE_PUSH, 1)]),
-                ErrorCode::PROTOCOL_ERROR,
-            ),
+            (|s| s.settings(&[(setting::ENABLE_PUSH, 1)]), ErrorCode::PROTOCOL_ERROR),
             (|s| s.data(2, b"x", false), ErrorCode::PROTOCOL_ERROR),
             (|s| s.data(7, b"x", false), ErrorCode::PROTOCOL_ERROR),
-            (
-                |s| s.headers(4, &ok_head(), false),
-                ErrorCode::PROTOCOL_ERROR,
-            ),
+            (|s| s.headers(4, &ok_head(), false), ErrorCode::PROTOCOL_ERROR),
             (|s| s.window_update(9, 1), ErrorCode::PROTOCOL_ERROR),
             (
                 |s| {
@@ -2530,15 +1949,7 @@ mod tests {
             (
                 |s| {
                     let mut b = BytesMut::new();
-                    b.extend_from_slice(
-                        &FrameHead {
-                            len: 20_000,
-                            kind: kind::DATA,
-                            flags: 0,
-                            stream_id: 1,
-                        }
-                        .encode(),
-                    );
+                    b.extend_from_slice(&FrameHead { len: 20_000, kind: kind::DATA, flags: 0, stream_id: 1 }.encode());
                     s.conn.recv(&mut b)
                 },
                 ErrorCode::FRAME_SIZE_ERROR,
@@ -2557,82 +1968,41 @@ mod tests {
         let mut server = FakeServer::ready(Config::default(), &[]);
         let (_stream, id) = server.open(true);
         server
-            .feed(&Frame::Unknown {
-                kind: 0xbe,
-                flags: 0xff,
-                stream_id: id,
-                payload: Bytes::from_static(b"???"),
-            })
+            .feed(&Frame::Unknown { kind: 0xbe, flags: 0xff, stream_id: id, payload: Bytes::from_static(b"???") })
             .unwrap();
-        server
-            .feed(&Frame::Priority {
-                stream_id: 11,
-                dependency: 0,
-                exclusive: false,
-                weight: 1,
-            })
-            .unwrap();
+        server.feed(&Frame::Priority { stream_id: 11, dependency: 0, exclusive: false, weight: 1 }).unwrap();
         // A bad PRIORITY on a live stream is a stream error.
         let mut b = BytesMut::new();
-        b.extend_from_slice(
-            &FrameHead {
-                len: 4,
-                kind: kind::PRIORITY,
-                flags: 0,
-                stream_id: id,
-            }
-            .encode(),
-        );
+        b.extend_from_slice(&FrameHead { len: 4, kind: kind::PRIORITY, flags: 0, stream_id: id }.encode());
         b.extend_from_slice(&[0; 4]);
         server.conn.recv(&mut b).unwrap();
         assert!(matches!(
             server.events()[..],
-            [
-                Event::Reset {
-                    code: ErrorCode::FRAME_SIZE_ERROR,
-                    ..
-                },
-                Event::Closed { .. }
-            ]
+            [Event::Reset { code: ErrorCode::FRAME_SIZE_ERROR, .. }, Event::Closed { .. }]
         ));
     }
 
     #[test]
     fn close_sends_goaway_and_refuses_new_streams() {
-        let mut server =
-            FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
         let (a, _) = server.open(false);
         let b = server.conn.open(&req(), true).unwrap();
         server.conn.close(ErrorCode::NO_ERROR);
         assert_eq!(
             server.frames(),
-            vec![Frame::GoAway {
-                last_stream_id: 0,
-                code: ErrorCode::NO_ERROR,
-                debug: Bytes::new()
-            }]
+            vec![Frame::GoAway { last_stream_id: 0, code: ErrorCode::NO_ERROR, debug: Bytes::new() }]
         );
         assert_eq!(
             server.events(),
             vec![
-                Event::Reset {
-                    stream: b,
-                    code: ErrorCode::REFUSED_STREAM,
-                    retryable: true
-                },
+                Event::Reset { stream: b, code: ErrorCode::REFUSED_STREAM, retryable: true },
                 Event::Closed { stream: b }
             ]
         );
         assert_eq!(server.conn.open(&req(), true), Err(OpenError::Closing));
         assert_eq!(server.conn.active_streams(), 1);
         server.conn.send_end(a);
-        assert!(matches!(
-            server.frames()[..],
-            [Frame::Data {
-                end_stream: true,
-                ..
-            }]
-        ));
+        assert!(matches!(server.frames()[..], [Frame::Data { end_stream: true, .. }]));
     }
 
     #[test]
@@ -2645,9 +2015,7 @@ mod tests {
         server.conn.send_data(stream, segment.clone());
         let mut iov = [IoSlice::new(&[]); 4];
         let n = server.conn.fill_iovecs(&mut iov);
-        assert!(iov[..n]
-            .iter()
-            .any(|s| s.as_ptr() == ptr && s.len() == 1000));
+        assert!(iov[..n].iter().any(|s| s.as_ptr() == ptr && s.len() == 1000));
         assert!(iov[..n].iter().any(|s| s.len() == FRAME_HEAD_LEN));
         server.frames();
         // A segment split over two frames: both parts are slices of it.
@@ -2682,19 +2050,14 @@ mod tests {
         let events = server.events();
         assert_eq!(events.len(), 2);
         for e in events {
-            let Event::Data { data, .. } = e else {
-                panic!()
-            };
+            let Event::Data { data, .. } = e else { panic!() };
             assert!(range.contains(&(data.as_ptr() as usize)));
         }
     }
 
     #[test]
     fn round_robin_between_streams_when_the_connection_window_opens() {
-        let mut server = FakeServer::ready(
-            Config::default(),
-            &[(setting::INITIAL_WINDOW_SIZE, 1 << 20)],
-        );
+        let mut server = FakeServer::ready(Config::default(), &[(setting::INITIAL_WINDOW_SIZE, 1 << 20)]);
         let (a, id_a) = server.open(false);
         server.conn.send_data(a, Bytes::from(vec![1u8; 65_535]));
         assert_eq!(data_of(&server.frames(), id_a).0, 65_535);
@@ -2727,12 +2090,7 @@ mod tests {
             b"\x48\x82\x64\x02\x58\x85\xae\xc3\x77\x1a\x4b\x61\x96\xd0\x7a\xbe\x94\x10\x54\xd4\x44\xa8\x20\x05\x95\x04\x0b\x81\x66\xe0\x82\xa6\x2d\x1b\xff\x6e\x91\x9d\x29\xad\x17\x18\x63\xc7\x8f\x0b\x97\xc8\xe9\xae\x82\xae\x43\xd3",
         );
         server
-            .feed(&Frame::Headers {
-                stream_id: id_a,
-                block: indexed_response,
-                end_stream: false,
-                end_headers: true,
-            })
+            .feed(&Frame::Headers { stream_id: id_a, block: indexed_response, end_stream: false, end_headers: true })
             .unwrap();
         assert!(server.events().is_empty(), "dropped stream: no event");
         // Dynamic entries 65 (:status 302) and 64 (cache-control private).
@@ -2745,12 +2103,7 @@ mod tests {
             })
             .unwrap();
         let events = server.events();
-        let [Event::Headers {
-            stream,
-            fields,
-            end_stream: true,
-        }, Event::Closed { .. }] = &events[..]
-        else {
+        let [Event::Headers { stream, fields, end_stream: true }, Event::Closed { .. }] = &events[..] else {
             panic!("{events:?}");
         };
         assert_eq!(*stream, b);
@@ -2758,27 +2111,20 @@ mod tests {
             fields,
             &vec![
                 (Bytes::from_static(b":status"), Bytes::from_static(b"302")),
-                (
-                    Bytes::from_static(b"cache-control"),
-                    Bytes::from_static(b"private")
-                ),
+                (Bytes::from_static(b"cache-control"), Bytes::from_static(b"private")),
             ]
         );
     }
 
     #[test]
     fn stream_ids_run_out_at_2_pow_31() {
-        let mut server =
-            FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
         server.conn.next_stream_id = MAX_STREAM_ID - 2;
         let (_, id) = server.open(true);
         assert_eq!(id, MAX_STREAM_ID - 2);
         // The last id, 2^31-1, is taken by a stream still waiting for a slot.
         server.conn.open(&req(), true).unwrap();
-        assert_eq!(
-            server.conn.open(&req(), true),
-            Err(OpenError::StreamIdsExhausted)
-        );
+        assert_eq!(server.conn.open(&req(), true), Err(OpenError::StreamIdsExhausted));
     }
 
     /// The same server script fed in two pieces split at every byte.
@@ -2786,29 +2132,14 @@ mod tests {
     fn recv_split_at_every_byte_boundary() {
         let mut script = BytesMut::new();
         let mut enc = hpack::Encoder::new();
-        Frame::Settings {
-            ack: false,
-            params: vec![(setting::MAX_CONCURRENT_STREAMS, 10)],
-        }
-        .encode(&mut script);
+        Frame::Settings { ack: false, params: vec![(setting::MAX_CONCURRENT_STREAMS, 10)] }.encode(&mut script);
         let mut block = Vec::new();
-        enc.encode(
-            ok_head().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-            &mut block,
-        );
+        enc.encode(ok_head().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut block);
         frame::encode_headers(&mut script, 1, &block, false, 16_384);
-        Frame::Data {
-            stream_id: 1,
-            payload: Bytes::from_static(b"body"),
-            end_stream: false,
-            flow_len: 8,
-        }
-        .encode(&mut script);
+        Frame::Data { stream_id: 1, payload: Bytes::from_static(b"body"), end_stream: false, flow_len: 8 }
+            .encode(&mut script);
         let mut block = Vec::new();
-        enc.encode(
-            trailers().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-            &mut block,
-        );
+        enc.encode(trailers().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut block);
         frame::encode_headers(&mut script, 1, &block, true, 16_384);
         let script = script.freeze();
 
@@ -2856,15 +2187,8 @@ mod tests {
         let mut kinds = Vec::new();
         while let Some(f) = decode_frame(&mut buf, BIG).unwrap() {
             kinds.push(match f {
-                Frame::Data {
-                    payload,
-                    end_stream,
-                    ..
-                } => {
-                    assert_eq!(
-                        &payload[..],
-                        if end_stream { &b""[..] } else { b"0123456789" }
-                    );
+                Frame::Data { payload, end_stream, .. } => {
+                    assert_eq!(&payload[..], if end_stream { &b""[..] } else { b"0123456789" });
                     "DATA"
                 }
                 Frame::Headers { .. } => "HEADERS",
@@ -2873,9 +2197,6 @@ mod tests {
                 other => panic!("{other:?}"),
             });
         }
-        assert_eq!(
-            kinds,
-            ["SETTINGS", "WINDOW_UPDATE", "HEADERS", "DATA", "DATA"]
-        );
+        assert_eq!(kinds, ["SETTINGS", "WINDOW_UPDATE", "HEADERS", "DATA", "DATA"]);
     }
 }

@@ -24,9 +24,7 @@ pub struct SendWindow {
 
 impl SendWindow {
     pub fn new(initial: u32) -> SendWindow {
-        SendWindow {
-            available: i64::from(initial),
-        }
+        SendWindow { available: i64::from(initial) }
     }
 
     /// May be zero or negative.
@@ -82,12 +80,7 @@ impl RecvWindow {
     /// The peer starts with `target` octets of credit.
     pub fn new(target: u32) -> RecvWindow {
         let target = target.min(MAX_WINDOW_SIZE);
-        RecvWindow {
-            target,
-            window: i64::from(target),
-            unreleased: 0,
-            unannounced: 0,
-        }
+        RecvWindow { target, window: i64::from(target), unreleased: 0, unannounced: 0 }
     }
 
     /// Credit the peer still has.

@@ -107,9 +107,7 @@ impl FrameHead {
     pub fn encode(&self) -> [u8; FRAME_HEAD_LEN] {
         let len = self.len.to_be_bytes();
         let id = (self.stream_id & STREAM_ID_MASK).to_be_bytes();
-        [
-            len[1], len[2], len[3], self.kind, self.flags, id[0], id[1], id[2], id[3],
-        ]
+        [len[1], len[2], len[3], self.kind, self.flags, id[0], id[1], id[2], id[3]]
     }
 
     fn has(&self, flag: u8) -> bool {
@@ -180,19 +178,11 @@ pub struct FrameError {
 
 impl FrameError {
     fn conn(code: ErrorCode, reason: &'static str) -> FrameError {
-        FrameError {
-            code,
-            stream_id: None,
-            reason,
-        }
+        FrameError { code, stream_id: None, reason }
     }
 
     fn stream(stream_id: u32, code: ErrorCode, reason: &'static str) -> FrameError {
-        FrameError {
-            code,
-            stream_id: Some(stream_id),
-            reason,
-        }
+        FrameError { code, stream_id: Some(stream_id), reason }
     }
 
     pub fn is_connection_error(&self) -> bool {
@@ -290,10 +280,7 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Fr
     };
     let head = FrameHead::parse(head_bytes);
     if head.len > max_frame_size {
-        return Err(FrameError::conn(
-            ErrorCode::FRAME_SIZE_ERROR,
-            "frame larger than SETTINGS_MAX_FRAME_SIZE",
-        ));
+        return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE"));
     }
     let total = FRAME_HEAD_LEN + head.len as usize;
     if buf.len() < total {
@@ -310,32 +297,17 @@ pub fn decode_payload(head: FrameHead, payload: Bytes) -> Result<Frame, FrameErr
     match head.kind {
         kind::DATA => {
             if id == 0 {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "DATA on stream 0",
-                ));
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "DATA on stream 0"));
             }
             let flow_len = payload.len() as u32;
             let payload = strip_padding(head, payload, 0)?;
-            Ok(Frame::Data {
-                stream_id: id,
-                payload,
-                end_stream: head.has(flag::END_STREAM),
-                flow_len,
-            })
+            Ok(Frame::Data { stream_id: id, payload, end_stream: head.has(flag::END_STREAM), flow_len })
         }
         kind::HEADERS => {
             if id == 0 {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "HEADERS on stream 0",
-                ));
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "HEADERS on stream 0"));
             }
-            let priority = if head.has(flag::PRIORITY) {
-                PRIORITY_LEN
-            } else {
-                0
-            };
+            let priority = if head.has(flag::PRIORITY) { PRIORITY_LEN } else { 0 };
             let block = strip_padding(head, payload, priority)?;
             Ok(Frame::Headers {
                 stream_id: id,
@@ -346,27 +318,16 @@ pub fn decode_payload(head: FrameHead, payload: Bytes) -> Result<Frame, FrameErr
         }
         kind::PRIORITY => {
             if id == 0 {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "PRIORITY on stream 0",
-                ));
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "PRIORITY on stream 0"));
             }
             if payload.len() != PRIORITY_LEN {
                 // §6.3: a stream error, the frame cannot touch shared state.
-                return Err(FrameError::stream(
-                    id,
-                    ErrorCode::FRAME_SIZE_ERROR,
-                    "PRIORITY length is not 5",
-                ));
+                return Err(FrameError::stream(id, ErrorCode::FRAME_SIZE_ERROR, "PRIORITY length is not 5"));
             }
             let word = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
             let dependency = word & STREAM_ID_MASK;
             if dependency == id {
-                return Err(FrameError::stream(
-                    id,
-                    ErrorCode::PROTOCOL_ERROR,
-                    "stream depends on itself",
-                ));
+                return Err(FrameError::stream(id, ErrorCode::PROTOCOL_ERROR, "stream depends on itself"));
             }
             Ok(Frame::Priority {
                 stream_id: id,
@@ -377,91 +338,49 @@ pub fn decode_payload(head: FrameHead, payload: Bytes) -> Result<Frame, FrameErr
         }
         kind::RST_STREAM => {
             if id == 0 {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "RST_STREAM on stream 0",
-                ));
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "RST_STREAM on stream 0"));
             }
             if payload.len() != RST_STREAM_LEN {
-                return Err(FrameError::conn(
-                    ErrorCode::FRAME_SIZE_ERROR,
-                    "RST_STREAM length is not 4",
-                ));
+                return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "RST_STREAM length is not 4"));
             }
-            Ok(Frame::RstStream {
-                stream_id: id,
-                code: ErrorCode(read_u32(&payload)),
-            })
+            Ok(Frame::RstStream { stream_id: id, code: ErrorCode(read_u32(&payload)) })
         }
         kind::SETTINGS => decode_settings(head, payload),
         kind::PUSH_PROMISE => {
             if id == 0 {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "PUSH_PROMISE on stream 0",
-                ));
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "PUSH_PROMISE on stream 0"));
             }
             let mut rest = strip_padding(head, payload, 0)?;
             if rest.len() < PROMISED_ID_LEN {
-                return Err(FrameError::conn(
-                    ErrorCode::FRAME_SIZE_ERROR,
-                    "PUSH_PROMISE too short",
-                ));
+                return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "PUSH_PROMISE too short"));
             }
             let promised_id = read_u32(&rest) & STREAM_ID_MASK;
             rest.advance(PROMISED_ID_LEN);
-            Ok(Frame::PushPromise {
-                stream_id: id,
-                promised_id,
-                block: rest,
-                end_headers: head.has(flag::END_HEADERS),
-            })
+            Ok(Frame::PushPromise { stream_id: id, promised_id, block: rest, end_headers: head.has(flag::END_HEADERS) })
         }
         kind::PING => {
             if id != 0 {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "PING on a stream",
-                ));
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "PING on a stream"));
             }
             let Ok(payload) = <[u8; PING_LEN]>::try_from(&payload[..]) else {
-                return Err(FrameError::conn(
-                    ErrorCode::FRAME_SIZE_ERROR,
-                    "PING length is not 8",
-                ));
+                return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "PING length is not 8"));
             };
-            Ok(Frame::Ping {
-                ack: head.has(flag::ACK),
-                payload,
-            })
+            Ok(Frame::Ping { ack: head.has(flag::ACK), payload })
         }
         kind::GOAWAY => {
             if id != 0 {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "GOAWAY on a stream",
-                ));
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "GOAWAY on a stream"));
             }
             if payload.len() < GOAWAY_MIN_LEN {
-                return Err(FrameError::conn(
-                    ErrorCode::FRAME_SIZE_ERROR,
-                    "GOAWAY too short",
-                ));
+                return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "GOAWAY too short"));
             }
             let last_stream_id = read_u32(&payload) & STREAM_ID_MASK;
             let code = ErrorCode(read_u32(&payload[4..]));
-            Ok(Frame::GoAway {
-                last_stream_id,
-                code,
-                debug: payload.slice(GOAWAY_MIN_LEN..),
-            })
+            Ok(Frame::GoAway { last_stream_id, code, debug: payload.slice(GOAWAY_MIN_LEN..) })
         }
         kind::WINDOW_UPDATE => {
             if payload.len() != WINDOW_UPDATE_LEN {
-                return Err(FrameError::conn(
-                    ErrorCode::FRAME_SIZE_ERROR,
-                    "WINDOW_UPDATE length is not 4",
-                ));
+                return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "WINDOW_UPDATE length is not 4"));
             }
             let increment = read_u32(&payload) & STREAM_ID_MASK;
             if increment == 0 {
@@ -472,30 +391,15 @@ pub fn decode_payload(head: FrameHead, payload: Bytes) -> Result<Frame, FrameErr
                     FrameError::stream(id, ErrorCode::PROTOCOL_ERROR, reason)
                 });
             }
-            Ok(Frame::WindowUpdate {
-                stream_id: id,
-                increment,
-            })
+            Ok(Frame::WindowUpdate { stream_id: id, increment })
         }
         kind::CONTINUATION => {
             if id == 0 {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "CONTINUATION on stream 0",
-                ));
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "CONTINUATION on stream 0"));
             }
-            Ok(Frame::Continuation {
-                stream_id: id,
-                block: payload,
-                end_headers: head.has(flag::END_HEADERS),
-            })
+            Ok(Frame::Continuation { stream_id: id, block: payload, end_headers: head.has(flag::END_HEADERS) })
         }
-        _ => Ok(Frame::Unknown {
-            kind: head.kind,
-            flags: head.flags,
-            stream_id: id,
-            payload,
-        }),
+        _ => Ok(Frame::Unknown { kind: head.kind, flags: head.flags, stream_id: id, payload }),
     }
 }
 
@@ -508,10 +412,7 @@ fn read_u32(b: &[u8]) -> u32 {
 fn strip_padding(head: FrameHead, mut payload: Bytes, skip: usize) -> Result<Bytes, FrameError> {
     let pad = if head.has(flag::PADDED) {
         if payload.is_empty() {
-            return Err(FrameError::conn(
-                ErrorCode::FRAME_SIZE_ERROR,
-                "PADDED frame without a Pad Length",
-            ));
+            return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "PADDED frame without a Pad Length"));
         }
         let pad = payload[0] as usize;
         payload.advance(1);
@@ -520,18 +421,12 @@ fn strip_padding(head: FrameHead, mut payload: Bytes, skip: usize) -> Result<Byt
         0
     };
     if payload.len() < skip {
-        return Err(FrameError::conn(
-            ErrorCode::FRAME_SIZE_ERROR,
-            "frame too short for its priority fields",
-        ));
+        return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "frame too short for its priority fields"));
     }
     payload.advance(skip);
     if pad > payload.len() {
         // §6.1: padding as long as the payload or longer.
-        return Err(FrameError::conn(
-            ErrorCode::PROTOCOL_ERROR,
-            "padding exceeds the frame payload",
-        ));
+        return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "padding exceeds the frame payload"));
     }
     payload.truncate(payload.len() - pad);
     Ok(payload)
@@ -539,23 +434,14 @@ fn strip_padding(head: FrameHead, mut payload: Bytes, skip: usize) -> Result<Byt
 
 fn decode_settings(head: FrameHead, payload: Bytes) -> Result<Frame, FrameError> {
     if head.stream_id != 0 {
-        return Err(FrameError::conn(
-            ErrorCode::PROTOCOL_ERROR,
-            "SETTINGS on a stream",
-        ));
+        return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "SETTINGS on a stream"));
     }
     let ack = head.has(flag::ACK);
     if ack && !payload.is_empty() {
-        return Err(FrameError::conn(
-            ErrorCode::FRAME_SIZE_ERROR,
-            "SETTINGS ACK with a payload",
-        ));
+        return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"));
     }
     if !payload.len().is_multiple_of(SETTING_LEN) {
-        return Err(FrameError::conn(
-            ErrorCode::FRAME_SIZE_ERROR,
-            "SETTINGS length is not a multiple of 6",
-        ));
+        return Err(FrameError::conn(ErrorCode::FRAME_SIZE_ERROR, "SETTINGS length is not a multiple of 6"));
     }
     let mut params = Vec::with_capacity(payload.len() / SETTING_LEN);
     for p in payload.chunks_exact(SETTING_LEN) {
@@ -563,10 +449,7 @@ fn decode_settings(head: FrameHead, payload: Bytes) -> Result<Frame, FrameError>
         let value = read_u32(&p[2..]);
         match id {
             setting::ENABLE_PUSH if value > 1 => {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "SETTINGS_ENABLE_PUSH not 0 or 1",
-                ))
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1"))
             }
             setting::INITIAL_WINDOW_SIZE if value > MAX_WINDOW_SIZE => {
                 return Err(FrameError::conn(
@@ -574,13 +457,8 @@ fn decode_settings(head: FrameHead, payload: Bytes) -> Result<Frame, FrameError>
                     "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1",
                 ))
             }
-            setting::MAX_FRAME_SIZE
-                if !(DEFAULT_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE).contains(&value) =>
-            {
-                return Err(FrameError::conn(
-                    ErrorCode::PROTOCOL_ERROR,
-                    "SETTINGS_MAX_FRAME_SIZE out of range",
-                ))
+            setting::MAX_FRAME_SIZE if !(DEFAULT_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE).contains(&value) => {
+                return Err(FrameError::conn(ErrorCode::PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range"))
             }
             _ => {}
         }
@@ -599,16 +477,9 @@ impl Frame {
     /// carry); HEADERS and PUSH_PROMISE are sent unpadded.
     pub fn encode(&self, dst: &mut BytesMut) {
         match self {
-            Frame::Data {
-                stream_id,
-                payload,
-                end_stream,
-                flow_len,
-            } => {
+            Frame::Data { stream_id, payload, end_stream, flow_len } => {
                 let mut flags = if *end_stream { flag::END_STREAM } else { 0 };
-                let padding = (*flow_len as usize)
-                    .checked_sub(payload.len() + 1)
-                    .map(|p| p.min(u8::MAX as usize));
+                let padding = (*flow_len as usize).checked_sub(payload.len() + 1).map(|p| p.min(u8::MAX as usize));
                 if padding.is_some() {
                     flags |= flag::PADDED;
                 }
@@ -622,23 +493,13 @@ impl Frame {
                     dst.put_bytes(0, p);
                 }
             }
-            Frame::Headers {
-                stream_id,
-                block,
-                end_stream,
-                end_headers,
-            } => {
-                let flags = if *end_stream { flag::END_STREAM } else { 0 }
-                    | if *end_headers { flag::END_HEADERS } else { 0 };
+            Frame::Headers { stream_id, block, end_stream, end_headers } => {
+                let flags =
+                    if *end_stream { flag::END_STREAM } else { 0 } | if *end_headers { flag::END_HEADERS } else { 0 };
                 put_head(dst, block.len(), kind::HEADERS, flags, *stream_id);
                 dst.extend_from_slice(block);
             }
-            Frame::Priority {
-                stream_id,
-                dependency,
-                exclusive,
-                weight,
-            } => {
+            Frame::Priority { stream_id, dependency, exclusive, weight } => {
                 put_head(dst, PRIORITY_LEN, kind::PRIORITY, 0, *stream_id);
                 let excl = if *exclusive { !STREAM_ID_MASK } else { 0 };
                 dst.put_u32((dependency & STREAM_ID_MASK) | excl);
@@ -647,12 +508,7 @@ impl Frame {
             Frame::RstStream { stream_id, code } => encode_rst_stream(dst, *stream_id, *code),
             Frame::Settings { ack: true, .. } => encode_settings_ack(dst),
             Frame::Settings { ack: false, params } => encode_settings(dst, params),
-            Frame::PushPromise {
-                stream_id,
-                promised_id,
-                block,
-                end_headers,
-            } => {
+            Frame::PushPromise { stream_id, promised_id, block, end_headers } => {
                 let flags = if *end_headers { flag::END_HEADERS } else { 0 };
                 let len = PROMISED_ID_LEN + block.len();
                 put_head(dst, len, kind::PUSH_PROMISE, flags, *stream_id);
@@ -660,30 +516,14 @@ impl Frame {
                 dst.extend_from_slice(block);
             }
             Frame::Ping { ack, payload } => encode_ping(dst, *ack, *payload),
-            Frame::GoAway {
-                last_stream_id,
-                code,
-                debug,
-            } => encode_goaway(dst, *last_stream_id, *code, debug),
-            Frame::WindowUpdate {
-                stream_id,
-                increment,
-            } => encode_window_update(dst, *stream_id, *increment),
-            Frame::Continuation {
-                stream_id,
-                block,
-                end_headers,
-            } => {
+            Frame::GoAway { last_stream_id, code, debug } => encode_goaway(dst, *last_stream_id, *code, debug),
+            Frame::WindowUpdate { stream_id, increment } => encode_window_update(dst, *stream_id, *increment),
+            Frame::Continuation { stream_id, block, end_headers } => {
                 let flags = if *end_headers { flag::END_HEADERS } else { 0 };
                 put_head(dst, block.len(), kind::CONTINUATION, flags, *stream_id);
                 dst.extend_from_slice(block);
             }
-            Frame::Unknown {
-                kind,
-                flags,
-                stream_id,
-                payload,
-            } => {
+            Frame::Unknown { kind, flags, stream_id, payload } => {
                 put_head(dst, payload.len(), *kind, *flags, *stream_id);
                 dst.extend_from_slice(payload);
             }
@@ -692,12 +532,7 @@ impl Frame {
 }
 
 fn put_head(dst: &mut BytesMut, len: usize, kind: u8, flags: u8, stream_id: u32) {
-    let head = FrameHead {
-        len: len as u32,
-        kind,
-        flags,
-        stream_id,
-    };
+    let head = FrameHead { len: len as u32, kind, flags, stream_id };
     dst.extend_from_slice(&head.encode());
 }
 
@@ -747,13 +582,7 @@ pub fn encode_goaway(dst: &mut BytesMut, last_stream_id: u32, code: ErrorCode, d
 /// A header block as one HEADERS frame, followed by CONTINUATION frames when
 /// it is larger than the peer's SETTINGS_MAX_FRAME_SIZE (§4.3, §6.10).
 /// END_STREAM goes on the HEADERS frame, END_HEADERS on the last frame.
-pub fn encode_headers(
-    dst: &mut BytesMut,
-    stream_id: u32,
-    block: &[u8],
-    end_stream: bool,
-    max_frame_size: u32,
-) {
+pub fn encode_headers(dst: &mut BytesMut, stream_id: u32, block: &[u8], end_stream: bool, max_frame_size: u32) {
     let max = max_frame_size.clamp(DEFAULT_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE) as usize;
     let mut chunks = block.chunks(max);
     let first = chunks.next().unwrap_or(&[]);
@@ -780,13 +609,7 @@ pub fn encode_headers(
 /// The head of a DATA frame of `len` octets; the payload follows it as a
 /// separate, uncopied slice (§6.1).
 pub fn data_head(stream_id: u32, len: u32, end_stream: bool) -> [u8; FRAME_HEAD_LEN] {
-    FrameHead {
-        len,
-        kind: kind::DATA,
-        flags: if end_stream { flag::END_STREAM } else { 0 },
-        stream_id,
-    }
-    .encode()
+    FrameHead { len, kind: kind::DATA, flags: if end_stream { flag::END_STREAM } else { 0 }, stream_id }.encode()
 }
 
 #[cfg(test)]
@@ -816,107 +639,39 @@ mod tests {
 
     fn all_frames() -> Vec<Frame> {
         vec![
-            Frame::Data {
-                stream_id: 1,
-                payload: Bytes::from_static(b"hello"),
-                end_stream: false,
-                flow_len: 5,
-            },
+            Frame::Data { stream_id: 1, payload: Bytes::from_static(b"hello"), end_stream: false, flow_len: 5 },
             Frame::Data {
                 stream_id: 3,
                 payload: Bytes::from_static(b"padded"),
                 end_stream: true,
                 flow_len: 6 + 1 + 10,
             },
-            Frame::Data {
-                stream_id: 5,
-                payload: Bytes::new(),
-                end_stream: true,
-                flow_len: 0,
-            },
-            Frame::Headers {
-                stream_id: 1,
-                block: Bytes::from_static(b"\x88"),
-                end_stream: true,
-                end_headers: true,
-            },
-            Frame::Headers {
-                stream_id: 7,
-                block: Bytes::from_static(b"abc"),
-                end_stream: false,
-                end_headers: false,
-            },
-            Frame::Priority {
-                stream_id: 3,
-                dependency: 1,
-                exclusive: true,
-                weight: 200,
-            },
-            Frame::RstStream {
-                stream_id: 9,
-                code: ErrorCode::CANCEL,
-            },
-            Frame::Settings {
-                ack: false,
-                params: vec![(setting::MAX_CONCURRENT_STREAMS, 100), (0x99, 7)],
-            },
-            Frame::Settings {
-                ack: false,
-                params: vec![],
-            },
-            Frame::Settings {
-                ack: true,
-                params: vec![],
-            },
-            Frame::PushPromise {
-                stream_id: 1,
-                promised_id: 2,
-                block: Bytes::from_static(b"blk"),
-                end_headers: true,
-            },
-            Frame::Ping {
-                ack: false,
-                payload: *b"12345678",
-            },
-            Frame::Ping {
-                ack: true,
-                payload: [0xff; 8],
-            },
+            Frame::Data { stream_id: 5, payload: Bytes::new(), end_stream: true, flow_len: 0 },
+            Frame::Headers { stream_id: 1, block: Bytes::from_static(b"\x88"), end_stream: true, end_headers: true },
+            Frame::Headers { stream_id: 7, block: Bytes::from_static(b"abc"), end_stream: false, end_headers: false },
+            Frame::Priority { stream_id: 3, dependency: 1, exclusive: true, weight: 200 },
+            Frame::RstStream { stream_id: 9, code: ErrorCode::CANCEL },
+            Frame::Settings { ack: false, params: vec![(setting::MAX_CONCURRENT_STREAMS, 100), (0x99, 7)] },
+            Frame::Settings { ack: false, params: vec![] },
+            Frame::Settings { ack: true, params: vec![] },
+            Frame::PushPromise { stream_id: 1, promised_id: 2, block: Bytes::from_static(b"blk"), end_headers: true },
+            Frame::Ping { ack: false, payload: *b"12345678" },
+            Frame::Ping { ack: true, payload: [0xff; 8] },
             Frame::GoAway {
                 last_stream_id: 101,
                 code: ErrorCode::ENHANCE_YOUR_CALM,
                 debug: Bytes::from_static(b"calm down"),
             },
-            Frame::WindowUpdate {
-                stream_id: 0,
-                increment: MAX_WINDOW_SIZE,
-            },
-            Frame::WindowUpdate {
-                stream_id: 11,
-                increment: 1,
-            },
-            Frame::Continuation {
-                stream_id: 7,
-                block: Bytes::from_static(b"def"),
-                end_headers: true,
-            },
-            Frame::Unknown {
-                kind: 0xfa,
-                flags: 0x55,
-                stream_id: 13,
-                payload: Bytes::from_static(b"whatever"),
-            },
+            Frame::WindowUpdate { stream_id: 0, increment: MAX_WINDOW_SIZE },
+            Frame::WindowUpdate { stream_id: 11, increment: 1 },
+            Frame::Continuation { stream_id: 7, block: Bytes::from_static(b"def"), end_headers: true },
+            Frame::Unknown { kind: 0xfa, flags: 0x55, stream_id: 13, payload: Bytes::from_static(b"whatever") },
         ]
     }
 
     #[test]
     fn head_round_trip_and_reserved_bit() {
-        let head = FrameHead {
-            len: 0x12_3456,
-            kind: 7,
-            flags: 0xa5,
-            stream_id: 0x7654_3210,
-        };
+        let head = FrameHead { len: 0x12_3456, kind: 7, flags: 0xa5, stream_id: 0x7654_3210 };
         assert_eq!(FrameHead::parse(&head.encode()), head);
         let mut bytes = head.encode();
         bytes[5] |= 0x80;
@@ -976,10 +731,7 @@ mod tests {
     fn payloads_are_zero_copy_slices() {
         let mut buf = raw(kind::DATA, flag::PADDED, 1, b"\x02hello\0\0");
         let start = buf.as_ptr() as usize;
-        let Some(Frame::Data {
-            payload, flow_len, ..
-        }) = decode_frame(&mut buf, MAX).unwrap()
-        else {
+        let Some(Frame::Data { payload, flow_len, .. }) = decode_frame(&mut buf, MAX).unwrap() else {
             panic!("not DATA");
         };
         assert_eq!(&payload[..], b"hello");
@@ -990,20 +742,10 @@ mod tests {
     #[test]
     fn headers_priority_and_padding_are_stripped() {
         let payload = b"\x03\x80\x00\x00\x01\x10blk\0\0\0";
-        let buf = raw(
-            kind::HEADERS,
-            flag::PADDED | flag::PRIORITY | flag::END_HEADERS,
-            3,
-            payload,
-        );
+        let buf = raw(kind::HEADERS, flag::PADDED | flag::PRIORITY | flag::END_HEADERS, 3, payload);
         assert_eq!(
             decode_all(buf).unwrap(),
-            Frame::Headers {
-                stream_id: 3,
-                block: Bytes::from_static(b"blk"),
-                end_stream: false,
-                end_headers: true,
-            }
+            Frame::Headers { stream_id: 3, block: Bytes::from_static(b"blk"), end_stream: false, end_headers: true }
         );
     }
 
@@ -1019,160 +761,51 @@ mod tests {
         use ErrorCode as E;
         let big = vec![0u8; MAX as usize + 1];
         // §4.2: too large, known from the head alone.
-        expect_err(
-            BytesMut::from(&raw(kind::DATA, 0, 1, &big)[..9]),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
+        expect_err(BytesMut::from(&raw(kind::DATA, 0, 1, &big)[..9]), E::FRAME_SIZE_ERROR, None);
         expect_err(raw(0xee, 0, 1, &big), E::FRAME_SIZE_ERROR, None);
         // DATA
         expect_err(raw(kind::DATA, 0, 0, b"x"), E::PROTOCOL_ERROR, None);
-        expect_err(
-            raw(kind::DATA, flag::PADDED, 1, b""),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::DATA, flag::PADDED, 1, b"\x01"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::DATA, flag::PADDED, 1, b"\x03ab"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
+        expect_err(raw(kind::DATA, flag::PADDED, 1, b""), E::FRAME_SIZE_ERROR, None);
+        expect_err(raw(kind::DATA, flag::PADDED, 1, b"\x01"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::DATA, flag::PADDED, 1, b"\x03ab"), E::PROTOCOL_ERROR, None);
         // HEADERS
+        expect_err(raw(kind::HEADERS, flag::END_HEADERS, 0, b"x"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::HEADERS, flag::PRIORITY, 1, b"1234"), E::FRAME_SIZE_ERROR, None);
+        expect_err(raw(kind::HEADERS, flag::PADDED, 1, b"\x05abcd"), E::PROTOCOL_ERROR, None);
         expect_err(
-            raw(kind::HEADERS, flag::END_HEADERS, 0, b"x"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::HEADERS, flag::PRIORITY, 1, b"1234"),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::HEADERS, flag::PADDED, 1, b"\x05abcd"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(
-                kind::HEADERS,
-                flag::PADDED | flag::PRIORITY,
-                1,
-                b"\x01\0\0\0\x03\x10",
-            ),
+            raw(kind::HEADERS, flag::PADDED | flag::PRIORITY, 1, b"\x01\0\0\0\x03\x10"),
             E::PROTOCOL_ERROR,
             None,
         );
         // PRIORITY
-        expect_err(
-            raw(kind::PRIORITY, 0, 0, b"\0\0\0\x01\x10"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::PRIORITY, 0, 3, b"\0\0\0\x01"),
-            E::FRAME_SIZE_ERROR,
-            Some(3),
-        );
-        expect_err(
-            raw(kind::PRIORITY, 0, 3, b"\0\0\0\x03\x10"),
-            E::PROTOCOL_ERROR,
-            Some(3),
-        );
+        expect_err(raw(kind::PRIORITY, 0, 0, b"\0\0\0\x01\x10"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::PRIORITY, 0, 3, b"\0\0\0\x01"), E::FRAME_SIZE_ERROR, Some(3));
+        expect_err(raw(kind::PRIORITY, 0, 3, b"\0\0\0\x03\x10"), E::PROTOCOL_ERROR, Some(3));
         // RST_STREAM
-        expect_err(
-            raw(kind::RST_STREAM, 0, 0, b"\0\0\0\x08"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::RST_STREAM, 0, 1, b"\0\0\x08"),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
+        expect_err(raw(kind::RST_STREAM, 0, 0, b"\0\0\0\x08"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::RST_STREAM, 0, 1, b"\0\0\x08"), E::FRAME_SIZE_ERROR, None);
         // SETTINGS
         expect_err(raw(kind::SETTINGS, 0, 1, b""), E::PROTOCOL_ERROR, None);
-        expect_err(
-            raw(kind::SETTINGS, flag::ACK, 0, b"\0\x01\0\0\0\0"),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::SETTINGS, 0, 0, b"\0\x01\0\0\0"),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::SETTINGS, 0, 0, b"\0\x02\0\0\0\x02"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::SETTINGS, 0, 0, b"\0\x04\x80\0\0\0"),
-            E::FLOW_CONTROL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::SETTINGS, 0, 0, b"\0\x05\0\0\x3f\xff"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::SETTINGS, 0, 0, b"\0\x05\x01\0\0\0"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
+        expect_err(raw(kind::SETTINGS, flag::ACK, 0, b"\0\x01\0\0\0\0"), E::FRAME_SIZE_ERROR, None);
+        expect_err(raw(kind::SETTINGS, 0, 0, b"\0\x01\0\0\0"), E::FRAME_SIZE_ERROR, None);
+        expect_err(raw(kind::SETTINGS, 0, 0, b"\0\x02\0\0\0\x02"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::SETTINGS, 0, 0, b"\0\x04\x80\0\0\0"), E::FLOW_CONTROL_ERROR, None);
+        expect_err(raw(kind::SETTINGS, 0, 0, b"\0\x05\0\0\x3f\xff"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::SETTINGS, 0, 0, b"\0\x05\x01\0\0\0"), E::PROTOCOL_ERROR, None);
         // PUSH_PROMISE
-        expect_err(
-            raw(kind::PUSH_PROMISE, 0, 0, b"\0\0\0\x02"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::PUSH_PROMISE, 0, 1, b"\0\0\x02"),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
+        expect_err(raw(kind::PUSH_PROMISE, 0, 0, b"\0\0\0\x02"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::PUSH_PROMISE, 0, 1, b"\0\0\x02"), E::FRAME_SIZE_ERROR, None);
         // PING
         expect_err(raw(kind::PING, 0, 1, b"12345678"), E::PROTOCOL_ERROR, None);
         expect_err(raw(kind::PING, 0, 0, b"1234567"), E::FRAME_SIZE_ERROR, None);
-        expect_err(
-            raw(kind::PING, 0, 0, b"123456789"),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
+        expect_err(raw(kind::PING, 0, 0, b"123456789"), E::FRAME_SIZE_ERROR, None);
         // GOAWAY
-        expect_err(
-            raw(kind::GOAWAY, 0, 1, b"\0\0\0\0\0\0\0\0"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::GOAWAY, 0, 0, b"\0\0\0\0\0\0\0"),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
+        expect_err(raw(kind::GOAWAY, 0, 1, b"\0\0\0\0\0\0\0\0"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::GOAWAY, 0, 0, b"\0\0\0\0\0\0\0"), E::FRAME_SIZE_ERROR, None);
         // WINDOW_UPDATE
-        expect_err(
-            raw(kind::WINDOW_UPDATE, 0, 0, b"\0\0\x01"),
-            E::FRAME_SIZE_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::WINDOW_UPDATE, 0, 0, b"\0\0\0\0"),
-            E::PROTOCOL_ERROR,
-            None,
-        );
-        expect_err(
-            raw(kind::WINDOW_UPDATE, 0, 5, b"\x80\0\0\0"),
-            E::PROTOCOL_ERROR,
-            Some(5),
-        );
+        expect_err(raw(kind::WINDOW_UPDATE, 0, 0, b"\0\0\x01"), E::FRAME_SIZE_ERROR, None);
+        expect_err(raw(kind::WINDOW_UPDATE, 0, 0, b"\0\0\0\0"), E::PROTOCOL_ERROR, None);
+        expect_err(raw(kind::WINDOW_UPDATE, 0, 5, b"\x80\0\0\0"), E::PROTOCOL_ERROR, Some(5));
         // CONTINUATION
         expect_err(raw(kind::CONTINUATION, 0, 0, b"x"), E::PROTOCOL_ERROR, None);
     }
@@ -1180,15 +813,9 @@ mod tests {
     #[test]
     fn stream_error_consumes_the_frame() {
         let mut buf = raw(kind::WINDOW_UPDATE, 0, 5, b"\0\0\0\0");
-        buf.extend_from_slice(&encoded(&Frame::Ping {
-            ack: false,
-            payload: [1; 8],
-        }));
+        buf.extend_from_slice(&encoded(&Frame::Ping { ack: false, payload: [1; 8] }));
         assert!(decode_frame(&mut buf, MAX).is_err());
-        assert!(matches!(
-            decode_frame(&mut buf, MAX),
-            Ok(Some(Frame::Ping { .. }))
-        ));
+        assert!(matches!(decode_frame(&mut buf, MAX), Ok(Some(Frame::Ping { .. }))));
     }
 
     #[test]
@@ -1196,13 +823,7 @@ mod tests {
         let body = vec![7u8; 20_000];
         let mut buf = raw(kind::DATA, 0, 1, &body);
         let f = decode_frame(&mut buf, 20_000).unwrap().unwrap();
-        assert!(matches!(
-            f,
-            Frame::Data {
-                flow_len: 20_000,
-                ..
-            }
-        ));
+        assert!(matches!(f, Frame::Data { flow_len: 20_000, .. }));
     }
 
     #[test]
@@ -1219,21 +840,12 @@ mod tests {
         for (i, f) in frames.iter().enumerate() {
             let last = i == frames.len() - 1;
             match f {
-                Frame::Headers {
-                    stream_id: 5,
-                    block,
-                    end_stream: true,
-                    end_headers,
-                } if i == 0 => {
+                Frame::Headers { stream_id: 5, block, end_stream: true, end_headers } if i == 0 => {
                     assert_eq!(*end_headers, last);
                     assert_eq!(block.len(), MAX as usize);
                     joined.extend_from_slice(block);
                 }
-                Frame::Continuation {
-                    stream_id: 5,
-                    block,
-                    end_headers,
-                } if i > 0 => {
+                Frame::Continuation { stream_id: 5, block, end_headers } if i > 0 => {
                     assert_eq!(*end_headers, last);
                     joined.extend_from_slice(block);
                 }
@@ -1264,22 +876,14 @@ mod tests {
         buf.extend_from_slice(b"abc");
         assert_eq!(
             decode_all(buf).unwrap(),
-            Frame::Data {
-                stream_id: 9,
-                payload: Bytes::from_static(b"abc"),
-                end_stream: true,
-                flow_len: 3,
-            }
+            Frame::Data { stream_id: 9, payload: Bytes::from_static(b"abc"), end_stream: true, flow_len: 3 }
         );
     }
 
     #[test]
     fn error_code_display() {
         assert_eq!(ErrorCode::REFUSED_STREAM.to_string(), "REFUSED_STREAM");
-        assert_eq!(
-            ErrorCode::HTTP_1_1_REQUIRED.to_string(),
-            "HTTP_1_1_REQUIRED"
-        );
+        assert_eq!(ErrorCode::HTTP_1_1_REQUIRED.to_string(), "HTTP_1_1_REQUIRED");
         assert_eq!(ErrorCode(0x42).to_string(), "unknown error code 0x42");
     }
 }

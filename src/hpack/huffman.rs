@@ -153,10 +153,7 @@ const fn build_tree() -> [[u16; 2]; NODE_COUNT] {
     // Complete code: every internal node has both children.
     let mut node = 0;
     while node < NODE_COUNT {
-        assert!(
-            tree[node][0] != 0 && tree[node][1] != 0,
-            "Huffman code is incomplete"
-        );
+        assert!(tree[node][0] != 0 && tree[node][1] != 0, "Huffman code is incomplete");
         node += 1;
     }
     tree
@@ -180,21 +177,13 @@ const FAILS: u8 = 2;
 const STEPS: [[Step; 16]; NODE_COUNT] = build_steps();
 
 const fn build_steps() -> [[Step; 16]; NODE_COUNT] {
-    let mut steps = [[Step {
-        next: 0,
-        symbol: 0,
-        flags: 0,
-    }; 16]; NODE_COUNT];
+    let mut steps = [[Step { next: 0, symbol: 0, flags: 0 }; 16]; NODE_COUNT];
     let mut state = 0;
     while state < NODE_COUNT {
         let mut nibble = 0;
         while nibble < 16 {
             let mut node = state;
-            let mut step = Step {
-                next: 0,
-                symbol: 0,
-                flags: 0,
-            };
+            let mut step = Step { next: 0, symbol: 0, flags: 0 };
             let mut bit = 4;
             while bit > 0 {
                 bit -= 1;
@@ -294,10 +283,7 @@ pub fn encode(src: &[u8], dst: &mut Vec<u8>) {
 
 /// Length in bytes of the Huffman coding of `src`, padding included.
 pub fn encoded_len(src: &[u8]) -> usize {
-    let bits: usize = src
-        .iter()
-        .map(|&byte| usize::from(CODES[usize::from(byte)].1))
-        .sum();
+    let bits: usize = src.iter().map(|&byte| usize::from(CODES[usize::from(byte)].1)).sum();
     bits.div_ceil(8)
 }
 
@@ -307,10 +293,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let digits: Vec<u8> = s.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
+        digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap()).collect()
     }
 
     fn decoded(src: &[u8]) -> Result<Vec<u8>, DecoderError> {
@@ -333,10 +316,7 @@ mod tests {
                 expected = (expected + 1) << (len - previous_len);
             }
             assert_eq!(u64::from(code), expected, "symbol {symbol}");
-            assert!(
-                u64::from(code) < 1 << len,
-                "symbol {symbol} code wider than its length"
-            );
+            assert!(u64::from(code) < 1 << len, "symbol {symbol} code wider than its length");
             previous_len = len;
         }
         // The last code is all ones: the code is complete (Kraft sum 1).
@@ -369,14 +349,8 @@ mod tests {
         ("302", "6402"),
         ("307", "640e ff"),
         ("private", "aec3 771a 4b"),
-        (
-            "Mon, 21 Oct 2013 20:13:21 GMT",
-            "d07a be94 1054 d444 a820 0595 040b 8166 e082 a62d 1bff",
-        ),
-        (
-            "https://www.example.com",
-            "9d29 ad17 1863 c78f 0b97 c8e9 ae82 ae43 d3",
-        ),
+        ("Mon, 21 Oct 2013 20:13:21 GMT", "d07a be94 1054 d444 a820 0595 040b 8166 e082 a62d 1bff"),
+        ("https://www.example.com", "9d29 ad17 1863 c78f 0b97 c8e9 ae82 ae43 d3"),
         ("gzip", "9bd9 ab"),
     ];
 
@@ -391,11 +365,7 @@ mod tests {
             encode(plain.as_bytes(), &mut out);
             assert_eq!(out, coded, "encode {plain:?}");
             assert_eq!(encoded_len(plain.as_bytes()), coded.len());
-            assert_eq!(
-                decoded(&coded).unwrap(),
-                plain.as_bytes(),
-                "decode {plain:?}"
-            );
+            assert_eq!(decoded(&coded).unwrap(), plain.as_bytes(), "decode {plain:?}");
         }
     }
 
@@ -455,15 +425,9 @@ mod tests {
         // A whole byte of ones is 8 bits of padding.
         assert_eq!(decoded(&[0xff]), Err(DecoderError::InvalidHuffman));
         // 'a' (5 bits) followed by 11 one-bits.
-        assert_eq!(
-            decoded(&[0b0001_1111, 0xff]),
-            Err(DecoderError::InvalidHuffman)
-        );
+        assert_eq!(decoded(&[0b0001_1111, 0xff]), Err(DecoderError::InvalidHuffman));
         // '0' (5 bits) followed by 11 one-bits spanning two bytes.
-        assert_eq!(
-            decoded(&[0b0000_0111, 0b1111_1111]),
-            Err(DecoderError::InvalidHuffman)
-        );
+        assert_eq!(decoded(&[0b0000_0111, 0b1111_1111]), Err(DecoderError::InvalidHuffman));
     }
 
     #[test]
@@ -475,10 +439,7 @@ mod tests {
     #[test]
     fn eos_in_string_is_rejected() {
         // EOS (30 ones) padded with two ones.
-        assert_eq!(
-            decoded(&[0xff, 0xff, 0xff, 0xff]),
-            Err(DecoderError::InvalidHuffman)
-        );
+        assert_eq!(decoded(&[0xff, 0xff, 0xff, 0xff]), Err(DecoderError::InvalidHuffman));
         // 'a' then EOS then padding.
         let mut bits: u64 = 0b00011;
         bits = (bits << 30) | 0x3fff_ffff;
@@ -489,9 +450,6 @@ mod tests {
 
     #[test]
     fn go_fuzz_regression() {
-        assert_eq!(
-            decoded(b"00\x91\xff\xff\xff\xff\xc8"),
-            Err(DecoderError::InvalidHuffman)
-        );
+        assert_eq!(decoded(b"00\x91\xff\xff\xff\xff\xc8"), Err(DecoderError::InvalidHuffman));
     }
 }

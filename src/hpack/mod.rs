@@ -70,13 +70,9 @@ impl fmt::Display for DecoderError {
             DecoderError::InvalidTableSizeUpdate => {
                 f.write_str("HPACK table size update exceeds the advertised maximum")
             }
-            DecoderError::SizeUpdateNotAtStart => {
-                f.write_str("HPACK table size update after a header field")
-            }
+            DecoderError::SizeUpdateNotAtStart => f.write_str("HPACK table size update after a header field"),
             DecoderError::HeaderListTooLarge => f.write_str("header list exceeds the maximum size"),
-            DecoderError::InvalidRepresentation => {
-                f.write_str("HPACK integer has superfluous continuation octets")
-            }
+            DecoderError::InvalidRepresentation => f.write_str("HPACK integer has superfluous continuation octets"),
         }
     }
 }
@@ -190,10 +186,7 @@ enum Literal<'b> {
 
 /// Reads a string literal (§5.2), advancing `input`. A Huffman-coded
 /// string is decoded into `scratch`.
-fn decode_string<'b>(
-    input: &mut &'b [u8],
-    scratch: &mut Vec<u8>,
-) -> Result<Literal<'b>, DecoderError> {
+fn decode_string<'b>(input: &mut &'b [u8], scratch: &mut Vec<u8>) -> Result<Literal<'b>, DecoderError> {
     let huffman = input.first().ok_or(DecoderError::NeedMore)? & HUFFMAN_FLAG != 0;
     let len = decode_integer(input, STRING_LENGTH_PREFIX)?;
     if input.len() < len {
@@ -265,12 +258,7 @@ impl Decoder {
         max_list_size: usize,
         emit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), DecoderError> {
-        let Decoder {
-            table,
-            max_table_size,
-            name_scratch,
-            value_scratch,
-        } = self;
+        let Decoder { table, max_table_size, name_scratch, value_scratch } = self;
         let mut input = block;
         let mut list_size: usize = 0;
         // §4.2: size updates are only allowed before the first field.
@@ -302,9 +290,7 @@ impl Decoder {
                 Representation::LiteralIncrementalIndexing => true,
                 // Never-indexed only binds intermediaries that re-encode with
                 // HPACK (§7.1.3); we forward these fields over HTTP/1.1.
-                Representation::LiteralWithoutIndexing | Representation::LiteralNeverIndexed => {
-                    false
-                }
+                Representation::LiteralWithoutIndexing | Representation::LiteralNeverIndexed => false,
             };
             at_block_start = false;
 
@@ -326,10 +312,9 @@ impl Decoder {
 
             let name: &[u8] = match name_source {
                 NameSource::Static(name) => name,
-                NameSource::Dynamic(position) => table
-                    .get(position)
-                    .map(Entry::name)
-                    .ok_or(DecoderError::InvalidIndex(name_index))?,
+                NameSource::Dynamic(position) => {
+                    table.get(position).map(Entry::name).ok_or(DecoderError::InvalidIndex(name_index))?
+                }
                 NameSource::Literal(Literal::Raw(name)) => name,
                 NameSource::Literal(Literal::Decoded) => name_scratch,
             };
@@ -366,16 +351,8 @@ fn lookup(table: &DynamicTable, index: usize) -> Result<(&[u8], &[u8]), DecoderE
 }
 
 /// Adds a field to the header list size (RFC 9113 §6.5.2 accounting).
-fn account(
-    list_size: &mut usize,
-    name: &[u8],
-    value: &[u8],
-    max_list_size: usize,
-) -> Result<(), DecoderError> {
-    let field_size = name
-        .len()
-        .saturating_add(value.len())
-        .saturating_add(ENTRY_OVERHEAD);
+fn account(list_size: &mut usize, name: &[u8], value: &[u8], max_list_size: usize) -> Result<(), DecoderError> {
+    let field_size = name.len().saturating_add(value.len()).saturating_add(ENTRY_OVERHEAD);
     *list_size = list_size.saturating_add(field_size);
     if *list_size > max_list_size {
         return Err(DecoderError::HeaderListTooLarge);
@@ -403,21 +380,14 @@ impl Encoder {
     /// when the name is there. Strings are not Huffman-coded: our values are
     /// short and this keeps encoding a straight copy. Names must already be
     /// lower case (RFC 9113 §8.2.1); the caller guarantees it.
-    pub fn encode<'a, I: IntoIterator<Item = (&'a [u8], &'a [u8])>>(
-        &mut self,
-        fields: I,
-        dst: &mut Vec<u8>,
-    ) {
+    pub fn encode<'a, I: IntoIterator<Item = (&'a [u8], &'a [u8])>>(&mut self, fields: I, dst: &mut Vec<u8>) {
         // The only literal we send: it leaves the peer's table untouched.
         const LITERAL: Representation = Representation::LiteralWithoutIndexing;
         for (name, value) in fields {
             match table::find_static(name, value) {
-                StaticMatch::Field(index) => encode_integer(
-                    index,
-                    Representation::Indexed.prefix_bits(),
-                    Representation::Indexed.pattern(),
-                    dst,
-                ),
+                StaticMatch::Field(index) => {
+                    encode_integer(index, Representation::Indexed.prefix_bits(), Representation::Indexed.pattern(), dst)
+                }
                 StaticMatch::Name(index) => {
                     encode_integer(index, LITERAL.prefix_bits(), LITERAL.pattern(), dst);
                     encode_string(value, dst);
@@ -446,24 +416,14 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let digits: Vec<u8> = s.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
+        digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap()).collect()
     }
 
-    fn decode_with_limit(
-        decoder: &mut Decoder,
-        block: &[u8],
-        max_list_size: usize,
-    ) -> Result<Fields, DecoderError> {
+    fn decode_with_limit(decoder: &mut Decoder, block: &[u8], max_list_size: usize) -> Result<Fields, DecoderError> {
         let mut fields = Vec::new();
         decoder
             .decode(block, max_list_size, &mut |name, value| {
-                fields.push((
-                    String::from_utf8_lossy(name).into_owned(),
-                    String::from_utf8_lossy(value).into_owned(),
-                ))
+                fields.push((String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned()))
             })
             .map(|()| fields)
     }
@@ -473,10 +433,7 @@ mod tests {
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {
-        pairs
-            .iter()
-            .map(|&(name, value)| (name.to_owned(), value.to_owned()))
-            .collect()
+        pairs.iter().map(|&(name, value)| (name.to_owned(), value.to_owned())).collect()
     }
 
     /// Dynamic table contents, newest first.
@@ -523,24 +480,12 @@ mod tests {
     fn integer_boundaries_round_trip() {
         for prefix_bits in 1..=8u8 {
             let prefix_max = (1usize << prefix_bits) - 1;
-            for value in [
-                0,
-                1,
-                prefix_max - 1,
-                prefix_max,
-                prefix_max + 1,
-                127 + prefix_max,
-                128 + prefix_max,
-                1 << 20,
-                1 << 28,
-            ] {
+            for value in
+                [0, 1, prefix_max - 1, prefix_max, prefix_max + 1, 127 + prefix_max, 128 + prefix_max, 1 << 20, 1 << 28]
+            {
                 let mut out = Vec::new();
                 encode_integer(value, prefix_bits, 0, &mut out);
-                assert_eq!(
-                    int(&out, prefix_bits),
-                    Ok((value, out.len())),
-                    "{value} / {prefix_bits}"
-                );
+                assert_eq!(int(&out, prefix_bits), Ok((value, out.len())), "{value} / {prefix_bits}");
             }
         }
     }
@@ -551,16 +496,10 @@ mod tests {
         let mut out = Vec::new();
         encode_integer((1 << 28) + 1, 5, 0, &mut out);
         assert_eq!(int(&out, 5), Err(DecoderError::IntegerOverflow));
-        assert_eq!(
-            int(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f], 7),
-            Err(DecoderError::IntegerOverflow)
-        );
+        assert_eq!(int(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f], 7), Err(DecoderError::IntegerOverflow));
         // Zero-padded: 4 padding octets are tolerated, a 5th continuation is not.
         assert_eq!(int(&[0x7f, 0x80, 0x80, 0x80, 0x80, 0x00], 7), Ok((127, 6)));
-        assert_eq!(
-            int(&[0x7f, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], 7),
-            Err(DecoderError::InvalidRepresentation)
-        );
+        assert_eq!(int(&[0x7f, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], 7), Err(DecoderError::InvalidRepresentation));
         // Truncated.
         assert_eq!(int(&[], 7), Err(DecoderError::NeedMore));
         assert_eq!(int(&[0x1f], 5), Err(DecoderError::NeedMore));
@@ -572,29 +511,16 @@ mod tests {
         for first in 0..=255u8 {
             let representation = Representation::of(first);
             let prefix_mask = ((1u16 << representation.prefix_bits()) - 1) as u8;
-            assert_eq!(
-                first & !prefix_mask,
-                representation.pattern(),
-                "{first:#04x}"
-            );
+            assert_eq!(first & !prefix_mask, representation.pattern(), "{first:#04x}");
         }
-        assert_eq!(
-            Representation::of(0x1f),
-            Representation::LiteralNeverIndexed
-        );
-        assert_eq!(
-            Representation::of(0x0f),
-            Representation::LiteralWithoutIndexing
-        );
+        assert_eq!(Representation::of(0x1f), Representation::LiteralNeverIndexed);
+        assert_eq!(Representation::of(0x0f), Representation::LiteralWithoutIndexing);
     }
 
     #[test]
     fn never_indexed_with_indexed_name() {
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0x14, 0x01, b'x']),
-            Ok(fields(&[(":path", "x")]))
-        );
+        assert_eq!(decode(&mut d, &[0x14, 0x01, b'x']), Ok(fields(&[(":path", "x")])));
         assert_eq!(d.table_len(), 0);
     }
 
@@ -604,10 +530,7 @@ mod tests {
     fn c2_1_literal_with_indexing() {
         let mut d = Decoder::new(4096);
         let block = hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572");
-        assert_eq!(
-            decode(&mut d, &block),
-            Ok(fields(&[("custom-key", "custom-header")]))
-        );
+        assert_eq!(decode(&mut d, &block), Ok(fields(&[("custom-key", "custom-header")])));
         assert_eq!(table_of(&d), fields(&[("custom-key", "custom-header")]));
         assert_eq!(d.table_size(), 55);
     }
@@ -616,10 +539,7 @@ mod tests {
     fn c2_2_literal_without_indexing() {
         let mut d = Decoder::new(4096);
         let block = hex("040c 2f73 616d 706c 652f 7061 7468");
-        assert_eq!(
-            decode(&mut d, &block),
-            Ok(fields(&[(":path", "/sample/path")]))
-        );
+        assert_eq!(decode(&mut d, &block), Ok(fields(&[(":path", "/sample/path")])));
         assert_eq!(d.table_len(), 0);
     }
 
@@ -627,10 +547,7 @@ mod tests {
     fn c2_3_literal_never_indexed() {
         let mut d = Decoder::new(4096);
         let block = hex("1008 7061 7373 776f 7264 0673 6563 7265 74");
-        assert_eq!(
-            decode(&mut d, &block),
-            Ok(fields(&[("password", "secret")]))
-        );
+        assert_eq!(decode(&mut d, &block), Ok(fields(&[("password", "secret")])));
         assert_eq!(d.table_len(), 0);
     }
 
@@ -650,12 +567,8 @@ mod tests {
         size: usize,
     }
 
-    const REQUEST_1: &[(&str, &str)] = &[
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":path", "/"),
-        (":authority", "www.example.com"),
-    ];
+    const REQUEST_1: &[(&str, &str)] =
+        &[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")];
     const REQUEST_2: &[(&str, &str)] = &[
         (":method", "GET"),
         (":scheme", "http"),
@@ -671,15 +584,9 @@ mod tests {
         ("custom-key", "custom-value"),
     ];
     const REQUEST_TABLE_1: &[(&str, &str)] = &[(":authority", "www.example.com")];
-    const REQUEST_TABLE_2: &[(&str, &str)] = &[
-        ("cache-control", "no-cache"),
-        (":authority", "www.example.com"),
-    ];
-    const REQUEST_TABLE_3: &[(&str, &str)] = &[
-        ("custom-key", "custom-value"),
-        ("cache-control", "no-cache"),
-        (":authority", "www.example.com"),
-    ];
+    const REQUEST_TABLE_2: &[(&str, &str)] = &[("cache-control", "no-cache"), (":authority", "www.example.com")];
+    const REQUEST_TABLE_3: &[(&str, &str)] =
+        &[("custom-key", "custom-value"), ("cache-control", "no-cache"), (":authority", "www.example.com")];
 
     const C3: [Step; 3] = [
         Step {
@@ -688,12 +595,7 @@ mod tests {
             table: REQUEST_TABLE_1,
             size: 57,
         },
-        Step {
-            block: "8286 84be 5808 6e6f 2d63 6163 6865",
-            fields: REQUEST_2,
-            table: REQUEST_TABLE_2,
-            size: 110,
-        },
+        Step { block: "8286 84be 5808 6e6f 2d63 6163 6865", fields: REQUEST_2, table: REQUEST_TABLE_2, size: 110 },
         Step {
             block: "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65",
             fields: REQUEST_3,
@@ -709,12 +611,7 @@ mod tests {
             table: REQUEST_TABLE_1,
             size: 57,
         },
-        Step {
-            block: "8286 84be 5886 a8eb 1064 9cbf",
-            fields: REQUEST_2,
-            table: REQUEST_TABLE_2,
-            size: 110,
-        },
+        Step { block: "8286 84be 5886 a8eb 1064 9cbf", fields: REQUEST_2, table: REQUEST_TABLE_2, size: 110 },
         Step {
             block: "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
             fields: REQUEST_3,
@@ -727,18 +624,10 @@ mod tests {
     const DATE_2: &str = "Mon, 21 Oct 2013 20:13:22 GMT";
     const LOCATION: &str = "https://www.example.com";
     const COOKIE: &str = "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1";
-    const RESPONSE_1: &[(&str, &str)] = &[
-        (":status", "302"),
-        ("cache-control", "private"),
-        ("date", DATE_1),
-        ("location", LOCATION),
-    ];
-    const RESPONSE_2: &[(&str, &str)] = &[
-        (":status", "307"),
-        ("cache-control", "private"),
-        ("date", DATE_1),
-        ("location", LOCATION),
-    ];
+    const RESPONSE_1: &[(&str, &str)] =
+        &[(":status", "302"), ("cache-control", "private"), ("date", DATE_1), ("location", LOCATION)];
+    const RESPONSE_2: &[(&str, &str)] =
+        &[(":status", "307"), ("cache-control", "private"), ("date", DATE_1), ("location", LOCATION)];
     const RESPONSE_3: &[(&str, &str)] = &[
         (":status", "200"),
         ("cache-control", "private"),
@@ -747,23 +636,11 @@ mod tests {
         ("content-encoding", "gzip"),
         ("set-cookie", COOKIE),
     ];
-    const RESPONSE_TABLE_1: &[(&str, &str)] = &[
-        ("location", LOCATION),
-        ("date", DATE_1),
-        ("cache-control", "private"),
-        (":status", "302"),
-    ];
-    const RESPONSE_TABLE_2: &[(&str, &str)] = &[
-        (":status", "307"),
-        ("location", LOCATION),
-        ("date", DATE_1),
-        ("cache-control", "private"),
-    ];
-    const RESPONSE_TABLE_3: &[(&str, &str)] = &[
-        ("set-cookie", COOKIE),
-        ("content-encoding", "gzip"),
-        ("date", DATE_2),
-    ];
+    const RESPONSE_TABLE_1: &[(&str, &str)] =
+        &[("location", LOCATION), ("date", DATE_1), ("cache-control", "private"), (":status", "302")];
+    const RESPONSE_TABLE_2: &[(&str, &str)] =
+        &[(":status", "307"), ("location", LOCATION), ("date", DATE_1), ("cache-control", "private")];
+    const RESPONSE_TABLE_3: &[(&str, &str)] = &[("set-cookie", COOKIE), ("content-encoding", "gzip"), ("date", DATE_2)];
 
     const C5: [Step; 3] = [
         Step {
@@ -774,12 +651,7 @@ mod tests {
             table: RESPONSE_TABLE_1,
             size: 222,
         },
-        Step {
-            block: "4803 3330 37c1 c0bf",
-            fields: RESPONSE_2,
-            table: RESPONSE_TABLE_2,
-            size: 222,
-        },
+        Step { block: "4803 3330 37c1 c0bf", fields: RESPONSE_2, table: RESPONSE_TABLE_2, size: 222 },
         Step {
             block: "88c1 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a 3133 3a32 \
                     3220 474d 54c0 5a04 677a 6970 7738 666f 6f3d 4153 444a 4b48 514b 425a \
@@ -799,12 +671,7 @@ mod tests {
             table: RESPONSE_TABLE_1,
             size: 222,
         },
-        Step {
-            block: "4883 640e ffc1 c0bf",
-            fields: RESPONSE_2,
-            table: RESPONSE_TABLE_2,
-            size: 222,
-        },
+        Step { block: "4883 640e ffc1 c0bf", fields: RESPONSE_2, table: RESPONSE_TABLE_2, size: 222 },
         Step {
             block: "88c1 6196 d07a be94 1054 d444 a820 0595 040b 8166 e084 a62d 1bff c05a \
                     839b d9ab 77ad 94e7 821d d7f2 e6c7 b335 dfdf cd5b 3960 d5af 2708 7f36 \
@@ -898,21 +765,12 @@ mod tests {
         assert_eq!(decode(&mut d, &[0xbe]), Err(DecoderError::InvalidIndex(62)));
         // Literal whose name index points past the (empty) dynamic table.
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0x7e, 0x00]),
-            Err(DecoderError::InvalidIndex(62))
-        );
+        assert_eq!(decode(&mut d, &[0x7e, 0x00]), Err(DecoderError::InvalidIndex(62)));
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0x0f, 0x2f, 0x00]),
-            Err(DecoderError::InvalidIndex(62))
-        );
+        assert_eq!(decode(&mut d, &[0x0f, 0x2f, 0x00]), Err(DecoderError::InvalidIndex(62)));
         // Index 61 is the last static entry.
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0xbd]),
-            Ok(fields(&[("www-authenticate", "")]))
-        );
+        assert_eq!(decode(&mut d, &[0xbd]), Ok(fields(&[("www-authenticate", "")])));
         // After one insertion 62 is valid, 63 is not.
         let mut d = Decoder::new(4096);
         decode(&mut d, &hex("4001 6101 62")).unwrap();
@@ -920,72 +778,45 @@ mod tests {
         assert_eq!(decode(&mut d, &[0xbf]), Err(DecoderError::InvalidIndex(63)));
         // Huge index: overflow, not a wrap-around.
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]),
-            Err(DecoderError::IntegerOverflow)
-        );
+        assert_eq!(decode(&mut d, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]), Err(DecoderError::IntegerOverflow));
     }
 
     #[test]
     fn invalid_huffman_in_name_and_value() {
         // Name: Huffman, 1 octet 0x00 = '0' + zero padding.
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0x40, 0x81, 0x00, 0x00]),
-            Err(DecoderError::InvalidHuffman)
-        );
+        assert_eq!(decode(&mut d, &[0x40, 0x81, 0x00, 0x00]), Err(DecoderError::InvalidHuffman));
         // Value: a whole octet of padding.
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0x04, 0x81, 0xff]),
-            Err(DecoderError::InvalidHuffman)
-        );
+        assert_eq!(decode(&mut d, &[0x04, 0x81, 0xff]), Err(DecoderError::InvalidHuffman));
     }
 
     #[test]
     fn table_size_updates() {
         // Above the advertised maximum.
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0x3f, 0xe2, 0x1f]),
-            Err(DecoderError::InvalidTableSizeUpdate)
-        );
+        assert_eq!(decode(&mut d, &[0x3f, 0xe2, 0x1f]), Err(DecoderError::InvalidTableSizeUpdate));
         // Exactly the maximum is fine.
         let mut d = Decoder::new(4096);
         assert_eq!(decode(&mut d, &[0x3f, 0xe1, 0x1f]), Ok(vec![]));
         // After a field.
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode(&mut d, &[0x82, 0x20]),
-            Err(DecoderError::SizeUpdateNotAtStart)
-        );
+        assert_eq!(decode(&mut d, &[0x82, 0x20]), Err(DecoderError::SizeUpdateNotAtStart));
         // Two updates at the start (§4.2 allows the minimum then the final
         // size); shrinking to 0 empties the table.
         let mut d = Decoder::new(4096);
         decode(&mut d, &hex("4001 6101 62")).unwrap();
         assert_eq!(d.table_len(), 1);
-        assert_eq!(
-            decode(&mut d, &[0x20, 0x3f, 0x11, 0x82]),
-            Ok(fields(&[(":method", "GET")]))
-        );
-        assert_eq!(
-            (d.table_len(), d.table_size(), d.table.max_size()),
-            (0, 0, 48)
-        );
+        assert_eq!(decode(&mut d, &[0x20, 0x3f, 0x11, 0x82]), Ok(fields(&[(":method", "GET")])));
+        assert_eq!((d.table_len(), d.table_size(), d.table.max_size()), (0, 0, 48));
         // A size update only also counts as a (empty) block.
         assert_eq!(decode(&mut d, &[0x20]), Ok(vec![]));
         // With a 0-size table, insertions are dropped (§4.4), not errors.
-        assert_eq!(
-            decode(&mut d, &hex("4001 6101 62")),
-            Ok(fields(&[("a", "b")]))
-        );
+        assert_eq!(decode(&mut d, &hex("4001 6101 62")), Ok(fields(&[("a", "b")])));
         assert_eq!(d.table_len(), 0);
         // Advertising less than 4096: updates above it are refused.
         let mut d = Decoder::new(256);
-        assert_eq!(
-            decode(&mut d, &[0x3f, 0xe2, 0x01]),
-            Err(DecoderError::InvalidTableSizeUpdate)
-        );
+        assert_eq!(decode(&mut d, &[0x3f, 0xe2, 0x01]), Err(DecoderError::InvalidTableSizeUpdate));
         assert_eq!(decode(&mut d, &[0x3f, 0xe1, 0x01]), Ok(vec![]));
     }
 
@@ -993,32 +824,17 @@ mod tests {
     fn header_list_size_limit() {
         // ":method: GET" counts 7 + 3 + 32 = 42.
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode_with_limit(&mut d, &[0x82], 42),
-            Ok(fields(&[(":method", "GET")]))
-        );
-        assert_eq!(
-            decode_with_limit(&mut d, &[0x82], 41),
-            Err(DecoderError::HeaderListTooLarge)
-        );
-        assert_eq!(
-            decode_with_limit(&mut d, &[0x82, 0x82], 83),
-            Err(DecoderError::HeaderListTooLarge)
-        );
-        assert_eq!(
-            decode_with_limit(&mut d, &[0x82, 0x82], 84).map(|f| f.len()),
-            Ok(2)
-        );
+        assert_eq!(decode_with_limit(&mut d, &[0x82], 42), Ok(fields(&[(":method", "GET")])));
+        assert_eq!(decode_with_limit(&mut d, &[0x82], 41), Err(DecoderError::HeaderListTooLarge));
+        assert_eq!(decode_with_limit(&mut d, &[0x82, 0x82], 83), Err(DecoderError::HeaderListTooLarge));
+        assert_eq!(decode_with_limit(&mut d, &[0x82, 0x82], 84).map(|f| f.len()), Ok(2));
         // Literals are accounted with their decoded (Huffman) length.
         let c4 = hex(C4[0].block);
         let mut d = Decoder::new(4096);
         let total = 42 + (7 + 4 + 32) + (5 + 1 + 32) + (10 + 15 + 32);
         assert!(decode_with_limit(&mut d, &c4, total).is_ok());
         let mut d = Decoder::new(4096);
-        assert_eq!(
-            decode_with_limit(&mut d, &c4, total - 1),
-            Err(DecoderError::HeaderListTooLarge)
-        );
+        assert_eq!(decode_with_limit(&mut d, &c4, total - 1), Err(DecoderError::HeaderListTooLarge));
     }
 
     #[test]
@@ -1041,11 +857,7 @@ mod tests {
             &[0xff],                   // index integer cut short
         ] {
             let mut d = Decoder::new(4096);
-            assert_eq!(
-                decode(&mut d, block),
-                Err(DecoderError::NeedMore),
-                "{block:02x?}"
-            );
+            assert_eq!(decode(&mut d, block), Err(DecoderError::NeedMore), "{block:02x?}");
         }
     }
 
@@ -1075,10 +887,7 @@ mod tests {
         decode(&mut d, &hex("3f1d 4004 6161 6161 0162")).unwrap();
         assert_eq!(d.table_size(), 37);
         // Name from index 62, value "cc": 38 octets, 75 > 60 evicts 62 first.
-        assert_eq!(
-            decode(&mut d, &hex("7e02 6363")),
-            Ok(fields(&[("aaaa", "cc")]))
-        );
+        assert_eq!(decode(&mut d, &hex("7e02 6363")), Ok(fields(&[("aaaa", "cc")])));
         assert_eq!(table_of(&d), fields(&[("aaaa", "cc")]));
         assert_eq!(d.table_size(), 38);
     }
@@ -1125,10 +934,7 @@ mod tests {
 
     fn encode_fields(pairs: &[(&str, &str)]) -> Vec<u8> {
         let mut out = Vec::new();
-        Encoder::new().encode(
-            pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-            &mut out,
-        );
+        Encoder::new().encode(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut out);
         out
     }
 
@@ -1149,20 +955,11 @@ mod tests {
         // Full match: one octet.
         assert_eq!(encode_fields(&[(":status", "200")]), [0x88]);
         // Name match (lowest index for :method) + raw value.
-        assert_eq!(
-            encode_fields(&[(":method", "PUT")]),
-            [0x02, 0x03, b'P', b'U', b'T']
-        );
+        assert_eq!(encode_fields(&[(":method", "PUT")]), [0x02, 0x03, b'P', b'U', b'T']);
         // Name index above the 4-bit prefix: content-type is 31 = 15 + 16.
-        assert_eq!(
-            encode_fields(&[("content-type", "x")])[..3],
-            [0x0f, 0x10, 0x01]
-        );
+        assert_eq!(encode_fields(&[("content-type", "x")])[..3], [0x0f, 0x10, 0x01]);
         // New name.
-        assert_eq!(
-            encode_fields(&[("te", "trailers")]),
-            hex("0002 7465 0874 7261 696c 6572 73")
-        );
+        assert_eq!(encode_fields(&[("te", "trailers")]), hex("0002 7465 0874 7261 696c 6572 73"));
         // Long value: length needs continuation octets.
         let long = "v".repeat(300);
         let block = encode_fields(&[("x-long", &long)]);

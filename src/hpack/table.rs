@@ -123,10 +123,7 @@ impl Entry {
         let mut bytes = Vec::with_capacity(name.len().saturating_add(value.len()));
         bytes.extend_from_slice(name);
         bytes.extend_from_slice(value);
-        Entry {
-            bytes: bytes.into_boxed_slice(),
-            name_len: name.len(),
-        }
+        Entry { bytes: bytes.into_boxed_slice(), name_len: name.len() }
     }
 
     pub(crate) fn name(&self) -> &[u8] {
@@ -155,11 +152,7 @@ pub(crate) struct DynamicTable {
 
 impl DynamicTable {
     pub(crate) fn new(max_size: usize) -> Self {
-        DynamicTable {
-            entries: VecDeque::new(),
-            size: 0,
-            max_size,
-        }
+        DynamicTable { entries: VecDeque::new(), size: 0, max_size }
     }
 
     /// Entry by position, 0 being the newest (HPACK index 62).
@@ -225,10 +218,7 @@ mod tests {
         assert_eq!(STATIC_TABLE[0], (&b":authority"[..], &b""[..]));
         assert_eq!(STATIC_TABLE[1], (&b":method"[..], &b"GET"[..]));
         assert_eq!(STATIC_TABLE[7], (&b":status"[..], &b"200"[..]));
-        assert_eq!(
-            STATIC_TABLE[15],
-            (&b"accept-encoding"[..], &b"gzip, deflate"[..])
-        );
+        assert_eq!(STATIC_TABLE[15], (&b"accept-encoding"[..], &b"gzip, deflate"[..]));
         assert_eq!(STATIC_TABLE[30].0, b"content-type");
         assert_eq!(STATIC_TABLE[45].0, b"location");
         assert_eq!(STATIC_TABLE[54].0, b"set-cookie");
@@ -259,10 +249,7 @@ mod tests {
         assert_eq!(entry.value(), b"custom-header");
         assert_eq!(entry.size(), 55); // RFC 7541 C.2.1
         let empty = Entry::new(b"", b"");
-        assert_eq!(
-            (empty.name(), empty.value(), empty.size()),
-            (&b""[..], &b""[..], 32)
-        );
+        assert_eq!((empty.name(), empty.value(), empty.size()), (&b""[..], &b""[..], 32));
     }
 
     #[test]

@@ -70,12 +70,7 @@ mod tests {
     use bytes::Bytes;
 
     /// Feed `input` split at `at`, collecting data until `End`.
-    fn drain(
-        framing: BodyFraming,
-        input: &[u8],
-        at: usize,
-        max: usize,
-    ) -> Result<(Vec<u8>, Vec<u8>), RequestError> {
+    fn drain(framing: BodyFraming, input: &[u8], at: usize, max: usize) -> Result<(Vec<u8>, Vec<u8>), RequestError> {
         let mut decoder = BodyDecoder::new(framing, &Limits::default());
         let mut buf = BytesMut::from(&input[..at]);
         let mut fed_rest = false;
@@ -135,16 +130,10 @@ mod tests {
         }
         let err = drain(BodyFraming::Chunked, b"2\nhi", 4, 1).unwrap_err();
         assert_eq!(err.status(), 400);
-        let limits = Limits {
-            max_body: 1,
-            ..Limits::default()
-        };
+        let limits = Limits { max_body: 1, ..Limits::default() };
         let mut decoder = BodyDecoder::new(BodyFraming::Chunked, &limits);
         let mut buf = BytesMut::from(&b"2\r\nhi"[..]);
-        assert_eq!(
-            decoder.decode(&mut buf, 10),
-            Err(RequestError::BodyTooLarge)
-        );
+        assert_eq!(decoder.decode(&mut buf, 10), Err(RequestError::BodyTooLarge));
     }
 
     #[test]
@@ -152,14 +141,9 @@ mod tests {
         let mut buf = BytesMut::from(&b"abcdef"[..]);
         let start = buf.as_ptr() as usize;
         let mut decoder = BodyDecoder::new(BodyFraming::Length(4), &Limits::default());
-        let Ok(Decoded::Data(first)) = decoder.decode(&mut buf, 3) else {
-            panic!()
-        };
+        let Ok(Decoded::Data(first)) = decoder.decode(&mut buf, 3) else { panic!() };
         assert_eq!(first.as_ptr() as usize, start);
-        assert_eq!(
-            decoder.decode(&mut buf, 3),
-            Ok(Decoded::Data(Bytes::from_static(b"d")))
-        );
+        assert_eq!(decoder.decode(&mut buf, 3), Ok(Decoded::Data(Bytes::from_static(b"d"))));
         assert!(decoder.is_done());
         assert_eq!(decoder.decode(&mut buf, 3), Ok(Decoded::End));
         assert_eq!(&buf[..], b"ef");

@@ -129,12 +129,7 @@ pub struct ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new(max_body: u64) -> Self {
-        ChunkedDecoder {
-            state: State::SizeLine,
-            total: 0,
-            max_body,
-            scanned: 0,
-        }
+        ChunkedDecoder { state: State::SizeLine, total: 0, max_body, scanned: 0 }
     }
 
     /// Whether the last chunk and the trailer section were consumed.
@@ -155,12 +150,7 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 State::SizeLine => {
-                    let Some(lf) = self.find_line(
-                        buf,
-                        MAX_CHUNK_SIZE_LINE + 2,
-                        ChunkedError::SizeLineTooLong,
-                    )?
-                    else {
+                    let Some(lf) = self.find_line(buf, MAX_CHUNK_SIZE_LINE + 2, ChunkedError::SizeLineTooLong)? else {
                         return Ok(Decoded::NeedMore);
                     };
                     let size = parse_size_line(buf.get(..lf - 1).unwrap_or_default())?;
@@ -170,11 +160,8 @@ impl ChunkedDecoder {
                         .filter(|&total| total <= self.max_body)
                         .ok_or(ChunkedError::BodyTooLarge)?;
                     buf.advance(lf + 1);
-                    self.state = if size == 0 {
-                        State::Trailers { consumed: 0 }
-                    } else {
-                        State::Data { remaining: size }
-                    };
+                    self.state =
+                        if size == 0 { State::Trailers { consumed: 0 } } else { State::Data { remaining: size } };
                 }
                 State::Data { remaining } => {
                     if buf.is_empty() {
@@ -185,11 +172,7 @@ impl ChunkedDecoder {
                     // smaller without a lossy cast.
                     let n = usize::try_from(remaining).map_or(available, |r| r.min(available));
                     let left = remaining - n as u64;
-                    self.state = if left == 0 {
-                        State::DataCrlf
-                    } else {
-                        State::Data { remaining: left }
-                    };
+                    self.state = if left == 0 { State::DataCrlf } else { State::Data { remaining: left } };
                     return Ok(Decoded::Data(buf.split_to(n).freeze()));
                 }
                 State::DataCrlf => match (buf.first(), buf.get(1)) {
@@ -203,8 +186,7 @@ impl ChunkedDecoder {
                 },
                 State::Trailers { consumed } => {
                     let budget = MAX_TRAILER_SECTION.saturating_sub(consumed);
-                    let Some(lf) = self.find_line(buf, budget, ChunkedError::TrailerTooLarge)?
-                    else {
+                    let Some(lf) = self.find_line(buf, budget, ChunkedError::TrailerTooLarge)? else {
                         return Ok(Decoded::NeedMore);
                     };
                     if lf == 1 {
@@ -216,9 +198,7 @@ impl ChunkedDecoder {
                         return Err(ChunkedError::BadTrailer);
                     }
                     buf.advance(lf + 1);
-                    self.state = State::Trailers {
-                        consumed: consumed + lf + 1,
-                    };
+                    self.state = State::Trailers { consumed: consumed + lf + 1 };
                 }
                 State::Done => return Ok(Decoded::End),
             }
@@ -228,12 +208,7 @@ impl ChunkedDecoder {
     /// Index of the LF ending the line at the front of `buf`, which must be
     /// preceded by CR and lie within the first `window` bytes (the longest
     /// line allowed, CRLF included). Resumes from `self.scanned`.
-    fn find_line(
-        &mut self,
-        buf: &[u8],
-        window: usize,
-        too_long: ChunkedError,
-    ) -> Result<Option<usize>, ChunkedError> {
+    fn find_line(&mut self, buf: &[u8], window: usize, too_long: ChunkedError) -> Result<Option<usize>, ChunkedError> {
         let end = buf.len().min(window);
         let from = self.scanned.min(end);
         match memchr::memchr(b'\n', buf.get(from..end).unwrap_or_default()) {
@@ -267,9 +242,7 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ChunkedError> {
             b'a'..=b'f' => digit - b'a' + 10,
             _ => digit.wrapping_sub(b'A').wrapping_add(10),
         };
-        size.checked_mul(16)
-            .and_then(|size| size.checked_add(u64::from(value)))
-            .ok_or(ChunkedError::ChunkSizeOverflow)
+        size.checked_mul(16).and_then(|size| size.checked_add(u64::from(value))).ok_or(ChunkedError::ChunkSizeOverflow)
     })?;
     if rest.is_empty() {
         return Ok(size);
@@ -321,11 +294,7 @@ fn skip_quoted_string(mut s: &[u8]) -> Result<&[u8], ChunkedError> {
     loop {
         match s {
             [b'"', rest @ ..] => return Ok(rest),
-            [b'\\', escaped, rest @ ..]
-                if *escaped == b'\t' || *escaped >= 0x20 && *escaped != 0x7f =>
-            {
-                s = rest
-            }
+            [b'\\', escaped, rest @ ..] if *escaped == b'\t' || *escaped >= 0x20 && *escaped != 0x7f => s = rest,
             [b, rest @ ..] if *b == b'\t' || (*b >= 0x20 && *b != 0x7f && *b != b'\\') => s = rest,
             _ => return Err(ChunkedError::BadExtension),
         }
@@ -388,11 +357,7 @@ mod tests {
         let whole = decode_whole(input);
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         for max in [1, 2, 3, 7, usize::MAX] {
-            assert_eq!(
-                decode_pieces(&bytes, max),
-                whole,
-                "byte-at-a-time, max {max}"
-            );
+            assert_eq!(decode_pieces(&bytes, max), whole, "byte-at-a-time, max {max}");
             assert_eq!(decode_pieces(&[input], max), whole, "whole, max {max}");
         }
         for at in 0..=input.len() {
@@ -406,20 +371,14 @@ mod tests {
     fn data(input: &[u8]) -> Vec<u8> {
         match check(input) {
             Outcome::End(data, _) => data,
-            other => panic!(
-                "expected a body for {:?}, got {other:?}",
-                String::from_utf8_lossy(input)
-            ),
+            other => panic!("expected a body for {:?}, got {other:?}", String::from_utf8_lossy(input)),
         }
     }
 
     fn error(input: &[u8]) -> ChunkedError {
         match check(input) {
             Outcome::Err(err) => err,
-            other => panic!(
-                "expected an error for {:?}, got {other:?}",
-                String::from_utf8_lossy(input)
-            ),
+            other => panic!("expected an error for {:?}, got {other:?}", String::from_utf8_lossy(input)),
         }
     }
 
@@ -434,41 +393,18 @@ mod tests {
         assert_eq!(data(b"0\r\n\r\n"), b"");
         assert_eq!(data(b"A\r\n0123456789\r\n0\r\n\r\n"), b"0123456789");
         assert_eq!(data(b"00a\r\n0123456789\r\n000\r\n\r\n"), b"0123456789");
-        assert_eq!(
-            data(b"1F\r\n0123456789012345678901234567890\r\n0\r\n\r\n").len(),
-            31
-        );
+        assert_eq!(data(b"1F\r\n0123456789012345678901234567890\r\n0\r\n\r\n").len(), 31);
     }
 
     #[test]
     fn extensions_are_accepted_and_ignored() {
-        for line in [
-            "5;a",
-            "5;a=b",
-            "5 ;a=b",
-            "5\t; a = b",
-            "5;a=\"quoted \\\" ;string\";b;c=d",
-            "5;a=\"\"",
-        ] {
+        for line in ["5;a", "5;a=b", "5 ;a=b", "5\t; a = b", "5;a=\"quoted \\\" ;string\";b;c=d", "5;a=\"\""] {
             let input = format!("{line}\r\nhello\r\n0;last\r\n\r\n");
             assert_eq!(data(input.as_bytes()), b"hello", "{line:?}");
         }
-        for line in [
-            "5;",
-            "5;=b",
-            "5;a=",
-            "5;a=\"open",
-            "5;a b",
-            "5;a ",
-            "5;a=b c",
-            "5;a=\"\x01\"",
-        ] {
+        for line in ["5;", "5;=b", "5;a=", "5;a=\"open", "5;a b", "5;a ", "5;a=b c", "5;a=\"\x01\""] {
             let input = format!("{line}\r\nhello\r\n0\r\n\r\n");
-            assert_eq!(
-                error(input.as_bytes()),
-                ChunkedError::BadExtension,
-                "{line:?}"
-            );
+            assert_eq!(error(input.as_bytes()), ChunkedError::BadExtension, "{line:?}");
         }
     }
 
@@ -476,16 +412,9 @@ mod tests {
     fn bad_chunk_sizes() {
         for line in ["", " 5", "5 ", "+5", "-5", "0x5", "g", "5 5", "5,", "5\t"] {
             let input = format!("{line}\r\nhello\r\n0\r\n\r\n");
-            assert_eq!(
-                error(input.as_bytes()),
-                ChunkedError::BadChunkSize,
-                "{line:?}"
-            );
+            assert_eq!(error(input.as_bytes()), ChunkedError::BadChunkSize, "{line:?}");
         }
-        assert_eq!(
-            error(b"10000000000000000\r\n"),
-            ChunkedError::ChunkSizeOverflow
-        );
+        assert_eq!(error(b"10000000000000000\r\n"), ChunkedError::ChunkSizeOverflow);
         assert_eq!(error(b"5\rx\r\n"), ChunkedError::BadChunkSize);
     }
 
@@ -506,17 +435,11 @@ mod tests {
         assert_eq!(RequestError::from(err), RequestError::BodyTooLarge);
         // Refused at the size line, before any data arrives.
         let mut buf = BytesMut::from(&b"ffffffffffffffff\r\n"[..]);
-        assert_eq!(
-            ChunkedDecoder::new(MAX_BODY).decode(&mut buf, 1),
-            Err(ChunkedError::BodyTooLarge)
-        );
+        assert_eq!(ChunkedDecoder::new(MAX_BODY).decode(&mut buf, 1), Err(ChunkedError::BodyTooLarge));
         // Exactly at the limit is fine.
         let mut decoder = ChunkedDecoder::new(5);
         let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\n"[..]);
-        assert!(matches!(
-            decoder.decode(&mut buf, 100),
-            Ok(Decoded::Data(_))
-        ));
+        assert!(matches!(decoder.decode(&mut buf, 100), Ok(Decoded::Data(_))));
         assert_eq!(decoder.decode(&mut buf, 100), Ok(Decoded::End));
     }
 
@@ -526,18 +449,9 @@ mod tests {
         assert_eq!(error(b"5\r\nhello\n0\r\n\r\n"), ChunkedError::BareLf);
         assert_eq!(error(b"5\r\nhello\r\n0\n\r\n"), ChunkedError::BareLf);
         assert_eq!(error(b"5\r\nhello\r\n0\r\n\n"), ChunkedError::BareLf);
-        assert_eq!(
-            error(b"5\r\nhello\r\n0\r\nA: b\n\r\n"),
-            ChunkedError::BareLf
-        );
-        assert_eq!(
-            error(b"5\r\nhelloX\r\n0\r\n\r\n"),
-            ChunkedError::MissingCrlfAfterData
-        );
-        assert_eq!(
-            error(b"5\r\nhello\rX0\r\n\r\n"),
-            ChunkedError::MissingCrlfAfterData
-        );
+        assert_eq!(error(b"5\r\nhello\r\n0\r\nA: b\n\r\n"), ChunkedError::BareLf);
+        assert_eq!(error(b"5\r\nhelloX\r\n0\r\n\r\n"), ChunkedError::MissingCrlfAfterData);
+        assert_eq!(error(b"5\r\nhello\rX0\r\n\r\n"), ChunkedError::MissingCrlfAfterData);
         assert_eq!(error(b"\n"), ChunkedError::BareLf);
     }
 
@@ -549,30 +463,15 @@ mod tests {
             line.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
             line
         };
-        assert_eq!(
-            decode_whole(&ext(MAX_CHUNK_SIZE_LINE)),
-            Outcome::End(b"hello".to_vec(), vec![])
-        );
+        assert_eq!(decode_whole(&ext(MAX_CHUNK_SIZE_LINE)), Outcome::End(b"hello".to_vec(), vec![]));
         let too_long = ext(MAX_CHUNK_SIZE_LINE + 1);
-        assert_eq!(
-            decode_whole(&too_long),
-            Outcome::Err(ChunkedError::SizeLineTooLong)
-        );
+        assert_eq!(decode_whole(&too_long), Outcome::Err(ChunkedError::SizeLineTooLong));
         let stepped: Vec<&[u8]> = too_long.chunks(1).collect();
-        assert_eq!(
-            decode_pieces(&stepped, 1),
-            Outcome::Err(ChunkedError::SizeLineTooLong)
-        );
+        assert_eq!(decode_pieces(&stepped, 1), Outcome::Err(ChunkedError::SizeLineTooLong));
         // Detected before the line ends.
         let mut buf = BytesMut::from(&vec![b'0'; MAX_CHUNK_SIZE_LINE + 2][..]);
-        assert_eq!(
-            ChunkedDecoder::new(MAX_BODY).decode(&mut buf, 1),
-            Err(ChunkedError::SizeLineTooLong)
-        );
-        assert_eq!(
-            RequestError::from(ChunkedError::SizeLineTooLong).status(),
-            400
-        );
+        assert_eq!(ChunkedDecoder::new(MAX_BODY).decode(&mut buf, 1), Err(ChunkedError::SizeLineTooLong));
+        assert_eq!(RequestError::from(ChunkedError::SizeLineTooLong).status(), 400);
     }
 
     #[test]
@@ -592,28 +491,13 @@ mod tests {
             input.extend_from_slice(b"\r\n\r\n");
             input
         };
-        assert_eq!(
-            decode_whole(&section(MAX_TRAILER_SECTION)),
-            Outcome::End(vec![], vec![])
-        );
+        assert_eq!(decode_whole(&section(MAX_TRAILER_SECTION)), Outcome::End(vec![], vec![]));
         let too_large = section(MAX_TRAILER_SECTION + 1);
-        assert_eq!(
-            decode_whole(&too_large),
-            Outcome::Err(ChunkedError::TrailerTooLarge)
-        );
+        assert_eq!(decode_whole(&too_large), Outcome::Err(ChunkedError::TrailerTooLarge));
         let stepped: Vec<&[u8]> = too_large.chunks(1).collect();
-        assert_eq!(
-            decode_pieces(&stepped, 1),
-            Outcome::Err(ChunkedError::TrailerTooLarge)
-        );
-        let many_lines = format!(
-            "0\r\n{}\r\n",
-            "A: b\r\n".repeat(MAX_TRAILER_SECTION / 6 + 1)
-        );
-        assert_eq!(
-            decode_whole(many_lines.as_bytes()),
-            Outcome::Err(ChunkedError::TrailerTooLarge)
-        );
+        assert_eq!(decode_pieces(&stepped, 1), Outcome::Err(ChunkedError::TrailerTooLarge));
+        let many_lines = format!("0\r\n{}\r\n", "A: b\r\n".repeat(MAX_TRAILER_SECTION / 6 + 1));
+        assert_eq!(decode_whole(many_lines.as_bytes()), Outcome::Err(ChunkedError::TrailerTooLarge));
     }
 
     #[test]
@@ -636,41 +520,26 @@ mod tests {
         // max 0 still makes progress.
         let mut buf = BytesMut::from(&b"1\r\nx\r\n0\r\n\r\n"[..]);
         let mut decoder = ChunkedDecoder::new(MAX_BODY);
-        assert_eq!(
-            decoder.decode(&mut buf, 0),
-            Ok(Decoded::Data(Bytes::from_static(b"x")))
-        );
+        assert_eq!(decoder.decode(&mut buf, 0), Ok(Decoded::Data(Bytes::from_static(b"x"))));
     }
 
     #[test]
     fn data_is_returned_as_soon_as_available() {
         let mut decoder = ChunkedDecoder::new(MAX_BODY);
         let mut buf = BytesMut::from(&b"5\r\nh"[..]);
-        assert_eq!(
-            decoder.decode(&mut buf, 100),
-            Ok(Decoded::Data(Bytes::from_static(b"h")))
-        );
+        assert_eq!(decoder.decode(&mut buf, 100), Ok(Decoded::Data(Bytes::from_static(b"h"))));
         assert_eq!(decoder.decode(&mut buf, 100), Ok(Decoded::NeedMore));
         buf.extend_from_slice(b"ell");
-        assert_eq!(
-            decoder.decode(&mut buf, 100),
-            Ok(Decoded::Data(Bytes::from_static(b"ell")))
-        );
+        assert_eq!(decoder.decode(&mut buf, 100), Ok(Decoded::Data(Bytes::from_static(b"ell"))));
         buf.extend_from_slice(b"o\r");
-        assert_eq!(
-            decoder.decode(&mut buf, 100),
-            Ok(Decoded::Data(Bytes::from_static(b"o")))
-        );
+        assert_eq!(decoder.decode(&mut buf, 100), Ok(Decoded::Data(Bytes::from_static(b"o"))));
         assert_eq!(decoder.decode(&mut buf, 100), Ok(Decoded::NeedMore));
         assert_eq!(&buf[..], b"\r");
     }
 
     #[test]
     fn errors_display_and_convert() {
-        assert_eq!(
-            ChunkedError::BareLf.to_string(),
-            "bare LF in chunked framing"
-        );
+        assert_eq!(ChunkedError::BareLf.to_string(), "bare LF in chunked framing");
         assert_eq!(
             RequestError::from(ChunkedError::MissingCrlfAfterData),
             RequestError::BadRequest("missing CRLF after chunk data")

@@ -97,16 +97,12 @@ impl RequestHead {
     /// Field lines in order, duplicates kept, names as received; values
     /// without surrounding whitespace.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.headers
-            .iter()
-            .map(move |(name, value)| (self.slice(name), self.slice(value)))
+        self.headers.iter().map(move |(name, value)| (self.slice(name), self.slice(value)))
     }
 
     /// Value of the first field named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| value)
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, value)| value)
     }
 
     pub fn framing(&self) -> BodyFraming {
@@ -171,11 +167,7 @@ impl HeadParser {
     ///
     /// Err: the request must be answered with `err.status()` and the
     /// connection closed. The parser is reset after `Some` and after `Err`.
-    pub fn parse(
-        &mut self,
-        buf: &mut BytesMut,
-        limits: &Limits,
-    ) -> Result<Option<RequestHead>, RequestError> {
+    pub fn parse(&mut self, buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, RequestError> {
         let found = self.scan(buf, limits);
         let (start, end) = match found {
             Ok(None) => return Ok(None),
@@ -209,11 +201,7 @@ impl HeadParser {
     /// Find the end of the head, checking line endings and limits on the way
     /// in byte order, so that the verdict does not depend on how the input was
     /// split. Returns (start of request line, end of head).
-    fn scan(
-        &mut self,
-        bytes: &[u8],
-        limits: &Limits,
-    ) -> Result<Option<(usize, usize)>, RequestError> {
+    fn scan(&mut self, bytes: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, RequestError> {
         if self.scanned > bytes.len() {
             // The caller replaced the buffer; start over rather than misread.
             *self = Self::default();
@@ -239,9 +227,7 @@ impl HeadParser {
                 }
                 self.request_line = match self.request_line {
                     RequestLineScan::Method if b == b' ' => RequestLineScan::Target { len: 0 },
-                    RequestLineScan::Target { .. } if b == b' ' || b == b'\r' => {
-                        RequestLineScan::Rest
-                    }
+                    RequestLineScan::Target { .. } if b == b' ' || b == b'\r' => RequestLineScan::Rest,
                     RequestLineScan::Target { len } => {
                         if len >= limits.max_target {
                             return Err(RequestError::UriTooLong);
@@ -292,9 +278,7 @@ fn skip_empty_lines(bytes: &[u8]) -> Result<Option<usize>, RequestError> {
         if rest.starts_with(b"\r\n") {
             count += 1;
             if count > MAX_LEADING_EMPTY_LINES {
-                return Err(RequestError::BadRequest(
-                    "too many empty lines before request",
-                ));
+                return Err(RequestError::BadRequest("too many empty lines before request"));
             }
             pos += 2;
         } else if rest.is_empty() || rest == b"\r" {
@@ -331,9 +315,7 @@ fn parse_head(
     // Our own field-line checks first: they name the cause precisely and are
     // stricter than httparse (obs-fold, whitespace before the colon).
     let fields_end = head.len().saturating_sub(2);
-    let fields = head
-        .get(request_line_len.saturating_add(1)..fields_end)
-        .unwrap_or_default();
+    let fields = head.get(request_line_len.saturating_add(1)..fields_end).unwrap_or_default();
     for line in fields.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(reason) = field_line_error(line) {
@@ -386,21 +368,9 @@ fn parse_head(
     let keep_alive = !close && (version == Version::Http11 || keep_alive_token);
     let expects_continue = expects_continue && version == Version::Http11;
 
-    let headers = request
-        .headers
-        .iter()
-        .map(|h| (range_in(head, h.name.as_bytes()), range_in(head, h.value)))
-        .collect();
-    Ok(ParsedHead {
-        method,
-        target,
-        path_len,
-        version,
-        headers,
-        framing,
-        keep_alive,
-        expects_continue,
-    })
+    let headers =
+        request.headers.iter().map(|h| (range_in(head, h.name.as_bytes()), range_in(head, h.value))).collect();
+    Ok(ParsedHead { method, target, path_len, version, headers, framing, keep_alive, expects_continue })
 }
 
 fn httparse_reason(err: httparse::Error) -> &'static str {
@@ -495,9 +465,7 @@ fn body_framing(
                 let n = parse_content_length(element)?;
                 match content_length {
                     Some(previous) if previous != n => {
-                        return Err(RequestError::BadRequest(
-                            "conflicting Content-Length values",
-                        ))
+                        return Err(RequestError::BadRequest("conflicting Content-Length values"))
                     }
                     _ => content_length = Some(n),
                 }
@@ -520,24 +488,18 @@ fn body_framing(
         // treated as an error before any forwarding; refusing is the only
         // safe answer in front of another parser.
         if content_length.is_some() {
-            return Err(RequestError::BadRequest(
-                "both Content-Length and Transfer-Encoding present",
-            ));
+            return Err(RequestError::BadRequest("both Content-Length and Transfer-Encoding present"));
         }
         // RFC 9112 §6.1: TE in HTTP/1.0 means a faulty framing intermediary.
         if version == Version::Http10 {
-            return Err(RequestError::BadRequest(
-                "Transfer-Encoding in HTTP/1.0 request",
-            ));
+            return Err(RequestError::BadRequest("Transfer-Encoding in HTTP/1.0 request"));
         }
         if empty_coding {
             return Err(RequestError::BadRequest("empty Transfer-Encoding"));
         }
         // RFC 9112 §6.3 item 4: chunked not final in a request → 400.
         if chunked_not_last {
-            return Err(RequestError::BadRequest(
-                "chunked is not the final transfer coding",
-            ));
+            return Err(RequestError::BadRequest("chunked is not the final transfer coding"));
         }
         if other_coding {
             return Err(RequestError::UnsupportedTransferCoding);
@@ -574,10 +536,7 @@ mod tests {
     }
 
     /// Parse `input` delivered as a whole.
-    fn parse_whole(
-        input: &[u8],
-        limits: &Limits,
-    ) -> (Result<Option<RequestHead>, RequestError>, BytesMut) {
+    fn parse_whole(input: &[u8], limits: &Limits) -> (Result<Option<RequestHead>, RequestError>, BytesMut) {
         let mut buf = BytesMut::from(input);
         let result = HeadParser::new().parse(&mut buf, limits);
         (result, buf)
@@ -650,12 +609,7 @@ mod tests {
         let (whole, whole_rest) = parse_whole(input, limits);
         let expected = summary(&whole);
         let (stepped, stepped_rest) = parse_stepped(input, 1, limits);
-        assert_eq!(
-            summary(&stepped),
-            expected,
-            "byte-at-a-time differs for {:?}",
-            String::from_utf8_lossy(input)
-        );
+        assert_eq!(summary(&stepped), expected, "byte-at-a-time differs for {:?}", String::from_utf8_lossy(input));
         if whole.is_ok() {
             assert_eq!(stepped_rest, whole_rest);
         }
@@ -664,16 +618,8 @@ mod tests {
         if input.len() > SPLIT_EVERYWHERE_MAX {
             return whole;
         }
-        for (at, (split, rest)) in parse_split_everywhere(input, limits)
-            .into_iter()
-            .enumerate()
-        {
-            assert_eq!(
-                summary(&split),
-                expected,
-                "split at {at} differs for {:?}",
-                String::from_utf8_lossy(input)
-            );
+        for (at, (split, rest)) in parse_split_everywhere(input, limits).into_iter().enumerate() {
+            assert_eq!(summary(&split), expected, "split at {at} differs for {:?}", String::from_utf8_lossy(input));
             if whole.is_ok() {
                 assert_eq!(rest, whole_rest);
             }
@@ -684,22 +630,14 @@ mod tests {
     fn ok(input: &[u8]) -> RequestHead {
         match check(input, &limits()) {
             Ok(Some(head)) => head,
-            other => panic!(
-                "expected a head for {:?}, got {}",
-                String::from_utf8_lossy(input),
-                summary(&other)
-            ),
+            other => panic!("expected a head for {:?}, got {}", String::from_utf8_lossy(input), summary(&other)),
         }
     }
 
     fn err(input: &[u8]) -> RequestError {
         match check(input, &limits()) {
             Err(err) => err,
-            other => panic!(
-                "expected an error for {:?}, got {}",
-                String::from_utf8_lossy(input),
-                summary(&other)
-            ),
+            other => panic!("expected an error for {:?}, got {}", String::from_utf8_lossy(input), summary(&other)),
         }
     }
 
@@ -718,14 +656,7 @@ mod tests {
         assert!(head.keep_alive());
         assert!(!head.expects_continue());
         let headers: Vec<_> = head.headers().collect();
-        assert_eq!(
-            headers,
-            vec![
-                (&b"Host"[..], &b"fc"[..]),
-                (b"X-Two", b"1"),
-                (b"x-two", b"2")
-            ]
-        );
+        assert_eq!(headers, vec![(&b"Host"[..], &b"fc"[..]), (b"X-Two", b"1"), (b"x-two", b"2")]);
         assert_eq!(head.header("x-TWO"), Some(&b"1"[..]));
         assert_eq!(head.header("missing"), None);
         assert_eq!(head.head_len(), 59);
@@ -750,8 +681,7 @@ mod tests {
 
     #[test]
     fn body_and_pipelined_request_stay_in_buffer() {
-        let input =
-            b"POST /invoke HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
+        let input = b"POST /invoke HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
         let mut buf = BytesMut::from(&input[..]);
         let mut parser = HeadParser::new();
         let head = parser.parse(&mut buf, &limits()).unwrap().unwrap();
@@ -769,10 +699,7 @@ mod tests {
     fn head_is_zero_copy() {
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"[..]);
         let base = buf.as_ptr() as usize;
-        let head = HeadParser::new()
-            .parse(&mut buf, &limits())
-            .unwrap()
-            .unwrap();
+        let head = HeadParser::new().parse(&mut buf, &limits()).unwrap().unwrap();
         assert_eq!(head.method().as_ptr() as usize, base);
         assert_eq!(buf.as_ptr() as usize, base + head.head_len());
     }
@@ -794,14 +721,8 @@ mod tests {
 
     #[test]
     fn bare_lf_is_refused_everywhere() {
-        assert_eq!(
-            err(b"GET / HTTP/1.1\n\n"),
-            RequestError::BadRequest("bare LF in request line")
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nA: b\n\r\n"),
-            RequestError::BadRequest("bare LF in header section")
-        );
+        assert_eq!(err(b"GET / HTTP/1.1\n\n"), RequestError::BadRequest("bare LF in request line"));
+        assert_eq!(err(b"GET / HTTP/1.1\r\nA: b\n\r\n"), RequestError::BadRequest("bare LF in header section"));
         assert_eq!(status(b"GET / HTTP/1.1\r\nA: b\r\n\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\n\n"), 400);
     }
@@ -814,38 +735,17 @@ mod tests {
 
     #[test]
     fn field_line_errors() {
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"),
-            RequestError::BadRequest("obsolete line folding")
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n"),
-            RequestError::BadRequest("obsolete line folding")
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\n A: b\r\n\r\n"),
-            RequestError::BadRequest("obsolete line folding")
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nA : b\r\n\r\n"),
-            RequestError::BadRequest("whitespace before colon")
-        );
+        assert_eq!(err(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"), RequestError::BadRequest("obsolete line folding"));
+        assert_eq!(err(b"GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n"), RequestError::BadRequest("obsolete line folding"));
+        assert_eq!(err(b"GET / HTTP/1.1\r\n A: b\r\n\r\n"), RequestError::BadRequest("obsolete line folding"));
+        assert_eq!(err(b"GET / HTTP/1.1\r\nA : b\r\n\r\n"), RequestError::BadRequest("whitespace before colon"));
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nContent-Length\t: 1\r\n\r\n"),
             RequestError::BadRequest("whitespace before colon")
         );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nA(b): c\r\n\r\n"),
-            RequestError::BadRequest("invalid header name")
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\n: c\r\n\r\n"),
-            RequestError::BadRequest("empty header name")
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nnocolon\r\n\r\n"),
-            RequestError::BadRequest("header line without colon")
-        );
+        assert_eq!(err(b"GET / HTTP/1.1\r\nA(b): c\r\n\r\n"), RequestError::BadRequest("invalid header name"));
+        assert_eq!(err(b"GET / HTTP/1.1\r\n: c\r\n\r\n"), RequestError::BadRequest("empty header name"));
+        assert_eq!(err(b"GET / HTTP/1.1\r\nnocolon\r\n\r\n"), RequestError::BadRequest("header line without colon"));
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n"),
             RequestError::BadRequest("control character in header value")
@@ -862,14 +762,8 @@ mod tests {
 
     #[test]
     fn request_line_errors() {
-        assert_eq!(
-            err(b"GET / HTTP/1.2\r\n\r\n"),
-            RequestError::BadRequest("unsupported HTTP version")
-        );
-        assert_eq!(
-            err(b"GET / HTTP/2.0\r\n\r\n"),
-            RequestError::BadRequest("unsupported HTTP version")
-        );
+        assert_eq!(err(b"GET / HTTP/1.2\r\n\r\n"), RequestError::BadRequest("unsupported HTTP version"));
+        assert_eq!(err(b"GET / HTTP/2.0\r\n\r\n"), RequestError::BadRequest("unsupported HTTP version"));
         assert_eq!(status(b"GET /\r\n\r\n"), 400);
         assert_eq!(status(b"GET  / HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1 \r\n\r\n"), 400);
@@ -888,21 +782,11 @@ mod tests {
         assert_eq!(cl("42"), Ok(BodyFraming::Length(42)));
         assert_eq!(cl("007"), Ok(BodyFraming::Length(7)));
         assert_eq!(cl("5, 5,5"), Ok(BodyFraming::Length(5)));
-        for bad in [
-            "", "+5", "-5", "0x5", "5 5", "5,", ",5", "5, 6", "abc", "5.0",
-        ] {
+        for bad in ["", "+5", "-5", "0x5", "5 5", "5,", ",5", "5, 6", "abc", "5.0"] {
             assert_eq!(cl(bad).unwrap_err().status(), 400, "{bad:?}");
         }
-        assert_eq!(
-            cl("5, 6"),
-            Err(RequestError::BadRequest(
-                "conflicting Content-Length values"
-            ))
-        );
-        assert_eq!(
-            cl("99999999999999999999999"),
-            Err(RequestError::BadRequest("Content-Length overflow"))
-        );
+        assert_eq!(cl("5, 6"), Err(RequestError::BadRequest("conflicting Content-Length values")));
+        assert_eq!(cl("99999999999999999999999"), Err(RequestError::BadRequest("Content-Length overflow")));
         assert_eq!(cl("33554432"), Ok(BodyFraming::Length(33_554_432)));
         assert_eq!(cl("33554433"), Err(RequestError::BodyTooLarge));
         assert_eq!(cl("18446744073709551615"), Err(RequestError::BodyTooLarge));
@@ -917,10 +801,7 @@ mod tests {
             RequestError::BadRequest("conflicting Content-Length values")
         );
         // A GET may carry a body.
-        assert_eq!(
-            ok(b"GET / HTTP/1.1\r\nContent-Length: 2\r\n\r\n").framing(),
-            BodyFraming::Length(2)
-        );
+        assert_eq!(ok(b"GET / HTTP/1.1\r\nContent-Length: 2\r\n\r\n").framing(), BodyFraming::Length(2));
     }
 
     #[test]
@@ -936,40 +817,20 @@ mod tests {
         assert_eq!(te(&["chunked"]), Ok(BodyFraming::Chunked));
         assert_eq!(te(&["CHUNKED"]), Ok(BodyFraming::Chunked));
         assert_eq!(te(&[" chunked\t"]), Ok(BodyFraming::Chunked));
-        for not_last in [
-            &["chunked, gzip"][..],
-            &["chunked", "gzip"],
-            &["chunked, chunked"],
-            &["chunked", "chunked"],
-        ] {
+        for not_last in [&["chunked, gzip"][..], &["chunked", "gzip"], &["chunked, chunked"], &["chunked", "chunked"]] {
             assert_eq!(
                 te(not_last),
-                Err(RequestError::BadRequest(
-                    "chunked is not the final transfer coding"
-                )),
+                Err(RequestError::BadRequest("chunked is not the final transfer coding")),
                 "{not_last:?}"
             );
         }
-        for unsupported in [
-            &["gzip, chunked"][..],
-            &["gzip", "chunked"],
-            &["gzip"],
-            &["identity"],
-            &["x-unknown"],
-            &["chunked;q=1"],
-        ] {
-            assert_eq!(
-                te(unsupported),
-                Err(RequestError::UnsupportedTransferCoding),
-                "{unsupported:?}"
-            );
+        for unsupported in
+            [&["gzip, chunked"][..], &["gzip", "chunked"], &["gzip"], &["identity"], &["x-unknown"], &["chunked;q=1"]]
+        {
+            assert_eq!(te(unsupported), Err(RequestError::UnsupportedTransferCoding), "{unsupported:?}");
         }
         for empty in [&[""][..], &["chunked,"], &[",chunked"], &["gzip,,chunked"]] {
-            assert_eq!(
-                te(empty),
-                Err(RequestError::BadRequest("empty Transfer-Encoding")),
-                "{empty:?}"
-            );
+            assert_eq!(te(empty), Err(RequestError::BadRequest("empty Transfer-Encoding")), "{empty:?}");
         }
     }
 
@@ -988,30 +849,12 @@ mod tests {
             RequestError::BadRequest("Transfer-Encoding in HTTP/1.0 request")
         );
         // Classic obfuscations.
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n"),
-            501
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nTransfer-Encoding:\x0bchunked\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nX: y\r\n Transfer-Encoding: chunked\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status(b"POST / HTTP/1.1\r\nContent-Length: 1\nTransfer-Encoding: chunked\r\n\r\n"),
-            400
-        );
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n"), 501);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding:\x0bchunked\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nX: y\r\n Transfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), 400);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 1\nTransfer-Encoding: chunked\r\n\r\n"), 400);
     }
 
     #[test]
@@ -1020,23 +863,16 @@ mod tests {
         assert!(ka(b"GET / HTTP/1.1\r\n\r\n"));
         assert!(!ka(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
         assert!(!ka(b"GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n"));
-        assert!(!ka(
-            b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
-        ));
+        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"));
         assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
-        assert!(!ka(
-            b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"
-        ));
+        assert!(!ka(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"));
         assert_eq!(ok(b"GET / HTTP/1.0\r\n\r\n").version(), Version::Http10);
     }
 
     #[test]
     fn expect_continue() {
-        assert!(
-            ok(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
-                .expects_continue()
-        );
+        assert!(ok(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expects_continue());
         assert!(!ok(b"POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n").expects_continue());
         assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expects_continue());
     }
@@ -1063,19 +899,10 @@ mod tests {
         // Detected without waiting for the end of the head.
         let mut parser = HeadParser::new();
         let mut buf = BytesMut::from(&head_of_len(9000)[..8192]);
-        assert_eq!(
-            parser.parse(&mut buf, &limits()).unwrap_err(),
-            RequestError::HeadTooLarge
-        );
-        let small = Limits {
-            max_head: 64,
-            ..limits()
-        };
+        assert_eq!(parser.parse(&mut buf, &limits()).unwrap_err(), RequestError::HeadTooLarge);
+        let small = Limits { max_head: 64, ..limits() };
         assert!(matches!(check(&head_of_len(64), &small), Ok(Some(_))));
-        assert_eq!(
-            check(&head_of_len(65), &small).unwrap_err(),
-            RequestError::HeadTooLarge
-        );
+        assert_eq!(check(&head_of_len(65), &small).unwrap_err(), RequestError::HeadTooLarge);
     }
 
     #[test]
@@ -1091,11 +918,7 @@ mod tests {
         assert_eq!(ok(&with_headers(128)).headers().count(), 128);
         assert_eq!(err(&with_headers(129)), RequestError::HeadTooLarge);
         // Above the stack array: the heap scratch path.
-        let many = Limits {
-            max_headers: 300,
-            max_head: 1 << 16,
-            ..limits()
-        };
+        let many = Limits { max_headers: 300, max_head: 1 << 16, ..limits() };
         let head = check(&with_headers(300), &many).unwrap().unwrap();
         assert_eq!(head.headers().count(), 300);
         assert_eq!(head.header("h299"), Some(&b"v"[..]));
@@ -1114,24 +937,12 @@ mod tests {
         // Detected while the request line is still arriving.
         let mut parser = HeadParser::new();
         let mut buf = BytesMut::from(&with_target(4097)[..4 + 4097]);
-        assert_eq!(
-            parser.parse(&mut buf, &limits()).unwrap_err(),
-            RequestError::UriTooLong
-        );
+        assert_eq!(parser.parse(&mut buf, &limits()).unwrap_err(), RequestError::UriTooLong);
         let mut buf = BytesMut::from(&with_target(4097)[..4 + 4096]);
-        assert!(matches!(
-            HeadParser::new().parse(&mut buf, &limits()),
-            Ok(None)
-        ));
+        assert!(matches!(HeadParser::new().parse(&mut buf, &limits()), Ok(None)));
         // Target limit above head limit: the head limit wins.
-        let small_head = Limits {
-            max_head: 100,
-            ..limits()
-        };
-        assert_eq!(
-            check(&with_target(200), &small_head).unwrap_err(),
-            RequestError::HeadTooLarge
-        );
+        let small_head = Limits { max_head: 100, ..limits() };
+        assert_eq!(check(&with_target(200), &small_head).unwrap_err(), RequestError::HeadTooLarge);
     }
 
     #[test]

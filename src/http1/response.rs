@@ -35,12 +35,7 @@ pub enum ResponseFraming {
 }
 
 /// Headers the framing owns; a caller's copy would contradict it.
-const FRAMING_HEADERS: [&[u8]; 4] = [
-    b"content-length",
-    b"transfer-encoding",
-    b"connection",
-    b"keep-alive",
-];
+const FRAMING_HEADERS: [&[u8]; 4] = [b"content-length", b"transfer-encoding", b"connection", b"keep-alive"];
 
 /// Whether a caller header may be written as given.
 fn is_writable(name: &[u8], value: &[u8]) -> bool {
@@ -220,12 +215,7 @@ impl ChunkHead {
 mod tests {
     use super::*;
 
-    fn head(
-        status: u16,
-        headers: &[(&[u8], &[u8])],
-        framing: ResponseFraming,
-        keep_alive: bool,
-    ) -> BytesMut {
+    fn head(status: u16, headers: &[(&[u8], &[u8])], framing: ResponseFraming, keep_alive: bool) -> BytesMut {
         let mut dst = BytesMut::new();
         write_head(&mut dst, status, headers, framing, keep_alive);
         dst
@@ -235,10 +225,7 @@ mod tests {
     fn content_length_head() {
         let dst = head(
             200,
-            &[
-                (b"content-type", b"application/json"),
-                (b"x-fc-status", b"200"),
-            ],
+            &[(b"content-type", b"application/json"), (b"x-fc-status", b"200")],
             ResponseFraming::Length(12),
             true,
         );
@@ -251,18 +238,12 @@ mod tests {
     #[test]
     fn chunked_close_head() {
         let dst = head(502, &[], ResponseFraming::Chunked, false);
-        assert_eq!(
-            &dst[..],
-            b"HTTP/1.1 502 Bad Gateway\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        );
+        assert_eq!(&dst[..], b"HTTP/1.1 502 Bad Gateway\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
     }
 
     #[test]
     fn no_body_and_unknown_status() {
-        assert_eq!(
-            &head(204, &[], ResponseFraming::NoBody, true)[..],
-            b"HTTP/1.1 204 No Content\r\n\r\n"
-        );
+        assert_eq!(&head(204, &[], ResponseFraming::NoBody, true)[..], b"HTTP/1.1 204 No Content\r\n\r\n");
         assert_eq!(
             &head(599, &[], ResponseFraming::Length(0), true)[..],
             b"HTTP/1.1 599 \r\nContent-Length: 0\r\n\r\n"
@@ -292,32 +273,17 @@ mod tests {
             ResponseFraming::Length(1),
             true,
         );
-        assert_eq!(
-            &dst[..],
-            b"HTTP/1.1 200 OK\r\nx-ok: fine\tvalue\r\nContent-Length: 1\r\n\r\n"
-        );
+        assert_eq!(&dst[..], b"HTTP/1.1 200 OK\r\nx-ok: fine\tvalue\r\nContent-Length: 1\r\n\r\n");
     }
 
     #[test]
     fn write_head_grows_once_and_appends() {
         let mut dst = BytesMut::from(&b"prev"[..]);
-        write_head(
-            &mut dst,
-            200,
-            &[(b"a", b"b")],
-            ResponseFraming::Chunked,
-            false,
-        );
+        write_head(&mut dst, 200, &[(b"a", b"b")], ResponseFraming::Chunked, false);
         assert!(dst.starts_with(b"prevHTTP/1.1 200 OK\r\na: b\r\n"));
         let exact = dst.len() - 4;
         let mut fresh = BytesMut::new();
-        write_head(
-            &mut fresh,
-            200,
-            &[(b"a", b"b")],
-            ResponseFraming::Chunked,
-            false,
-        );
+        write_head(&mut fresh, 200, &[(b"a", b"b")], ResponseFraming::Chunked, false);
         assert_eq!(fresh.len(), exact);
         assert!(fresh.capacity() >= exact);
     }

@@ -10,7 +10,7 @@
 use std::io::{self, Read};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::Interest;
 
@@ -32,9 +32,15 @@ const MAX_BUFFERED_INPUT: usize = 256 * 1024;
 pub enum Phase {
     Idle,
     /// `/initialize` waiting for the planes and the profile push.
-    Init { keep_alive: bool, request_id: String },
+    Init {
+        keep_alive: bool,
+        request_id: String,
+    },
     /// `/pre-stop` waiting for in-flight invokes to drain.
-    PreStop { keep_alive: bool, request_id: String },
+    PreStop {
+        keep_alive: bool,
+        request_id: String,
+    },
     Invoke(Box<Invoke>),
 }
 
@@ -87,7 +93,8 @@ impl Server {
     fn add_client(&mut self, mut sock: TcpStream) {
         let entry = self.clients.vacant_entry();
         let key = entry.key();
-        if self.poll.registry().register(&mut sock, client_token(key), Interest::READABLE | Interest::WRITABLE).is_err() {
+        if self.poll.registry().register(&mut sock, client_token(key), Interest::READABLE | Interest::WRITABLE).is_err()
+        {
             return;
         }
         let gen = {
@@ -256,14 +263,7 @@ impl Server {
     }
 
     /// Queue a complete local response; `keep_alive` false closes after it.
-    pub(super) fn answer(
-        &mut self,
-        key: usize,
-        status: u16,
-        body: &[u8],
-        extra: &[(&[u8], &[u8])],
-        keep_alive: bool,
-    ) {
+    pub(super) fn answer(&mut self, key: usize, status: u16, body: &[u8], extra: &[(&[u8], &[u8])], keep_alive: bool) {
         let Some(c) = self.clients.get_mut(key) else { return };
         let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(extra.len() + 1);
         headers.push((b"content-type", b"application/json"));
@@ -485,7 +485,13 @@ fn refuse_overload(mut sock: TcpStream) {
     use std::io::Write;
     let body = answers::error_body("too many connections");
     let mut msg = BytesMut::new();
-    response::write_head(&mut msg, 503, &[(b"content-type", b"application/json")], ResponseFraming::Length(body.len() as u64), false);
+    response::write_head(
+        &mut msg,
+        503,
+        &[(b"content-type", b"application/json")],
+        ResponseFraming::Length(body.len() as u64),
+        false,
+    );
     msg.extend_from_slice(&body);
     let _ = sock.write(&msg);
     let _ = sock.shutdown(std::net::Shutdown::Both);

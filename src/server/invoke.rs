@@ -43,8 +43,16 @@ const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding
 const CREDENTIALS: &[&[u8]] = &[b"x-fc-access-key-id", b"x-fc-access-key-secret", b"x-fc-security-token"];
 /// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
 /// layer writes its own framing.
-const RESPONSE_DROP: &[&[u8]] =
-    &[b"connection", b"content-length", b"date", b"keep-alive", b"server", b"transfer-encoding", b"trailer", b"upgrade"];
+const RESPONSE_DROP: &[&[u8]] = &[
+    b"connection",
+    b"content-length",
+    b"date",
+    b"keep-alive",
+    b"server",
+    b"transfer-encoding",
+    b"trailer",
+    b"upgrade",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resp {
@@ -93,7 +101,9 @@ impl Invoke {
             return false;
         }
         match (self.conn, self.stream) {
-            (Some(conn), Some(stream)) => server.conns.get(conn).is_some_and(|c| c.h2.queued(stream) < UPSTREAM_HIGH_WATER),
+            (Some(conn), Some(stream)) => {
+                server.conns.get(conn).is_some_and(|c| c.h2.queued(stream) < UPSTREAM_HIGH_WATER)
+            }
             _ => false,
         }
     }
@@ -376,9 +386,7 @@ impl Server {
                 inv.trailers_ok = true;
                 self.end_response(key);
             }
-            Ok(status) => {
-                self.fail_invoke(key, InvokeError::Status { code: status.code.0, message: status.message })
-            }
+            Ok(status) => self.fail_invoke(key, InvokeError::Status { code: status.code.0, message: status.message }),
             Err(e) => self.fail_invoke(key, InvokeError::Protocol(e.to_string())),
         }
     }

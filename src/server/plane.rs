@@ -74,8 +74,7 @@ impl Plane {
             env_pushed: false,
             last_error: None,
         };
-        let mut v: Vec<Plane> =
-            (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, i, format!("dp-{i}.sock"))).collect();
+        let mut v: Vec<Plane> = (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, i, format!("dp-{i}.sock"))).collect();
         v.extend((0..cfg.control_planes).map(|i| mk(PlaneKind::Control, i, format!("cp-{i}.sock"))));
         v
     }
@@ -91,7 +90,10 @@ pub enum Unary {
 pub enum Owner {
     /// A client's invoke: (client key, exchange generation).
     Invoke(usize, u64),
-    Unary { call: Unary, response: Option<Bytes> },
+    Unary {
+        call: Unary,
+        response: Option<Bytes>,
+    },
 }
 
 pub struct PlaneConn {
@@ -142,7 +144,8 @@ impl Server {
     fn add_conn(&mut self, plane: usize, mut sock: UnixStream) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut sock, plane_token(key), Interest::READABLE | Interest::WRITABLE)
+        if let Err(e) =
+            self.poll.registry().register(&mut sock, plane_token(key), Interest::READABLE | Interest::WRITABLE)
         {
             self.planes[plane].last_error = Some(format!("register: {e}"));
             self.schedule_retry(plane);
@@ -425,7 +428,8 @@ impl Server {
                 use crate::proto::Message;
                 let set = crate::proto::SetFunctionProfileResponse::decode(message).map(|r| r.set == Some(true));
                 if set != Ok(true) {
-                    let what = if call == Unary::PushProfiles { "Function profile" } else { "Platform environment variables" };
+                    let what =
+                        if call == Unary::PushProfiles { "Function profile" } else { "Platform environment variables" };
                     return self.unary_failed(key, call, format!("{what} didn't set."));
                 }
                 if is_active {

@@ -278,7 +278,13 @@ impl Fc {
 
     pub fn stdout_text(&self) -> String {
         let pid = self.proc.pid();
-        STDOUTS.lock().unwrap().iter().find(|(p, _)| *p == pid).map(|(_, s)| s.lock().unwrap().clone()).unwrap_or_default()
+        STDOUTS
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, s)| s.lock().unwrap().clone())
+            .unwrap_or_default()
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -320,7 +326,9 @@ impl Fc {
     pub fn wait_ready(&self) {
         let start = Instant::now();
         loop {
-            let r = self.request(b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 10\r\ncontent-length: 0\r\n\r\n");
+            let r = self.request(
+                b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 10\r\ncontent-length: 0\r\n\r\n",
+            );
             if r.status == 200 {
                 return;
             }
