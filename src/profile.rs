@@ -522,7 +522,8 @@ fn env_pair(
         return Err(ProfileError::new(
             key_path,
             format!(
-                "Platform environment variables' key can't start with NOSLATED_ and NOSLATE_. (Failed: {key})"
+                "Platform environment variables' key can't start with NOSLATED_ and NOSLATE_. (Failed: {})",
+                one_line(key)
             ),
         ));
     }
@@ -533,14 +534,28 @@ fn env_pair(
             return Err(ProfileError::new(
                 value_path,
                 format!(
-                    "Platform environment variables' value can't be out of string. (Failed: {key}, {} ({}))",
-                    js_to_string(other),
+                    "Platform environment variables' value can't be out of string. (Failed: {}, {} ({}))",
+                    one_line(key),
+                    one_line(&js_to_string(other)),
                     js_typeof(other)
                 ),
             ))
         }
     };
     Ok((key.to_owned(), value))
+}
+
+/// Escapes control characters so an error stays on one line.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// JavaScript's `${value}` for the SDK's error text.
@@ -960,6 +975,8 @@ mod tests {
             let e = parse_platform_env(json).unwrap_err();
             assert_eq!(e.to_string(), *want, "{}", String::from_utf8_lossy(json));
         }
+        let e = parse_platform_env(b"{\"NOSLATE_A\\nB\":\"v\"}").unwrap_err();
+        assert!(e.to_string().ends_with("(Failed: NOSLATE_A\\nB)"), "{e}");
         // NOSLATE without the underscore is an ordinary name.
         assert!(parse_platform_env(b"{\"NOSLATEX\":\"1\"}").is_ok());
     }
