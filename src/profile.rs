@@ -138,113 +138,87 @@ fn parse_profile(item: &Value, path: &str) -> Result<FunctionProfile> {
         }
     }
 
-    let field = |key: &str| obj.get(key).map(|v| (v, format!("{path}.{key}")));
-    let opt_string = |key: &str| -> Result<Option<String>> { field(key).map(|(v, p)| string(v, &p)).transpose() };
-    let opt_export = |key: &str| -> Result<Option<String>> {
-        field(key)
-            .map(|(v, p)| {
-                let s = string(v, &p)?;
-                check_export(&s, &p)?;
-                Ok(s)
-            })
-            .transpose()
-    };
-
-    let url = field("url")
-        .map(|(v, p)| {
-            let s = string(v, &p)?;
-            check_url(&s, &p)?;
-            Ok(s)
-        })
-        .transpose()?;
-
+    let m = Members { obj, path };
     Ok(FunctionProfile {
-        name: opt_string("name")?,
+        name: m.get("name", string)?,
         runtime: Some(runtime),
-        url,
-        signature: opt_string("signature")?,
-        handler: opt_export("handler")?,
-        initializer: opt_export("initializer")?,
-        source_file: opt_string("sourceFile")?,
-        resource_limit: field("resourceLimit").map(|(v, p)| parse_resource_limit(v, &p)).transpose()?,
-        worker: field("worker").map(|(v, p)| parse_worker(v, &p)).transpose()?,
-        environments: field("environments").map(|(v, p)| parse_environments(v, &p)).transpose()?.unwrap_or_default(),
-        rate_limit: field("rateLimit").map(|(v, p)| parse_rate_limit(v, &p)).transpose()?,
-        namespace: opt_string("namespace")?,
+        url: m.get("url", url)?,
+        signature: m.get("signature", string)?,
+        handler: m.get("handler", export)?,
+        initializer: m.get("initializer", export)?,
+        source_file: m.get("sourceFile", string)?,
+        resource_limit: m.get("resourceLimit", parse_resource_limit)?,
+        worker: m.get("worker", parse_worker)?,
+        environments: m.get("environments", parse_environments)?.unwrap_or_default(),
+        rate_limit: m.get("rateLimit", parse_rate_limit)?,
+        namespace: m.get("namespace", string)?,
     })
 }
 
 /// `url` must name a code location the control plane can fetch (doc §8.3):
 /// an absolute `file:///` directory, or an `http(s)://` zip.
-fn check_url(url: &str, path: &str) -> Result<()> {
+fn url(v: &Value, path: &str) -> Result<String> {
+    let url = string(v, path)?;
     let ok =
         ["file:///", "http://", "https://"].iter().any(|scheme| url.len() > scheme.len() && url.starts_with(scheme));
     if ok {
-        Ok(())
+        Ok(url)
     } else {
         Err(ProfileError::new(path, "must start with file:/// (absolute path), http:// or https://"))
     }
 }
 
 /// `handler` / `initializer`: `^[^.]+\.[^.]+$`, i.e. `file.export`.
-fn check_export(v: &str, path: &str) -> Result<()> {
-    match v.split_once('.') {
-        Some((file, export)) if !file.is_empty() && !export.is_empty() && !export.contains('.') => Ok(()),
+fn export(v: &Value, path: &str) -> Result<String> {
+    let s = string(v, path)?;
+    match s.split_once('.') {
+        Some((file, export)) if !file.is_empty() && !export.is_empty() && !export.contains('.') => Ok(s),
         _ => Err(ProfileError::new(path, "must match ^[^.]+\\.[^.]+$")),
     }
 }
 
 fn parse_resource_limit(v: &Value, path: &str) -> Result<ResourceLimit> {
-    let obj = as_object(v, path)?;
-    Ok(ResourceLimit { memory: opt_member(obj, path, "memory", int32)?, cpu: opt_member(obj, path, "cpu", float)? })
+    let m = Members::of(v, path)?;
+    Ok(ResourceLimit { memory: m.get("memory", int32)?, cpu: m.get("cpu", float)? })
 }
 
 fn parse_rate_limit(v: &Value, path: &str) -> Result<RateLimit> {
-    let obj = as_object(v, path)?;
+    let m = Members::of(v, path)?;
     Ok(RateLimit {
-        max_token_count: opt_member(obj, path, "maxTokenCount", int32)?,
-        tokens_per_fill: opt_member(obj, path, "tokensPerFill", int32)?,
-        fill_interval: opt_member(obj, path, "fillInterval", int32)?,
+        max_token_count: m.get("maxTokenCount", int32)?,
+        tokens_per_fill: m.get("tokensPerFill", int32)?,
+        fill_interval: m.get("fillInterval", int32)?,
     })
 }
 
 fn parse_worker(v: &Value, path: &str) -> Result<FunctionProfileWorker> {
-    let obj = as_object(v, path)?;
-    let m = |key: &'static str| (obj, path, key);
-    let enumerated =
-        |key: &str, allowed: &'static [&'static str]| opt_member(obj, path, key, |v, p| one_of(v, p, allowed));
+    let m = Members::of(v, path)?;
+    let enumerated = |key: &str, allowed: &'static [&'static str]| m.get(key, |v, p| one_of(v, p, allowed));
     Ok(FunctionProfileWorker {
-        initialization_timeout: call(m("initializationTimeout"), int32)?,
-        max_activate_requests: call(m("maxActivateRequests"), int32)?,
-        reservation_count: call(m("reservationCount"), int32)?,
-        fast_fail_requests_on_starting: call(m("fastFailRequestsOnStarting"), boolean)?,
-        replica_count_limit: call(m("replicaCountLimit"), int32)?,
-        v8_options: call(m("v8Options"), strings)?.unwrap_or_default(),
+        initialization_timeout: m.get("initializationTimeout", int32)?,
+        max_activate_requests: m.get("maxActivateRequests", int32)?,
+        reservation_count: m.get("reservationCount", int32)?,
+        fast_fail_requests_on_starting: m.get("fastFailRequestsOnStarting", boolean)?,
+        replica_count_limit: m.get("replicaCountLimit", int32)?,
+        v8_options: m.get("v8Options", strings)?.unwrap_or_default(),
         shrink_strategy: enumerated("shrinkStrategy", SHRINK_STRATEGIES)?,
-        exec_argv: call(m("execArgv"), strings)?.unwrap_or_default(),
-        disposable: call(m("disposable"), boolean)?,
-        disable_seed: call(m("disableSeed"), boolean)?,
-        disable_request_queue: call(m("disableRequestQueue"), boolean)?,
+        exec_argv: m.get("execArgv", strings)?.unwrap_or_default(),
+        disposable: m.get("disposable", boolean)?,
+        disable_seed: m.get("disableSeed", boolean)?,
+        disable_request_queue: m.get("disableRequestQueue", boolean)?,
         dispatch_mode: enumerated("dispatchMode", DISPATCH_MODES)?,
-        concurrency_sliding_window_size: call(m("concurrencySlidingWindowSize"), int32)?,
-        concurrency_sliding_bucket_count: call(m("concurrencySlidingBucketCount"), int32)?,
-        ema_concurrency_alpha: call(m("emaConcurrencyAlpha"), float)?,
-        concurrency_expand_threshold: call(m("concurrencyExpandThreshold"), float)?,
-        concurrency_shrink_threshold: call(m("concurrencyShrinkThreshold"), float)?,
-        expand_cooldown: call(m("expandCooldown"), int32)?,
-        shrink_cooldown: call(m("shrinkCooldown"), int32)?,
-        scale_factor: call(m("scaleFactor"), float)?,
-        precision_zero_threshold: call(m("precisionZeroThreshold"), float)?,
+        concurrency_sliding_window_size: m.get("concurrencySlidingWindowSize", int32)?,
+        concurrency_sliding_bucket_count: m.get("concurrencySlidingBucketCount", int32)?,
+        ema_concurrency_alpha: m.get("emaConcurrencyAlpha", float)?,
+        concurrency_expand_threshold: m.get("concurrencyExpandThreshold", float)?,
+        concurrency_shrink_threshold: m.get("concurrencyShrinkThreshold", float)?,
+        expand_cooldown: m.get("expandCooldown", int32)?,
+        shrink_cooldown: m.get("shrinkCooldown", int32)?,
+        scale_factor: m.get("scaleFactor", float)?,
+        precision_zero_threshold: m.get("precisionZeroThreshold", float)?,
         concurrency_stats_mode: enumerated("concurrencyStatsMode", CONCURRENCY_STATS_MODES)?,
-        shrink_cooldown_on_startup: call(m("shrinkCooldownOnStartup"), boolean)?,
+        shrink_cooldown_on_startup: m.get("shrinkCooldownOnStartup", boolean)?,
     })
-}
-
-fn call<T>(
-    (obj, path, key): (&Map<String, Value>, &str, &str),
-    conv: impl Fn(&Value, &str) -> Result<T>,
-) -> Result<Option<T>> {
-    opt_member(obj, path, key, conv)
 }
 
 fn parse_environments(v: &Value, path: &str) -> Result<Vec<KeyValuePair>> {
@@ -270,13 +244,23 @@ fn parse_environments(v: &Value, path: &str) -> Result<Vec<KeyValuePair>> {
 // Typed members
 // ---------------------------------------------------------------------------
 
-fn opt_member<T>(
-    obj: &Map<String, Value>,
-    path: &str,
-    key: &str,
-    conv: impl Fn(&Value, &str) -> Result<T>,
-) -> Result<Option<T>> {
-    obj.get(key).map(|v| conv(v, &format!("{path}.{key}"))).transpose()
+/// The members of one JSON object, converted with their path for errors.
+#[derive(Clone, Copy)]
+struct Members<'v> {
+    obj: &'v Map<String, Value>,
+    path: &'v str,
+}
+
+impl<'v> Members<'v> {
+    fn of(v: &'v Value, path: &'v str) -> Result<Self> {
+        Ok(Members { obj: as_object(v, path)?, path })
+    }
+
+    /// `None` when `key` is absent, else the converted value: presence is
+    /// kept, so an explicit `false`/`0`/`""` is `Some`.
+    fn get<T>(&self, key: &str, conv: impl Fn(&Value, &str) -> Result<T>) -> Result<Option<T>> {
+        self.obj.get(key).map(|v| conv(v, &format!("{}.{key}", self.path))).transpose()
+    }
 }
 
 fn as_object<'v>(v: &'v Value, path: &str) -> Result<&'v Map<String, Value>> {
@@ -423,7 +407,10 @@ fn env_pair(key: &str, value: Option<&Value>, key_path: &str, value_path: &str) 
     if RESERVED_ENV_PREFIXES.iter().any(|p| key.starts_with(p)) {
         return Err(ProfileError::new(
             key_path,
-            format!("Platform environment variables' key can't start with NOSLATED_ and NOSLATE_. (Failed: {key})"),
+            format!(
+                "Platform environment variables' key can't start with NOSLATED_ and NOSLATE_. (Failed: {})",
+                one_line(key)
+            ),
         ));
     }
     let value = match value {
@@ -433,14 +420,28 @@ fn env_pair(key: &str, value: Option<&Value>, key_path: &str, value_path: &str) 
             return Err(ProfileError::new(
                 value_path,
                 format!(
-                    "Platform environment variables' value can't be out of string. (Failed: {key}, {} ({}))",
-                    js_to_string(other),
+                    "Platform environment variables' value can't be out of string. (Failed: {}, {} ({}))",
+                    one_line(key),
+                    one_line(&js_to_string(other)),
                     js_typeof(other)
                 ),
             ))
         }
     };
     Ok((key.to_owned(), value))
+}
+
+/// Escapes control characters so an error stays on one line.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// JavaScript's `${value}` for the SDK's error text.
@@ -841,6 +842,8 @@ mod tests {
             let e = parse_platform_env(json).unwrap_err();
             assert_eq!(e.to_string(), *want, "{}", String::from_utf8_lossy(json));
         }
+        let e = parse_platform_env(b"{\"NOSLATE_A\\nB\":\"v\"}").unwrap_err();
+        assert!(e.to_string().ends_with("(Failed: NOSLATE_A\\nB)"), "{e}");
         // NOSLATE without the underscore is an ordinary name.
         assert!(parse_platform_env(b"{\"NOSLATEX\":\"1\"}").is_ok());
     }

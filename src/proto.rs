@@ -265,6 +265,19 @@ fn put_raw_pair(dst: &mut Vec<u8>, field: u32, key: &[u8], value: &[u8]) {
     put_sanitized(dst, 2, value);
 }
 
+/// Appends a `KeyValuePair` field with both members copied verbatim (no
+/// UTF-8 policy): the inverse of [`decode_raw_pair`].
+fn put_verbatim_pair(dst: &mut Vec<u8>, field: u32, key: &[u8], value: &[u8]) {
+    put_key(dst, field, WIRE_LEN);
+    put_varint(dst, verbatim_pair_body_len(key, value) as u64);
+    put_bytes(dst, 1, key);
+    put_bytes(dst, 2, value);
+}
+
+fn verbatim_pair_body_len(key: &[u8], value: &[u8]) -> usize {
+    bytes_field_len(1, key.len()) + bytes_field_len(2, value.len())
+}
+
 // ---------------------------------------------------------------------------
 // Decoding primitives
 // ---------------------------------------------------------------------------
@@ -1014,7 +1027,9 @@ pub fn body_chunk_prefix(body_len: usize) -> BodyChunkPrefix {
 }
 
 /// `noslated.data.InvokeResultResponse`: the response head (status,
-/// headers) or one body chunk.
+/// headers) or one body chunk. Header bytes are neither checked on decode
+/// nor sanitized on encode, so `encode` is the exact inverse of `decode`
+/// (a test peer can send non-UTF-8 headers on purpose).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InvokeResult<'a> {
     /// HTTP status; absent or 0 means 200 (doc §4.2).
@@ -1041,14 +1056,14 @@ impl<'a> InvokeResult<'a> {
 
     pub fn encoded_len(&self) -> usize {
         opt::len(1, &self.status)
-            + self.headers.iter().map(|(k, v)| raw_pair_field_len(2, k, v)).sum::<usize>()
+            + self.headers.iter().map(|(k, v)| bytes_field_len(2, verbatim_pair_body_len(k, v))).sum::<usize>()
             + opt::len(3, &self.body)
     }
 
     pub fn encode(&self, dst: &mut Vec<u8>) {
         opt::put(1, &self.status, dst);
         for (k, v) in &self.headers {
-            put_raw_pair(dst, 2, k, v);
+            put_verbatim_pair(dst, 2, k, v);
         }
         opt::put(3, &self.body, dst);
     }
@@ -1462,6 +1477,9 @@ mod tests {
         let bytes = hex("12 06 0a 01 ff 12 01 fe");
         let r = InvokeResult::decode(&bytes).unwrap();
         assert_eq!(r.headers, vec![(&b"\xff"[..], &b"\xfe"[..])]);
+        let mut again = Vec::new();
+        r.encode(&mut again);
+        assert_eq!(again, bytes);
         // But a string field of the error is checked.
         assert_eq!(InvokeError::decode(&hex("12 01 ff")), Err(DecodeError::InvalidUtf8 { field: 2 }));
     }
