@@ -341,3 +341,67 @@ fn broken_chunked_framing_is_refused() {
     }
     assert_eq!(fc.invoke("echo", b"still fine").text(), "still fine");
 }
+
+/// The data plane writes responses without waiting for flow control and
+/// Node refuses new streams on a connection above 10 MB of queued data
+/// (noslated-protocol.md §2.1). A slow reader of a big response must not
+/// starve everyone else sharing the data plane.
+#[test]
+fn slow_reader_does_not_block_others_when_plane_ignores_backpressure() {
+    let (_dir, _peer, fc) = stack("slowfast", &[]);
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: big-fast-33554432\r\ncontent-length: 0\r\n\r\n").unwrap();
+    let mut first = [0u8; 4096];
+    s.read_exact(&mut first).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..20 {
+        let start = Instant::now();
+        let r = fc.invoke("echo", format!("other-{i}").as_bytes());
+        assert_eq!(r.status, 200, "other invoke {i} failed: {}", r.text());
+        assert_eq!(r.text(), format!("other-{i}"));
+        assert!(start.elapsed() < Duration::from_secs(2), "other invokes must not wait for the slow one");
+    }
+    let r = read_response_rest(&mut s, &first);
+    assert!(r.complete);
+    assert!(r.body == pattern(32 << 20), "big body differs");
+}
+
+/// noslated-protocol.md §14: Node 20 drops a connection after ~1,000 client
+/// resets. 20,000 sequential invokes (no resets: finished streams are never
+/// reset), then 5,000 of which every third fails before its head (each needs
+/// a cancel) — all answered correctly, no failure.
+#[test]
+fn twenty_thousand_invokes_and_the_reset_budget() {
+    let (_dir, _peer, fc) = stack("budget", &[]);
+    let mut s = fc.connect();
+    let send = |s: &mut std::net::TcpStream, function: &str, body: &str| {
+        let raw = format!(
+            "POST /invoke HTTP/1.1\r\nx-noslate-function: {function}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(raw.as_bytes()).unwrap();
+        read_response(s).unwrap()
+    };
+    for i in 0..20_000 {
+        let body = format!("seq-{i}");
+        let r = send(&mut s, "echo", &body);
+        assert_eq!(r.status, 200, "invoke {i}: {}", r.text());
+        assert_eq!(r.text(), body);
+    }
+    for i in 0..5_000 {
+        if i % 3 == 0 {
+            let r = send(&mut s, "error-before-head", "x");
+            assert_eq!(r.status, 404, "invoke {i}: {}", r.text());
+            assert!(r.text().contains("boom"), "{}", r.text());
+        } else {
+            let body = format!("mix-{i}");
+            let r = send(&mut s, "echo", &body);
+            assert_eq!(r.status, 200, "invoke {i}: {}", r.text());
+            assert_eq!(r.text(), body);
+        }
+    }
+    let stderr = fc.proc.stderr_text();
+    assert!(!stderr.contains("GOAWAY"), "the data plane dropped us: {stderr}");
+    // 1,667 cancels: the connection was rotated before Node's allowance ran out.
+    assert!(stderr.contains("resets: moving new streams"), "{stderr}");
+}

@@ -470,6 +470,7 @@ impl Server {
     pub(super) fn conn_maybe_retire(&mut self, key: usize) {
         let Some(pc) = self.conns.get(key) else { return };
         if !pc.retired && pc.h2.resets_sent() >= RESET_BUDGET {
+            eprintln!("noslate-fc: plane connection sent {RESET_BUDGET} resets: moving new streams to a fresh one");
             return self.retire_conn(key);
         }
         if pc.retired && pc.owners.is_empty() {
