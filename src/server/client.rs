@@ -10,7 +10,7 @@
 use std::io::{self, Read};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::Interest;
 
