@@ -160,13 +160,22 @@ fn request_at(port: u16, raw: &[u8]) -> Option<Response> {
 }
 
 fn invoke_at(port: u16, function: &str, body: &[u8]) -> Option<Response> {
+    invoke_keep_alive(port, function, body).map(|(r, _)| r)
+}
+
+/// An invoke on a keep-alive connection, returned open as FC keeps it: the
+/// end of the exchange, not the end of the connection, must end a drain.
+fn invoke_keep_alive(port: u16, function: &str, body: &[u8]) -> Option<(Response, TcpStream)> {
     let mut raw = format!(
         "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: {function}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     raw.extend_from_slice(body);
-    request_at(port, &raw)
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(&raw).ok()?;
+    read_response(&mut s).map(|r| (r, s))
 }
 
 fn initialize(fc: &Fc, timeout_s: u32) -> (Response, Duration) {
@@ -297,7 +306,7 @@ fn sigterm_lets_an_in_flight_invoke_finish_then_exits_0() {
     let stack = Stack::start("sigterm", &[]);
     stack.fc.wait_ready();
     let port = stack.fc.port;
-    let slow = std::thread::spawn(move || invoke_at(port, "slow-500", b"in flight"));
+    let slow = std::thread::spawn(move || invoke_keep_alive(port, "slow-500", b"in flight"));
     assert!(
         stack.wait_event(Duration::from_secs(5), |e| e["ev"] == "invoke" && e["name"] == "slow-500").is_some(),
         "the slow invoke never reached the data plane"
@@ -307,11 +316,12 @@ fn sigterm_lets_an_in_flight_invoke_finish_then_exits_0() {
     std::thread::sleep(Duration::from_millis(100));
     let refused = invoke_at(port, "echo", b"late").expect("an answer while draining");
     assert_eq!(refused.status, 503, "{}", refused.text());
-    let r = slow.join().unwrap().expect("the in-flight invoke got no answer");
+    let (r, _open) = slow.join().unwrap().expect("the in-flight invoke got no answer");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.complete);
     assert_eq!(r.text(), "in flight");
-    let status = fc.proc.wait_exit(Duration::from_secs(5)).expect("no exit after the drain");
+    // The drain period (10 s by default) is not what ends the drain.
+    let status = fc.proc.wait_exit(Duration::from_secs(3)).expect("no exit after the in-flight invoke finished");
     assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
     stack.children.assert_all_dead(Duration::from_secs(1));
 }
@@ -339,7 +349,7 @@ fn pre_stop_drains_answers_200_then_exits_0() {
     stack.fc.wait_ready();
     let port = stack.fc.port;
     let slow = std::thread::spawn(move || {
-        let r = invoke_at(port, "slow-500", b"finish me");
+        let r = invoke_keep_alive(port, "slow-500", b"finish me");
         (r, Instant::now())
     });
     assert!(stack.wait_event(Duration::from_secs(5), |e| e["ev"] == "invoke" && e["name"] == "slow-500").is_some());
@@ -352,12 +362,17 @@ fn pre_stop_drains_answers_200_then_exits_0() {
     assert_eq!(refused.status, 503, "{}", refused.text());
 
     let (r, invoke_done) = slow.join().unwrap();
-    let r = r.expect("the in-flight invoke got no answer");
+    let (r, _open) = r.expect("the in-flight invoke got no answer");
     assert_eq!((r.status, r.text().as_str()), (200, "finish me"));
     let (p, pre_stop_done) = pre_stop.join().unwrap();
     let p = p.expect("/pre-stop got no answer");
     assert_eq!(p.status, 200, "{}", p.text());
     assert!(pre_stop_done >= invoke_done, "/pre-stop answered before the in-flight invoke finished");
+    assert!(
+        pre_stop_done - invoke_done < Duration::from_secs(2),
+        "/pre-stop waited {:?} after the last invoke finished (the keep-alive connection is still open)",
+        pre_stop_done - invoke_done
+    );
 
     let mut fc = stack.fc;
     let status = fc.proc.wait_exit(Duration::from_secs(5)).expect("no exit after /pre-stop");
