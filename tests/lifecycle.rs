@@ -299,6 +299,28 @@ fn children_ignoring_sigterm_are_killed_after_the_grace_period() {
     stack.children.assert_all_dead(Duration::from_millis(100));
 }
 
+#[test]
+fn a_missing_log_dir_is_created() {
+    let dir = TempDir::new("logdir");
+    let logs = dir.path().join("deep/logs");
+    let turf = format!("{} -D -f", fixture("fake-turf.sh"));
+    let fc = Fc::start(
+        &dir,
+        &[
+            ("NOSLATE_LOGDIR", logs.to_str().unwrap()),
+            ("NOSLATE_FC_TURF_CMD", &turf),
+            ("NOSLATE_FC_DATA_PLANE_CMD", "off"),
+            ("NOSLATE_FC_CONTROL_PLANE_CMD", "off"),
+        ],
+    );
+    let children = Children::of(&fc);
+    assert_eq!(children.names(), ["turfd"]);
+    let log = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(logs.join("turf.log")).ok().filter(|t| t.contains("fake turfd started"))
+    });
+    assert!(log.is_some(), "turf.log not written: {}", fc.proc.stderr_text());
+}
+
 // ---------------------------------------------------------------- draining
 
 #[test]
@@ -340,6 +362,46 @@ fn a_second_sigterm_exits_at_once() {
     fc.proc.signal(15);
     fc.proc.wait_exit(Duration::from_secs(1)).expect("the second SIGTERM did not exit at once");
     eprintln!("second SIGTERM: exited after {:?}", start.elapsed());
+    stack.children.assert_all_dead(Duration::from_secs(1));
+}
+
+#[test]
+fn the_drain_period_bounds_a_stuck_invoke() {
+    let stack = Stack::start("drain-deadline", &[("NOSLATE_FC_DRAIN_MS", "500")]);
+    stack.fc.wait_ready();
+    let port = stack.fc.port;
+    let stuck = std::thread::spawn(move || invoke_at(port, "never", b"x"));
+    assert!(stack.wait_event(Duration::from_secs(5), |e| e["ev"] == "invoke" && e["name"] == "never").is_some());
+    let pre_stop = std::thread::spawn(move || request_at(port, b"GET /pre-stop HTTP/1.1\r\nhost: x\r\n\r\n"));
+    let start = Instant::now();
+    let p = pre_stop.join().unwrap().expect("/pre-stop got no answer");
+    assert_eq!(p.status, 200, "{}", p.text());
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(2), "/pre-stop after {took:?}");
+    let mut fc = stack.fc;
+    let status = fc.proc.wait_exit(Duration::from_secs(5)).expect("no exit after the drain period");
+    assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
+    if let Some(r) = stuck.join().unwrap() {
+        assert!(!r.complete || r.status != 200, "the stuck invoke cannot have succeeded: {r:?}");
+    }
+    stack.children.assert_all_dead(Duration::from_secs(1));
+}
+
+#[test]
+fn a_child_dying_during_the_drain_still_answers_pre_stop() {
+    let stack = Stack::start("drain-crash", &[("NOSLATE_FC_DRAIN_MS", "30000")]);
+    stack.fc.wait_ready();
+    let port = stack.fc.port;
+    let _stuck = std::thread::spawn(move || invoke_at(port, "never", b"x"));
+    assert!(stack.wait_event(Duration::from_secs(5), |e| e["ev"] == "invoke" && e["name"] == "never").is_some());
+    let pre_stop = std::thread::spawn(move || request_at(port, b"GET /pre-stop HTTP/1.1\r\nhost: x\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(200));
+    kill(stack.children.pid("turfd"), "KILL");
+    let mut fc = stack.fc;
+    let status = fc.proc.wait_exit(Duration::from_secs(2)).expect("no exit after a child died");
+    assert_eq!(status.code(), Some(1), "{}", fc.proc.stderr_text());
+    let p = pre_stop.join().unwrap().expect("/pre-stop got no answer");
+    assert_eq!(p.status, 200, "{}", p.text());
     stack.children.assert_all_dead(Duration::from_secs(1));
 }
 
