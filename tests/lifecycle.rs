@@ -321,6 +321,61 @@ fn a_missing_log_dir_is_created() {
     assert!(log.is_some(), "turf.log not written: {}", fc.proc.stderr_text());
 }
 
+/// The children of `pid` in the host's /proc, with their states.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for task in tasks.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("?");
+            out.push((child, state.to_string()));
+        }
+    }
+    out
+}
+
+/// As PID 1 of a PID namespace (the container's ENTRYPOINT): SIGTERM is
+/// handled (the kernel drops unhandled ones for init) and orphans that get
+/// re-parented to us are reaped. Skipped where `unshare -p` is not allowed.
+#[test]
+fn as_pid_1_it_handles_sigterm_and_reaps_orphans() {
+    if !Command::new("unshare").args(["-pf", "true"]).status().is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot create a PID namespace here (unshare -pf)");
+        return;
+    }
+    let dir = TempDir::new("pid1");
+    let turf = format!("{} -D -f", fixture("fake-turf.sh"));
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-pf", env!("CARGO_BIN_EXE_noslate-fc")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SERVER_PORT", "0")
+        .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_SOCK_DIR", dir.socks())
+        .env("NOSLATE_FC_TURF_CMD", &turf)
+        .env("FAKE_TURF_ORPHAN", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null());
+    let mut fc = Fc::spawn(cmd);
+    // unshare -f forks noslate-fc as PID 1 of the new namespace.
+    let init = wait_for(Duration::from_secs(2), || children_of(fc.proc.pid()).first().map(|c| c.0))
+        .expect("no noslate-fc under unshare");
+    assert!(fc.proc.stderr_text().contains("started turfd (pid 2)"), "{}", fc.proc.stderr_text());
+    // The orphan (a 0.3 s sleep) exits re-parented to us: it must not stay a zombie.
+    std::thread::sleep(Duration::from_millis(800));
+    let kids = children_of(init);
+    assert_eq!(kids.len(), 1, "only turfd should be left: {kids:?}");
+    assert!(kids.iter().all(|(_, s)| s != "Z"), "zombies: {kids:?}");
+    let turfd = kids[0].0;
+    kill(init, "TERM");
+    let status = fc.proc.wait_exit(Duration::from_secs(5)).expect("PID 1 ignored SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
+    assert!(wait_dead(turfd, Duration::from_secs(1)), "turfd outlived noslate-fc");
+}
+
 // ---------------------------------------------------------------- draining
 
 #[test]
