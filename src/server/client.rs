@@ -354,15 +354,18 @@ impl Server {
         if !keep_alive || c.peer_gone {
             c.closing = true;
             self.mark_client(key);
-            return;
+        } else {
+            // Give memory back between requests: idle connections hold no buffer.
+            if c.rbuf.is_empty() {
+                c.rbuf = BytesMut::new();
+            }
+            self.arm_idle(key);
+            self.mark_client(key);
+            self.pump_client(key);
         }
-        // Give memory back between requests: idle connections hold no buffer.
-        if c.rbuf.is_empty() {
-            c.rbuf = BytesMut::new();
-        }
-        self.arm_idle(key);
-        self.mark_client(key);
-        self.pump_client(key);
+        // A drain waits for exchanges, not connections: FC keeps its
+        // keep-alive connections open while it waits for /pre-stop.
+        self.after_client_closed();
     }
 
     pub(super) fn flush_client(&mut self, key: usize) {

@@ -284,6 +284,12 @@ impl Server {
     }
 
     fn drain_done(&mut self) {
+        self.stop_children();
+    }
+
+    /// Answer every waiting `/pre-stop`: the instance is going away, whether
+    /// the drain ended or a child died during it (FC must not be left hanging).
+    fn answer_pre_stops(&mut self) {
         let waiting: Vec<usize> =
             self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::PreStop { .. })).map(|(k, _)| k).collect();
         for key in waiting {
@@ -292,7 +298,6 @@ impl Server {
                 log!(self, "FC PreStop End RequestId: {request_id}");
             }
         }
-        self.stop_children();
     }
 
     /// SIGTERM every child, SIGKILL after the grace period.
@@ -301,6 +306,7 @@ impl Server {
             return;
         }
         self.life.stage = Stage::Stopping;
+        self.answer_pre_stops();
         self.close_planes();
         self.kill_children(libc::SIGTERM);
         self.timers.add(Instant::now() + self.cfg.kill_grace, Timer::KillChildren);
@@ -341,7 +347,13 @@ fn spawn(spec: &ChildSpec, cfg: &Config) -> std::io::Result<i32> {
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..]).stdin(Stdio::null());
     if let Some(file) = &spec.log_file {
-        let log = OpenOptions::new().create(true).append(true).open(file)?;
+        // start.sh's `mkdir -p $NOSLATE_LOGDIR`; name the file on failure, or
+        // ENOENT reads as "the command does not exist".
+        let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("log file {}: {e}", file.display()));
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(named)?;
+        }
+        let log = OpenOptions::new().create(true).append(true).open(file).map_err(named)?;
         cmd.stdout(log.try_clone()?).stderr(log);
     }
     if let Some(id) = spec.plane_id {

@@ -1,0 +1,21 @@
+# noslate-fc as the ENTRYPOINT of a Noslate image on Function Compute.
+#
+#   docker build --build-arg NOSLATE_VERSION=0.0.1 -t noslate-fc-app .
+#
+# ARGs used in FROM must be declared before the first FROM (global scope).
+ARG NOSLATE_VERSION
+
+# Stage 1: the release binary. The lock file pins every dependency.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked
+
+# Stage 2: the Noslate base image (turfd, node, data_plane, control_plane;
+# NOSLATE_BIN, NOSLATE_LOGDIR, NOSLATED_WORKDIR set) plus noslate-fc, which
+# starts and supervises them, serves FC's HTTP on SERVER_PORT and reaps
+# orphans as PID 1.
+FROM noslate:${NOSLATE_VERSION:-0.0.1}
+COPY --from=build /src/target/release/noslate-fc /usr/local/bin/noslate-fc
+EXPOSE 9000
+ENTRYPOINT ["/usr/local/bin/noslate-fc"]
