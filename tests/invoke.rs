@@ -350,7 +350,8 @@ fn broken_chunked_framing_is_refused() {
 fn slow_reader_does_not_block_others_when_plane_ignores_backpressure() {
     let (_dir, _peer, fc) = stack("slowfast", &[]);
     let mut s = fc.connect();
-    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: big-fast-33554432\r\ncontent-length: 0\r\n\r\n").unwrap();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: big-fast-33554432\r\ncontent-length: 0\r\n\r\n")
+        .unwrap();
     let mut first = [0u8; 4096];
     s.read_exact(&mut first).unwrap();
     std::thread::sleep(Duration::from_millis(500));

@@ -221,7 +221,12 @@ impl Server {
                         self.exit_code = Some(self.life.exit_code);
                         return;
                     }
-                    self.begin_shutdown(if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" });
+                    let name = match sig {
+                        libc::SIGINT => "SIGINT",
+                        libc::SIGHUP => "SIGHUP",
+                        _ => "SIGTERM",
+                    };
+                    self.begin_shutdown(name);
                 }
                 Ok(None) => return,
                 Err(e) => {
