@@ -35,13 +35,7 @@ fn response_frames() -> (BytesMut, usize) {
     let mut buf = BytesMut::new();
     let mut frames = 0;
     for stream_id in (0..STREAMS).map(|i| 2 * i + 1) {
-        Frame::Headers {
-            stream_id,
-            block: header_block(60),
-            end_stream: false,
-            end_headers: true,
-        }
-        .encode(&mut buf);
+        Frame::Headers { stream_id, block: header_block(60), end_stream: false, end_headers: true }.encode(&mut buf);
         for _ in 0..BODY_MESSAGE_LEN / DATA_PAYLOAD {
             Frame::Data {
                 stream_id,
@@ -51,13 +45,7 @@ fn response_frames() -> (BytesMut, usize) {
             }
             .encode(&mut buf);
         }
-        Frame::Headers {
-            stream_id,
-            block: header_block(20),
-            end_stream: true,
-            end_headers: true,
-        }
-        .encode(&mut buf);
+        Frame::Headers { stream_id, block: header_block(20), end_stream: true, end_headers: true }.encode(&mut buf);
         frames += 2 + BODY_MESSAGE_LEN / DATA_PAYLOAD;
     }
     (buf, frames)
@@ -101,9 +89,8 @@ fn bench_frames(c: &mut Criterion) {
     let small = small_frames();
     assert_eq!(decode_all(small.clone()), SMALL_FRAMES);
     group.throughput(Throughput::Elements(SMALL_FRAMES as u64));
-    group.bench_function("256_data_frames_64B", |b| {
-        b.iter_batched(|| small.clone(), decode_all, BatchSize::SmallInput)
-    });
+    group
+        .bench_function("256_data_frames_64B", |b| b.iter_batched(|| small.clone(), decode_all, BatchSize::SmallInput));
     group.finish();
 }
 
@@ -131,11 +118,7 @@ fn invoke_response_payloads() -> Vec<Bytes> {
     let body = vec![b'b'; BODY_MESSAGE_LEN];
     for _ in 0..BODY_MESSAGES {
         grpc_message(
-            InvokeResponse::Result(InvokeResult {
-                status: None,
-                headers: Vec::new(),
-                body: Some(&body),
-            }),
+            InvokeResponse::Result(InvokeResult { status: None, headers: Vec::new(), body: Some(&body) }),
             &mut stream,
         );
     }
@@ -170,9 +153,7 @@ fn bench_splice(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("h2/splice");
     group.throughput(Throughput::Bytes(input as u64));
-    group.bench_function("response_16x64KiB_messages_16KiB_data", |b| {
-        b.iter(|| splice_all(black_box(&payloads)))
-    });
+    group.bench_function("response_16x64KiB_messages_16KiB_data", |b| b.iter(|| splice_all(black_box(&payloads))));
     group.finish();
 }
 

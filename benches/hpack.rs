@@ -123,9 +123,7 @@ fn repeat_trailers_block() -> Vec<u8> {
 fn decode_fields(decoder: &mut Decoder, block: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut fields = Vec::new();
     decoder
-        .decode(block, MAX_LIST_SIZE, &mut |name, value| {
-            fields.push((name.to_vec(), value.to_vec()))
-        })
+        .decode(block, MAX_LIST_SIZE, &mut |name, value| fields.push((name.to_vec(), value.to_vec())))
         .expect("valid block");
     fields
 }
@@ -190,13 +188,9 @@ fn bench_decode(c: &mut Criterion) {
     // Fully indexed blocks leave the table unchanged, so one warmed decoder
     // serves every iteration.
     group.throughput(Throughput::Bytes(repeat_head.len() as u64));
-    group.bench_function("head_repeat_fully_indexed", |b| {
-        b.iter(|| decode_once(&mut warmed, &repeat_head))
-    });
+    group.bench_function("head_repeat_fully_indexed", |b| b.iter(|| decode_once(&mut warmed, &repeat_head)));
     group.throughput(Throughput::Bytes(repeat_trailers.len() as u64));
-    group.bench_function("trailers_repeat_fully_indexed", |b| {
-        b.iter(|| decode_once(&mut warmed, &repeat_trailers))
-    });
+    group.bench_function("trailers_repeat_fully_indexed", |b| b.iter(|| decode_once(&mut warmed, &repeat_trailers)));
     assert_eq!(warmed.table_len(), table_len);
     group.finish();
 }
@@ -216,10 +210,7 @@ fn bench_encode(c: &mut Criterion) {
     let mut encoder = Encoder::new();
     let mut block = Vec::with_capacity(256);
     encoder.encode(fields.iter().copied(), &mut block);
-    assert_eq!(
-        decode_fields(&mut Decoder::new(DEFAULT_TABLE_SIZE), &block),
-        owned(&fields)
-    );
+    assert_eq!(decode_fields(&mut Decoder::new(DEFAULT_TABLE_SIZE), &block), owned(&fields));
 
     let mut group = c.benchmark_group("hpack/encode");
     group.throughput(Throughput::Bytes(block.len() as u64));

@@ -48,11 +48,8 @@ fn large_head() -> Vec<u8> {
     let value_budget = LARGE_HEAD_LEN - fixed;
     let mut head = String::from(request_line);
     for i in 0..LARGE_HEAD_FIELDS {
-        let len = value_budget / LARGE_HEAD_FIELDS
-            + usize::from(i < value_budget % LARGE_HEAD_FIELDS);
-        let value: String = (0..len)
-            .map(|j| char::from(b'a' + ((i + j) % 26) as u8))
-            .collect();
+        let len = value_budget / LARGE_HEAD_FIELDS + usize::from(i < value_budget % LARGE_HEAD_FIELDS);
+        let value: String = (0..len).map(|j| char::from(b'a' + ((i + j) % 26) as u8)).collect();
         head.push_str(&format!("x-custom-field-{i:02}: {value}\r\n"));
     }
     head.push_str("\r\n");
@@ -74,10 +71,9 @@ fn chunked_body() -> Vec<u8> {
 fn bench_heads(c: &mut Criterion) {
     let limits = Limits::default();
     let mut group = c.benchmark_group("http1/head");
-    for (name, head, fields) in [
-        ("small_10_fields", small_head(), 10),
-        ("large_60_fields_6KiB", large_head(), LARGE_HEAD_FIELDS),
-    ] {
+    for (name, head, fields) in
+        [("small_10_fields", small_head(), 10), ("large_60_fields_6KiB", large_head(), LARGE_HEAD_FIELDS)]
+    {
         // Check once that the input parses as intended.
         let parsed = HeadParser::new()
             .parse(&mut BytesMut::from(&head[..]), &limits)

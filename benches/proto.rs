@@ -94,11 +94,7 @@ fn bench_decode(c: &mut Criterion) {
     });
     // Every later message: `result{body}`.
     let body = vec![b'b'; RESPONSE_BODY_LEN];
-    let chunk = encode_response(InvokeResult {
-        status: None,
-        headers: Vec::new(),
-        body: Some(&body),
-    });
+    let chunk = encode_response(InvokeResult { status: None, headers: Vec::new(), body: Some(&body) });
     assert!(matches!(
         InvokeResponse::decode(&head),
         Ok(InvokeResponse::Result(InvokeResult { status: Some(200), ref headers, .. })) if headers.len() == 5
@@ -109,14 +105,9 @@ fn bench_decode(c: &mut Criterion) {
     ));
 
     let mut group = c.benchmark_group("proto/decode");
-    for (name, message) in [
-        ("invoke_response_head_5_headers", &head),
-        ("invoke_response_body_chunk_64KiB", &chunk),
-    ] {
+    for (name, message) in [("invoke_response_head_5_headers", &head), ("invoke_response_body_chunk_64KiB", &chunk)] {
         group.throughput(Throughput::Bytes(message.len() as u64));
-        group.bench_function(name, |b| {
-            b.iter(|| black_box(InvokeResponse::decode(black_box(message))))
-        });
+        group.bench_function(name, |b| b.iter(|| black_box(InvokeResponse::decode(black_box(message)))));
     }
     group.finish();
 }
