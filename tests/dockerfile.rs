@@ -83,7 +83,7 @@ fn dockerfile_structure() {
         .expect("the runtime stage copies the binary from the build stage");
     let paths: Vec<&str> = copy.args.split_whitespace().skip(1).collect();
     assert_eq!(paths.len(), 2, "COPY --from=build <src> <dest>: {}", copy.args);
-    assert!(paths[0].ends_with("/target/release/noslate-fc"), "copies the release binary: {}", paths[0]);
+    assert!(paths[0].ends_with("/release/noslate-fc"), "copies the release binary: {}", paths[0]);
     let installed = paths[1];
     assert_eq!(installed, "/usr/local/bin/noslate-fc");
 
