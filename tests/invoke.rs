@@ -406,3 +406,21 @@ fn twenty_thousand_invokes_and_the_reset_budget() {
     // 1,667 cancels: the connection was rotated before Node's allowance ran out.
     assert!(stderr.contains("resets: moving new streams"), "{stderr}");
 }
+
+#[test]
+fn fc_base_path_is_stripped_for_http_invocations() {
+    let (_dir, _peer, fc) = stack("basepath", &[]);
+    let raw = b"GET /2016-08-15/proxy/svc/fn/users?id=1 HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\n\
+x-fc-base-path: /2016-08-15/proxy/svc/fn/\r\nx-noslate-function: inspect\r\n\r\n";
+    let r = fc.request(raw);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["url"], "/users?id=1");
+    let raw = b"GET /2016-08-15/proxy/svc/fn HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\n\
+x-fc-base-path: /2016-08-15/proxy/svc/fn/\r\nx-noslate-function: inspect\r\n\r\n";
+    let v: serde_json::Value = serde_json::from_slice(&fc.request(raw).body).unwrap();
+    assert_eq!(v["url"], "/");
+    let raw = b"GET /2016-08-15/proxy/svc/fnx?a HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\n\
+x-fc-base-path: /2016-08-15/proxy/svc/fn/\r\nx-noslate-function: inspect\r\n\r\n";
+    let v: serde_json::Value = serde_json::from_slice(&fc.request(raw).body).unwrap();
+    assert_eq!(v["url"], "/2016-08-15/proxy/svc/fnx?a", "not under the base path: unchanged");
+}

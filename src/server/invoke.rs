@@ -278,8 +278,41 @@ impl Server {
                 !hop && !secret
             })
             .collect();
-        let lower: Vec<(Vec<u8>, &[u8])> = headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), *v)).collect();
-        let headers: Vec<(&[u8], &[u8])> = lower.iter().map(|(n, v)| (n.as_slice(), *v)).collect();
+        // Header names go lower-case (as Node's HTTP server presents them);
+        // only names that need it are copied.
+        let lower: Vec<(std::borrow::Cow<'_, [u8]>, &[u8])> = headers
+            .iter()
+            .map(|(n, v)| {
+                let name = if n.iter().any(u8::is_ascii_uppercase) {
+                    std::borrow::Cow::Owned(n.to_ascii_lowercase())
+                } else {
+                    std::borrow::Cow::Borrowed(*n)
+                };
+                (name, *v)
+            })
+            .collect();
+        let headers: Vec<(&[u8], &[u8])> = lower.iter().map(|(n, v)| (n.as_ref(), *v)).collect();
+        // FC's default domain prefixes the path with x-fc-base-path; the
+        // function sees its own path (fc-protocol.md §9.5).
+        let target = head.target();
+        let url = match head.header("x-fc-base-path") {
+            Some(base) if !inv.event && base.len() > 1 => {
+                let base = base.strip_suffix(b"/").unwrap_or(base);
+                match target.strip_prefix(base) {
+                    Some(rest) if rest.first().is_none_or(|b| *b == b'/') => {
+                        if rest.is_empty() {
+                            b"/".to_vec()
+                        } else {
+                            rest.to_vec()
+                        }
+                    }
+                    Some(rest) if rest[0] == b'?' => [b"/", rest].concat(),
+                    // "/a/bc" is not under "/a/b": keep the target as is.
+                    _ => target.to_vec(),
+                }
+            }
+            _ => target.to_vec(),
+        };
         let mut baggage: Vec<(&[u8], &[u8])> = Vec::new();
         for (name, key) in [
             ("x-fc-region", b"fc-region" as &[u8]),
@@ -295,7 +328,7 @@ impl Server {
         baggage.push((b"fc-invocation-type", if inv.event { b"event" } else { b"http" }));
         let msg = InvokeRequestHead {
             name: &inv.function,
-            url: Some(head.target()),
+            url: Some(&url),
             method: Some(head.method()),
             headers: &headers,
             baggage: &baggage,
@@ -396,9 +429,10 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else { return };
         let Phase::Invoke(inv) = &mut c.phase else { return };
         inv.unreleased += data.len();
-        let mut pieces = Vec::new();
+        let mut pieces = std::mem::take(&mut self.pieces);
         let result = inv.decoder.feed(data, &mut |p| pieces.push(p));
-        for piece in pieces {
+        let mut drained = pieces.drain(..);
+        for piece in drained.by_ref() {
             match piece {
                 Piece::Head { status, headers } => self.write_response_head(key, status, &headers),
                 Piece::Body(b) => self.write_body(key, b),
@@ -410,6 +444,9 @@ impl Server {
                 return;
             }
         }
+        drop(drained);
+        // Keep the (empty) vector: no allocation per DATA frame.
+        self.pieces = pieces;
         if let Err(e) = result {
             return self.fail_invoke(key, InvokeError::Protocol(e.to_string()));
         }

@@ -188,6 +188,8 @@ pub struct Server {
     dirty_clients: Vec<usize>,
     dirty_conns: Vec<usize>,
     scratch: Scratch,
+    /// Reused between DATA frames (splice pieces of one frame).
+    pieces: Vec<crate::splice::Piece>,
     log: Log,
     life: Lifecycle,
     accept_paused: bool,
@@ -220,6 +222,7 @@ impl Server {
             dirty_clients: Vec::new(),
             dirty_conns: Vec::new(),
             scratch: Scratch::default(),
+            pieces: Vec::new(),
             log: Log::default(),
             life,
             accept_paused: false,
