@@ -45,6 +45,39 @@ fn echo_against_grpcio_peer() {
     echo_sizes(&fc);
     let r = fc.invoke("error-before-head", b"x");
     assert_eq!(r.status, 404);
+    assert!(r.text().contains("errorMessage"), "{}", r.text());
+    let r = fc.invoke("error-after-head", b"x");
+    assert_eq!((r.status, r.complete, r.text().as_str()), (200, false, "part1part2"));
+    let body = pattern(32 << 20);
+    let r = fc.invoke("echo", &body);
+    assert!(r.complete && r.body == body, "32 MiB echo through grpcio differs");
+    let r = fc.invoke("big-3000000", b"");
+    assert!(r.complete && r.body == pattern(3_000_000));
+    let r = fc.request(b"POST /p?q=1 HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: inspect\r\nx-rep: 1\r\nx-rep: 2\r\ncontent-length: 2\r\n\r\nab");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (v["url"].as_str(), v["method"].as_str(), v["bodyLength"].as_u64()),
+        (Some("/p?q=1"), Some("POST"), Some(2))
+    );
+    let port = fc.port;
+    let threads: Vec<_> = (0..64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let body = format!("grpcio-{i}");
+                let raw = format!(
+                    "POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(raw.as_bytes()).unwrap();
+                assert_eq!(read_response(&mut s).unwrap().text(), body);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
 }
 
 #[test]
