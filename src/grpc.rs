@@ -798,3 +798,17 @@ mod tests {
         assert_eq!(Code::OK.to_string(), "OK");
     }
 }
+
+/// The request HEADERS of a gRPC call to Noslated (noslated-protocol.md §2.2):
+/// lower-case names, `:authority localhost` as grpc-js uses for unix targets.
+pub fn request_fields<'a>(path: &'a [u8], timeout: &'a TimeoutValue) -> [(&'a [u8], &'a [u8]); 7] {
+    [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", path),
+        (b":authority", b"localhost"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        (b"grpc-timeout", timeout.as_bytes()),
+    ]
+}

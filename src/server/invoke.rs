@@ -208,15 +208,7 @@ impl Server {
         // first with a meaningful error (noslated-protocol.md §6).
         let left = inv.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
         let timeout = grpc::encode_timeout(left.as_millis() as u64);
-        let fields: [(&[u8], &[u8]); 7] = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", path),
-            (b":authority", b"localhost"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            (b"grpc-timeout", timeout.as_bytes()),
-        ];
+        let fields = grpc::request_fields(path, &timeout);
         let stream = self.conns[conn].h2.open(&fields, false).map_err(|e| format!("{e:?}"))?;
         if inv.first.is_none() {
             let first = self.encode_first_message(key);

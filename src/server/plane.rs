@@ -225,15 +225,7 @@ impl Server {
             },
         };
         let timeout = grpc::encode_timeout(UNARY_TIMEOUT_MS);
-        let fields: [(&[u8], &[u8]); 7] = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", path),
-            (b":authority", b"localhost"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            (b"grpc-timeout", timeout.as_bytes()),
-        ];
+        let fields = grpc::request_fields(path, &timeout);
         let pc = &mut self.conns[key];
         let Ok(stream) = pc.h2.open(&fields, false) else { return };
         let mut msg = Vec::with_capacity(grpc::MESSAGE_PREFIX_LEN + body.len());
