@@ -515,6 +515,20 @@ pub fn percent_decode(v: &[u8]) -> String {
     }
 }
 
+/// The request HEADERS of a gRPC call to Noslated (noslated-protocol.md §2.2):
+/// lower-case names, `:authority localhost` as grpc-js uses for unix targets.
+pub fn request_fields<'a>(path: &'a [u8], timeout: &'a TimeoutValue) -> [(&'a [u8], &'a [u8]); 7] {
+    [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", path),
+        (b":authority", b"localhost"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        (b"grpc-timeout", timeout.as_bytes()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,18 +811,4 @@ mod tests {
         assert_eq!(Code::UNAUTHENTICATED.to_string(), "UNAUTHENTICATED");
         assert_eq!(Code::OK.to_string(), "OK");
     }
-}
-
-/// The request HEADERS of a gRPC call to Noslated (noslated-protocol.md §2.2):
-/// lower-case names, `:authority localhost` as grpc-js uses for unix targets.
-pub fn request_fields<'a>(path: &'a [u8], timeout: &'a TimeoutValue) -> [(&'a [u8], &'a [u8]); 7] {
-    [
-        (b":method", b"POST"),
-        (b":scheme", b"http"),
-        (b":path", path),
-        (b":authority", b"localhost"),
-        (b"content-type", b"application/grpc"),
-        (b"te", b"trailers"),
-        (b"grpc-timeout", timeout.as_bytes()),
-    ]
 }
