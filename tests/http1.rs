@@ -194,3 +194,38 @@ fn bad_configuration_exits_2_naming_the_variable() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOSLATED_WORKDIR"));
 }
+
+#[test]
+fn pipelining_flood_from_a_client_that_does_not_read_is_bounded() {
+    let dir = TempDir::new("flood");
+    let fc = fc(&dir);
+    let mut s = fc.connect();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Write up to 20,000 pipelined requests without reading a single answer:
+    // the server stops reading once its answers pile up, so the writes stall.
+    let one = b"GET /pre-freeze HTTP/1.1\r\n\r\n";
+    let mut written = 0;
+    for _ in 0..20_000 {
+        if s.write_all(one).is_err() {
+            break;
+        }
+        written += 1;
+    }
+    let rss = fc.proc.rss_kib();
+    assert!(rss < 16 * 1024, "RSS {rss} KiB after {written} unread pipelined requests");
+    // A well-behaved client is served meanwhile.
+    assert_eq!(fc.request(b"GET /pre-freeze HTTP/1.1\r\n\r\n").status, 200);
+    // And the flooder gets every answer, in order, once it reads.
+    let mut answered = 0;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while answered < written {
+        match read_response(&mut s) {
+            Some(r) => {
+                assert_eq!(r.status, 200);
+                answered += 1;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(answered, written);
+}

@@ -29,6 +29,10 @@ const BODY_READ: usize = 64 * 1024;
 /// requests queue up to here, then TCP flow control pushes back).
 const MAX_BUFFERED_INPUT: usize = 256 * 1024;
 
+/// Stop answering pipelined requests while this much output waits for a
+/// client that does not read (its responses would otherwise pile up here).
+pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+
 pub enum Phase {
     Idle,
     /// `/initialize` waiting for the planes and the profile push.
@@ -171,7 +175,7 @@ impl Server {
             return false;
         }
         match &c.phase {
-            Phase::Idle => true,
+            Phase::Idle => c.out.len() < MAX_PENDING_OUTPUT,
             Phase::Invoke(inv) => inv.wants_body(self) || c.rbuf.len() < HEAD_READ,
             // Keep reading a little to notice a client that goes away.
             Phase::Init { .. } | Phase::PreStop { .. } => c.rbuf.len() < HEAD_READ,
@@ -208,7 +212,7 @@ impl Server {
             }
             match c.phase {
                 Phase::Idle => {
-                    if c.rbuf.is_empty() {
+                    if c.rbuf.is_empty() || c.out.len() >= MAX_PENDING_OUTPUT {
                         return;
                     }
                     let limits = self.limits();

@@ -596,8 +596,11 @@ impl Server {
 
     /// The client's output drained: resume what waited on it.
     pub(super) fn client_drained(&mut self, key: usize) {
-        if matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Invoke(_))) {
-            self.release_window(key);
+        match self.clients.get(key).map(|c| (&c.phase, c.out.len(), c.rbuf.is_empty())) {
+            Some((Phase::Invoke(_), _, _)) => self.release_window(key),
+            // Pipelined requests held back by a client that was not reading.
+            Some((Phase::Idle, out, false)) if out < super::client::MAX_PENDING_OUTPUT => self.pump_client(key),
+            _ => {}
         }
     }
 
