@@ -302,6 +302,9 @@ impl Server {
     /// Route one request head (fc-protocol.md §2, §4).
     fn on_request(&mut self, key: usize, head: RequestHead) {
         self.clients[key].gen = self.gen();
+        // Local answers never pass through `finish_exchange`: the idle
+        // period restarts here too.
+        self.arm_idle(key);
         let keep_alive = head.keep_alive();
         let control = head.header("x-fc-control-path").map(<[u8]>::to_vec);
         let route = match control.as_deref() {
