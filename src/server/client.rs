@@ -62,6 +62,15 @@ pub struct Client {
     pub closing: bool,
     /// The slowloris timer of the current head is armed.
     pub head_timer_armed: bool,
+    /// Fixed for the connection's life (its first generation): the idle
+    /// timer belongs to the connection, not to one exchange.
+    pub conn_id: u64,
+    /// An idle keep-alive connection is closed once this passes.
+    pub idle_deadline: Instant,
+    /// The connection's one idle timer is in the timer set. Re-arming per
+    /// exchange would leave an entry behind for every request for the whole
+    /// idle timeout (600 s by default): memory growing with the request rate.
+    pub idle_timer_pending: bool,
 }
 
 impl Server {
@@ -115,14 +124,24 @@ impl Server {
             peer_gone: false,
             closing: false,
             head_timer_armed: false,
+            conn_id: gen,
+            idle_deadline: Instant::now(),
+            idle_timer_pending: false,
         });
         self.arm_idle(key);
     }
 
+    /// Restart the idle period; add the connection's idle timer only if it
+    /// is not pending already (when it fires early, it looks again).
     fn arm_idle(&mut self, key: usize) {
-        let gen = self.clients[key].gen;
         let at = Instant::now() + self.cfg.idle_timeout;
-        self.timers.add(at, Timer::Client { key, gen, what: ClientTimer::Idle });
+        let c = &mut self.clients[key];
+        c.idle_deadline = at;
+        if !c.idle_timer_pending {
+            c.idle_timer_pending = true;
+            let conn = c.conn_id;
+            self.timers.add(at, Timer::Client { key, gen: conn, what: ClientTimer::Idle });
+        }
     }
 
     fn limits(&self) -> Limits {
@@ -183,7 +202,9 @@ impl Server {
     }
 
     fn read_client(&mut self, key: usize) -> io::Result<usize> {
-        let body = matches!(self.clients[key].phase, Phase::Invoke(_));
+        // Only a body being forwarded needs the large buffer; an invoke that
+        // waits for its response reads just to notice EOF (or pipelining).
+        let body = matches!(&self.clients[key].phase, Phase::Invoke(inv) if inv.wants_body(self));
         let c = &mut self.clients[key];
         let want = if body { BODY_READ } else { HEAD_READ };
         if c.rbuf.capacity() - c.rbuf.len() < want / 4 {
@@ -285,6 +306,9 @@ impl Server {
     /// Route one request head (fc-protocol.md §2, §4).
     fn on_request(&mut self, key: usize, head: RequestHead) {
         self.clients[key].gen = self.gen();
+        // Local answers never pass through `finish_exchange`: the idle
+        // period restarts here too.
+        self.arm_idle(key);
         let keep_alive = head.keep_alive();
         let control = head.header("x-fc-control-path").map(<[u8]>::to_vec);
         let route = match control.as_deref() {
@@ -426,14 +450,23 @@ impl Server {
 
     pub(super) fn client_timer(&mut self, key: usize, gen: u64, what: ClientTimer) {
         let Some(c) = self.clients.get_mut(key) else { return };
-        if c.gen != gen || c.closing {
+        let owner = if what == ClientTimer::Idle { c.conn_id } else { c.gen };
+        if owner != gen || c.closing {
             return;
         }
         match what {
             ClientTimer::Idle => {
-                if matches!(c.phase, Phase::Idle) && c.rbuf.is_empty() && c.out.is_empty() {
+                c.idle_timer_pending = false;
+                if !matches!(c.phase, Phase::Idle) {
+                    // In an exchange: `finish_exchange` re-arms.
+                } else if Instant::now() < c.idle_deadline {
+                    // Used since the timer was set: wait out the rest.
+                    c.idle_timer_pending = true;
+                    let (at, conn) = (c.idle_deadline, c.conn_id);
+                    self.timers.add(at, Timer::Client { key, gen: conn, what: ClientTimer::Idle });
+                } else if c.rbuf.is_empty() && c.out.is_empty() {
                     self.close_client(key);
-                } else if matches!(c.phase, Phase::Idle) {
+                } else {
                     // Something is still moving: look again later.
                     self.arm_idle(key);
                 }

@@ -472,6 +472,20 @@ impl Server {
     }
 
     pub(super) fn flush_conn(&mut self, key: usize) {
+        let opening = self
+            .conns
+            .get(key)
+            .is_some_and(|pc| !pc.h2.is_open_for_streams() && self.planes[pc.plane].kind == PlaneKind::Data);
+        self.write_conn(key);
+        // Invokes parked while no data plane was up are woken in `add_conn`,
+        // but a connection takes streams only once its handshake is written;
+        // they would wait out NOSLATE_FC_READY_WAIT_MS. Wake them again now.
+        if opening && self.conns.get(key).is_some_and(|pc| pc.h2.is_open_for_streams()) {
+            self.wake_plane_waiters();
+        }
+    }
+
+    fn write_conn(&mut self, key: usize) {
         let Some(pc) = self.conns.get_mut(key) else { return };
         loop {
             if !pc.h2.has_output() {

@@ -473,6 +473,16 @@ const BEHAVIOURS = {
       process.exit(1);
     },
   },
+  stall: {
+    // A stuck worker: stops reading the request at once (the call's readable
+    // is paused, so once grpc-js' small buffer is full the HTTP/2 stream is
+    // paused too and no more WINDOW_UPDATE is sent for it) and never answers.
+    // Cancellation and deadline expiry are recorded, as for `never`.
+    onHead(ctx) {
+      ctx.call.pause();
+      record('stall', { requestId: orNull(ctx.requestId) });
+    },
+  },
   early: {
     // Answers and ends the call at once, before the client half-closed.
     onHead(ctx) {
