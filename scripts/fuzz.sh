@@ -15,13 +15,13 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   dict=()
   case "$t" in
-    http1_request) dict=(-dict=http.dict) ;;
+    http1_request | h1_connection) dict=(-dict=http.dict) ;;
     hpack_decode) dict=(-dict=hpack.dict) ;;
   esac
   echo "fuzz $t for ${seconds}s"
   cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=65536 "${dict[@]}" 2>&1 \
-    | grep -E '^(#[0-9]+ +DONE|==[0-9]+==|SUMMARY|Done)' || true
-  if ls "artifacts/$t"/crash-* >/dev/null 2>&1; then
+    | grep -E '^(#[0-9]+[[:space:]]+DONE|==[0-9]+==|SUMMARY|Done)' || true
+  if ls "artifacts/$t"/{crash,timeout,oom,leak}-* >/dev/null 2>&1; then
     echo "fuzz target $t crashed: see fuzz/artifacts/$t"; exit 1
   fi
 done

@@ -87,6 +87,13 @@ impl ResponseDecoder {
         self.head_seen
     }
 
+    /// Bytes held back from the pieces: a message prefix and probe, or a head
+    /// or error message being assembled. Never above `MAX_BUFFERED_MESSAGE`
+    /// plus the 5-byte prefix.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Feed one DATA payload; pieces are passed to `out` in order.
     pub fn feed(&mut self, mut data: Bytes, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
         while !data.is_empty() {
