@@ -21,7 +21,12 @@ if [ -z "${SOAK_HEAP_STATS:-}" ] && command -v gdb >/dev/null; then
 fi
 [ -d tests/peer/node_modules/@grpc/grpc-js ] || (cd tests/peer && npm ci --no-audit --no-fund --loglevel=error)
 echo "soak: ${SOAK_SECONDS}s at concurrency ${SOAK_CONCURRENCY} on $(nproc) CPUs, $(uname -sr), $(date -u +%FT%TZ)"
+log=$(mktemp /tmp/nfc-soak.XXXXXX)
+trap 'rm -f "$log"' EXIT
+status=0
 # Bounded: the soak itself, plus start-up, warm-up and the final checks.
 timeout $((SOAK_SECONDS + 600)) \
-  cargo test --release --locked --test reliability soak_short -- --exact --nocapture 2>&1 | tee /dev/stderr |
-  grep '^SOAK ' | tr ' ' '\n' | sed -n 's/^\([a-z_A-Z]*\)=/  \1 = /p'
+  cargo test --release --locked --test reliability soak_short -- --exact --nocapture 2>&1 | tee "$log" || status=$?
+echo "--- soak figures (exit status $status)"
+grep '^SOAK ' "$log" | tr ' ' '\n' | sed -n 's/^\([a-zA-Z_]*\)=/  \1 = /p'
+exit "$status"
