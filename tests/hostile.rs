@@ -77,8 +77,8 @@ fn refused(name: &str, raw: &[u8], status: u16) -> Case {
     case(name, vec![Step::Write(bytes)], Expect::Responses(vec![(status, None)]))
 }
 
-/// A request that is answered normally; `Connection: close` is added so
-/// the server closes after it.
+/// A request that is answered normally, then the connection closes (`raw`
+/// says `Connection: close`, or the answer is a refusal that closes).
 fn accepted(name: &str, raw: &[u8], status: u16, body: Option<&[u8]>) -> Case {
     case(name, vec![Step::Write(raw.to_vec())], Expect::Responses(vec![(status, body.map(<[u8]>::to_vec))]))
 }
