@@ -200,3 +200,12 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
     Ok(n as usize)
 }
+
+/// Return freed heap memory to the kernel (glibc keeps it otherwise, so RSS
+/// would stay at a burst's peak).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -1,12 +1,16 @@
 //! Deadlines for the event loop: an ordered set of (instant, sequence) keys.
 //!
-//! The earliest deadline becomes the `poll` timeout. Timers are never
-//! cancelled in place: each carries the generation of the thing it belongs to,
-//! and a fired timer whose generation no longer matches is ignored. That keeps
-//! cancellation O(1) and makes stale timers harmless by construction.
+//! The earliest deadline becomes the `poll` timeout. Owners cancel their
+//! timers when they go away (so the set stays as small as what is live), and
+//! each timer also carries the generation of what it belongs to: a timer that
+//! fires for a finished exchange is ignored, so a missed cancel is harmless.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// Identifies one added timer, for `cancel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerKey(Instant, u64);
 
 pub struct Timers<T> {
     queue: BTreeMap<(Instant, u64), T>,
@@ -20,9 +24,15 @@ impl<T> Default for Timers<T> {
 }
 
 impl<T> Timers<T> {
-    pub fn add(&mut self, at: Instant, what: T) {
+    pub fn add(&mut self, at: Instant, what: T) -> TimerKey {
         self.seq += 1;
         self.queue.insert((at, self.seq), what);
+        TimerKey(at, self.seq)
+    }
+
+    /// Remove a timer that has not fired yet (a no-op if it has).
+    pub fn cancel(&mut self, key: TimerKey) {
+        self.queue.remove(&(key.0, key.1));
     }
 
     /// Time until the earliest deadline (zero when already due).
@@ -66,5 +76,17 @@ mod tests {
         assert_eq!(t.pop_due(later), Some("a2"));
         assert_eq!(t.pop_due(later), None);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn cancel_removes_only_that_timer() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        let a = t.add(now, "a");
+        t.add(now, "b");
+        t.cancel(a);
+        t.cancel(a);
+        assert_eq!(t.pop_due(now), Some("b"));
+        assert!(t.is_empty());
     }
 }

@@ -49,6 +49,9 @@ pub enum Phase {
 }
 
 pub struct Client {
+    /// Every timer added for this connection that may still be queued;
+    /// cancelled when the exchange ends or the connection closes.
+    pub timer_keys: Vec<crate::timer::TimerKey>,
     pub sock: TcpStream,
     /// Changes with every exchange, so timers of a finished exchange are void.
     pub gen: u64,
@@ -127,6 +130,7 @@ impl Server {
             conn_id: gen,
             idle_deadline: Instant::now(),
             idle_timer_pending: false,
+            timer_keys: Vec::new(),
         });
         self.arm_idle(key);
     }
@@ -140,7 +144,7 @@ impl Server {
         if !c.idle_timer_pending {
             c.idle_timer_pending = true;
             let conn = c.conn_id;
-            self.timers.add(at, Timer::Client { key, gen: conn, what: ClientTimer::Idle });
+            self.client_timer_add(key, at, conn, ClientTimer::Idle);
         }
     }
 
@@ -277,7 +281,7 @@ impl Server {
         }
         c.head_timer_armed = true;
         let gen = c.gen;
-        self.timers.add(Instant::now() + self.cfg.header_timeout, Timer::Client { key, gen, what: ClientTimer::Head });
+        self.client_timer_add(key, Instant::now() + self.cfg.header_timeout, gen, ClientTimer::Head);
     }
 
     /// A malformed or over-limit request: answer and close (RFC 9112 §9.6:
@@ -306,8 +310,14 @@ impl Server {
     /// Route one request head (fc-protocol.md §2, §4).
     fn on_request(&mut self, key: usize, head: RequestHead) {
         self.clients[key].gen = self.gen();
-        // Local answers never pass through `finish_exchange`: the idle
-        // period restarts here too.
+        // The head arrived: its slowloris timer (and any other of the last
+        // exchange) is void. Local answers never pass through
+        // `finish_exchange`, so the idle period restarts here too.
+        let c = &mut self.clients[key];
+        for t in c.timer_keys.drain(..) {
+            self.timers.cancel(t);
+        }
+        c.idle_timer_pending = false;
         self.arm_idle(key);
         let keep_alive = head.keep_alive();
         let control = head.header("x-fc-control-path").map(<[u8]>::to_vec);
@@ -358,7 +368,7 @@ impl Server {
                     .unwrap_or(self.cfg.init_timeout);
                 self.clients[key].phase = Phase::Init { keep_alive: reusable, request_id };
                 let gen = self.clients[key].gen;
-                self.timers.add(Instant::now() + timeout, Timer::Client { key, gen, what: ClientTimer::Init });
+                self.client_timer_add(key, Instant::now() + timeout, gen, ClientTimer::Init);
                 self.check_initialize();
             }
             Route::WrongMethod(allow) => {
@@ -379,6 +389,12 @@ impl Server {
         c.phase = Phase::Idle;
         c.gen = gen;
         c.head_timer_armed = false;
+        // The exchange's timers (head, deadline, waits) are void now; the
+        // idle timer is re-armed below.
+        for t in c.timer_keys.drain(..) {
+            self.timers.cancel(t);
+        }
+        c.idle_timer_pending = false;
         if !keep_alive || c.peer_gone {
             c.closing = true;
             self.mark_client(key);
@@ -444,8 +460,23 @@ impl Server {
         self.abort_invoke(key, "connection closed");
         if let Some(mut c) = self.clients.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut c.sock);
+            for t in c.timer_keys {
+                self.timers.cancel(t);
+            }
+        }
+        if self.clients.is_empty() {
+            // Give a burst's freed memory back to the system once idle.
+            crate::sys::trim_heap();
         }
         self.after_client_closed();
+    }
+
+    /// Add a timer owned by this connection (cancelled when it closes).
+    pub(super) fn client_timer_add(&mut self, key: usize, at: Instant, gen: u64, what: ClientTimer) {
+        let t = self.timers.add(at, Timer::Client { key, gen, what });
+        if let Some(c) = self.clients.get_mut(key) {
+            c.timer_keys.push(t);
+        }
     }
 
     pub(super) fn client_timer(&mut self, key: usize, gen: u64, what: ClientTimer) {
@@ -463,7 +494,7 @@ impl Server {
                     // Used since the timer was set: wait out the rest.
                     c.idle_timer_pending = true;
                     let (at, conn) = (c.idle_deadline, c.conn_id);
-                    self.timers.add(at, Timer::Client { key, gen: conn, what: ClientTimer::Idle });
+                    self.client_timer_add(key, at, conn, ClientTimer::Idle);
                 } else if c.rbuf.is_empty() && c.out.is_empty() {
                     self.close_client(key);
                 } else {

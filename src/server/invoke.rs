@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::client::{supports_chunked, Phase};
-use super::{log, ClientTimer, Server, Timer};
+use super::{log, ClientTimer, Server};
 use crate::answers::InvokeError;
 use crate::grpc;
 use crate::h2::{ErrorCode, HeaderList, StreamRef};
@@ -168,7 +168,7 @@ impl Server {
             head,
         };
         let gen = self.clients[key].gen;
-        self.timers.add(inv.deadline, Timer::Client { key, gen, what: ClientTimer::Deadline });
+        self.client_timer_add(key, inv.deadline, gen, ClientTimer::Deadline);
         self.clients[key].phase = Phase::Invoke(Box::new(inv));
         self.dispatch_invoke(key);
     }
@@ -191,7 +191,7 @@ impl Server {
         let Some(conn) = self.pick_data_conn() else {
             let gen = self.clients[key].gen;
             let at = Instant::now() + self.cfg.ready_wait;
-            self.timers.add(at, Timer::Client { key, gen, what: ClientTimer::PlaneWait });
+            self.client_timer_add(key, at, gen, ClientTimer::PlaneWait);
             self.life.waiting_plane.push((key, gen));
             return;
         };
