@@ -122,11 +122,13 @@ struct Params {
 
 fn describe(head: &noslate_fc::http1::RequestHead) -> String {
     let headers: Vec<_> = head.headers().collect();
+    let text = |b: &[u8]| b.escape_ascii().to_string();
+    let headers: Vec<_> = headers.iter().map(|(n, v)| (text(n), text(v))).collect();
     format!(
-        "{:?} {:?} {:?} {:?} {} {:?} {} {} {:?}",
-        head.method(),
-        head.target(),
-        head.path(),
+        "{} {} {} {:?} {} {:?} {} {} {:?}",
+        text(head.method()),
+        text(head.target()),
+        text(head.path()),
         head.version(),
         head.head_len(),
         head.framing(),
