@@ -45,6 +45,9 @@ use stats::{median, percentile};
 
 /// First argument that makes this binary the fast stub instead.
 const STUB_ARG: &str = "__e2e-stub";
+/// First argument for a bare load run against a running gateway (for
+/// profiling by hand): `e2e __e2e-load <port> <connections> <body bytes> <seconds>`.
+const LOAD_ARG: &str = "__e2e-load";
 const FC_BIN: &str = env!("CARGO_BIN_EXE_noslate-fc");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -57,7 +60,13 @@ fn main() {
         std::process::exit(stub::run(Path::new(&args[2])));
     }
     wire::self_check();
-    let result = if args.iter().any(|a| a == "--bench") { bench() } else { smoke() };
+    let result = if args.len() >= 2 && args[1] == LOAD_ARG {
+        load_only(&args[2..])
+    } else if args.iter().any(|a| a == "--bench") {
+        bench()
+    } else {
+        smoke()
+    };
     if let Err(e) = result {
         eprintln!("e2e: {e}");
         std::process::exit(1);
@@ -297,7 +306,7 @@ fn measure(book: &mut Book, stub: &Stub, gw: &Gateway, run: &Run, bodies: &mut B
     book.add(stub.key, who, &format!("{}.stub_cpu_us", run.metric), per(s1 - s0));
     book.add(stub.key, who, &format!("{}.loadgen_cpu_us", run.metric), per(me1 - me0));
     book.add(stub.key, who, &format!("{}.rps", run.metric), out.rps());
-    book.add(stub.key, who, &format!("{}.mib_s", run.metric), out.mib_per_s());
+    book.add(stub.key, who, &format!("{}.mib_s", run.metric), out.mib_per_s(run.conns));
     book.add(stub.key, who, &format!("{}.count", run.metric), out.ok as f64);
     book.outcome(stub.key, who, run.metric, &out);
     let mut sorted = out.lat_ns.clone();
@@ -310,7 +319,7 @@ fn measure(book: &mut Book, stub: &Stub, gw: &Gateway, run: &Run, bodies: &mut B
         who,
         run.metric,
         out.rps(),
-        if run.body >= 64 * KIB { out.mib_per_s() } else { f64::NAN },
+        if run.body >= 64 * KIB { out.mib_per_s(run.conns) } else { f64::NAN },
         percentile(&sorted, 50.0) / 1e3,
         percentile(&sorted, 99.0) / 1e3,
         per(g1 - g0),
@@ -829,6 +838,38 @@ fn plot(book: &Book, path: &Path) -> Result<(), String> {
         "POST /invoke, 64 B echo, one connection: latency CDF (noslate-fc vs the Node gateway vs no proxy)",
         &panels,
     )
+}
+
+/// A bare load run (see `LOAD_ARG`), for profiling a gateway by hand.
+fn load_only(args: &[String]) -> Result<(), String> {
+    let num = |i: usize| -> Result<u64, String> {
+        args.get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("usage: {LOAD_ARG} <port> <connections> <body bytes> <seconds>"))
+    };
+    let (port, conns, body, secs) = (num(0)? as u16, num(1)? as usize, num(2)? as usize, num(3)?);
+    let spec = load::Spec {
+        addr: loopback(port),
+        conns,
+        request: Request::invoke(port, &load::pattern(body)),
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(secs),
+        max_requests: u64::MAX,
+        timeout: Duration::from_secs(30),
+    };
+    let out = load::run(&spec);
+    let mut sorted = out.lat_ns.clone();
+    sorted.sort_unstable();
+    println!(
+        "{} ok, {} errors, {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs{}",
+        out.ok,
+        out.errors,
+        out.rps(),
+        percentile(&sorted, 50.0) / 1e3,
+        percentile(&sorted, 99.0) / 1e3,
+        out.first_error.map(|e| format!(" (first error: {e})")).unwrap_or_default()
+    );
+    Ok(())
 }
 
 // ------------------------------------------------------------------ smoke

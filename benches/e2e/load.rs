@@ -78,14 +78,15 @@ impl Outcome {
         }
     }
 
-    /// Echoed body bytes per second of request latency (closed loop, one
-    /// connection: bytes per second through the gateway, each way).
-    pub fn mib_per_s(&self) -> f64 {
-        let busy: u64 = self.lat_ns.iter().sum();
-        if busy == 0 {
+    /// Echoed body bytes per second, each way. One connection: bytes over
+    /// the summed request latencies (exact for a closed loop, no partial
+    /// requests at the window's edges); more: bytes over the window.
+    pub fn mib_per_s(&self, conns: usize) -> f64 {
+        let secs = if conns == 1 { self.lat_ns.iter().sum::<u64>() as f64 / 1e9 } else { self.window.as_secs_f64() };
+        if secs == 0.0 {
             0.0
         } else {
-            self.body_bytes as f64 / (busy as f64 / 1e9) / (1024.0 * 1024.0)
+            self.body_bytes as f64 / secs / (1024.0 * 1024.0)
         }
     }
 }
