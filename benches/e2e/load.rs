@@ -264,7 +264,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// One request on a fresh blocking connection. Ok(status) once the answer is
 /// complete; the body must echo the request's for a 200.
 pub fn one_request(addr: SocketAddr, req: &Request, timeout: Duration) -> Result<u16, String> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    let s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    request_on(s, req, timeout)
+}
+
+/// One request on a connected stream (see `one_request`).
+pub fn request_on(mut s: std::net::TcpStream, req: &Request, timeout: Duration) -> Result<u16, String> {
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;

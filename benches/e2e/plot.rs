@@ -65,6 +65,8 @@ pub fn latency_cdf(path: &Path, title: &str, panels: &[Panel]) -> Result<(), Str
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
+            .y_labels(11)
+            .light_line_style(RGBColor(238, 238, 238))
             .x_desc("latency per request, µs (log scale)")
             .y_desc("percentile")
             .x_label_formatter(&|v| if *v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") })

@@ -83,11 +83,6 @@ impl Proc {
         status_field(self.pid(), "VmHWM:")
     }
 
-    /// Reset VmHWM to the current RSS (/proc/<pid>/clear_refs, value 5).
-    pub fn reset_hwm(&self) -> bool {
-        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").is_ok()
-    }
-
     /// CPU time used so far (user + system, all threads), in seconds.
     pub fn cpu_s(&self) -> f64 {
         cpu_seconds(self.pid())
