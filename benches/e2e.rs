@@ -464,7 +464,7 @@ fn exec_to_ready(book: &mut Book, plan: &Plan, stub: &Stub, dir: &Path) -> Resul
             let port = procs::free_port()?;
             let log = dir.join(format!("exec-{}-{}-{i}.log", who.key(), stub.key));
             let t0 = Instant::now();
-            let proc = Proc::spawn(who.key(), gateway_command(who, &stub.socks, port), &log, None)?;
+            let proc = Proc::spawn_with(who.key(), gateway_command(who, &stub.socks, port), &log, None, false)?;
             let (listen, ready) = first_success(port, t0, Duration::from_secs(30))
                 .map_err(|e| format!("{}: {e}\n{}", who.key(), proc.log_tail()))?;
             drop(proc);

@@ -19,22 +19,33 @@ pub struct Proc {
 
 impl Proc {
     /// Start `cmd` with stdout to /dev/null (or piped when `wait_line` is
-    /// given, then wait for that line), stderr to `log`.
-    pub fn spawn(
+    /// given, then wait for that line), stderr to `log`. The child gets
+    /// PR_SET_PDEATHSIG(SIGKILL) so it dies with the harness even on SIGKILL.
+    pub fn spawn(name: &str, cmd: Command, log: &Path, wait_line: Option<(&str, Duration)>) -> Result<Proc, String> {
+        Proc::spawn_with(name, cmd, log, wait_line, true)
+    }
+
+    /// `spawn`; with `pdeathsig` false the child is started by posix_spawn
+    /// (a `pre_exec` hook forces fork, whose cost grows with the harness's
+    /// memory), for timing exec itself. Drop still kills it.
+    pub fn spawn_with(
         name: &str,
         mut cmd: Command,
         log: &Path,
         wait_line: Option<(&str, Duration)>,
+        pdeathsig: bool,
     ) -> Result<Proc, String> {
         let err = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         cmd.stdin(Stdio::null()).stderr(err);
         cmd.stdout(if wait_line.is_some() { Stdio::piped() } else { Stdio::null() });
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+        if pdeathsig {
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
         let mut proc = Proc { name: name.to_string(), child, log: log.to_path_buf() };
