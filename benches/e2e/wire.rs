@@ -22,7 +22,7 @@ pub fn put_varint(dst: &mut Vec<u8>, mut v: u64) {
 }
 
 pub fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 pub fn put_key(dst: &mut Vec<u8>, field: u32, wire: u8) {
