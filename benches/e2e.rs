@@ -731,17 +731,18 @@ fn report(book: &Book, plan: &Plan) -> String {
             fmt_us(p99 - f99),
             fmt_us(b50 - f50)
         );
-        let _ = writeln!(r, "CPU seconds per invoke of each process (µs, median over rounds):\n");
         let _ = writeln!(
             r,
-            "| Run | gateway | noslate-fc | its stub | load generator | baseline | its stub | load generator |"
+            "CPU time per invoke of each process (user + system, from /proc/<pid>/stat; median over rounds). \
+             Runs: c<connections>_<body>:\n"
         );
-        let _ = writeln!(r, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(r, "| Run | noslate-fc | its stub | load generator | baseline | its stub | load generator |");
+        let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|");
         for m in ["c1_64", "c32_64", "c256_64", "c1_64k", "c256_64k"] {
             let g = |who: &str, k: &str| fmt_us(book.med(stub, who, &format!("{m}.{k}")));
             let _ = writeln!(
                 r,
-                "| {m} | | {} | {} | {} | {} | {} | {} |",
+                "| {m} | {} | {} | {} | {} | {} | {} |",
                 g("noslate-fc", "cpu_us"),
                 g("noslate-fc", "stub_cpu_us"),
                 g("noslate-fc", "loadgen_cpu_us"),
