@@ -111,11 +111,21 @@ pub struct RespParser {
     pub keep_alive: bool,
     pub body_len: usize,
     pub mismatch: bool,
+    /// The start of a non-200 answer's body, for error reports.
+    pub error_body: Vec<u8>,
 }
 
 impl Default for RespParser {
     fn default() -> Self {
-        RespParser { st: St::Head, line: Vec::new(), status: 0, keep_alive: true, body_len: 0, mismatch: false }
+        RespParser {
+            st: St::Head,
+            line: Vec::new(),
+            status: 0,
+            keep_alive: true,
+            body_len: 0,
+            mismatch: false,
+            error_body: Vec::new(),
+        }
     }
 }
 
@@ -127,6 +137,7 @@ impl RespParser {
         self.keep_alive = true;
         self.body_len = 0;
         self.mismatch = false;
+        self.error_body.clear();
     }
 
     pub fn done(&self) -> bool {
@@ -139,6 +150,9 @@ impl RespParser {
             if end > expect.len() || expect[self.body_len..end] != *data {
                 self.mismatch = true;
             }
+        } else if self.error_body.len() < 200 {
+            let n = data.len().min(200 - self.error_body.len());
+            self.error_body.extend_from_slice(&data[..n]);
         }
         self.body_len += data.len();
     }
@@ -408,8 +422,11 @@ fn run_inner(spec: &Spec) -> io::Result<Outcome> {
                     fail(
                         &mut out,
                         &format!(
-                            "status {} ({} bytes, mismatch {})",
-                            c.parser.status, c.parser.body_len, c.parser.mismatch
+                            "status {} ({} bytes, mismatch {}): {}",
+                            c.parser.status,
+                            c.parser.body_len,
+                            c.parser.mismatch,
+                            String::from_utf8_lossy(&c.parser.error_body)
                         ),
                     );
                     *keep && c.wpos == req.bytes.len()
