@@ -505,8 +505,19 @@ fn bench() -> Result<(), String> {
 
     let out_dir = Path::new(ROOT).join("target/e2e");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
-    let suffix = if quick { "-quick" } else { "" };
-    let plot_path = if quick { out_dir.join("latency-quick.png") } else { Path::new(ROOT).join("docs/latency.png") };
+    // Only a full run of the binary cargo built goes to docs/.
+    let candidate = std::env::var_os("NOSLATE_FC_BIN").is_some();
+    let suffix = match (quick, candidate) {
+        (true, true) => "-candidate-quick",
+        (true, false) => "-quick",
+        (false, true) => "-candidate",
+        (false, false) => "",
+    };
+    let plot_path = if suffix.is_empty() {
+        Path::new(ROOT).join("docs/latency.png")
+    } else {
+        out_dir.join(format!("latency{suffix}.png"))
+    };
     if let Some(parent) = plot_path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
