@@ -11,10 +11,16 @@
 //! `cargo bench --bench e2e` runs it (about 6 minutes; `BENCH_QUICK=1` for
 //! about one minute). It installs the Node packages it needs (`npm ci`),
 //! writes target/e2e/report.md and results.json, and the latency plot to
-//! docs/latency.png (quick runs: target/e2e/*-quick.*). Run without
-//! `--bench` (as `cargo test --all-targets` does) it is a short smoke test of
-//! the Rust parts only. Every process it starts is killed by PID on drop and
-//! gets PR_SET_PDEATHSIG, so none outlives the harness.
+//! docs/latency.png (quick runs: target/e2e/*-quick.*). `NOSLATE_FC_BIN=<path>`
+//! measures another noslate-fc build the same way (outputs *-candidate.*,
+//! never docs/). Run without `--bench` (as `cargo test --all-targets` does)
+//! it is a short smoke test of the Rust parts only. Every process it starts
+//! is killed by PID on drop and gets PR_SET_PDEATHSIG, so none outlives the
+//! harness.
+//!
+//! Hidden modes (first argument): `__e2e-stub <socket>` is the fast stub;
+//! `__e2e-load <port> <connections> <body bytes> <seconds>` is a bare load
+//! run against a gateway that is already running, for profiling by hand.
 
 #[path = "e2e/floor.rs"]
 mod floor;
