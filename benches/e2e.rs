@@ -755,7 +755,7 @@ fn report(book: &Book, plan: &Plan) -> String {
         );
         let _ = writeln!(r, "| Run | noslate-fc | its stub | load generator | baseline | its stub | load generator |");
         let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|");
-        for m in ["c1_64", "c32_64", "c256_64", "c1_64k", "c256_64k"] {
+        for m in ["c1_64", "c32_64", "c256_64", "c1_64k", "c1_32m", "c256_64k"] {
             let g = |who: &str, k: &str| fmt_us(book.med(stub, who, &format!("{m}.{k}")));
             let _ = writeln!(
                 r,
