@@ -18,8 +18,12 @@ if [ "${1:-}" = "--quick" ]; then
   export BENCH_QUICK=1
 fi
 
+# A fuzzer, or a campaign script between two targets (checked twice, 5 s apart).
 fuzzing() {
-  pgrep -f -- '-max_total_time=|cargo-fuzz fuzz run|cargo fuzz run' >/dev/null 2>&1
+  local pat='-max_total_time=|cargo-fuzz fuzz run|cargo fuzz run|scripts/fuzz\.sh|fuzzcamp/run\.sh'
+  pgrep -f -- "$pat" >/dev/null 2>&1 && return 0
+  sleep 5
+  pgrep -f -- "$pat" >/dev/null 2>&1
 }
 
 if [ -z "${NO_WAIT:-}" ]; then
