@@ -20,7 +20,7 @@ fi
 
 # A fuzzer, or a campaign script between two targets (checked twice, 5 s apart).
 fuzzing() {
-  local pat='-max_total_time=|cargo-fuzz fuzz run|cargo fuzz run|scripts/fuzz\.sh|fuzzcamp/run\.sh'
+  local pat='-max_total_time=|cargo-fuzz fuzz run|cargo fuzz run|scripts/fuzz\.sh'
   pgrep -f -- "$pat" >/dev/null 2>&1 && return 0
   sleep 5
   pgrep -f -- "$pat" >/dev/null 2>&1
