@@ -7,7 +7,8 @@
 //! back to `Idle` when the response is written and the request body consumed,
 //! or closed when either side cannot continue.
 
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -214,18 +215,7 @@ impl Server {
         if c.rbuf.capacity() - c.rbuf.len() < want / 4 {
             c.rbuf.reserve(want);
         }
-        let spare = c.rbuf.capacity() - c.rbuf.len();
-        let start = c.rbuf.len();
-        c.rbuf.resize(start + spare, 0);
-        let result = loop {
-            match c.sock.read(&mut c.rbuf[start..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r,
-            }
-        };
-        let n = *result.as_ref().unwrap_or(&0);
-        c.rbuf.truncate(start + n);
-        result
+        crate::sys::read_into(c.sock.as_raw_fd(), &mut c.rbuf)
     }
 
     /// Parse and dispatch whatever complete input is buffered.

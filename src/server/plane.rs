@@ -10,7 +10,8 @@
 //! send before the handshake completes), which keeps start-up latency low.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -257,13 +258,7 @@ impl Server {
             if pc.rbuf.capacity() - pc.rbuf.len() < 16 * 1024 {
                 pc.rbuf.reserve(PLANE_READ);
             }
-            let start = pc.rbuf.len();
-            let spare = pc.rbuf.capacity() - start;
-            pc.rbuf.resize(start + spare, 0);
-            let r = pc.sock.read(&mut pc.rbuf[start..]);
-            let n = *r.as_ref().unwrap_or(&0);
-            pc.rbuf.truncate(start + n);
-            match r {
+            match crate::sys::read_into(pc.sock.as_raw_fd(), &mut pc.rbuf) {
                 Ok(0) => return self.conn_lost(key, "data plane closed the connection".into()),
                 Ok(_) => {
                     let pc = &mut self.conns[key];
