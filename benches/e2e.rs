@@ -279,12 +279,14 @@ impl Book {
         median(self.get(stub, who, metric))
     }
 
+    /// Count a run's errors; keep the first message of each kind of run.
     fn outcome(&mut self, stub: &str, who: &str, what: &str, o: &Outcome) {
         let e = self.errors.entry((stub.into(), who.into())).or_default();
         e.0 += o.errors;
         if let Some(first) = &o.first_error {
-            if e.1.len() < 5 {
-                e.1.push(format!("{what}: {first} ({} errors)", o.errors));
+            let tag = format!("{what}: ");
+            if !e.1.iter().any(|m| m.starts_with(&tag)) {
+                e.1.push(format!("{tag}{first}"));
             }
         }
     }
@@ -327,6 +329,7 @@ fn measure(book: &mut Book, stub: &Stub, gw: &Gateway, run: &Run, bodies: &mut B
     book.add(stub.key, who, &format!("{}.rps", run.metric), out.rps());
     book.add(stub.key, who, &format!("{}.mib_s", run.metric), out.mib_per_s(run.conns));
     book.add(stub.key, who, &format!("{}.count", run.metric), out.ok as f64);
+    book.add(stub.key, who, &format!("{}.errors", run.metric), out.errors as f64);
     book.outcome(stub.key, who, run.metric, &out);
     let mut sorted = out.lat_ns.clone();
     sorted.sort_unstable();
@@ -772,7 +775,16 @@ fn report(book: &Book, plan: &Plan) -> String {
         for who in ["noslate-fc", "baseline", "floor"] {
             if let Some((n, first)) = book.errors.get(&(stub.to_string(), who.to_string())) {
                 if *n > 0 {
-                    let _ = writeln!(r, "- errors, {who}: {n} — {}", first.join("; "));
+                    let runs: Vec<String> = ["c1_64", "c32_64", "c256_64", "c1_64k", "c1_32m", "c256_64k"]
+                        .iter()
+                        .map(|m| (m, book.get(stub, who, &format!("{m}.errors")).iter().sum::<f64>()))
+                        .filter(|(_, n)| *n > 0.0)
+                        .map(|(m, n)| format!("{m}: {n:.0}"))
+                        .collect();
+                    let _ = writeln!(r, "- errors, {who}: {n} in all ({})", runs.join(", "));
+                    for m in first {
+                        let _ = writeln!(r, "  - first in {m}");
+                    }
                 }
             }
         }
