@@ -287,23 +287,19 @@ impl Server {
         // FC's default domain prefixes the path with x-fc-base-path; the
         // function sees its own path (fc-protocol.md §9.5).
         let target = head.target();
-        let url = match head.header("x-fc-base-path") {
+        // Borrowed unless the base path leaves a "?query" that needs a "/".
+        let url: std::borrow::Cow<'_, [u8]> = match head.header("x-fc-base-path") {
             Some(base) if !inv.event && base.len() > 1 => {
                 let base = base.strip_suffix(b"/").unwrap_or(base);
                 match target.strip_prefix(base) {
-                    Some(rest) if rest.first().is_none_or(|b| *b == b'/') => {
-                        if rest.is_empty() {
-                            b"/".to_vec()
-                        } else {
-                            rest.to_vec()
-                        }
-                    }
-                    Some(rest) if rest[0] == b'?' => [b"/", rest].concat(),
+                    Some([]) => std::borrow::Cow::Borrowed(b"/"),
+                    Some(rest) if rest[0] == b'/' => std::borrow::Cow::Borrowed(rest),
+                    Some(rest) if rest[0] == b'?' => std::borrow::Cow::Owned([b"/", rest].concat()),
                     // "/a/bc" is not under "/a/b": keep the target as is.
-                    _ => target.to_vec(),
+                    _ => std::borrow::Cow::Borrowed(target),
                 }
             }
-            _ => target.to_vec(),
+            _ => std::borrow::Cow::Borrowed(target),
         };
         let mut baggage: Vec<(&[u8], &[u8])> = Vec::new();
         for (name, key) in [
