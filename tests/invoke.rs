@@ -457,3 +457,49 @@ x-fc-base-path: /2016-08-15/proxy/svc/fn/\r\nx-noslate-function: inspect\r\n\r\n
     let v: serde_json::Value = serde_json::from_slice(&fc.request(raw).body).unwrap();
     assert_eq!(v["url"], "/2016-08-15/proxy/svc/fnx?a", "not under the base path: unchanged");
 }
+
+/// An invoke whose body arrives while no data plane is connected parks until
+/// one appears. Once it is dispatched, the rest of the body — still in the
+/// socket, since a parked invoke reads no more than a head's worth — must be
+/// read and forwarded (found by the soak: the body stalled at the bytes
+/// already buffered when a connection rotation parked the invoke, until the
+/// deadline cut the response).
+#[test]
+fn body_larger_than_a_read_waits_for_the_plane_then_streams() {
+    let dir = TempDir::new("parked");
+    let fc = Fc::start(&dir, &[("NOSLATE_FC_READY_WAIT_MS", "10000"), ("NOSLATE_FC_TIMEOUT_MS", "8000")]);
+    for (size, chunked) in [(200 * 1024, false), (200 * 1024, true), (20 * 1024, false)] {
+        let body = pattern(size);
+        let mut s = fc.connect();
+        let framing =
+            if chunked { "transfer-encoding: chunked".to_string() } else { format!("content-length: {size}") };
+        let head = format!("POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: echo\r\n{framing}\r\n\r\n");
+        let mut wire = head.into_bytes();
+        if chunked {
+            wire.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+            wire.extend_from_slice(&body);
+            wire.extend_from_slice(b"\r\n0\r\n\r\n");
+        } else {
+            wire.extend_from_slice(&body);
+        }
+        let writer = {
+            let mut w = s.try_clone().unwrap();
+            std::thread::spawn(move || w.write_all(&wire))
+        };
+        // Let noslate-fc read what it will of the body while it has no plane.
+        std::thread::sleep(Duration::from_millis(300));
+        let peer = Peer::start(&dir, &[]);
+        let r = read_response(&mut s).expect("a response");
+        writer.join().unwrap().unwrap();
+        assert_eq!(r.status, 200, "size {size} chunked {chunked}: {}", r.text());
+        assert!(r.complete, "size {size} chunked {chunked}: cut after {} bytes", r.body.len());
+        assert!(r.body == body, "size {size} chunked {chunked}: body differs");
+        // Next round starts without a plane again.
+        drop(peer);
+        let start = Instant::now();
+        while fc.proc.stderr_text().matches("dp-0.sock").count() < 1 && start.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1337,7 +1337,7 @@ fn soak_worker(port: u16, phase: &str, worker: usize, until: Instant, stats: &So
                     conn = Some(sock);
                 }
             }
-            other => stats.failures.lock().unwrap().push(format!("{other:?}")),
+            other => stats.failures.lock().unwrap().push(format!("{id} ({size} B, {function}): {other:?}")),
         }
     }
 }
@@ -1448,6 +1448,21 @@ fn soak_short() {
         max_rss.load(Ordering::Relaxed),
         warm.requests.load(Ordering::Relaxed),
     );
+    if !failures.is_empty() {
+        // What the server and the peer said about the failed requests.
+        let log = fc.proc.stderr_text();
+        let events = peer.events();
+        for f in failures.iter().take(5) {
+            let id = f.split(' ').next().unwrap_or_default();
+            eprintln!("FAILED {f}");
+            for line in log.lines().filter(|l| l.contains(id) || l.contains("plane connection")) {
+                eprintln!("  server: {line}");
+            }
+            for e in events.iter().filter(|e| e.to_string().contains(id)) {
+                eprintln!("  peer: {e}");
+            }
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} lost or mismatched, first: {:?}",

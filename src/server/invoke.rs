@@ -644,6 +644,8 @@ impl Server {
             inv.decoder = ResponseDecoder::default();
             inv.sent_end = false;
             self.dispatch_invoke(key);
+            // Body bytes left in the socket while the stream was gone.
+            self.pump_client(key);
         } else {
             self.fail_invoke(key, InvokeError::PlaneLost(why));
         }

@@ -205,6 +205,10 @@ impl Server {
             let still = self.clients.get(key).is_some_and(|c| c.gen == gen);
             if still {
                 self.dispatch_invoke(key);
+                // A parked invoke stopped reading its body; the rest is
+                // still in the socket, and an edge-triggered poll will not
+                // say so again.
+                self.pump_client(key);
             }
         }
     }
