@@ -83,6 +83,9 @@ fn main() {
 
 struct Plan {
     quick: bool,
+    /// `BENCH_ONLY=rss`: only the 256 × 64 KiB memory phase (for iterating
+    /// on memory; the report has gaps for everything else).
+    only_rss: bool,
     rounds: usize,
     lat: (Duration, Duration),
     rps: (Duration, Duration),
@@ -98,6 +101,7 @@ impl Plan {
         if quick {
             Plan {
                 quick,
+                only_rss: false,
                 rounds: 1,
                 lat: (ms(200), ms(1500)),
                 rps: (ms(300), ms(1500)),
@@ -109,6 +113,7 @@ impl Plan {
         } else {
             Plan {
                 quick,
+                only_rss: false,
                 rounds: 3,
                 lat: (ms(500), ms(4000)),
                 rps: (ms(1000), ms(4000)),
@@ -387,6 +392,11 @@ fn run_stub(book: &mut Book, plan: &Plan, stub: &mut Stub, dir: &Path) -> Result
         book.add(stub.key, g.who.key(), "rss_idle_kib", g.proc.rss_kib() as f64);
     }
     let mut bodies = BodyCache::default();
+    if plan.only_rss {
+        drop(fc);
+        drop(base);
+        return rss_256x64k(book, plan, stub, dir, &mut bodies);
+    }
     let sock = stub.socks.join("dp-0.sock");
     let t30 = Duration::from_secs(30);
 
@@ -452,15 +462,25 @@ fn run_stub(book: &mut Book, plan: &Plan, stub: &mut Stub, dir: &Path) -> Result
     }
     drop(fc);
     drop(base);
+    rss_256x64k(book, plan, stub, dir, &mut bodies)
+}
 
-    // 6. Memory at 256 concurrent connections with 64 KiB bodies, on fresh
-    // gateways so that what earlier phases left behind does not count.
+/// Phase 6: memory at 256 concurrent connections with 64 KiB bodies, on fresh
+/// gateways so that what earlier phases left behind does not count.
+fn rss_256x64k(
+    book: &mut Book,
+    plan: &Plan,
+    stub: &mut Stub,
+    dir: &Path,
+    bodies: &mut BodyCache,
+) -> Result<(), String> {
     let mut fc = start_gateway(Who::Fc, stub, dir)?;
     let mut base = start_gateway(Who::Base, stub, dir)?;
     std::thread::sleep(Duration::from_millis(300));
-    let run = Run { metric: "c256_64k", conns: 256, body: 64 * KIB, window: plan.rss, timeout: t30 };
+    let run =
+        Run { metric: "c256_64k", conns: 256, body: 64 * KIB, window: plan.rss, timeout: Duration::from_secs(30) };
     for gw in [&fc, &base] {
-        measure(book, stub, gw, &run, &mut bodies);
+        measure(book, stub, gw, &run, bodies);
         book.add(stub.key, gw.who.key(), "rss_256x64k_kib", gw.proc.hwm_kib() as f64);
     }
     check_alive(&mut [&mut fc, &mut base], stub)?;
@@ -492,7 +512,8 @@ fn exec_to_ready(book: &mut Book, plan: &Plan, stub: &Stub, dir: &Path) -> Resul
 }
 
 fn bench() -> Result<(), String> {
-    let plan = Plan::new(std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0"));
+    let mut plan = Plan::new(std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0"));
+    plan.only_rss = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "rss");
     let quick = plan.quick;
     let started = Instant::now();
     let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -506,7 +527,7 @@ fn bench() -> Result<(), String> {
     for stub in stubs.iter_mut() {
         run_stub(&mut book, &plan, stub, &logs)?;
     }
-    for stub in &stubs {
+    for stub in stubs.iter().filter(|_| !plan.only_rss) {
         exec_to_ready(&mut book, &plan, stub, &logs)?;
     }
     let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

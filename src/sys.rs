@@ -212,10 +212,13 @@ pub fn trim_heap() {
 
 /// `read(2)` straight into the spare capacity of `buf` (no zero-filling
 /// first: that memset of up to 64 KiB per read cost more than the rest of
-/// the proxy together). Returns the bytes read; 0 is end of stream.
-pub fn read_into(fd: RawFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+/// the proxy together), at most `max` bytes. Returns the bytes read; 0 is
+/// end of stream.
+pub fn read_into(fd: RawFd, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
     loop {
         let spare = buf.spare_capacity_mut();
+        let len = max.min(spare.len());
+        let spare = &mut spare[..len];
         // SAFETY: the kernel writes at most spare.len() bytes into the spare
         // capacity, which the BytesMut owns and nobody else references.
         let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };

@@ -503,3 +503,48 @@ fn body_larger_than_a_read_waits_for_the_plane_then_streams() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A body that trickles in is still forwarded as few, large messages: each
+/// body message is announced for the rest of the Content-Length body (or of
+/// the chunk), up to 64 KiB, and filled as bytes arrive — how much is read
+/// at a time does not decide how many messages the data plane decodes.
+#[test]
+fn trickled_body_goes_as_few_large_messages() {
+    let (_dir, peer, fc) = stack("trickle", &[]);
+    let size = 200 * 1024;
+    let body = pattern(size);
+    for chunked in [false, true] {
+        let id = format!("trickle-{chunked}");
+        let mut s = fc.connect();
+        let framing =
+            if chunked { "transfer-encoding: chunked".to_string() } else { format!("content-length: {size}") };
+        let head =
+            format!("POST /invoke HTTP/1.1\r\nx-noslate-function: echo\r\nx-fc-request-id: {id}\r\n{framing}\r\n\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        // Chunked: two chunks of 100 KiB. Either way, 4 KiB at a time.
+        let mut wire = Vec::new();
+        if chunked {
+            for half in body.chunks(size / 2) {
+                wire.extend_from_slice(format!("{:x}\r\n", half.len()).as_bytes());
+                wire.extend_from_slice(half);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            wire.extend_from_slice(&body);
+        }
+        for piece in wire.chunks(4096) {
+            s.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.body == body, "chunked {chunked}: body differs");
+        let end = peer
+            .wait_event(Duration::from_secs(5), |e| e["ev"] == "invoke-end" && e["requestId"] == id.as_str())
+            .expect("invoke-end");
+        assert_eq!(end["bytes"], size);
+        // Head + 64 + 64 + 64 + 8 KiB; chunked: head + (64 + 36) × 2.
+        assert_eq!(end["messages"], 5, "chunked {chunked}: {end}");
+    }
+}

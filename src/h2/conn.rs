@@ -54,6 +54,10 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// blocked it, reopens and it sends again.
 pub const SEND_LOW_WATER: usize = 64 * 1024;
 
+/// What a stream told it may send is expected to queue at most, when
+/// sharing out the output budget ([`ClientConnection::want_capacity`]).
+const NOTIFY_ESTIMATE: usize = 64 * 1024;
+
 /// Bound on one assembled header block (HEADERS + CONTINUATIONs). We
 /// advertise a 64 KiB header list; a compressed block four times that is
 /// abuse (§10.5.1).
@@ -83,6 +87,14 @@ pub struct Config {
     /// SETTINGS_MAX_HEADER_LIST_SIZE: larger response header lists are a
     /// connection error.
     pub max_header_list_size: u32,
+    /// [`ClientConnection::send_capacity`] is 0 while this many octets wait
+    /// to be written: however large the peer's windows, a caller that sends
+    /// only on capacity keeps at most about this much in our memory.
+    pub output_budget: usize,
+    /// [`ClientConnection::send_capacity`] lets a stream queue this much
+    /// beyond its send windows, so that every stream with data has some in
+    /// the round-robin when a window opens (fair, and the pipe stays full).
+    pub queue_allowance: usize,
 }
 
 impl Default for Config {
@@ -93,6 +105,8 @@ impl Default for Config {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             header_table_size: DEFAULT_HEADER_TABLE_SIZE,
             max_header_list_size: 65_536,
+            output_budget: 256 * 1024,
+            queue_allowance: 16 * 1024,
         }
     }
 }
@@ -219,6 +233,9 @@ struct Stream {
     in_ready: bool,
     /// Owes an [`Event::SendReady`].
     want_ready: bool,
+    /// In `capacity_waiters`: owes an [`Event::SendReady`] once it has
+    /// send capacity ([`ClientConnection::want_capacity`]).
+    want_capacity: bool,
     recv_window: RecvWindow,
     head_received: bool,
     recv_ended: bool,
@@ -259,6 +276,8 @@ pub struct ClientConnection {
     waiting: VecDeque<StreamRef>,
     /// Streams with something to send, served round-robin.
     ready: VecDeque<StreamRef>,
+    /// Streams that asked to hear when they can send ([`Self::want_capacity`]).
+    capacity_waiters: VecDeque<StreamRef>,
     next_stream_id: u32,
     /// Streams with an id that are not closed.
     open_count: usize,
@@ -315,6 +334,7 @@ impl ClientConnection {
             ids: HashMap::new(),
             waiting: VecDeque::new(),
             ready: VecDeque::new(),
+            capacity_waiters: VecDeque::new(),
             next_stream_id: 1,
             open_count: 0,
             events: VecDeque::new(),
@@ -357,6 +377,7 @@ impl ClientConnection {
             }
         }
         self.flush_sends();
+        self.notify_capacity();
         Ok(())
     }
 
@@ -808,6 +829,9 @@ impl ClientConnection {
                 }
                 if s.want_ready && s.queued <= SEND_LOW_WATER && !s.end_requested {
                     s.want_ready = false;
+                    // One SendReady answers a capacity request too (the
+                    // waiter list drops entries whose flag is clear).
+                    s.want_capacity = false;
                     self.events.push_back(Event::SendReady { stream: key });
                 }
                 if s.has_send_work() {
@@ -910,6 +934,7 @@ impl ClientConnection {
             send_window: SendWindow::new(self.peer.initial_window_size),
             in_ready: false,
             want_ready: false,
+            want_capacity: false,
             recv_window: RecvWindow::new(self.cfg.stream_window),
             head_received: false,
             recv_ended: false,
@@ -924,6 +949,61 @@ impl ClientConnection {
             self.waiting.push_back(key);
         }
         Ok(key)
+    }
+
+    /// How much more the caller should queue on the stream now: what its
+    /// own and the connection's send windows take at once beyond its queue,
+    /// or what is left of `queue_allowance`, whichever is more. 0 while the
+    /// output is over `output_budget`, and for a stream that ended. A caller
+    /// that reads its source only this far keeps about `output_budget` plus
+    /// `queue_allowance` per stream in memory, whatever the peer's windows.
+    pub fn send_capacity(&self, stream: StreamRef) -> usize {
+        match self.streams.get(stream) {
+            Some(s) if !s.closed && !s.end_requested && self.output_len() < self.cfg.output_budget => {
+                let windows = if s.id == 0 { 0 } else { s.send_window.usable().min(self.conn_send.usable()) };
+                windows.max(self.cfg.queue_allowance).saturating_sub(s.queued)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Ask for an [`Event::SendReady`] once [`Self::send_capacity`] is above
+    /// zero (a window update, the stream getting its id, or the output
+    /// falling below the budget). Lets a caller
+    /// read its source only as fast as the peer takes the bytes.
+    pub fn want_capacity(&mut self, stream: StreamRef) {
+        if let Some(s) = self.streams.get_mut(stream) {
+            if !s.closed && !s.want_capacity {
+                s.want_capacity = true;
+                self.capacity_waiters.push_back(stream);
+            }
+        }
+    }
+
+    /// Tell waiting streams that they can send, oldest first. While the
+    /// output budget is what holds them back, only as many as the free
+    /// budget can take are told (a thundering herd of readers would mostly
+    /// find it gone again); the others keep their place in the line.
+    fn notify_capacity(&mut self) {
+        let mut budget = self.cfg.output_budget.saturating_sub(self.output_len());
+        let mut kept = VecDeque::new();
+        while let Some(key) = self.capacity_waiters.pop_front() {
+            let live = self.streams.get(key).is_some_and(|s| !s.closed && !s.end_requested && s.want_capacity);
+            if !live {
+                continue;
+            }
+            let capacity = self.send_capacity(key);
+            if capacity == 0 || budget == 0 {
+                kept.push_back(key);
+                continue;
+            }
+            budget = budget.saturating_sub(capacity.min(NOTIFY_ESTIMATE));
+            let s = &mut self.streams[key];
+            s.want_capacity = false;
+            s.want_ready = false;
+            self.events.push_back(Event::SendReady { stream: key });
+        }
+        self.capacity_waiters = kept;
     }
 
     /// Queue request body bytes (already gRPC-framed) on the stream.
@@ -1055,8 +1135,21 @@ impl ClientConnection {
         n
     }
 
+    /// Events are waiting for [`Self::poll_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// `n` octets from the front of the output were written.
     pub fn advance_output(&mut self, n: usize) {
+        let over_budget = self.output_len() >= self.cfg.output_budget;
+        self.advance(n);
+        if over_budget && self.output_len() < self.cfg.output_budget {
+            self.notify_capacity();
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
         let mut n = n.min(self.output_len());
         self.handshake_remaining = self.handshake_remaining.saturating_sub(n);
         while n > 0 {
@@ -1415,6 +1508,76 @@ mod tests {
             Event::Reset { stream, code: ErrorCode::PROTOCOL_ERROR, .. } if stream == c
         ));
         assert_eq!(server.conn.resets_sent(), 3);
+    }
+
+    #[test]
+    fn send_capacity_follows_windows_allowance_and_output_budget() {
+        let cfg = Config { output_budget: 40_000, queue_allowance: 16_384, ..Config::default() };
+        let mut server = FakeServer::ready(cfg, &[]);
+        let (stream, id) = server.open(false);
+        // Default windows (65,535 each): capacity is what they take at once.
+        assert_eq!(server.conn.send_capacity(stream), 65_535);
+        server.conn.send_data(stream, Bytes::from(vec![1u8; 65_535]));
+        // Framed but not written: over the output budget, nothing more.
+        assert_eq!(server.conn.send_capacity(stream), 0);
+        server.conn.want_capacity(stream);
+        assert_eq!(data_of(&server.frames(), id), (65_535, false));
+        // Written: the windows are closed, but a stream may queue its
+        // allowance so that it has bytes in the round-robin when they open.
+        assert_eq!(server.conn.send_capacity(stream), 16_384);
+        assert_eq!(server.events(), vec![Event::SendReady { stream }], "told when the output drained");
+        server.conn.send_data(stream, Bytes::from(vec![2u8; 16_384]));
+        assert_eq!(server.conn.send_capacity(stream), 0);
+        server.conn.want_capacity(stream);
+        // The stream window alone does not open the connection's.
+        server.window_update(id, 100_000).unwrap();
+        assert!(server.events().is_empty());
+        assert_eq!(server.conn.send_capacity(stream), 0);
+        server.window_update(0, 30_000).unwrap();
+        assert_eq!(data_of(&server.frames(), id), (16_384, false));
+        // 13,616 left in the connection window; the allowance is more.
+        assert_eq!(server.conn.send_capacity(stream), 16_384);
+        assert_eq!(server.events(), vec![Event::SendReady { stream }]);
+        // Ended streams have none; a second request is not needed.
+        server.conn.want_capacity(stream);
+        server.conn.want_capacity(stream);
+        server.conn.send_end(stream);
+        assert_eq!(server.conn.send_capacity(stream), 0);
+        server.window_update(0, 1000).unwrap();
+        assert!(server.events().is_empty(), "no SendReady after the end");
+    }
+
+    #[test]
+    fn capacity_waiters_are_told_oldest_first_as_the_budget_allows() {
+        let cfg = Config { output_budget: 50_000, queue_allowance: 16_384, ..Config::default() };
+        let mut server = FakeServer::ready(cfg, &[]);
+        server.window_update(0, 1 << 24).unwrap();
+        let streams: Vec<StreamRef> = (0..4).map(|_| server.open(false).0).collect();
+        let fillers: Vec<StreamRef> = (0..3).map(|_| server.open(false).0).collect();
+        let fill = |server: &mut FakeServer, i: usize| {
+            server.conn.send_data(fillers[i], Bytes::from(vec![0u8; 65_535]));
+        };
+        fill(&mut server, 0);
+        for &s in &streams {
+            assert_eq!(server.conn.send_capacity(s), 0);
+            server.conn.want_capacity(s);
+        }
+        // Written: 50,000 of budget free, shared out as up to 64 KiB per
+        // stream told: the oldest (capacity 65,535 each) takes it all.
+        server.frames();
+        assert_eq!(server.events(), vec![Event::SendReady { stream: streams[0] }]);
+        // The others keep their place, and come first next time round.
+        fill(&mut server, 1);
+        server.frames();
+        assert_eq!(server.events(), vec![Event::SendReady { stream: streams[1] }]);
+        // A stream that queued its allowance counts for that much only.
+        server.conn.send_data(streams[1], Bytes::from(vec![0u8; 65_535 + 16_384]));
+        server.conn.want_capacity(streams[1]);
+        fill(&mut server, 2);
+        server.frames();
+        assert_eq!(server.events(), vec![Event::SendReady { stream: streams[2] }]);
+        assert_eq!(server.conn.send_capacity(streams[1]), 0);
+        assert_eq!(server.conn.send_capacity(streams[3]), 65_535);
     }
 
     #[test]

@@ -55,6 +55,16 @@ impl BodyDecoder {
     }
 
     /// Whether the whole body was consumed.
+    /// Data bytes known to follow without further framing: the rest of a
+    /// Content-Length body, or of the current chunk.
+    pub fn unit_remaining(&self) -> u64 {
+        match self {
+            BodyDecoder::Empty => 0,
+            BodyDecoder::Length { remaining } => *remaining,
+            BodyDecoder::Chunked(chunked) => chunked.chunk_remaining(),
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         match self {
             BodyDecoder::Empty => true,

@@ -137,6 +137,14 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
+    /// Data bytes of the current chunk not yet returned (0 between chunks).
+    pub fn chunk_remaining(&self) -> u64 {
+        match self.state {
+            State::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
     /// Consume framing from the front of `buf`; return the next run of data
     /// bytes as a zero-copy slice (split_to + freeze) of at most `max` bytes
     /// (`max` 0 is taken as 1, so every `Data` makes progress), or `NeedMore`

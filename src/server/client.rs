@@ -25,6 +25,7 @@ use crate::http1::{Limits, RequestError};
 /// Read size while a head is expected, and while a body streams.
 const HEAD_READ: usize = 8 * 1024;
 const BODY_READ: usize = 64 * 1024;
+const BODY_READ_MIN: usize = 16 * 1024;
 
 /// Stop reading a client whose unprocessed input exceeds this (pipelined
 /// requests queue up to here, then TCP flow control pushes back).
@@ -200,7 +201,10 @@ impl Server {
         }
         match &c.phase {
             Phase::Idle => c.out.len() < MAX_PENDING_OUTPUT,
-            Phase::Invoke(inv) => inv.wants_body(self) || c.rbuf.len() < HEAD_READ,
+            // A body only as the stream takes it; after the body, a little,
+            // to notice a client that goes away (or pipelines).
+            Phase::Invoke(inv) if !inv.body_done => inv.wants_body(self),
+            Phase::Invoke(_) => c.rbuf.len() < HEAD_READ,
             // Keep reading a little to notice a client that goes away.
             Phase::Init { .. } | Phase::PreStop { .. } => c.rbuf.len() < HEAD_READ,
         }
@@ -209,13 +213,33 @@ impl Server {
     fn read_client(&mut self, key: usize) -> io::Result<usize> {
         // Only a body being forwarded needs the large buffer; an invoke that
         // waits for its response reads just to notice EOF (or pipelining).
-        let body = matches!(&self.clients[key].phase, Phase::Invoke(inv) if inv.wants_body(self));
+        let capacity = match &self.clients[key].phase {
+            Phase::Invoke(inv) => inv.send_capacity(self),
+            _ => 0,
+        };
+        let body = capacity > 0;
         let c = &mut self.clients[key];
-        let want = if body { BODY_READ } else { HEAD_READ };
+        if !body && c.rbuf.is_empty() {
+            // Idle, or waiting for a response: most reads find nothing (or
+            // EOF), so read onto the stack and allocate only for what came.
+            // At most one head's worth (HEAD_READ) is copied.
+            let mut stack = [0u8; HEAD_READ];
+            let n = io::Read::read(&mut c.sock, &mut stack)?;
+            if n > 0 {
+                // Exactly what came: the head's bytes stay pinned for the
+                // whole exchange, and usually they are all there is.
+                c.rbuf = BytesMut::from(&stack[..n]);
+            }
+            return Ok(n);
+        }
+        // A body is read only as far as the data plane's windows take it at
+        // once (at least BODY_READ_MIN, to keep syscalls few): the rest waits
+        // in the kernel, not in our memory.
+        let want = if body { capacity.clamp(BODY_READ_MIN, BODY_READ) } else { HEAD_READ };
         if c.rbuf.capacity() - c.rbuf.len() < want / 4 {
             c.rbuf.reserve(want);
         }
-        crate::sys::read_into(c.sock.as_raw_fd(), &mut c.rbuf)
+        crate::sys::read_into(c.sock.as_raw_fd(), &mut c.rbuf, want)
     }
 
     /// Parse and dispatch whatever complete input is buffered.

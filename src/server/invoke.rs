@@ -85,6 +85,9 @@ pub struct Invoke {
     /// processing can be retried on another connection.
     pub first: Option<(Bytes, Bytes)>,
     pub chunks_sent: bool,
+    /// Bytes still owed to the body message in progress (announced in its
+    /// gRPC and protobuf prefixes, not yet read from the client).
+    pub msg_left: usize,
     pub sent_end: bool,
     pub decoder: ResponseDecoder,
     pub resp: Resp,
@@ -97,14 +100,20 @@ pub struct Invoke {
 
 impl Invoke {
     pub fn wants_body(&self, server: &Server) -> bool {
+        self.send_capacity(server) > 0
+    }
+
+    /// How much more body the stream can send at once (0 once the body is
+    /// done, or while there is no stream). Body bytes are read from the
+    /// client only while this is above zero, so a data plane that takes
+    /// them slowly keeps them in the client's socket, not in our memory.
+    pub fn send_capacity(&self, server: &Server) -> usize {
         if self.body_done {
-            return false;
+            return 0;
         }
         match (self.conn, self.stream) {
-            (Some(conn), Some(stream)) => {
-                server.conns.get(conn).is_some_and(|c| c.h2.queued(stream) < UPSTREAM_HIGH_WATER)
-            }
-            _ => false,
+            (Some(conn), Some(stream)) => server.conns.get(conn).map_or(0, |c| c.h2.send_capacity(stream)),
+            _ => 0,
         }
     }
 }
@@ -158,6 +167,7 @@ impl Server {
             stream: None,
             first: None,
             chunks_sent: false,
+            msg_left: 0,
             sent_end: false,
             decoder: ResponseDecoder::default(),
             resp: Resp::Waiting,
@@ -342,10 +352,22 @@ impl Server {
         let Some(pc) = self.conns.get_mut(conn) else { return };
         let mut error = None;
         while !inv.body_done && pc.h2.queued(stream) < UPSTREAM_HIGH_WATER {
-            match inv.body.decode(&mut c.rbuf, CHUNK_MAX) {
+            let max = if inv.msg_left > 0 { inv.msg_left } else { CHUNK_MAX };
+            match inv.body.decode(&mut c.rbuf, max) {
                 Ok(Decoded::Data(data)) => {
-                    let prefix = proto::body_chunk_prefix(data.len());
-                    pc.h2.send_data(stream, self.scratch.bytes(&[prefix.as_bytes()]));
+                    if inv.msg_left == 0 {
+                        // A new body message, announced whole — the rest of
+                        // the Content-Length body or of this chunk, up to
+                        // CHUNK_MAX — and then fed slice by slice as the
+                        // bytes arrive: how much we read at a time does not
+                        // change how many messages the data plane decodes.
+                        let more = inv.body.unit_remaining().min((CHUNK_MAX - data.len()) as u64) as usize;
+                        let prefix = proto::body_chunk_prefix(data.len() + more);
+                        pc.h2.send_data(stream, self.scratch.bytes(&[prefix.as_bytes()]));
+                        inv.msg_left = more;
+                    } else {
+                        inv.msg_left -= data.len();
+                    }
                     pc.h2.send_data(stream, data);
                     inv.chunks_sent = true;
                 }
@@ -358,8 +380,18 @@ impl Server {
             }
         }
         if inv.body_done && !inv.sent_end {
+            debug_assert_eq!(inv.msg_left, 0, "body ended inside an announced message");
             pc.h2.send_end(stream);
             inv.sent_end = true;
+        }
+        if !inv.body_done && error.is_none() && pc.h2.send_capacity(stream) == 0 {
+            // Reading stops here; hear when the windows open again.
+            pc.h2.want_capacity(stream);
+        }
+        if inv.body_done && c.rbuf.is_empty() {
+            // The body's read buffer now lives only as long as its slices
+            // wait to be written; the wait for the answer holds none.
+            c.rbuf = bytes::BytesMut::new();
         }
         self.mark_conn(conn);
         if let Some(e) = error {

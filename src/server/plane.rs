@@ -262,7 +262,7 @@ impl Server {
             if pc.rbuf.capacity() - pc.rbuf.len() < 16 * 1024 {
                 pc.rbuf.reserve(PLANE_READ);
             }
-            match crate::sys::read_into(pc.sock.as_raw_fd(), &mut pc.rbuf) {
+            match crate::sys::read_into(pc.sock.as_raw_fd(), &mut pc.rbuf, usize::MAX) {
                 Ok(0) => return self.conn_lost(key, "data plane closed the connection".into()),
                 Ok(_) => {
                     let pc = &mut self.conns[key];
@@ -476,6 +476,10 @@ impl Server {
             .get(key)
             .is_some_and(|pc| !pc.h2.is_open_for_streams() && self.planes[pc.plane].kind == PlaneKind::Data);
         self.write_conn(key);
+        // Writing can give streams send capacity again (the output budget).
+        if self.conns.get(key).is_some_and(|pc| pc.h2.has_events()) {
+            self.dispatch_conn_events(key);
+        }
         // Invokes parked while no data plane was up are woken in `add_conn`,
         // but a connection takes streams only once its handshake is written;
         // they would wait out NOSLATE_FC_READY_WAIT_MS. Wake them again now.
