@@ -64,8 +64,22 @@ fuzz_target!(|data: &[u8]| {
                     end_stream: true,
                     ..
                 } => conn.send_end(stream),
-                Event::SendReady { stream } => conn.send_data(stream, Bytes::from_static(b"more")),
+                // Send as a body pump does: up to the capacity, then ask.
+                Event::SendReady { stream } => {
+                    let n = conn.send_capacity(stream).min(20_000);
+                    if n > 0 {
+                        conn.send_data(stream, Bytes::from(vec![7u8; n]));
+                    }
+                    if conn.send_capacity(stream) == 0 {
+                        conn.want_capacity(stream);
+                    }
+                }
                 _ => {}
+            }
+        }
+        for &s in &opened {
+            if conn.send_capacity(s) == 0 {
+                conn.want_capacity(s);
             }
         }
         if round % 5 == 4 {
