@@ -95,6 +95,10 @@ pub struct Config {
     /// beyond its send windows, so that every stream with data has some in
     /// the round-robin when a window opens (fair, and the pipe stays full).
     pub queue_allowance: usize,
+    /// No stream gets its allowance while all streams together have this
+    /// much queued beyond their windows: memory stays bounded by this and
+    /// `output_budget`, not by the number of streams.
+    pub queue_budget: usize,
 }
 
 impl Default for Config {
@@ -107,6 +111,7 @@ impl Default for Config {
             max_header_list_size: 65_536,
             output_budget: 256 * 1024,
             queue_allowance: 16 * 1024,
+            queue_budget: 1 << 20,
         }
     }
 }
@@ -278,6 +283,8 @@ pub struct ClientConnection {
     ready: VecDeque<StreamRef>,
     /// Streams that asked to hear when they can send ([`Self::want_capacity`]).
     capacity_waiters: VecDeque<StreamRef>,
+    /// Sum of every stream's `queued`.
+    total_queued: usize,
     next_stream_id: u32,
     /// Streams with an id that are not closed.
     open_count: usize,
@@ -335,6 +342,7 @@ impl ClientConnection {
             waiting: VecDeque::new(),
             ready: VecDeque::new(),
             capacity_waiters: VecDeque::new(),
+            total_queued: 0,
             next_stream_id: 1,
             open_count: 0,
             events: VecDeque::new(),
@@ -710,6 +718,7 @@ impl ClientConnection {
         }
         s.closed = true;
         s.send_queue.clear();
+        self.total_queued -= s.queued;
         s.queued = 0;
         s.pending_head = None;
         if s.id == 0 {
@@ -870,6 +879,7 @@ impl ClientConnection {
             self.output.push_back(segment);
         }
         s.queued -= n;
+        self.total_queued -= n;
         s.send_window.consume(n);
         self.conn_send.consume(n);
     }
@@ -953,15 +963,18 @@ impl ClientConnection {
 
     /// How much more the caller should queue on the stream now: what its
     /// own and the connection's send windows take at once beyond its queue,
-    /// or what is left of `queue_allowance`, whichever is more. 0 while the
-    /// output is over `output_budget`, and for a stream that ended. A caller
-    /// that reads its source only this far keeps about `output_budget` plus
-    /// `queue_allowance` per stream in memory, whatever the peer's windows.
+    /// or what is left of `queue_allowance` (while all streams together
+    /// queue less than `queue_budget`), whichever is more. 0 while the output
+    /// is over `output_budget`, and for a stream that ended. A caller that
+    /// reads its source only this far keeps about `output_budget` plus
+    /// `queue_budget` in memory, whatever the peer's windows and however
+    /// many streams there are.
     pub fn send_capacity(&self, stream: StreamRef) -> usize {
         match self.streams.get(stream) {
             Some(s) if !s.closed && !s.end_requested && self.output_len() < self.cfg.output_budget => {
                 let windows = if s.id == 0 { 0 } else { s.send_window.usable().min(self.conn_send.usable()) };
-                windows.max(self.cfg.queue_allowance).saturating_sub(s.queued)
+                let allowance = if self.total_queued < self.cfg.queue_budget { self.cfg.queue_allowance } else { 0 };
+                windows.max(allowance).saturating_sub(s.queued)
             }
             _ => 0,
         }
@@ -1016,6 +1029,7 @@ impl ClientConnection {
             return;
         }
         s.queued += data.len();
+        self.total_queued += data.len();
         s.send_queue.push_back(data);
         self.mark_ready(stream);
         self.flush_sends();
@@ -1058,6 +1072,7 @@ impl ClientConnection {
         }
         if s.id != 0 && s.recv_ended && self.fatal.is_none() {
             s.send_queue.clear();
+            self.total_queued -= s.queued;
             s.queued = 0;
             if !s.end_sent {
                 self.emit_data(stream, 0, true);
@@ -1545,6 +1560,35 @@ mod tests {
         assert_eq!(server.conn.send_capacity(stream), 0);
         server.window_update(0, 1000).unwrap();
         assert!(server.events().is_empty(), "no SendReady after the end");
+    }
+
+    #[test]
+    fn queue_budget_bounds_what_all_streams_queue_beyond_their_windows() {
+        let cfg = Config { queue_allowance: 16_384, queue_budget: 20_000, ..Config::default() };
+        let mut server = FakeServer::ready(cfg, &[]);
+        let streams: Vec<(StreamRef, u32)> = (0..3).map(|_| server.open(false)).collect();
+        // Use up the connection window: from here on only allowances queue.
+        server.conn.send_data(streams[0].0, Bytes::from(vec![0u8; 65_535]));
+        server.frames();
+        for &(s, _) in &streams {
+            assert_eq!(server.conn.send_capacity(s), 16_384);
+        }
+        server.conn.send_data(streams[1].0, Bytes::from(vec![0u8; 16_384]));
+        // 16,384 queued in all, under the budget: the others still may.
+        assert_eq!(server.conn.send_capacity(streams[2].0), 16_384);
+        server.conn.send_data(streams[2].0, Bytes::from(vec![0u8; 4_000]));
+        // 20,384: over the budget. Nobody gets an allowance now.
+        for &(s, _) in &streams {
+            assert_eq!(server.conn.send_capacity(s), 0);
+            server.conn.want_capacity(s);
+        }
+        // The window opens for stream 1's queue: the budget frees up.
+        server.window_update(0, 16_384).unwrap();
+        assert_eq!(data_of(&server.frames(), streams[1].1), (16_384, false));
+        assert_eq!(server.conn.send_capacity(streams[0].0), 16_384);
+        assert_eq!(server.conn.send_capacity(streams[2].0), 16_384 - 4_000);
+        let told = server.events();
+        assert_eq!(told.len(), 3, "{told:?}");
     }
 
     #[test]

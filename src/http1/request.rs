@@ -162,8 +162,9 @@ impl HeadParser {
     }
 
     /// Ok(None): need more bytes (buffer unchanged). Ok(Some(head)): the
-    /// head's bytes (and any empty lines before it) were split off the front
-    /// of `buf` (split_to + freeze, zero copy); body bytes remain in `buf`.
+    /// head's bytes (and any empty lines before it) were taken off the front
+    /// of `buf` (split off, or copied if `buf` is much larger than the head,
+    /// so that the head does not pin it); body bytes remain in `buf`.
     ///
     /// Err: the request must be answered with `err.status()` and the
     /// connection closed. The parser is reset after `Some` and after `Err`.
@@ -184,7 +185,18 @@ impl HeadParser {
         let head = buf.get(start..end).unwrap_or_default();
         let parsed = parse_head(head, request_line_len, header_lines, limits)?;
         buf.advance(start);
-        let head_bytes = buf.split_to(end - start).freeze();
+        // The head lives as long as its exchange. Split off a larger buffer
+        // it would pin all of it (the start of a body, spare capacity) until
+        // the response ends, so it is copied — a few hundred bytes — unless
+        // it is about the whole buffer.
+        let len = end - start;
+        let head_bytes = if buf.capacity() > 2 * len + 64 {
+            let head = Bytes::copy_from_slice(&buf[..len]);
+            buf.advance(len);
+            head
+        } else {
+            buf.split_to(len).freeze()
+        };
         Ok(Some(RequestHead {
             buf: head_bytes,
             method: parsed.method,

@@ -36,9 +36,12 @@ const PLANE_READ: usize = 64 * 1024;
 /// Deadline for the unary calls we make (checkHealth, profile pushes).
 const UNARY_TIMEOUT_MS: u64 = 5000;
 /// Our receive window per stream; small enough that a stalled client holds
-/// little, large enough for one round trip of a fast response.
-const STREAM_WINDOW: u32 = 256 * 1024;
-const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// little, large enough for one round trip of a fast response. Window is
+/// returned only as the client drains, so the connection window bounds the
+/// response bytes waiting in our memory for all clients together; 64 stalled
+/// clients (8 MiB / 128 KiB) would have to hold theirs before the others wait.
+const STREAM_WINDOW: u32 = 128 * 1024;
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaneKind {
