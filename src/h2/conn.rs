@@ -1019,18 +1019,27 @@ impl ClientConnection {
         self.capacity_waiters = kept;
     }
 
-    /// Queue request body bytes (already gRPC-framed) on the stream.
-    /// Ignored after `send_end`, `reset` or once the stream is closed.
+    /// Queue request body bytes (already gRPC-framed) on the stream and
+    /// frame what the windows allow. Ignored after `send_end`, `reset` or
+    /// once the stream is closed.
     pub fn send_data(&mut self, stream: StreamRef, data: Bytes) {
-        let Some(s) = self.streams.get_mut(stream) else {
-            return;
-        };
-        if s.closed || s.end_requested || data.is_empty() {
+        self.queue_data(stream, data);
+        self.flush_stream(stream);
+    }
+
+    /// Like [`Self::send_data`], but more follows at once: nothing is framed
+    /// until the next `send_data`, `flush_stream` or `send_end`, so a message
+    /// prefix and its payload (or the last bytes and END_STREAM) share one
+    /// DATA frame.
+    pub fn send_data_more(&mut self, stream: StreamRef, data: Bytes) {
+        self.queue_data(stream, data);
+    }
+
+    /// Frame what `send_data_more` queued, as far as the windows allow.
+    pub fn flush_stream(&mut self, stream: StreamRef) {
+        if self.streams.get(stream).is_none_or(|s| s.queued == 0) {
             return;
         }
-        s.queued += data.len();
-        self.total_queued += data.len();
-        s.send_queue.push_back(data);
         self.mark_ready(stream);
         self.flush_sends();
         if let Some(s) = self.streams.get_mut(stream) {
@@ -1038,6 +1047,19 @@ impl ClientConnection {
                 s.want_ready = true;
             }
         }
+    }
+
+    fn queue_data(&mut self, stream: StreamRef, data: Bytes) -> bool {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return false;
+        };
+        if s.closed || s.end_requested || data.is_empty() {
+            return false;
+        }
+        s.queued += data.len();
+        self.total_queued += data.len();
+        s.send_queue.push_back(data);
+        true
     }
 
     /// Half-close once everything queued has been sent.
@@ -1523,6 +1545,28 @@ mod tests {
             Event::Reset { stream, code: ErrorCode::PROTOCOL_ERROR, .. } if stream == c
         ));
         assert_eq!(server.conn.resets_sent(), 3);
+    }
+
+    #[test]
+    fn data_queued_with_more_shares_a_frame_with_what_follows() {
+        let mut server = FakeServer::ready(Config::default(), &[]);
+        let (stream, id) = server.open(false);
+        server.conn.send_data_more(stream, Bytes::from_static(b"prefix"));
+        assert!(server.frames().is_empty(), "nothing framed yet");
+        server.conn.send_data_more(stream, Bytes::from_static(b"-body"));
+        server.conn.send_end(stream);
+        let frames = server.frames();
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert!(matches!(&frames[0], Frame::Data { stream_id, payload, end_stream: true, .. }
+            if *stream_id == id && &payload[..] == b"prefix-body"));
+        // flush_stream frames without ending; with nothing queued it is a no-op.
+        let (other, id2) = server.open(false);
+        server.conn.flush_stream(other);
+        assert!(server.frames().is_empty());
+        server.conn.send_data_more(other, Bytes::from_static(b"a"));
+        server.conn.send_data_more(other, Bytes::from_static(b"b"));
+        server.conn.flush_stream(other);
+        assert_eq!(data_of(&server.frames(), id2), (2, false));
     }
 
     #[test]

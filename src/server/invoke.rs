@@ -229,14 +229,15 @@ impl Server {
         let (head_bytes, body) = inv.first.clone().unwrap_or_default();
         inv.conn = Some(conn);
         inv.stream = Some(stream);
+        // One DATA frame for the head, an inline body and END_STREAM.
         let h2 = &mut self.conns[conn].h2;
-        h2.send_data(stream, head_bytes);
-        if !body.is_empty() {
-            h2.send_data(stream, body);
-        }
+        h2.send_data_more(stream, head_bytes);
+        h2.send_data_more(stream, body);
         if inv.body_done {
             h2.send_end(stream);
             inv.sent_end = true;
+        } else {
+            h2.flush_stream(stream);
         }
         let expects_continue = inv.head.expects_continue() && !inv.body_done && !inv.continue_sent;
         if expects_continue {
@@ -363,12 +364,13 @@ impl Server {
                         // change how many messages the data plane decodes.
                         let more = inv.body.unit_remaining().min((CHUNK_MAX - data.len()) as u64) as usize;
                         let prefix = proto::body_chunk_prefix(data.len() + more);
-                        pc.h2.send_data(stream, self.scratch.bytes(&[prefix.as_bytes()]));
+                        pc.h2.send_data_more(stream, self.scratch.bytes(&[prefix.as_bytes()]));
                         inv.msg_left = more;
                     } else {
                         inv.msg_left -= data.len();
                     }
-                    pc.h2.send_data(stream, data);
+                    // Framed below, with END_STREAM if the body ends here.
+                    pc.h2.send_data_more(stream, data);
                     inv.chunks_sent = true;
                 }
                 Ok(Decoded::NeedMore) => break,
@@ -383,6 +385,8 @@ impl Server {
             debug_assert_eq!(inv.msg_left, 0, "body ended inside an announced message");
             pc.h2.send_end(stream);
             inv.sent_end = true;
+        } else {
+            pc.h2.flush_stream(stream);
         }
         if !inv.body_done && error.is_none() && pc.h2.send_capacity(stream) == 0 {
             // Reading stops here; hear when the windows open again.
