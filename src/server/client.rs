@@ -63,6 +63,15 @@ pub struct Client {
     pub phase: Phase,
     /// The client closed its side (EOF) or failed.
     pub peer_gone: bool,
+    /// The socket may have unread input: set by a readable event, cleared
+    /// by a read that came back short (the socket was drained then, and an
+    /// edge-triggered poll reports any byte that arrives later), so that a
+    /// read that would only say EAGAIN is not made.
+    pub readable: bool,
+    /// The poll said the peer closed its side: a short read does not mean
+    /// drained then (the end of stream is still to be read, and no further
+    /// event will announce it).
+    pub read_closed: bool,
     /// Close once `out` is flushed.
     pub closing: bool,
     /// The slowloris timer of the current head is armed.
@@ -127,6 +136,8 @@ impl Server {
             parser: HeadParser::default(),
             phase: Phase::Idle,
             peer_gone: false,
+            readable: true,
+            read_closed: false,
             closing: false,
             head_timer_armed: false,
             conn_id: gen,
@@ -154,7 +165,7 @@ impl Server {
         Limits { max_head: self.cfg.max_head, max_body: self.cfg.max_body, ..Limits::default() }
     }
 
-    pub(super) fn client_event(&mut self, key: usize, readable: bool, writable: bool) {
+    pub(super) fn client_event(&mut self, key: usize, readable: bool, read_closed: bool, writable: bool) {
         if !self.clients.contains(key) {
             return;
         }
@@ -162,6 +173,10 @@ impl Server {
             self.flush_client(key);
         }
         if readable {
+            if let Some(c) = self.clients.get_mut(key) {
+                c.readable = true;
+                c.read_closed |= read_closed;
+            }
             self.pump_client(key);
         }
     }
@@ -176,7 +191,7 @@ impl Server {
             }
             self.process_client(key);
             let Some(c) = self.clients.get_mut(key) else { return };
-            if c.closing || c.peer_gone || !self.wants_input(key) {
+            if c.closing || c.peer_gone || !c.readable || !self.wants_input(key) {
                 return;
             }
             match self.read_client(key) {
@@ -185,7 +200,10 @@ impl Server {
                     return;
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.clients[key].readable = false;
+                    return;
+                }
                 Err(_) => {
                     self.client_failed(key);
                     return;
@@ -225,6 +243,7 @@ impl Server {
             // At most one head's worth (HEAD_READ) is copied.
             let mut stack = [0u8; HEAD_READ];
             let n = io::Read::read(&mut c.sock, &mut stack)?;
+            c.readable = n == stack.len() || c.read_closed;
             if n > 0 {
                 // Exactly what came: the head's bytes stay pinned for the
                 // whole exchange, and usually they are all there is.
@@ -239,7 +258,10 @@ impl Server {
         if c.rbuf.capacity() - c.rbuf.len() < want / 4 {
             c.rbuf.reserve(want);
         }
-        crate::sys::read_into(c.sock.as_raw_fd(), &mut c.rbuf, want)
+        let asked = want.min(c.rbuf.capacity() - c.rbuf.len());
+        let n = crate::sys::read_into(c.sock.as_raw_fd(), &mut c.rbuf, want)?;
+        c.readable = n == asked || c.read_closed;
+        Ok(n)
     }
 
     /// Parse and dispatch whatever complete input is buffered.
@@ -559,9 +581,11 @@ fn request_id(head: &RequestHead) -> String {
     }
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // getpid(2) once, not per request.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = crate::sys::epoch_millis() as u64;
-    format!("nfc-{t:x}-{}-{n}", std::process::id())
+    format!("nfc-{t:x}-{}-{n}", PID.get_or_init(std::process::id))
 }
 
 /// Over the connection limit: a best-effort 503 and close, without

@@ -261,8 +261,12 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
-                    Token(t) if t % 2 == 0 => self.client_event((t - 2) / 2, event.is_readable(), event.is_writable()),
-                    Token(t) => self.plane_event((t - 3) / 2, event.is_readable(), event.is_writable()),
+                    Token(t) if t % 2 == 0 => {
+                        self.client_event((t - 2) / 2, event.is_readable(), event.is_read_closed(), event.is_writable())
+                    }
+                    Token(t) => {
+                        self.plane_event((t - 3) / 2, event.is_readable(), event.is_read_closed(), event.is_writable())
+                    }
                 }
             }
             self.fire_timers();

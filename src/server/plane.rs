@@ -246,7 +246,7 @@ impl Server {
         self.mark_conn(key);
     }
 
-    pub(super) fn plane_event(&mut self, key: usize, readable: bool, writable: bool) {
+    pub(super) fn plane_event(&mut self, key: usize, readable: bool, read_closed: bool, writable: bool) {
         if !self.conns.contains(key) {
             return;
         }
@@ -254,20 +254,23 @@ impl Server {
             self.flush_conn(key);
         }
         if readable {
-            self.read_conn(key);
+            self.read_conn(key, read_closed);
         }
     }
 
-    fn read_conn(&mut self, key: usize) {
+    /// Read and handle what the plane sent. `to_end`: the peer closed its
+    /// side, so read on to the end of stream even after a short read.
+    fn read_conn(&mut self, key: usize, to_end: bool) {
         // Bounded so one busy connection cannot starve the others.
         for _ in 0..64 {
             let Some(pc) = self.conns.get_mut(key) else { return };
             if pc.rbuf.capacity() - pc.rbuf.len() < 16 * 1024 {
                 pc.rbuf.reserve(PLANE_READ);
             }
+            let asked = pc.rbuf.capacity() - pc.rbuf.len();
             match crate::sys::read_into(pc.sock.as_raw_fd(), &mut pc.rbuf, usize::MAX) {
                 Ok(0) => return self.conn_lost(key, "data plane closed the connection".into()),
-                Ok(_) => {
+                Ok(n) => {
                     let pc = &mut self.conns[key];
                     let result = pc.h2.recv(&mut pc.rbuf);
                     self.dispatch_conn_events(key);
@@ -276,6 +279,11 @@ impl Server {
                         return self.conn_lost(key, format!("HTTP/2 connection error: {e}"));
                     }
                     self.mark_conn(key);
+                    if n < asked && !to_end {
+                        // Drained: the edge-triggered poll reports what
+                        // arrives next, so no read just to hear EAGAIN.
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -295,7 +303,7 @@ impl Server {
 
     pub(super) fn reread_conns(&mut self) {
         for key in std::mem::take(&mut self.life.reread) {
-            self.read_conn(key);
+            self.read_conn(key, true);
         }
     }
 
