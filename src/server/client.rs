@@ -25,7 +25,7 @@ use crate::http1::{Limits, RequestError};
 /// Read size while a head is expected, and while a body streams.
 const HEAD_READ: usize = 8 * 1024;
 const BODY_READ: usize = 64 * 1024;
-const BODY_READ_MIN: usize = 16 * 1024;
+const BODY_READ_MIN: usize = 4 * 1024;
 
 /// Stop reading a client whose unprocessed input exceeds this (pipelined
 /// requests queue up to here, then TCP flow control pushes back).
