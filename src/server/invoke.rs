@@ -7,10 +7,16 @@
 //! Response: `splice::ResponseDecoder` yields the head, body slices and errors,
 //! which become the HTTP/1.1 response, again as slices.
 //!
-//! Backpressure both ways: above `UPSTREAM_HIGH_WATER` bytes queued on the
-//! stream we stop reading the client; above `CLIENT_HIGH_WATER` bytes queued
-//! to the client we stop returning flow-control window to the data plane.
-//! Memory per invoke is therefore bounded by these and the stream window.
+//! Body messages are announced whole (the rest of the Content-Length body or
+//! of the chunk, up to `CHUNK_MAX`) and filled slice by slice as bytes arrive.
+//!
+//! Backpressure both ways: body bytes are read from the client only while the
+//! stream has send capacity (`h2::ClientConnection::send_capacity`: what the
+//! windows take at once, or a small queue allowance under a budget shared by
+//! all streams), so request memory is bounded by the h2 budgets, not by the
+//! number of clients; above `CLIENT_HIGH_WATER` bytes queued to the client we
+//! stop returning flow-control window to the data plane, so response memory
+//! is bounded by the stream and connection windows.
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +38,8 @@ use crate::splice::{Piece, ResponseDecoder};
 const INLINE_BODY_MAX: usize = 64 * 1024;
 /// Largest body chunk message (well under Noslated's 10 MiB message limit).
 const CHUNK_MAX: usize = 64 * 1024;
-/// Stop reading the client while this much is queued on the stream.
+/// Stop moving already-read body bytes onto a stream with this much queued
+/// (reading more from the client stops earlier, at its send capacity).
 const UPSTREAM_HIGH_WATER: usize = 256 * 1024;
 /// Stop returning window to the data plane while this much waits for the client.
 const CLIENT_HIGH_WATER: usize = 256 * 1024;
