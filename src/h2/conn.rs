@@ -998,6 +998,12 @@ impl ClientConnection {
     /// budget can take are told (a thundering herd of readers would mostly
     /// find it gone again); the others keep their place in the line.
     fn notify_capacity(&mut self) {
+        // Nobody can be told: no waiters, the output is over budget, or no
+        // window is open and the queue budget is spent.
+        let no_allowance = self.total_queued >= self.cfg.queue_budget && self.conn_send.usable() == 0;
+        if self.capacity_waiters.is_empty() || self.output_len() >= self.cfg.output_budget || no_allowance {
+            return;
+        }
         let mut budget = self.cfg.output_budget.saturating_sub(self.output_len());
         let mut kept = VecDeque::new();
         while let Some(key) = self.capacity_waiters.pop_front() {
@@ -1033,6 +1039,16 @@ impl ClientConnection {
     /// DATA frame.
     pub fn send_data_more(&mut self, stream: StreamRef, data: Bytes) {
         self.queue_data(stream, data);
+    }
+
+    /// Frame whatever the windows allow and tell capacity waiters. For the
+    /// caller to run before it writes: state can change between frames
+    /// without a window update (a reset frees a concurrency slot and queue
+    /// budget, another stream's send drains a queue), and a waiter must not
+    /// be left to hear of it only when the peer next sends something.
+    pub fn settle(&mut self) {
+        self.flush_sends();
+        self.notify_capacity();
     }
 
     /// Frame what `send_data_more` queued, as far as the windows allow.
@@ -1604,6 +1620,26 @@ mod tests {
         assert_eq!(server.conn.send_capacity(stream), 0);
         server.window_update(0, 1000).unwrap();
         assert!(server.events().is_empty(), "no SendReady after the end");
+    }
+
+    #[test]
+    fn settle_tells_a_stream_activated_by_a_reset() {
+        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
+        let (a, _) = server.open(false);
+        // B waits for a concurrency slot: it may queue its allowance only.
+        let b = server.conn.open(&req(), false).unwrap();
+        assert_eq!(server.conn.send_capacity(b), 16_384);
+        server.conn.send_data(b, Bytes::from(vec![5u8; 16_384]));
+        assert_eq!(server.conn.send_capacity(b), 0);
+        server.conn.want_capacity(b);
+        // Cancelling A gives B its id; nothing arrives from the peer.
+        server.conn.reset(a, ErrorCode::CANCEL);
+        assert!(!server.events().iter().any(|e| matches!(e, Event::SendReady { .. })));
+        server.conn.settle();
+        assert_eq!(server.events(), vec![Event::SendReady { stream: b }]);
+        let frames = server.frames();
+        assert!(frames.iter().any(|f| matches!(f, Frame::Headers { stream_id: 3, .. })), "{frames:?}");
+        assert_eq!(data_of(&frames, 3), (16_384, false));
     }
 
     #[test]

@@ -486,6 +486,9 @@ impl Server {
             .conns
             .get(key)
             .is_some_and(|pc| !pc.h2.is_open_for_streams() && self.planes[pc.plane].kind == PlaneKind::Data);
+        if let Some(pc) = self.conns.get_mut(key) {
+            pc.h2.settle();
+        }
         self.write_conn(key);
         // Writing can give streams send capacity again (the output budget).
         if self.conns.get(key).is_some_and(|pc| pc.h2.has_events()) {
