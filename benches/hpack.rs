@@ -10,7 +10,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use noslate_fc::grpc;
-use noslate_fc::hpack::{huffman, Decoder, Encoder, DEFAULT_TABLE_SIZE};
+use noslate_fc::hpack::{encode_integer, huffman, Decoder, Encoder, DEFAULT_TABLE_SIZE};
 
 /// SETTINGS_MAX_HEADER_LIST_SIZE for decoding: large enough never to bind.
 const MAX_LIST_SIZE: usize = 64 * 1024;
@@ -30,42 +30,26 @@ const RESPONSE_HEAD: [(&[u8], &[u8]); 5] = [
 
 const RESPONSE_TRAILERS: [(&[u8], &[u8]); 2] = [(b"grpc-status", b"0"), (b"grpc-message", b"OK")];
 
-/// RFC 7541 §5.1 integer with an N-bit prefix.
-fn put_integer(value: usize, prefix_bits: u8, flags: u8, dst: &mut Vec<u8>) {
-    let prefix_max = (1usize << prefix_bits) - 1;
-    if value < prefix_max {
-        dst.push(flags | value as u8);
-        return;
-    }
-    dst.push(flags | prefix_max as u8);
-    let mut rest = value - prefix_max;
-    while rest >= 0x80 {
-        dst.push(0x80 | (rest & 0x7f) as u8);
-        rest >>= 7;
-    }
-    dst.push(rest as u8);
-}
-
 /// §5.2 string literal, Huffman-coded when shorter (as nghttp2 decides).
 fn put_string(value: &[u8], dst: &mut Vec<u8>) {
     let huffman_len = huffman::encoded_len(value);
     if huffman_len < value.len() {
-        put_integer(huffman_len, 7, 0x80, dst);
+        encode_integer(huffman_len, 7, 0x80, dst);
         huffman::encode(value, dst);
     } else {
-        put_integer(value.len(), 7, 0, dst);
+        encode_integer(value.len(), 7, 0, dst);
         dst.extend_from_slice(value);
     }
 }
 
 /// §6.1 indexed field.
 fn put_indexed(index: usize, dst: &mut Vec<u8>) {
-    put_integer(index, 7, 0x80, dst);
+    encode_integer(index, 7, 0x80, dst);
 }
 
 /// §6.2.1 literal with incremental indexing; `name_index` 0 means a new name.
 fn put_literal_indexed(name_index: usize, name: &[u8], value: &[u8], dst: &mut Vec<u8>) {
-    put_integer(name_index, 6, 0x40, dst);
+    encode_integer(name_index, 6, 0x40, dst);
     if name_index == 0 {
         put_string(name, dst);
     }
@@ -198,15 +182,7 @@ fn bench_decode(c: &mut Criterion) {
 fn bench_encode(c: &mut Criterion) {
     // The request block of an invoke stream (server/invoke.rs).
     let timeout = grpc::encode_timeout(61_000);
-    let fields: [(&[u8], &[u8]); 7] = [
-        (b":method", b"POST"),
-        (b":scheme", b"http"),
-        (b":path", b"/noslated.data.PushServer/invoke"),
-        (b":authority", b"localhost"),
-        (b"content-type", b"application/grpc"),
-        (b"te", b"trailers"),
-        (b"grpc-timeout", timeout.as_bytes()),
-    ];
+    let fields = grpc::request_fields(b"/noslated.data.PushServer/invoke", &timeout);
     let mut encoder = Encoder::new();
     let mut block = Vec::with_capacity(256);
     encoder.encode(fields.iter().copied(), &mut block);

@@ -11,16 +11,11 @@ use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use noslate_fc::grpc;
 use noslate_fc::h2::{decode_frame, ClientConnection, Config, ErrorCode, Event};
 
-const REQUEST: &[(&[u8], &[u8])] = &[
-    (b":method", b"POST"),
-    (b":scheme", b"http"),
-    (b":path", b"/noslated.data.PushServer/invoke"),
-    (b":authority", b"localhost"),
-    (b"content-type", b"application/grpc"),
-    (b"te", b"trailers"),
-];
+/// The request head noslate-fc sends (`grpc::request_fields`).
+const PATH: &[u8] = b"/noslated.data.PushServer/invoke";
 
 fuzz_target!(|data: &[u8]| {
     let [step, streams, input @ ..] = data else {
@@ -44,10 +39,12 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // 2. A client connection with a few streams in flight.
+    let timeout = grpc::encode_timeout(10_999);
+    let request = grpc::request_fields(PATH, &timeout);
     let mut conn = ClientConnection::new(Config::default());
     let mut opened = Vec::new();
     for i in 0..(streams % 8) {
-        if let Ok(s) = conn.open(REQUEST, i % 3 == 0) {
+        if let Ok(s) = conn.open(&request, i % 3 == 0) {
             conn.send_data(s, Bytes::from(vec![i; 40_000]));
             opened.push(s);
         }
@@ -59,11 +56,7 @@ fuzz_target!(|data: &[u8]| {
         while let Some(event) = conn.poll_event() {
             match event {
                 Event::Data { stream, data, .. } => conn.release(stream, data.len()),
-                Event::Headers {
-                    stream,
-                    end_stream: true,
-                    ..
-                } => conn.send_end(stream),
+                Event::Headers { stream, end_stream: true, .. } => conn.send_end(stream),
                 // Send as a body pump does: up to the capacity, then ask.
                 Event::SendReady { stream } => {
                     let n = conn.send_capacity(stream).min(20_000);

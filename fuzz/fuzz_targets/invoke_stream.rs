@@ -37,15 +37,8 @@ use noslate_fc::splice::{Failure, Piece, ResponseDecoder, SpliceError, MAX_BUFFE
 /// Largest generated message stream (keeps executions fast).
 const MAX_STREAM: usize = (3 << 20) / 2;
 
-const REQUEST: &[(&[u8], &[u8])] = &[
-    (b":method", b"POST"),
-    (b":scheme", b"http"),
-    (b":path", b"/noslated.data.PushServer/invoke"),
-    (b":authority", b"localhost"),
-    (b"content-type", b"application/grpc"),
-    (b"te", b"trailers"),
-    (b"grpc-timeout", b"10999m"),
-];
+/// The request head noslate-fc sends (`grpc::request_fields`).
+const PATH: &[u8] = b"/noslated.data.PushServer/invoke";
 
 // ----- pieces, normalized -------------------------------------------------
 
@@ -465,8 +458,10 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
     };
     let server = server_bytes(u, &messages)?;
 
+    let timeout = grpc::encode_timeout(10_999);
+    let request = grpc::request_fields(PATH, &timeout);
     let mut conn = ClientConnection::new(cfg);
-    let Ok(s) = conn.open(REQUEST, false) else { return Ok(()) };
+    let Ok(s) = conn.open(&request, false) else { return Ok(()) };
     conn.send_data(s, Bytes::from_static(b"\0\0\0\0\x04\x0a\x02hi"));
     if end_early {
         conn.send_end(s);

@@ -384,8 +384,7 @@ impl ClientConnection {
                 return Err(err);
             }
         }
-        self.flush_sends();
-        self.notify_capacity();
+        self.settle();
         Ok(())
     }
 

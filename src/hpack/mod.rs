@@ -162,7 +162,7 @@ fn decode_integer(input: &mut &[u8], prefix_bits: u8) -> Result<usize, DecoderEr
 
 /// Appends an integer with an N-bit prefix (§5.1); `flags` fills the bits
 /// above the prefix in the first octet.
-fn encode_integer(value: usize, prefix_bits: u8, flags: u8, dst: &mut Vec<u8>) {
+pub fn encode_integer(value: usize, prefix_bits: u8, flags: u8, dst: &mut Vec<u8>) {
     let prefix_max = (1usize << prefix_bits) - 1;
     if value < prefix_max {
         dst.push(flags | value as u8);
