@@ -1,0 +1,393 @@
+//! End-to-end tests against the **real** Noslate stack: turfd, the Noslated
+//! v0.25 data and control planes and real Node.js workers running the
+//! functions in tests/real/functions, built from source by
+//! `scripts/real-noslate.sh` (a build failure fails these tests; they are
+//! never skipped). noslate-fc runs as the ENTRYPOINT (`NOSLATE_BIN` set) and,
+//! for the same functional suite, over planes started apart.
+
+mod support;
+#[path = "real/stack.rs"]
+mod stack;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use stack::{alive, Planes, RealFc, Run};
+use support::{read_response, Fc, Response};
+
+/// Byte i of the `stream` function's output.
+fn stream_pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * 7 + 3) & 0xff) as u8).collect()
+}
+
+fn body_of(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn invoke_on(s: &mut TcpStream, function: &str, extra: &str, body: &[u8]) -> Response {
+    let head = format!(
+        "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: {function}\r\n{extra}content-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(s).expect("a response")
+}
+
+fn invoke(fc: &Fc, function: &str, extra: &str, body: &[u8]) -> Response {
+    invoke_on(&mut fc.connect(), function, extra, body)
+}
+
+fn invoke_chunked(fc: &Fc, function: &str, body: &[u8], piece: usize) -> Response {
+    let mut s = fc.connect();
+    let head = format!(
+        "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: {function}\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let body = body.to_vec();
+        std::thread::spawn(move || {
+            for part in body.chunks(piece.max(1)) {
+                s.write_all(format!("{:x}\r\n", part.len()).as_bytes()).unwrap();
+                s.write_all(part).unwrap();
+                s.write_all(b"\r\n").unwrap();
+            }
+            s.write_all(b"0\r\n\r\n").unwrap();
+        })
+    };
+    let r = read_response(&mut s).expect("a response");
+    writer.join().unwrap();
+    r
+}
+
+/// Every scenario that needs only a running noslate-fc over a real stack.
+fn functional_suite(fc: &Fc, run: &Run) {
+    let logs = || run.logs();
+
+    // Byte-exact echo, Content-Length and chunked, across the 10 MiB message
+    // limit of Noslated.
+    for n in [0usize, 1, 1 << 20, 32 << 20] {
+        let body = body_of(n, n as u8);
+        let r = invoke(fc, "echo", "", &body);
+        assert_eq!(r.status, 200, "echo {n} B: {}\n{}", r.text(), logs());
+        assert!(r.complete && r.body == body, "echo {n} B (content-length): {} bytes back", r.body.len());
+        let r = invoke_chunked(fc, "echo", &body, 100_000);
+        assert_eq!(r.status, 200, "chunked echo {n} B: {}", r.text());
+        assert!(r.complete && r.body == body, "echo {n} B (chunked): {} bytes back", r.body.len());
+    }
+
+    // What the function sees matches the request.
+    let raw = b"PUT /a/b%20c?x=1&y=two HTTP/1.1\r\nhost: example.test\r\nx-fc-control-path: /http-invoke\r\n\
+x-noslate-function: inspect\r\nx-one: 1\r\nx-dup: first\r\nX-Mixed-Case: Yes\r\nx-dup: second\r\n\
+x-fc-request-id: req-inspect-1\r\nx-fc-region: cn-test\r\nx-fc-account-id: 1234\r\nx-fc-function-name: fn\r\n\
+x-fc-service-name: svc\r\nx-fc-qualifier: LATEST\r\nx-fc-access-key-secret: hush\r\nconnection: keep-alive\r\n\
+content-length: 5\r\n\r\nhello";
+    let r = fc.request(raw);
+    assert_eq!(r.status, 200, "inspect: {}\n{}", r.text(), logs());
+    let seen: serde_json::Value = serde_json::from_slice(&r.body).expect("inspect answers JSON");
+    assert_eq!(seen["method"], "PUT");
+    assert_eq!(seen["url"], "/a/b%20c?x=1&y=two");
+    assert_eq!(seen["body"], "hello");
+    let raw_headers: Vec<String> =
+        seen["rawHeaders"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let pairs: Vec<(String, String)> =
+        raw_headers.chunks(2).map(|kv| (kv[0].clone(), kv[1].clone())).filter(|(k, _)| k.starts_with("x-")).collect();
+    let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    let one = names.iter().position(|n| *n == "x-one").expect("x-one forwarded");
+    assert_eq!(
+        &pairs[one..one + 4],
+        &[
+            ("x-one".into(), "1".into()),
+            ("x-dup".into(), "first".into()),
+            ("x-mixed-case".into(), "Yes".into()),
+            ("x-dup".into(), "second".into())
+        ],
+        "headers in order, duplicates kept: {raw_headers:?}"
+    );
+    assert!(!names.contains(&"x-fc-access-key-secret"), "credentials are not forwarded: {raw_headers:?}");
+    assert!(!raw_headers.iter().any(|h| h == "connection"), "hop-by-hop headers dropped: {raw_headers:?}");
+    assert_eq!(seen["baggage"]["fc-region"], "cn-test", "baggage: {}", seen["baggage"]);
+    assert_eq!(seen["baggage"]["fc-account-id"], "1234");
+    assert_eq!(seen["baggage"]["fc-function-name"], "fn");
+    assert_eq!(seen["baggage"]["fc-service-name"], "svc");
+    assert_eq!(seen["baggage"]["fc-qualifier"], "LATEST");
+    // The request id is FC's (Noslated's Node.js worker API does not show
+    // it to the function; FC's log markers carry it).
+    let out = fc.stdout_until("FC Invoke End RequestId: req-inspect-1");
+    assert!(out.contains("FC Invoke Start RequestId: req-inspect-1"), "stdout: {out}");
+    assert!(out.contains("FC Invoke End RequestId: req-inspect-1"), "stdout: {out}");
+
+    // Status and headers come back as the function set them.
+    let want = br#"{"status":201,"headers":[["x-a","1"],["set-cookie","a=1"],["set-cookie","b=2"],["content-type","text/x-test"]],"body":"made"}"#;
+    let r = invoke(fc, "status", "x-fc-control-path: /http-invoke\r\n", want);
+    assert_eq!(r.status, 201, "status: {}", r.text());
+    assert_eq!(r.header("x-a"), Some("1"));
+    assert_eq!(r.headers_named("set-cookie"), vec!["a=1", "b=2"]);
+    assert_eq!(r.header("content-type"), Some("text/x-test"));
+    assert_eq!(r.header("x-fc-status"), Some("200"));
+    assert_eq!(r.text(), "made");
+
+    // Responses streamed in many pieces, in 9 MiB pieces, and in one-byte
+    // pieces (each its own message: slow on the real stack, hence the timeout).
+    for (bytes, chunk) in [(8usize << 20, 1usize << 20), (18 << 20, 9 << 20), (20_000, 1)] {
+        let mut s = fc.connect();
+        let req = format!(
+            "GET /s?bytes={bytes}&chunk={chunk} HTTP/1.1\r\nhost: x\r\nx-noslate-function: stream\r\nx-fc-function-timeout: 60\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, 200, "stream {bytes}/{chunk}: {}", r.text());
+        assert!(
+            r.complete && r.body == stream_pattern(bytes),
+            "stream {bytes}/{chunk}: {} bytes\n{}",
+            r.body.len(),
+            fc.proc.stderr_text()
+        );
+    }
+
+    // One write above Noslated's 10 MiB message limit: the data plane cannot
+    // send it and fails the call after the head, so the response is cut.
+    let mut s = fc.connect();
+    s.write_all(b"GET /s?bytes=12582912&chunk=12582912 HTTP/1.1\r\nhost: x\r\nx-noslate-function: stream\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200, "12 MiB write: {}", r.text());
+    assert!(!r.complete, "a 12 MiB message cannot pass Noslated; the cut must show ({} bytes)", r.body.len());
+    let start = Instant::now();
+    while !fc.proc.stderr_text().contains("larger than max") {
+        assert!(start.elapsed() < Duration::from_secs(5), "the cause is logged: {}", fc.proc.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Chunks written over time arrive as they are written, in order.
+    let mut s = fc.connect();
+    s.write_all(b"GET /d?n=4&ms=150 HTTP/1.1\r\nhost: x\r\nx-noslate-function: drip\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!((r.status, r.complete), (200, true));
+    assert_eq!(r.text(), "chunk 0\nchunk 1\nchunk 2\nchunk 3\n");
+
+    // An unknown function: Noslated says code 5 and never ends the call.
+    let mut s = fc.connect();
+    let r = invoke_on(&mut s, "no-such-function", "", b"x");
+    assert_eq!(r.status, 404, "unknown function: {}", r.text());
+    assert_eq!(r.header("x-fc-status"), Some("404"));
+    assert!(r.text().contains("no-such-function"), "names the function: {}", r.text());
+    // ... and the same connection goes on.
+    let r = invoke_on(&mut s, "echo", "", b"after 404");
+    assert_eq!((r.status, r.text().as_str()), (200, "after 404"));
+
+    // A function that throws, synchronously and after reading the body.
+    for query in ["", "?async=1"] {
+        let mut s = fc.connect();
+        let req = format!(
+            "POST /t{query} HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: throw\r\ncontent-length: 3\r\n\r\nabc"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, 502, "throw{query}: {}\n{}", r.text(), logs());
+        assert_eq!(r.header("x-fc-status"), Some("404"));
+        assert!(r.text().contains("thrown"), "the function's message: {}", r.text());
+        let r = invoke_on(&mut s, "echo", "", b"after throw");
+        assert_eq!((r.status, r.text().as_str()), (200, "after throw"), "next invoke after throw{query}");
+    }
+
+    // A worker that exits before its head: a clear error, then a new worker.
+    let mut s = fc.connect();
+    s.write_all(b"POST /c?when=before HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: crash\r\ncontent-length: 0\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert!(matches!(r.status, 502..=504), "crash before the head: {} {}\n{}", r.status, r.text(), logs());
+    assert_eq!(r.header("x-fc-status"), Some("404"));
+    assert!(r.text().contains("errorMessage"), "a JSON error: {}", r.text());
+    // A worker that exits mid-response: the response is cut, never completed.
+    let mut s = fc.connect();
+    s.write_all(b"POST /c HTTP/1.1\r\nhost: x\r\nx-noslate-function: crash\r\ncontent-length: 0\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200, "crash mid-response: {}", r.text());
+    assert!(!r.complete, "a response cut by a crash must not look complete ({} bytes)", r.body.len());
+    let r = invoke(fc, "echo", "", b"after crash");
+    assert_eq!((r.status, r.text().as_str()), (200, "after crash"), "next invoke after crashes\n{}", logs());
+
+    // A passed deadline (x-fc-function-timeout, seconds) gets 504; the
+    // next invoke works.
+    let mut s = fc.connect();
+    let started = Instant::now();
+    s.write_all(b"POST /w?ms=4000 HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: wait\r\nx-fc-function-timeout: 1\r\ncontent-length: 0\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 504, "deadline: {}", r.text());
+    assert!(started.elapsed() < Duration::from_millis(3900), "answered by the deadline, not by the function's end");
+    let r = invoke(fc, "wait", "", b"");
+    assert_eq!(r.status, 200, "after deadline: {}", r.text());
+    // `wait` with no query waits 1 s: the default 10 s deadline holds.
+    assert_eq!(r.text(), "waited 1000");
+}
+
+#[test]
+fn real_stack_under_noslate_fc_as_entrypoint() {
+    let _one = stack::serial();
+    let real = RealFc::start("entry", &[]);
+    real.wait_initialized();
+    functional_suite(&real.fc, &real.run);
+}
+
+#[test]
+fn real_stack_with_planes_started_apart_survives_a_data_plane_restart() {
+    let _one = stack::serial();
+    let run = Run::new("apart");
+    let mut planes = Planes::start(&run);
+    let fc = Fc::spawn(run.command(false, &[("NOSLATE_FC_READY_WAIT_MS", "30000")]));
+    let r = fc.request(
+        b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 60\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "/initialize: {}\n{}", r.text(), run.logs());
+    functional_suite(&fc, &run);
+
+    // The data plane dies and a new one starts on the same socket path.
+    stack::kill_tree(planes.dp.pid());
+    let _ = planes.dp.child.wait();
+    planes.dp = Planes::start_data_plane(&run);
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let r = invoke(&fc, "echo", "", b"after restart");
+        if r.status == 200 && r.body == b"after restart" {
+            break;
+        }
+        last = format!("{} {}", r.status, r.text());
+        assert!(start.elapsed() < Duration::from_secs(60), "never served after the restart: {last}\n{}", run.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let body = body_of(3 << 20, 9);
+    let r = invoke(&fc, "echo", "", &body);
+    assert!(r.status == 200 && r.body == body, "echo after restart: {} ({last})", r.status);
+    drop(fc);
+    drop(planes);
+}
+
+#[test]
+fn real_stack_concurrent_and_five_thousand_sequential_invokes() {
+    let _one = stack::serial();
+    let real = RealFc::start("load", &[]);
+    real.wait_initialized();
+    let fc = &real.fc;
+
+    // 64 at once, each with its own body, byte-exact.
+    let port = fc.port;
+    let threads: Vec<_> = (0..64u8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let body = body_of(4096 + i as usize * 1000, i);
+                let r = invoke_on(&mut s, "echo", "", &body);
+                (i, r.status, r.body == body)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, status, exact) = t.join().unwrap();
+        assert!(status == 200 && exact, "concurrent invoke {i}: status {status}, exact {exact}\n{}", real.run.logs());
+    }
+
+    // 5,000 on one keep-alive connection: good, unknown-function (a stream
+    // Noslated never ends, so noslate-fc resets it) and throwing, mixed —
+    // past Node 20's limit of ~1,000 resets per connection.
+    let mut s = fc.connect();
+    let mut seen = [0usize; 3];
+    for i in 0..5000usize {
+        let kind = i % 3;
+        let body = format!("n{i}");
+        let r = match kind {
+            0 => invoke_on(&mut s, "echo", "", body.as_bytes()),
+            1 => invoke_on(&mut s, "no-such-function", "", body.as_bytes()),
+            _ => invoke_on(&mut s, "throw", "", body.as_bytes()),
+        };
+        let ok = match kind {
+            0 => r.status == 200 && r.body == body.as_bytes(),
+            _ => r.status == 404 && r.header("x-fc-status") == Some("404") && r.complete,
+        };
+        assert!(ok, "invoke {i} (kind {kind}): {} {}\n{}", r.status, r.text(), real.run.logs());
+        seen[kind] += 1;
+        assert!(
+            r.header("connection").is_none_or(|c| !c.eq_ignore_ascii_case("close")),
+            "invoke {i} closed: {r:?}\n{}",
+            fc.proc.stderr_text()
+        );
+    }
+    assert_eq!(seen, [1667, 1667, 1666]);
+}
+
+/// Start a slow invoke on its own connection; its response, later.
+fn slow_invoke(fc: &Fc, ms: u32) -> std::thread::JoinHandle<Response> {
+    let mut s = fc.connect();
+    let req = format!("POST /w?ms={ms} HTTP/1.1\r\nhost: x\r\nx-noslate-function: wait\r\ncontent-length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    std::thread::spawn(move || read_response(&mut s).expect("a response"))
+}
+
+fn wait_started(fc: &Fc, n: usize) {
+    let start = Instant::now();
+    while fc.stdout_text().matches("FC Invoke Start").count() < n {
+        assert!(start.elapsed() < Duration::from_secs(10), "invokes never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn assert_all_gone(pids: &[u32]) {
+    let start = Instant::now();
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "processes of the stack left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn real_stack_pre_stop_and_sigterm_drain_then_leave_nothing() {
+    let _one = stack::serial();
+    for how in ["pre-stop", "sigterm"] {
+        let mut real = RealFc::start(how, &[("NOSLATE_FC_DRAIN_MS", "10000")]);
+        real.wait_initialized();
+        // Warm the worker so that the in-flight invokes are real work.
+        assert_eq!(invoke(&real.fc, "wait", "", b"").status, 200);
+        let inflight: Vec<_> = (0..3).map(|_| slow_invoke(&real.fc, 1500)).collect();
+        wait_started(&real.fc, 4);
+        let pids = real.pids();
+        assert!(pids.len() >= 4, "noslate-fc, turf, two planes and a worker: {pids:?}");
+        if how == "pre-stop" {
+            let r = real.fc.request(b"GET /pre-stop HTTP/1.1\r\nhost: x\r\n\r\n");
+            assert_eq!(r.status, 200, "/pre-stop: {}", r.text());
+        } else {
+            real.fc.proc.signal(15);
+        }
+        for t in inflight {
+            let r = t.join().unwrap();
+            assert_eq!((r.status, r.text().as_str()), (200, "waited 1500"), "{how}: in-flight invoke");
+        }
+        let status = real.fc.proc.wait_exit(Duration::from_secs(20)).unwrap_or_else(|| panic!("{how}: no exit"));
+        assert_eq!(status.code(), Some(0), "{how}: exit status; stderr: {}", real.fc.proc.stderr_text());
+        assert_all_gone(&pids);
+    }
+}
+
+#[test]
+fn real_stack_build_is_cached_outside_the_clone() {
+    let bin = stack::noslate_bin();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(!bin.starts_with(root), "the stack must be built outside the clone: {}", bin.display());
+    for name in ["turf", "node", "data_plane", "control_plane"] {
+        assert!(bin.join(name).exists(), "$NOSLATE_BIN/{name} missing in {}", bin.display());
+    }
+    // A second build reuses the cache: it prints the same NOSLATE_BIN.
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/real-noslate.sh"))
+        .arg("build")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bin.to_str().unwrap());
+}
