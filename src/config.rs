@@ -50,6 +50,7 @@ opts! {
     "NOSLATE_FC_CONTROL_PLANE_CMD", "--control-plane-cmd", "", "control plane command (default \"$NOSLATE_BIN/node $NOSLATE_BIN/control_plane\"; \"off\" disables)";
     "NOSLATE_FUNCTION_PROFILES", "--profiles", "", "function profiles JSON file (Noslate's profiles.json shape), pushed to the control plane";
     "NOSLATE_PLATFORM_ENV", "--platform-env", "", "platform environment variables JSON file ({\"K\":\"v\"} or [{\"key\",\"value\"}])";
+    "NOSLATE_FC_WARM_UP", "--warm-up", "", "functions (comma-separated) whose worker must be running before /initialize answers; pushed with worker.reservationCount ≥ 1";
 }
 
 /// A child the supervisor runs.
@@ -84,6 +85,8 @@ pub struct Config {
     pub children: Vec<ChildSpec>,
     pub profiles_file: Option<PathBuf>,
     pub platform_env_file: Option<PathBuf>,
+    /// Functions whose worker must be ready before `/initialize` answers.
+    pub warm_up: Vec<String>,
 }
 
 /// What the command line asked for.
@@ -180,6 +183,7 @@ impl Config {
             return Err(ConfigError("NOSLATE_FC_MAX_HEAD: must be at least 256".into()));
         }
         let children = children(get, data_planes, control_planes)?;
+        let warm_up = warm_up(get, control_planes)?;
         Ok(Config {
             listen: SocketAddr::new(ip, port),
             sock_dir,
@@ -202,8 +206,31 @@ impl Config {
             children,
             profiles_file: get("NOSLATE_FUNCTION_PROFILES").map(PathBuf::from),
             platform_env_file: get("NOSLATE_PLATFORM_ENV").map(PathBuf::from),
+            warm_up,
         })
     }
+}
+
+/// `NOSLATE_FC_WARM_UP`: function names; they must come with profiles (checked
+/// when the profile file is read) and a control plane to start their workers.
+fn warm_up(get: &Get<'_>, control_planes: usize) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = get("NOSLATE_FC_WARM_UP") else { return Ok(Vec::new()) };
+    let mut names = Vec::new();
+    for name in raw.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(ConfigError(format!("NOSLATE_FC_WARM_UP: {raw:?} has an empty function name")));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    if control_planes == 0 {
+        return Err(ConfigError("NOSLATE_FC_WARM_UP: needs a control plane to start workers".into()));
+    }
+    if get("NOSLATE_FUNCTION_PROFILES").is_none() {
+        return Err(ConfigError("NOSLATE_FC_WARM_UP: needs NOSLATE_FUNCTION_PROFILES to name the functions".into()));
+    }
+    Ok(names)
 }
 
 /// Looks a variable up in the merged environment + flags.
@@ -307,6 +334,20 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.function.as_deref(), Some("hello"));
         assert_eq!(c.sock_dir, PathBuf::from("/w/socks"));
+    }
+
+    #[test]
+    fn warm_up_names_functions_of_the_profile_file() {
+        let profiles = ("NOSLATE_FUNCTION_PROFILES", "/p.json");
+        assert!(run(&[], &[profiles]).unwrap().warm_up.is_empty());
+        let c = run(&["--warm-up", "a, b,a"], &[profiles]).unwrap();
+        assert_eq!(c.warm_up, ["a", "b"]);
+        let err = run(&[], &[("NOSLATE_FC_WARM_UP", "a,,b"), profiles]).unwrap_err();
+        assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("empty"), "{err}");
+        let err = run(&[], &[("NOSLATE_FC_WARM_UP", "a")]).unwrap_err();
+        assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("NOSLATE_FUNCTION_PROFILES"), "{err}");
+        let err = run(&[], &[("NOSLATE_FC_WARM_UP", "a"), ("NOSLATE_FC_CONTROL_PLANES", "0"), profiles]).unwrap_err();
+        assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("control plane"), "{err}");
     }
 
     #[test]

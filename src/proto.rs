@@ -782,6 +782,24 @@ owned_message! {
 }
 
 owned_message! {
+    /// `noslated.control.BrokerStats`: the fields warm-up reads (doc §4.3);
+    /// the profile and worker list are skipped.
+    pub struct BrokerStats {
+        1 opt name: Option<String>,
+        4 opt initiating_worker_count: Option<i32>,
+        /// Workers in the Ready state.
+        5 opt active_worker_count: Option<i32>,
+    }
+}
+
+owned_message! {
+    /// `noslated.control.WorkerStatsSnapshotResponse` (doc §4.3).
+    pub struct WorkerStatsSnapshotResponse {
+        1 msgs brokers: Vec<BrokerStats>,
+    }
+}
+
+owned_message! {
     /// `noslated.SetFunctionProfileRequest`. Use [`encode_set_function_profile_request`]
     /// to encode from a borrowed slice.
     pub struct SetFunctionProfileRequest {

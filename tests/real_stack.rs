@@ -5,9 +5,9 @@
 //! never skipped). noslate-fc runs as the ENTRYPOINT (`NOSLATE_BIN` set) and,
 //! for the same functional suite, over planes started apart.
 
-mod support;
 #[path = "real/stack.rs"]
 mod stack;
+mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -375,6 +375,32 @@ fn real_stack_pre_stop_and_sigterm_drain_then_leave_nothing() {
 }
 
 #[test]
+fn real_stack_warm_up_makes_initialize_wait_for_the_worker() {
+    let _one = stack::serial();
+    let real = RealFc::start("warm", &[("NOSLATE_FC_WARM_UP", "echo,inspect")]);
+    real.wait_initialized();
+    // /initialize answered: the workers of both functions are running now
+    // (turf's children), before any invoke asked for them.
+    let turf = real.pids()[1..]
+        .iter()
+        .copied()
+        .find(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.contains("turf")))
+        .expect("turf runs under noslate-fc");
+    let workers = stack::descendants(turf);
+    assert!(workers.len() >= 2, "two warm workers under turf at /initialize, found {workers:?}\n{}", real.run.logs());
+    let r = invoke(&real.fc, "echo", "", b"warm");
+    assert_eq!((r.status, r.text().as_str()), (200, "warm"));
+
+    // A warm-up function without a profile: /initialize says why.
+    let bad = RealFc::start("warm-bad", &[("NOSLATE_FC_WARM_UP", "missing")]);
+    let r = bad.fc.request(
+        b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 30\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("no profile named \\\"missing\\\""), "{}", r.text());
+}
+
+#[test]
 fn real_stack_build_is_cached_outside_the_clone() {
     let bin = stack::noslate_bin();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -383,11 +409,8 @@ fn real_stack_build_is_cached_outside_the_clone() {
         assert!(bin.join(name).exists(), "$NOSLATE_BIN/{name} missing in {}", bin.display());
     }
     // A second build reuses the cache: it prints the same NOSLATE_BIN.
-    let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/real-noslate.sh"))
-        .arg("build")
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new("bash").arg(root.join("scripts/real-noslate.sh")).arg("build").output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bin.to_str().unwrap());
 }

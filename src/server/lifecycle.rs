@@ -110,6 +110,10 @@ impl Server {
                 .and_then(|json| {
                     crate::profile::parse_profiles(&json).map_err(|e| format!("NOSLATE_FUNCTION_PROFILES: {e}"))
                 });
+            let parsed = parsed.and_then(|mut profiles| {
+                warm_up_profiles(&mut profiles, &self.cfg.warm_up)?;
+                Ok(profiles)
+            });
             match parsed {
                 Ok(profiles) => {
                     if self.life.default_function.is_none() && profiles.len() == 1 {
@@ -164,6 +168,10 @@ impl Server {
                 }
                 if self.life.env_message.is_some() && !p.env_pushed {
                     return Some(format!("{name}: platform environment not accepted yet ({why})"));
+                }
+                if !self.cfg.warm_up.is_empty() && !p.workers_warm {
+                    let names = self.cfg.warm_up.join(", ");
+                    return Some(format!("{name}: waiting for the workers of {names} to be ready ({why})"));
                 }
             }
         }
@@ -372,4 +380,48 @@ fn spawn(spec: &ChildSpec, cfg: &Config) -> std::io::Result<i32> {
     }
     sys::set_pre_exec(&mut cmd);
     Ok(cmd.spawn()?.id() as i32)
+}
+
+/// Warm-up (`NOSLATE_FC_WARM_UP`): each named function must have a profile,
+/// and gets `worker.reservationCount` ≥ 1 so the control plane starts its
+/// worker at once and keeps it (`/initialize` then waits for it).
+fn warm_up_profiles(profiles: &mut [crate::proto::FunctionProfile], names: &[String]) -> Result<(), String> {
+    for name in names {
+        let Some(p) = profiles.iter_mut().rev().find(|p| p.name.as_deref() == Some(name.as_str())) else {
+            return Err(format!("NOSLATE_FC_WARM_UP: no profile named {name:?} in NOSLATE_FUNCTION_PROFILES"));
+        };
+        let worker = p.worker.get_or_insert_with(Default::default);
+        worker.reservation_count = Some(worker.reservation_count.unwrap_or(0).max(1));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warm_up_profiles;
+    use crate::proto::{FunctionProfile, FunctionProfileWorker};
+
+    fn profile(name: &str, reservation: Option<i32>) -> FunctionProfile {
+        FunctionProfile {
+            name: Some(name.into()),
+            worker: reservation.map(|n| FunctionProfileWorker { reservation_count: Some(n), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn warm_up_keeps_one_worker_of_each_named_function() {
+        let mut profiles = vec![profile("a", None), profile("b", Some(0)), profile("c", Some(3)), profile("d", None)];
+        warm_up_profiles(&mut profiles, &["a".into(), "b".into(), "c".into()]).unwrap();
+        let counts: Vec<Option<i32>> =
+            profiles.iter().map(|p| p.worker.as_ref().and_then(|w| w.reservation_count)).collect();
+        assert_eq!(counts, [Some(1), Some(1), Some(3), None]);
+    }
+
+    #[test]
+    fn warm_up_of_a_function_without_profile_is_a_configuration_error() {
+        let mut profiles = vec![profile("a", None)];
+        let err = warm_up_profiles(&mut profiles, &["nope".into()]).unwrap_err();
+        assert_eq!(err, "NOSLATE_FC_WARM_UP: no profile named \"nope\" in NOSLATE_FUNCTION_PROFILES");
+    }
 }

@@ -54,6 +54,7 @@ const MAX_IOVECS: usize = 64;
 enum Timer {
     Client { key: usize, gen: u64, what: ClientTimer },
     PlaneRetry { plane: usize },
+    WarmUpPoll { plane: usize },
     Drain,
     KillChildren,
     ResumeAccept,
@@ -286,6 +287,7 @@ impl Server {
             match timer {
                 Timer::Client { key, gen, what } => self.client_timer(key, gen, what),
                 Timer::PlaneRetry { plane } => self.connect_plane(plane),
+                Timer::WarmUpPoll { plane } => self.poll_warm_up(plane),
                 Timer::Drain => self.drain_deadline(),
                 Timer::KillChildren => self.kill_children_now(),
                 Timer::ResumeAccept => {

@@ -33,6 +33,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Read size for plane connections (one full default frame plus head).
 const PLANE_READ: usize = 64 * 1024;
+/// How often the control plane is asked whether warm-up workers are ready.
+const WARM_UP_POLL: Duration = Duration::from_millis(20);
 /// Deadline for the unary calls we make (checkHealth, profile pushes).
 const UNARY_TIMEOUT_MS: u64 = 5000;
 /// Our receive window per stream; small enough that a stalled client holds
@@ -61,6 +63,8 @@ pub struct Plane {
     /// the current connection.
     pub profiles_pushed: bool,
     pub env_pushed: bool,
+    /// Control planes: every `NOSLATE_FC_WARM_UP` function has a ready worker.
+    pub workers_warm: bool,
     pub last_error: Option<String>,
 }
 
@@ -76,6 +80,7 @@ impl Plane {
             retry_pending: false,
             profiles_pushed: false,
             env_pushed: false,
+            workers_warm: false,
             last_error: None,
         };
         let mut v: Vec<Plane> = (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, i, format!("dp-{i}.sock"))).collect();
@@ -89,6 +94,8 @@ pub enum Unary {
     Health,
     PushProfiles,
     PushEnv,
+    /// `getWorkerStatsSnapshot`, polled until the warm-up workers are ready.
+    WorkerStats,
 }
 
 pub enum Owner {
@@ -174,6 +181,7 @@ impl Server {
         p.healthy = false;
         p.profiles_pushed = false;
         p.env_pushed = false;
+        p.workers_warm = false;
         self.mark_conn(key);
         self.unary(key, Unary::Health);
         if self.planes[plane].kind == PlaneKind::Data {
@@ -231,6 +239,7 @@ impl Server {
                 Some(m) => (b"/noslated.control.ControlPlane/setPlatformEnvironmentVariables", m.clone()),
                 None => return,
             },
+            Unary::WorkerStats => (b"/noslated.control.ControlPlane/getWorkerStatsSnapshot", Vec::new()),
         };
         let timeout = grpc::encode_timeout(UNARY_TIMEOUT_MS);
         let fields = grpc::request_fields(path, &timeout);
@@ -440,10 +449,39 @@ impl Server {
                         Unary::PushProfiles => p.profiles_pushed = true,
                         _ => p.env_pushed = true,
                     }
+                    if call == Unary::PushProfiles && !self.cfg.warm_up.is_empty() {
+                        self.unary(key, Unary::WorkerStats);
+                    }
+                }
+            }
+            Unary::WorkerStats => {
+                use crate::proto::Message;
+                let stats = crate::proto::WorkerStatsSnapshotResponse::decode(message);
+                let warm = stats.is_ok_and(|s| {
+                    self.cfg.warm_up.iter().all(|name| {
+                        s.brokers
+                            .iter()
+                            .any(|b| b.name.as_deref() == Some(name.as_str()) && b.active_worker_count.unwrap_or(0) > 0)
+                    })
+                });
+                if !is_active {
+                    return;
+                }
+                if warm {
+                    self.planes[plane].workers_warm = true;
+                } else {
+                    self.timers.add(Instant::now() + WARM_UP_POLL, Timer::WarmUpPoll { plane });
                 }
             }
         }
         self.check_initialize();
+    }
+
+    /// Ask the control plane again whether the warm-up workers are ready.
+    pub(super) fn poll_warm_up(&mut self, plane: usize) {
+        if let Some(key) = self.planes[plane].active.filter(|_| self.planes[plane].profiles_pushed) {
+            self.unary(key, Unary::WorkerStats);
+        }
     }
 
     fn unary_failed(&mut self, key: usize, call: Unary, why: String) {
@@ -451,6 +489,9 @@ impl Server {
         let plane = pc.plane;
         eprintln!("noslate-fc: {} {call:?} failed: {why}", self.planes[plane].path.display());
         self.planes[plane].last_error = Some(format!("{call:?}: {why}"));
+        if call == Unary::WorkerStats && self.planes[plane].active == Some(key) {
+            self.timers.add(Instant::now() + WARM_UP_POLL, Timer::WarmUpPoll { plane });
+        }
         self.check_initialize();
     }
 
@@ -548,6 +589,7 @@ impl Server {
             p.healthy = false;
             p.profiles_pushed = false;
             p.env_pushed = false;
+            p.workers_warm = false;
             self.schedule_retry(plane);
         }
     }
