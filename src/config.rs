@@ -36,7 +36,7 @@ opts! {
     "NOSLATE_FC_FUNCTIONS", "--functions", "", "comma-separated names that may be invoked at all (any other: 404); NOSLATE_FUNCTION and route targets must be among them";
     "NOSLATE_FC_ROUTES", "--routes", "", "HTTP invocation routes by path, longest prefix wins on segment boundaries, after the x-fc-base-path rewrite: /api/users=users,/=web";
     "NOSLATE_FC_ROUTES_STRIP", "--routes-strip", "false", "the function sees its path without the matched route prefix (/api/users/1 -> /1)";
-    "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides per request)";
+    "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides it, not on HTTP invocations)";
     "NOSLATE_FC_FORWARD_CREDENTIALS", "--forward-credentials", "false", "forward FC's x-fc-access-key-* / x-fc-security-token headers to the function";
     "NOSLATE_FC_EXPOSE_STACK", "--expose-stack", "false", "include Noslated error stacks in error bodies";
     "NOSLATE_FC_MAX_HEAD", "--max-head", "8192", "largest request head in bytes (431 above)";

@@ -86,6 +86,11 @@ impl Origin {
         }
     }
 
+    /// Not an end user's request: an FC API caller or the container.
+    pub fn trusted(self) -> bool {
+        self != Origin::FcHttp
+    }
+
     fn is_event(self) -> bool {
         matches!(self, Origin::FcEvent | Origin::LocalEvent)
     }
@@ -244,7 +249,7 @@ impl Policy {
         let base_skip = if req.origin.is_event() { 0 } else { base_path_skip(req.target, req.base_path) };
         let believed = match self.header {
             FunctionHeader::Off => false,
-            FunctionHeader::Event => req.origin != Origin::FcHttp,
+            FunctionHeader::Event => req.origin.trusted(),
             FunctionHeader::All => true,
         };
         let chosen = match (req.service, req.function) {

@@ -132,8 +132,9 @@ impl Server {
     pub(super) fn start_invoke(&mut self, key: usize, head: RequestHead, event: bool, request_id: String) {
         log!(self, "FC Invoke Start RequestId: {request_id}");
         let keep_alive = head.keep_alive();
+        let origin = Origin::new(event, head.header("x-fc-control-path").is_some());
         let request = Request {
-            origin: Origin::new(event, head.header("x-fc-control-path").is_some()),
+            origin,
             function: head.header("x-noslate-function"),
             service: head.header("x-noslate-service"),
             target: head.target(),
@@ -147,8 +148,11 @@ impl Server {
         if self.life.draining() {
             return self.fail_early(key, head, event, request_id, InvokeError::Draining);
         }
+        // FC never sends x-fc-function-timeout (fc-protocol.md §7): it is for
+        // trusted callers, and an end user must not hold a worker for a day.
         let timeout = head
             .header("x-fc-function-timeout")
+            .filter(|_| origin.trusted())
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|s| *s > 0 && *s <= 86_400)
