@@ -32,11 +32,11 @@ opts! {
     "NOSLATE_FC_DATA_PLANES", "--data-planes", "1", "number of data planes (dp-0 … dp-N-1)";
     "NOSLATE_FC_CONTROL_PLANES", "--control-planes", "1", "number of control planes (0 = none)";
     "NOSLATE_FUNCTION", "--function", "", "default Noslate function for invokes (else the only profile in NOSLATE_FUNCTION_PROFILES)";
-    "NOSLATE_FC_FUNCTION_HEADER", "--function-header", "event", "whose x-noslate-function / x-noslate-service header chooses the function: event (events and local requests; HTTP invocations' is ignored), all (also end users: unsafe on a public trigger), off; legacy true = event (warns), false = off";
+    "NOSLATE_FC_FUNCTION_HEADER", "--function-header", "event", "whose x-noslate-function / x-noslate-service chooses the function: event (event invocations and local requests; ignored on HTTP invocations), all (end users too: unsafe on a public trigger), off. Legacy true = event with a warning, false = off";
     "NOSLATE_FC_FUNCTIONS", "--functions", "", "comma-separated names that may be invoked at all (any other: 404); NOSLATE_FUNCTION and route targets must be among them";
-    "NOSLATE_FC_ROUTES", "--routes", "", "HTTP invocation routes by path, longest prefix wins on segment boundaries, after the x-fc-base-path rewrite: /api/users=users,/=web";
+    "NOSLATE_FC_ROUTES", "--routes", "", "HTTP invocation routes by path, e.g. /api/users=users,/=web: longest prefix wins, on path-segment boundaries, after the x-fc-base-path rewrite";
     "NOSLATE_FC_ROUTES_STRIP", "--routes-strip", "false", "the function sees its path without the matched route prefix (/api/users/1 -> /1)";
-    "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides it, not on HTTP invocations)";
+    "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides it, except on HTTP invocations)";
     "NOSLATE_FC_FORWARD_CREDENTIALS", "--forward-credentials", "false", "forward FC's x-fc-access-key-* / x-fc-security-token headers to the function";
     "NOSLATE_FC_EXPOSE_STACK", "--expose-stack", "false", "include Noslated error stacks in error bodies";
     "NOSLATE_FC_MAX_HEAD", "--max-head", "8192", "largest request head in bytes (431 above)";

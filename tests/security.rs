@@ -303,3 +303,31 @@ fn limits_refuse_before_the_function() {
     never_invoked(&peer, &fc, "limit-head");
     never_invoked(&peer, &fc, "limit-target");
 }
+
+/// The routing settings are checked at start like every other: exit code 2
+/// and one line naming the variable; the legacy `true` warns and runs as
+/// `event`.
+#[test]
+fn routing_settings_are_checked_at_start() {
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_noslate-fc"));
+        cmd.env_clear().env("SERVER_PORT", "0").env("NOSLATE_FC_LISTEN", "127.0.0.1");
+        cmd.envs(env.iter().copied()).output().unwrap()
+    };
+    for (env, variable) in [
+        (&[("NOSLATE_FUNCTION", "web"), ("NOSLATE_FC_FUNCTIONS", "api")][..], "NOSLATE_FUNCTION:"),
+        (&[("NOSLATE_FC_ROUTES", "/a=x,/a/=y")][..], "NOSLATE_FC_ROUTES:"),
+        (&[("NOSLATE_FC_ROUTES", "/a=x"), ("NOSLATE_FC_FUNCTIONS", "y")][..], "NOSLATE_FC_ROUTES:"),
+        (&[("NOSLATE_FC_FUNCTIONS", "a/b")][..], "NOSLATE_FC_FUNCTIONS:"),
+        (&[("NOSLATE_FC_FUNCTION_HEADER", "yes please")][..], "NOSLATE_FC_FUNCTION_HEADER:"),
+    ] {
+        let out = run(env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("noslate-fc: {variable}")), "{err}");
+    }
+    let dir = TempDir::new("sec-legacy");
+    let fc = Fc::start(&dir, &[("NOSLATE_FC_FUNCTION_HEADER", "true")]);
+    assert!(fc.proc.stderr_text().contains("warning: NOSLATE_FC_FUNCTION_HEADER=true is read as \"event\""));
+}
