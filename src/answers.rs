@@ -14,6 +14,10 @@ pub enum InvokeError {
     NoFunction,
     /// The function header names something unusable.
     BadFunctionName,
+    /// The chosen name is not in NOSLATE_FC_FUNCTIONS.
+    FunctionNotAllowed(String),
+    /// NOSLATE_FC_ROUTES has no route for the path, and there is no default.
+    NoRoute,
     /// No data plane connected within the readiness wait.
     NoDataPlane,
     /// We are shutting down (`/pre-stop` or SIGTERM).
@@ -35,6 +39,7 @@ impl InvokeError {
     pub fn http_status(&self) -> u16 {
         match self {
             InvokeError::NoFunction | InvokeError::BadFunctionName => 400,
+            InvokeError::FunctionNotAllowed(_) | InvokeError::NoRoute => 404,
             InvokeError::NoDataPlane | InvokeError::Draining => 503,
             InvokeError::Deadline => 504,
             InvokeError::PlaneLost(_) | InvokeError::Protocol(_) => 502,
@@ -67,9 +72,15 @@ impl InvokeError {
                  NOSLATE_FUNCTION_PROFILES, or send x-noslate-function"
                     .to_string(),
             ),
-            InvokeError::BadFunctionName => {
-                ("BadFunctionName", "x-noslate-function / x-noslate-service must be a non-empty UTF-8 name".into())
+            InvokeError::BadFunctionName => (
+                "BadFunctionName",
+                "x-noslate-function / x-noslate-service must be 1-128 of A-Z a-z 0-9 - _ . : @".into(),
+            ),
+            // The name passed `route::function_name`: short, plain ASCII.
+            InvokeError::FunctionNotAllowed(name) => {
+                ("FunctionNotFound", format!("no function named {name:?} can be invoked here"))
             }
+            InvokeError::NoRoute => ("NoRoute", "no function serves this path".into()),
             InvokeError::NoDataPlane => ("NoDataPlane", "noslated: no data plane connected".into()),
             InvokeError::Draining => ("Draining", "noslate-fc is shutting down and takes no new invocations".into()),
             InvokeError::Deadline => ("DeadlineExceeded", "noslated: deadline exceeded".into()),
@@ -188,6 +199,9 @@ mod tests {
         assert_eq!(InvokeError::NoDataPlane.event_status(), 404);
         assert_eq!(InvokeError::NoFunction.event_status(), 400);
         assert_eq!(InvokeError::Deadline.http_status(), 504);
+        let not_allowed = InvokeError::FunctionNotAllowed("x".into());
+        assert_eq!((not_allowed.http_status(), not_allowed.event_status()), (404, 404));
+        assert_eq!((InvokeError::NoRoute.http_status(), InvokeError::NoRoute.event_status()), (404, 404));
     }
 
     #[test]

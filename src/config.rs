@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::route::{function_name, FunctionHeader, Policy, Routes, MAX_FUNCTION_NAME};
+
 /// One configurable setting.
 pub struct Opt {
     pub env: &'static str,
@@ -30,8 +32,11 @@ opts! {
     "NOSLATE_FC_DATA_PLANES", "--data-planes", "1", "number of data planes (dp-0 … dp-N-1)";
     "NOSLATE_FC_CONTROL_PLANES", "--control-planes", "1", "number of control planes (0 = none)";
     "NOSLATE_FUNCTION", "--function", "", "default Noslate function for invokes (else the only profile in NOSLATE_FUNCTION_PROFILES)";
-    "NOSLATE_FC_FUNCTION_HEADER", "--function-header", "true", "let requests choose the function with x-noslate-function / x-noslate-service";
-    "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides per request)";
+    "NOSLATE_FC_FUNCTION_HEADER", "--function-header", "event", "whose x-noslate-function / x-noslate-service chooses the function: event (event invocations and local requests; ignored on HTTP invocations), all (end users too: unsafe on a public trigger), off. Legacy true = event with a warning, false = off";
+    "NOSLATE_FC_FUNCTIONS", "--functions", "", "comma-separated names that may be invoked at all (any other: 404); NOSLATE_FUNCTION and route targets must be among them";
+    "NOSLATE_FC_ROUTES", "--routes", "", "HTTP invocation routes by path, e.g. /api/users=users,/=web: longest prefix wins, on path-segment boundaries, after the x-fc-base-path rewrite";
+    "NOSLATE_FC_ROUTES_STRIP", "--routes-strip", "false", "the function sees its path without the matched route prefix (/api/users/1 -> /1)";
+    "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides it, except on HTTP invocations)";
     "NOSLATE_FC_FORWARD_CREDENTIALS", "--forward-credentials", "false", "forward FC's x-fc-access-key-* / x-fc-security-token headers to the function";
     "NOSLATE_FC_EXPOSE_STACK", "--expose-stack", "false", "include Noslated error stacks in error bodies";
     "NOSLATE_FC_MAX_HEAD", "--max-head", "8192", "largest request head in bytes (431 above)";
@@ -69,7 +74,10 @@ pub struct Config {
     pub data_planes: usize,
     pub control_planes: usize,
     pub function: Option<String>,
-    pub function_header: bool,
+    /// Function header mode, allowlist and path routes.
+    pub routing: Policy,
+    /// Said once on stderr at start (legacy spellings).
+    pub warnings: Vec<String>,
     pub timeout: Duration,
     pub forward_credentials: bool,
     pub expose_stack: bool,
@@ -184,13 +192,16 @@ impl Config {
         }
         let children = children(get, data_planes, control_planes)?;
         let warm_up = warm_up(get, control_planes)?;
+        let mut warnings = Vec::new();
+        let (function, routing) = routing(get, &mut warnings)?;
         Ok(Config {
             listen: SocketAddr::new(ip, port),
             sock_dir,
             data_planes,
             control_planes,
-            function: get("NOSLATE_FUNCTION").map(str::to_string),
-            function_header: parse_bool(get, "NOSLATE_FC_FUNCTION_HEADER")?,
+            function,
+            routing,
+            warnings,
             timeout: millis(get, "NOSLATE_FC_TIMEOUT_MS")?,
             forward_credentials: parse_bool(get, "NOSLATE_FC_FORWARD_CREDENTIALS")?,
             expose_stack: parse_bool(get, "NOSLATE_FC_EXPOSE_STACK")?,
@@ -263,6 +274,56 @@ fn parse_bool(get: &Get<'_>, env: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// NOSLATE_FUNCTION, NOSLATE_FC_FUNCTION_HEADER, NOSLATE_FC_FUNCTIONS and
+/// NOSLATE_FC_ROUTES(_STRIP), checked against each other: every name that can
+/// be configured must be a valid name, and in the allowlist when there is one.
+fn routing(get: &Get<'_>, warnings: &mut Vec<String>) -> Result<(Option<String>, Policy), ConfigError> {
+    let name_rule = format!("1-{MAX_FUNCTION_NAME} of A-Z a-z 0-9 - _ . : @");
+    let function = get("NOSLATE_FUNCTION").map(str::trim).map(str::to_string);
+    if let Some(f) = &function {
+        if function_name(f.as_bytes()).is_none() {
+            return Err(ConfigError(format!("NOSLATE_FUNCTION: {f:?} is not a function name ({name_rule})")));
+        }
+    }
+    let (header, warning) = FunctionHeader::parse(get("NOSLATE_FC_FUNCTION_HEADER").unwrap_or("event"))
+        .map_err(|e| ConfigError(format!("NOSLATE_FC_FUNCTION_HEADER: {e}")))?;
+    warnings.extend(warning.map(str::to_string));
+    let allowlist = match get("NOSLATE_FC_FUNCTIONS") {
+        None => None,
+        Some(raw) => {
+            let mut names: Vec<String> = Vec::new();
+            for name in raw.split(',').map(str::trim) {
+                if function_name(name.as_bytes()).is_none() {
+                    return Err(ConfigError(format!(
+                        "NOSLATE_FC_FUNCTIONS: {name:?} is not a function name ({name_rule})"
+                    )));
+                }
+                if names.iter().any(|n| n == name) {
+                    return Err(ConfigError(format!("NOSLATE_FC_FUNCTIONS: {name:?} is listed twice")));
+                }
+                names.push(name.to_string());
+            }
+            Some(names)
+        }
+    };
+    let strip = parse_bool(get, "NOSLATE_FC_ROUTES_STRIP")?;
+    let routes = match get("NOSLATE_FC_ROUTES") {
+        None => Routes::default(),
+        Some(raw) => Routes::parse(raw, strip).map_err(|e| ConfigError(format!("NOSLATE_FC_ROUTES: {e}")))?,
+    };
+    let policy = Policy { header, allowlist, routes };
+    if let Some(f) = function.as_deref().filter(|f| !policy.allows(f)) {
+        return Err(ConfigError(format!("NOSLATE_FUNCTION: {f:?} is not in NOSLATE_FC_FUNCTIONS")));
+    }
+    if let Some(r) = policy.routes.iter().find(|r| !policy.allows(&r.function)) {
+        return Err(ConfigError(format!(
+            "NOSLATE_FC_ROUTES: {} routes to {:?}, which is not in NOSLATE_FC_FUNCTIONS",
+            r.prefix, r.function
+        )));
+    }
+    Ok((function, policy))
+}
+
 /// The supervised children: turfd, then every data plane, then every control
 /// plane (fc-protocol.md §9.1). Without NOSLATE_BIN only explicit commands run.
 fn children(get: &Get<'_>, data_planes: usize, control_planes: usize) -> Result<Vec<ChildSpec>, ConfigError> {
@@ -324,7 +385,74 @@ mod tests {
         assert_eq!(c.sock_dir, PathBuf::from("/.noslate/noslated/socks"));
         assert_eq!(c.max_body, 32 * 1024 * 1024);
         assert!(c.children.is_empty());
-        assert!(c.function_header);
+        assert_eq!(c.routing, Policy::default());
+        assert_eq!(c.routing.header, FunctionHeader::Event);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn function_header_modes_and_legacy_booleans() {
+        let mode =
+            |v: &str| run(&[], &[("NOSLATE_FC_FUNCTION_HEADER", v)]).map(|c| (c.routing.header, c.warnings.len()));
+        assert_eq!(mode("event"), Ok((FunctionHeader::Event, 0)));
+        assert_eq!(mode("all"), Ok((FunctionHeader::All, 0)));
+        assert_eq!(mode("off"), Ok((FunctionHeader::Off, 0)));
+        assert_eq!(mode("false"), Ok((FunctionHeader::Off, 0)));
+        // The old `true` would keep the hole open: it is `event`, with a warning.
+        assert_eq!(mode("true"), Ok((FunctionHeader::Event, 1)));
+        let c = run(&["--function-header", "all"], &[("NOSLATE_FC_FUNCTION_HEADER", "off")]).unwrap();
+        assert_eq!(c.routing.header, FunctionHeader::All, "the flag overrides the variable");
+    }
+
+    #[test]
+    fn allowlist_and_routes() {
+        let c = run(
+            &[],
+            &[
+                ("NOSLATE_FUNCTION", "web"),
+                ("NOSLATE_FC_FUNCTIONS", "users, orders,web"),
+                ("NOSLATE_FC_ROUTES", "/api/users=users,/api/orders=orders,/=web"),
+                ("NOSLATE_FC_ROUTES_STRIP", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.function.as_deref(), Some("web"));
+        assert_eq!(c.routing.allowlist, Some(vec!["users".into(), "orders".into(), "web".into()]));
+        assert!(c.routing.routes.strip);
+        assert_eq!(c.routing.routes.find(b"/api/users/1").map(|r| r.function.as_str()), Some("users"));
+        assert_eq!(c.routing.routes.find(b"/api/usersX").map(|r| r.function.as_str()), Some("web"));
+        // Routes without an allowlist, flags like the variables.
+        let c = run(&["--routes", "/a=x", "--functions=x"], &[]).unwrap();
+        assert_eq!(c.routing.routes.find(b"/a").map(|r| r.function.as_str()), Some("x"));
+        assert!(!c.routing.routes.strip);
+    }
+
+    #[test]
+    fn routing_errors_name_the_variable() {
+        let err = |env: &[(&str, &str)]| run(&[], env).unwrap_err();
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("NOSLATE_FUNCTION", "web"), ("NOSLATE_FC_FUNCTIONS", "a,b")], "NOSLATE_FUNCTION: \"web\" is not in"),
+            (&[("NOSLATE_FUNCTION", "a/b")], "NOSLATE_FUNCTION: \"a/b\" is not a function name"),
+            (&[("NOSLATE_FC_FUNCTIONS", "a,,b")], "NOSLATE_FC_FUNCTIONS: \"\" is not"),
+            (&[("NOSLATE_FC_FUNCTIONS", "a,b,a")], "NOSLATE_FC_FUNCTIONS: \"a\" is listed twice"),
+            (&[("NOSLATE_FC_FUNCTIONS", "a b")], "NOSLATE_FC_FUNCTIONS:"),
+            (&[("NOSLATE_FC_ROUTES", "/a=x,/a/=y")], "NOSLATE_FC_ROUTES: \"/a\" is routed twice"),
+            (&[("NOSLATE_FC_ROUTES", "/a")], "NOSLATE_FC_ROUTES: \"/a\" is not <path prefix>=<function>"),
+            (&[("NOSLATE_FC_ROUTES", "a=x")], "NOSLATE_FC_ROUTES: \"a\" is not a path prefix"),
+            (&[("NOSLATE_FC_ROUTES", "/a=x/y")], "NOSLATE_FC_ROUTES: \"x/y\" is not a function name"),
+            (&[("NOSLATE_FC_ROUTES", "/a/../b=x")], "NOSLATE_FC_ROUTES:"),
+            (
+                &[("NOSLATE_FC_ROUTES", "/a=x,/b=y"), ("NOSLATE_FC_FUNCTIONS", "x")],
+                "NOSLATE_FC_ROUTES: /b routes to \"y\"",
+            ),
+            (&[("NOSLATE_FC_ROUTES_STRIP", "sometimes")], "NOSLATE_FC_ROUTES_STRIP:"),
+            (&[("NOSLATE_FC_FUNCTION_HEADER", "maybe")], "NOSLATE_FC_FUNCTION_HEADER: \"maybe\" is not one of"),
+        ];
+        for (env, want) in cases {
+            let e = err(env);
+            assert!(e.starts_with(want), "{env:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
     }
 
     #[test]

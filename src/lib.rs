@@ -12,6 +12,7 @@ pub mod hpack;
 pub mod http1;
 pub mod profile;
 pub mod proto;
+pub mod route;
 pub mod server;
 pub mod splice;
 pub mod sys;

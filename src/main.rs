@@ -22,6 +22,9 @@ fn main() {
         }
         Command::Run(cfg) => *cfg,
     };
+    for warning in &cfg.warnings {
+        eprintln!("noslate-fc: warning: {warning}");
+    }
     let listen = cfg.listen;
     let mut server = match Server::new(cfg) {
         Ok(s) => s,

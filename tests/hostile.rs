@@ -371,7 +371,7 @@ fn cases() -> Vec<Case> {
         "slow body past a 1 s function timeout gets 504",
         vec![
             Step::Write(
-                b"POST /f HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: echo-buffered\r\nx-fc-function-timeout: 1\r\ncontent-length: 30\r\n\r\n"
+                b"POST /f HTTP/1.1\r\nx-noslate-function: echo-buffered\r\nx-fc-function-timeout: 1\r\ncontent-length: 30\r\n\r\n"
                     .to_vec(),
             ),
             Step::Drip(b"abcdefghijklmnopqrstuvwxyz0123".to_vec(), 100),

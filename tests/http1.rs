@@ -39,8 +39,12 @@ fn invoke_without_data_plane_is_503_for_http_and_404_for_events() {
     assert!(r.text().contains("no data plane connected"), "{}", r.text());
     let out = fc.stdout_until("FC Invoke End RequestId: abc");
     assert!(out.contains("FC Invoke Start RequestId: abc") && out.contains("FC Invoke End RequestId: abc"), "{out}");
-    let r = fc.request(b"GET /users?id=1 HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: f\r\n\r\n");
+    // A local HTTP request (no control path) may choose; an end user's may not.
+    let r = fc.request(b"GET /users?id=1 HTTP/1.1\r\nx-noslate-function: f\r\n\r\n");
     assert_eq!(r.status, 503);
+    let r = fc.request(b"GET /users?id=1 HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: f\r\n\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("NoFunction"), "{}", r.text());
     // No function configured and none chosen.
     let r = fc.request(b"POST /invoke HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     assert_eq!(r.status, 400);

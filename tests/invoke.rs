@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use support::{pattern, read_response, Fc, Peer, PeerKind, TempDir};
 
+/// HTTP invocations that pick a fixture behaviour with x-noslate-function
+/// need the operator's opt-in (the default believes events and local calls).
+const HTTP_MAY_CHOOSE: (&str, &str) = ("NOSLATE_FC_FUNCTION_HEADER", "all");
+
 fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
     stack_kind(PeerKind::Node, tag, env)
 }
@@ -41,7 +45,7 @@ fn echo_bodies_byte_exact() {
 
 #[test]
 fn echo_against_grpcio_peer() {
-    let (_dir, _peer, fc) = stack_kind(PeerKind::Python, "echo-py", &[]);
+    let (_dir, _peer, fc) = stack_kind(PeerKind::Python, "echo-py", &[HTTP_MAY_CHOOSE]);
     echo_sizes(&fc);
     let r = fc.invoke("error-before-head", b"x");
     assert_eq!(r.status, 404);
@@ -108,7 +112,7 @@ fn chunked_request_body() {
 
 #[test]
 fn metadata_reaches_the_function() {
-    let (_dir, peer, fc) = stack("meta", &[]);
+    let (_dir, peer, fc) = stack("meta", &[HTTP_MAY_CHOOSE]);
     let raw = b"PUT /users/7?id=1&x=2 HTTP/1.1\r\nhost: example\r\nx-fc-control-path: /http-invoke\r\n\
 x-noslate-function: inspect\r\nx-fc-request-id: req-42\r\nx-fc-region: cn-hangzhou\r\n\
 x-fc-access-key-secret: SECRET\r\nconnection: keep-alive\r\nx-rep: a\r\nx-rep: b\r\ncontent-length: 3\r\n\r\nabc";
@@ -140,7 +144,7 @@ x-fc-access-key-secret: SECRET\r\nconnection: keep-alive\r\nx-rep: a\r\nx-rep: b
 
 #[test]
 fn function_status_and_headers_pass_through() {
-    let (_dir, _peer, fc) = stack("status", &[]);
+    let (_dir, _peer, fc) = stack("status", &[HTTP_MAY_CHOOSE]);
     let r = fc.request(b"GET /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: status-201\r\n\r\n");
     assert_eq!(r.status, 201);
     assert_eq!(r.header("x-custom"), Some("1"));
@@ -150,7 +154,7 @@ fn function_status_and_headers_pass_through() {
 
 #[test]
 fn errors_map_to_statuses() {
-    let (_dir, peer, fc) = stack("errors", &[("NOSLATE_FC_TIMEOUT_MS", "1500")]);
+    let (_dir, peer, fc) = stack("errors", &[("NOSLATE_FC_TIMEOUT_MS", "1500"), HTTP_MAY_CHOOSE]);
     let cases: &[(&str, u16, u16)] = &[
         ("not-found", 404, 404),
         ("rate-limit", 404, 429),
@@ -187,7 +191,7 @@ fn error_after_head_cuts_the_response() {
 
 #[test]
 fn deadline_gives_504_and_cancels_upstream() {
-    let (_dir, peer, fc) = stack("deadline", &[("NOSLATE_FC_TIMEOUT_MS", "300")]);
+    let (_dir, peer, fc) = stack("deadline", &[("NOSLATE_FC_TIMEOUT_MS", "300"), HTTP_MAY_CHOOSE]);
     let start = Instant::now();
     let r = fc.request(b"GET /slow HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: never\r\n\r\n");
     assert_eq!(r.status, 504, "{}", r.text());
@@ -345,7 +349,7 @@ fn data_plane_killed_mid_stream_gives_502_then_recovers() {
 
 #[test]
 fn head_request_gets_no_body() {
-    let (_dir, _peer, fc) = stack("headreq", &[]);
+    let (_dir, _peer, fc) = stack("headreq", &[HTTP_MAY_CHOOSE]);
     let mut s = fc.connect();
     s.write_all(b"HEAD /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: status-200\r\n\r\n")
         .unwrap();
@@ -442,7 +446,9 @@ fn twenty_thousand_invokes_and_the_reset_budget() {
 
 #[test]
 fn fc_base_path_is_stripped_for_http_invocations() {
-    let (_dir, _peer, fc) = stack("basepath", &[]);
+    // The end user's x-noslate-function is ignored (the default mode): the
+    // default function serves.
+    let (_dir, _peer, fc) = stack("basepath", &[("NOSLATE_FUNCTION", "inspect")]);
     let raw = b"GET /2016-08-15/proxy/svc/fn/users?id=1 HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\n\
 x-fc-base-path: /2016-08-15/proxy/svc/fn/\r\nx-noslate-function: inspect\r\n\r\n";
     let r = fc.request(raw);

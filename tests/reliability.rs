@@ -40,10 +40,14 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// HTTP invocations here pick a fixture behaviour with x-noslate-function
+/// (`invoke_head(.., http = true, ..)`), which takes the operator's opt-in.
+const HTTP_MAY_CHOOSE: (&str, &str) = ("NOSLATE_FC_FUNCTION_HEADER", "all");
+
 fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
     let dir = TempDir::new(tag);
     let peer = Peer::start(&dir, &[]);
-    let fc = Fc::start(&dir, env);
+    let fc = Fc::start(&dir, &[&[HTTP_MAY_CHOOSE], env].concat());
     fc.wait_ready();
     (dir, peer, fc)
 }
@@ -913,7 +917,8 @@ fn evil_peer_garbage_tears_down_cleanly() {
     let dir = TempDir::new("evil");
     let sock_path = dir.socks().join("dp-0.sock");
     let listener = UnixListener::bind(&sock_path).unwrap();
-    let mut fc = Fc::start(&dir, &[("NOSLATE_FC_CONTROL_PLANES", "0"), ("NOSLATE_FC_READY_WAIT_MS", "5000")]);
+    let mut fc =
+        Fc::start(&dir, &[("NOSLATE_FC_CONTROL_PLANES", "0"), ("NOSLATE_FC_READY_WAIT_MS", "5000"), HTTP_MAY_CHOOSE]);
     let port = fc.port;
     let cases = evil_cases();
     let mut tried = 0;

@@ -356,6 +356,14 @@ impl Server {
         c.idle_timer_pending = false;
         self.arm_idle(key);
         let keep_alive = head.keep_alive();
+        // A routing header given twice: which copy FC set cannot be known
+        // (`/pre-stop` then `/http-invoke` must not run the hook), so nothing
+        // runs; the body is not read, so the connection closes.
+        if let Some(name) = crate::route::repeated_single_header(head.headers()) {
+            let body = answers::error_body(&format!("{name} must appear at most once"));
+            self.answer(key, 400, &body, &[(b"x-fc-status", b"404")], false);
+            return;
+        }
         let control = head.header("x-fc-control-path").map(<[u8]>::to_vec);
         let route = match control.as_deref() {
             Some(b"/invoke") => Route::Event,

@@ -32,6 +32,7 @@ use crate::http1::chunked::Decoded;
 use crate::http1::request::{BodyFraming, RequestHead};
 use crate::http1::response::{self, ChunkHead, ResponseFraming};
 use crate::proto::{self, InvokeRequestHead};
+use crate::route::{Choice, Origin, Request};
 use crate::splice::{Piece, ResponseDecoder};
 
 /// Largest body that rides inside the first `InvokeRequest`.
@@ -81,6 +82,8 @@ pub struct Invoke {
     pub request_id: String,
     pub function: String,
     pub service: bool,
+    /// Bytes of the target the function does not see (`route::function_url`).
+    pub url_skip: usize,
     pub keep_alive: bool,
     pub deadline: Instant,
     pub deadline_ms: f64,
@@ -129,28 +132,27 @@ impl Server {
     pub(super) fn start_invoke(&mut self, key: usize, head: RequestHead, event: bool, request_id: String) {
         log!(self, "FC Invoke Start RequestId: {request_id}");
         let keep_alive = head.keep_alive();
-        let chosen = if self.cfg.function_header {
-            match (head.header("x-noslate-service"), head.header("x-noslate-function")) {
-                (Some(s), _) => Some((std::str::from_utf8(s).ok().map(str::trim).map(str::to_string), true)),
-                (None, Some(f)) => Some((std::str::from_utf8(f).ok().map(str::trim).map(str::to_string), false)),
-                (None, None) => None,
-            }
-        } else {
-            None
+        let origin = Origin::new(event, head.header("x-fc-control-path").is_some());
+        let request = Request {
+            origin,
+            function: head.header("x-noslate-function"),
+            service: head.header("x-noslate-service"),
+            target: head.target(),
+            base_path: head.header("x-fc-base-path"),
         };
-        let (function, service) = match chosen {
-            Some((Some(name), service)) if !name.is_empty() => (name, service),
-            Some(_) => return self.fail_early(key, head, event, request_id, InvokeError::BadFunctionName),
-            None => match self.life.default_function.clone() {
-                Some(f) => (f, false),
-                None => return self.fail_early(key, head, event, request_id, InvokeError::NoFunction),
-            },
+        let choice = self.cfg.routing.choose(&request, self.life.default_function.as_deref());
+        let Choice { name: function, service, url_skip } = match choice {
+            Ok(choice) => choice,
+            Err(e) => return self.fail_early(key, head, event, request_id, e),
         };
         if self.life.draining() {
             return self.fail_early(key, head, event, request_id, InvokeError::Draining);
         }
+        // FC never sends x-fc-function-timeout (fc-protocol.md §7): it is for
+        // trusted callers, and an end user must not hold a worker for a day.
         let timeout = head
             .header("x-fc-function-timeout")
+            .filter(|_| origin.trusted())
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|s| *s > 0 && *s <= 86_400)
@@ -166,6 +168,7 @@ impl Server {
             request_id,
             function,
             service,
+            url_skip,
             deadline: now + timeout,
             deadline_ms: crate::sys::epoch_millis() + timeout.as_secs_f64() * 1000.0,
             body,
@@ -302,23 +305,9 @@ impl Server {
             })
             .collect();
         let headers: Vec<(&[u8], &[u8])> = lower.iter().map(|(n, v)| (n.as_ref(), *v)).collect();
-        // FC's default domain prefixes the path with x-fc-base-path; the
-        // function sees its own path (fc-protocol.md §9.5).
-        let target = head.target();
-        // Borrowed unless the base path leaves a "?query" that needs a "/".
-        let url: std::borrow::Cow<'_, [u8]> = match head.header("x-fc-base-path") {
-            Some(base) if !inv.event && base.len() > 1 => {
-                let base = base.strip_suffix(b"/").unwrap_or(base);
-                match target.strip_prefix(base) {
-                    Some([]) => std::borrow::Cow::Borrowed(b"/"),
-                    Some(rest) if rest[0] == b'/' => std::borrow::Cow::Borrowed(rest),
-                    Some(rest) if rest[0] == b'?' => std::borrow::Cow::Owned([b"/", rest].concat()),
-                    // "/a/bc" is not under "/a/b": keep the target as is.
-                    _ => std::borrow::Cow::Borrowed(target),
-                }
-            }
-            _ => std::borrow::Cow::Borrowed(target),
-        };
+        // Without FC's x-fc-base-path prefix, and without the route prefix
+        // when NOSLATE_FC_ROUTES_STRIP says so (fc-protocol.md §9.5).
+        let url = crate::route::function_url(head.target(), inv.url_skip);
         let mut baggage: Vec<(&[u8], &[u8])> = Vec::new();
         for (name, key) in [
             ("x-fc-region", b"fc-region" as &[u8]),
