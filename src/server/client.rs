@@ -76,6 +76,8 @@ pub struct Client {
     pub closing: bool,
     /// The slowloris timer of the current head is armed.
     pub head_timer_armed: bool,
+    /// The head must be complete by then (408); moved on by a thaw.
+    pub head_deadline: Instant,
     /// Fixed for the connection's life (its first generation): the idle
     /// timer belongs to the connection, not to one exchange.
     pub conn_id: u64,
@@ -140,6 +142,7 @@ impl Server {
             read_closed: false,
             closing: false,
             head_timer_armed: false,
+            head_deadline: Instant::now(),
             conn_id: gen,
             idle_deadline: Instant::now(),
             idle_timer_pending: false,
@@ -317,7 +320,52 @@ impl Server {
         }
         c.head_timer_armed = true;
         let gen = c.gen;
-        self.client_timer_add(key, Instant::now() + self.cfg.header_timeout, gen, ClientTimer::Head);
+        let at = Instant::now() + self.cfg.header_timeout;
+        c.head_deadline = at;
+        self.client_timer_add(key, at, gen, ClientTimer::Head);
+    }
+
+    /// Back from a stop of the whole process (FC's freeze, SIGSTOP; see
+    /// `Server::notice_freeze`): time spent stopped is not the client's
+    /// idleness or slowness, so the idle, head and plane-wait periods restart
+    /// from now. Their timers, already due, look again when they fire and
+    /// find the new deadlines. Every socket may hold input that arrived
+    /// during the stop, so the next pump reads instead of trusting the flag.
+    pub(super) fn thaw(&mut self, now: Instant) {
+        let (idle, head, wait) = (self.cfg.idle_timeout, self.cfg.header_timeout, self.cfg.ready_wait);
+        for (_, c) in self.clients.iter_mut() {
+            c.readable = true;
+            c.idle_deadline = c.idle_deadline.max(now + idle);
+            if c.head_timer_armed {
+                c.head_deadline = c.head_deadline.max(now + head);
+            }
+            if let Phase::Invoke(inv) = &mut c.phase {
+                if inv.conn.is_none() {
+                    inv.plane_wait_until = inv.plane_wait_until.max(now + wait);
+                }
+            }
+        }
+    }
+
+    /// Before a timer closes or refuses a connection for want of input,
+    /// look at the socket: a request may be waiting there that the poll has
+    /// not reported yet (after a stop, the overdue timer comes first). True
+    /// when the connection is still in the same exchange and still idle.
+    fn look_before_timeout(&mut self, key: usize, gen: u64, is_idle_timer: bool) -> bool {
+        if let Some(c) = self.clients.get_mut(key) {
+            c.readable = true;
+        }
+        self.pump_client(key);
+        match self.clients.get(key) {
+            Some(c) if !c.closing && !c.peer_gone && matches!(c.phase, Phase::Idle) => {
+                if is_idle_timer {
+                    c.conn_id == gen
+                } else {
+                    c.gen == gen
+                }
+            }
+            _ => false,
+        }
     }
 
     /// A malformed or over-limit request: answer and close (RFC 9112 §9.6:
@@ -383,6 +431,8 @@ impl Server {
         match route {
             Route::Event | Route::Http => self.start_invoke(key, head, route == Route::Event, request_id),
             Route::PreFreeze => {
+                // FC freezes the instance after this answer (fc-protocol.md §2).
+                self.pre_freeze_at = Some(Instant::now());
                 log!(self, "FC PreFreeze Start RequestId: {request_id}");
                 self.answer(key, 200, b"{\"preFreeze\":\"ok\"}", &[(b"x-fc-status", b"200")], reusable);
                 log!(self, "FC PreFreeze End RequestId: {request_id}");
@@ -527,19 +577,32 @@ impl Server {
                 if !matches!(c.phase, Phase::Idle) {
                     // In an exchange: `finish_exchange` re-arms.
                 } else if Instant::now() < c.idle_deadline {
-                    // Used since the timer was set: wait out the rest.
+                    // Used since the timer was set (or thawed): wait out the rest.
                     c.idle_timer_pending = true;
                     let (at, conn) = (c.idle_deadline, c.conn_id);
                     self.client_timer_add(key, at, conn, ClientTimer::Idle);
-                } else if c.rbuf.is_empty() && c.out.is_empty() {
-                    self.close_client(key);
+                } else if !self.look_before_timeout(key, gen, true) {
+                    // A request was waiting: it is being served (and the
+                    // exchange re-arms the idle timer), or the client left.
                 } else {
-                    // Something is still moving: look again later.
-                    self.arm_idle(key);
+                    let c = &self.clients[key];
+                    if c.idle_timer_pending {
+                        // The look answered a request in place: re-armed.
+                    } else if c.rbuf.is_empty() && c.out.is_empty() {
+                        self.close_client(key);
+                    } else {
+                        // Something is still moving: look again later.
+                        self.arm_idle(key);
+                    }
                 }
             }
             ClientTimer::Head => {
-                if matches!(c.phase, Phase::Idle) {
+                if !matches!(c.phase, Phase::Idle) {
+                } else if Instant::now() < c.head_deadline {
+                    // Thawed since: the head's time restarted.
+                    let at = c.head_deadline;
+                    self.client_timer_add(key, at, gen, ClientTimer::Head);
+                } else if self.look_before_timeout(key, gen, false) {
                     let body = answers::error_body("request head not received in time");
                     self.answer(key, 408, &body, &[], false);
                 }

@@ -103,6 +103,9 @@ pub struct Invoke {
     pub trailers_ok: bool,
     pub continue_sent: bool,
     pub retries: u8,
+    /// While parked without a data plane: give up (503/404) at this time;
+    /// moved on by a thaw (`Server::thaw`).
+    pub plane_wait_until: Instant,
 }
 
 impl Invoke {
@@ -182,6 +185,7 @@ impl Server {
             trailers_ok: false,
             continue_sent: false,
             retries: 0,
+            plane_wait_until: now,
             head,
         };
         let gen = self.clients[key].gen;
@@ -208,6 +212,9 @@ impl Server {
         let Some(conn) = self.pick_data_conn() else {
             let gen = self.clients[key].gen;
             let at = Instant::now() + self.cfg.ready_wait;
+            if let Phase::Invoke(inv) = &mut self.clients[key].phase {
+                inv.plane_wait_until = at;
+            }
             self.client_timer_add(key, at, gen, ClientTimer::PlaneWait);
             self.life.waiting_plane.push((key, gen));
             return;
@@ -650,8 +657,17 @@ impl Server {
     }
 
     pub(super) fn invoke_plane_wait_expired(&mut self, key: usize) {
-        let waiting = matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Invoke(inv)) if inv.conn.is_none());
-        if waiting {
+        let until = match self.clients.get(key).map(|c| &c.phase) {
+            Some(Phase::Invoke(inv)) if inv.conn.is_none() => inv.plane_wait_until,
+            _ => return,
+        };
+        if Instant::now() < until {
+            // Thawed since: the wait restarted (the plane was stopped too).
+            let gen = self.clients[key].gen;
+            self.client_timer_add(key, until, gen, ClientTimer::PlaneWait);
+            return;
+        }
+        {
             let gen = self.clients[key].gen;
             self.life.waiting_plane.retain(|w| *w != (key, gen));
             self.fail_invoke(key, InvokeError::NoDataPlane);
