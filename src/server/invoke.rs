@@ -195,10 +195,26 @@ impl Server {
     }
 
     fn fail_early(&mut self, key: usize, head: RequestHead, event: bool, request_id: String, err: InvokeError) {
-        let keep_alive = head.keep_alive() && head.framing() == BodyFraming::None;
+        // The body is unread: keep the connection only if its rest is small
+        // (then it is dropped); otherwise close, lingering.
+        let left = match head.framing() {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Chunked => None,
+        };
+        let keep_alive = head.keep_alive() && self.can_discard(left);
         self.error_response(key, event, &err, keep_alive);
         log!(self, "FC Invoke End RequestId: {request_id}");
-        self.finish_exchange(key, keep_alive);
+        self.finish_unread(key, keep_alive, left);
+    }
+
+    /// End an exchange answered before its body was all read: drop a small
+    /// rest and go on (`keep_alive`), or close (lingering).
+    fn finish_unread(&mut self, key: usize, keep_alive: bool, left: Option<u64>) {
+        match left {
+            Some(left) if keep_alive => self.finish_exchange_discarding(key, left),
+            _ => self.finish_exchange(key, false),
+        }
     }
 
     fn error_response(&mut self, key: usize, event: bool, err: &InvokeError, keep_alive: bool) {
@@ -584,8 +600,9 @@ impl Server {
         let Phase::Invoke(inv) = std::mem::replace(&mut self.clients[key].phase, Phase::Idle) else { return };
         self.detach_stream(&inv);
         log!(self, "FC Invoke End RequestId: {}", inv.request_id);
-        let keep_alive = inv.keep_alive && inv.body_done;
-        self.finish_exchange(key, keep_alive);
+        let left = unread_body(&inv);
+        let keep_alive = inv.keep_alive && self.can_discard(left);
+        self.finish_unread(key, keep_alive, left);
     }
 
     /// The invocation failed. Before the head: an error response. After it:
@@ -596,10 +613,11 @@ impl Server {
         self.detach_stream(&inv);
         eprintln!("noslate-fc: invoke {} failed: {}", inv.request_id, err.log_text());
         if inv.resp == Resp::Waiting {
-            let keep_alive = inv.keep_alive && inv.body_done;
+            let left = unread_body(&inv);
+            let keep_alive = inv.keep_alive && self.can_discard(left);
             self.error_response(key, inv.event, &err, keep_alive);
             log!(self, "FC Invoke End RequestId: {}", inv.request_id);
-            self.finish_exchange(key, keep_alive);
+            self.finish_unread(key, keep_alive, left);
         } else {
             // Headers are out: close without a clean end (no last chunk, or
             // short of Content-Length). What was queued is still sent.
@@ -686,7 +704,7 @@ impl Server {
             }
             Phase::Init { request_id, .. } => log!(self, "FC Initialize End RequestId: {request_id}"),
             Phase::PreStop { request_id, .. } => log!(self, "FC PreStop End RequestId: {request_id}"),
-            Phase::Idle => {}
+            Phase::Idle | Phase::Discard { .. } | Phase::Linger { .. } => {}
         }
     }
 
@@ -708,5 +726,19 @@ impl Server {
         } else {
             self.fail_invoke(key, InvokeError::PlaneLost(why));
         }
+    }
+}
+
+/// The part of the request body not read yet when the exchange ends: none
+/// once the body is done, the rest of a Content-Length body, unknown (None)
+/// for a chunked one.
+fn unread_body(inv: &Invoke) -> Option<u64> {
+    if inv.body_done {
+        return Some(0);
+    }
+    match inv.body {
+        // Bytes already buffered are still counted here (and dropped first).
+        BodyDecoder::Length { remaining } => Some(remaining),
+        _ => None,
     }
 }

@@ -78,6 +78,8 @@ enum ClientTimer {
     PlaneWait,
     /// `/initialize` readiness wait (404).
     Init,
+    /// The bound of a lingering close or of a small body's discard.
+    Linger,
 }
 
 /// Segments waiting to be written to a socket: small owned heads interleaved
