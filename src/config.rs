@@ -346,7 +346,10 @@ mod tests {
         assert_eq!(c.linger_timeout, Duration::from_millis(2000));
         assert_eq!(c.linger_bytes, 32 * 1024 * 1024);
         let c = run(&["--linger-ms", "800", "--linger-timeout-ms=300", "--linger-bytes", "1024"], &[]).unwrap();
-        assert_eq!((c.linger, c.linger_timeout, c.linger_bytes), (Duration::from_millis(800), Duration::from_millis(300), 1024));
+        assert_eq!(
+            (c.linger, c.linger_timeout, c.linger_bytes),
+            (Duration::from_millis(800), Duration::from_millis(300), 1024)
+        );
         // 0 switches lingering off; the per-read wait is then not checked against it.
         assert_eq!(run(&[], &[("NOSLATE_FC_LINGER_MS", "0")]).unwrap().linger, Duration::ZERO);
         let err = |env: &[(&str, &str)]| run(&[], env).unwrap_err();

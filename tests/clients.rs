@@ -196,7 +196,10 @@ fn real_http_clients() {
         );
     }
     for api in ["http", "fetch"] {
-        run_script(Command::new("node").arg(clients_dir().join("client.js")).args([api, &port, &port_big]), &mut results);
+        run_script(
+            Command::new("node").arg(clients_dir().join("client.js")).args([api, &port, &port_big]),
+            &mut results,
+        );
     }
     wrk_check(fc.port, &mut results);
     // Every client ran every check (a script that died shows up as missing).
