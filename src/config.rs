@@ -44,6 +44,9 @@ opts! {
     "NOSLATE_FC_HEADER_TIMEOUT_MS", "--header-timeout-ms", "10000", "time allowed to send a request head (408 after)";
     "NOSLATE_FC_IDLE_TIMEOUT_MS", "--idle-timeout-ms", "600000", "idle keep-alive connections are closed after this";
     "NOSLATE_FC_MAX_CONNECTIONS", "--max-connections", "4096", "client connections held at once (503 and close beyond)";
+    "NOSLATE_FC_LINGER_MS", "--linger-ms", "5000", "lingering close: after an answer sent before the request was read, keep reading and dropping input this long at most (0 = close at once)";
+    "NOSLATE_FC_LINGER_TIMEOUT_MS", "--linger-timeout-ms", "2000", "lingering close: stop when no input arrives for this long";
+    "NOSLATE_FC_LINGER_BYTES", "--linger-bytes", "33554432", "lingering close: cut a client that sends more than this many bytes after the answer";
     "NOSLATE_FC_READY_WAIT_MS", "--ready-wait-ms", "10000", "how long an invoke waits for a data plane before 503";
     "NOSLATE_FC_INIT_TIMEOUT_MS", "--init-timeout-ms", "60000", "/initialize readiness wait unless x-fc-initialization-timeout is given";
     "NOSLATE_FC_DRAIN_MS", "--drain-ms", "10000", "on /pre-stop or SIGTERM, how long in-flight invokes may finish";
@@ -86,6 +89,10 @@ pub struct Config {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Lingering close: total time (zero = off), wait per read, byte budget.
+    pub linger: Duration,
+    pub linger_timeout: Duration,
+    pub linger_bytes: u64,
     pub ready_wait: Duration,
     pub init_timeout: Duration,
     pub drain: Duration,
@@ -194,6 +201,15 @@ impl Config {
         let warm_up = warm_up(get, control_planes)?;
         let mut warnings = Vec::new();
         let (function, routing) = routing(get, &mut warnings)?;
+        let linger = Duration::from_millis(parse(get, "NOSLATE_FC_LINGER_MS")?);
+        let linger_timeout = millis(get, "NOSLATE_FC_LINGER_TIMEOUT_MS")?;
+        if !linger.is_zero() && linger_timeout > linger {
+            return Err(ConfigError("NOSLATE_FC_LINGER_TIMEOUT_MS: must not exceed NOSLATE_FC_LINGER_MS".into()));
+        }
+        let linger_bytes: u64 = parse(get, "NOSLATE_FC_LINGER_BYTES")?;
+        if linger_bytes == 0 {
+            return Err(ConfigError("NOSLATE_FC_LINGER_BYTES: must be greater than 0".into()));
+        }
         Ok(Config {
             listen: SocketAddr::new(ip, port),
             sock_dir,
@@ -210,6 +226,9 @@ impl Config {
             header_timeout: millis(get, "NOSLATE_FC_HEADER_TIMEOUT_MS")?,
             idle_timeout: millis(get, "NOSLATE_FC_IDLE_TIMEOUT_MS")?,
             max_connections: parse(get, "NOSLATE_FC_MAX_CONNECTIONS")?,
+            linger,
+            linger_timeout,
+            linger_bytes,
             ready_wait: millis(get, "NOSLATE_FC_READY_WAIT_MS")?,
             init_timeout: millis(get, "NOSLATE_FC_INIT_TIMEOUT_MS")?,
             drain: millis(get, "NOSLATE_FC_DRAIN_MS")?,
@@ -487,6 +506,29 @@ mod tests {
         assert!(run(&[], &[("NOSLATE_FC_FUNCTION_HEADER", "maybe")])
             .unwrap_err()
             .starts_with("NOSLATE_FC_FUNCTION_HEADER"));
+    }
+
+    #[test]
+    fn lingering_close_settings() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.linger, Duration::from_millis(5000));
+        assert_eq!(c.linger_timeout, Duration::from_millis(2000));
+        assert_eq!(c.linger_bytes, 32 * 1024 * 1024);
+        let c = run(&["--linger-ms", "800", "--linger-timeout-ms=300", "--linger-bytes", "1024"], &[]).unwrap();
+        assert_eq!(
+            (c.linger, c.linger_timeout, c.linger_bytes),
+            (Duration::from_millis(800), Duration::from_millis(300), 1024)
+        );
+        // 0 switches lingering off; the per-read wait is then not checked against it.
+        assert_eq!(run(&[], &[("NOSLATE_FC_LINGER_MS", "0")]).unwrap().linger, Duration::ZERO);
+        let err = |env: &[(&str, &str)]| run(&[], env).unwrap_err();
+        assert!(err(&[("NOSLATE_FC_LINGER_MS", "-1")]).starts_with("NOSLATE_FC_LINGER_MS:"));
+        assert!(err(&[("NOSLATE_FC_LINGER_MS", "soon")]).starts_with("NOSLATE_FC_LINGER_MS:"));
+        assert!(err(&[("NOSLATE_FC_LINGER_TIMEOUT_MS", "0")]).starts_with("NOSLATE_FC_LINGER_TIMEOUT_MS:"));
+        assert!(err(&[("NOSLATE_FC_LINGER_MS", "100"), ("NOSLATE_FC_LINGER_TIMEOUT_MS", "200")])
+            .starts_with("NOSLATE_FC_LINGER_TIMEOUT_MS:"));
+        assert!(err(&[("NOSLATE_FC_LINGER_BYTES", "0")]).starts_with("NOSLATE_FC_LINGER_BYTES:"));
+        assert!(err(&[("NOSLATE_FC_LINGER_BYTES", "1e9")]).starts_with("NOSLATE_FC_LINGER_BYTES:"));
     }
 
     #[test]

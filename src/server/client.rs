@@ -35,6 +35,14 @@ const MAX_BUFFERED_INPUT: usize = 256 * 1024;
 /// client that does not read (its responses would otherwise pile up here).
 pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 
+/// An answer sent before the request body was read keeps the connection
+/// when the rest of the body has a known length up to this: it is read and
+/// dropped (`Phase::Discard`). Longer or chunked rests close, lingering.
+pub const DISCARD_MAX: u64 = 64 * 1024;
+
+/// Lingering reads drop input into a buffer on the stack, this large.
+const LINGER_READ: usize = 64 * 1024;
+
 pub enum Phase {
     Idle,
     /// `/initialize` waiting for the planes and the profile push.
@@ -48,6 +56,22 @@ pub enum Phase {
         request_id: String,
     },
     Invoke(Box<Invoke>),
+    /// Answered before the request body was read; the rest of the body is
+    /// small and of known length: read and drop it, then the next request.
+    Discard {
+        left: u64,
+    },
+    /// Lingering close (nginx's `lingering_close`): the answer is written and
+    /// our side shut down; input is read and dropped until the client closes,
+    /// or a bound passes (no input for `NOSLATE_FC_LINGER_TIMEOUT_MS`, all of
+    /// `NOSLATE_FC_LINGER_MS`, more than `NOSLATE_FC_LINGER_BYTES`). Closing
+    /// with unread input would make the kernel send RST, and a client still
+    /// uploading would lose the answer (`Connection reset by peer`).
+    Linger {
+        until: Instant,
+        last_read: Instant,
+        bytes_left: u64,
+    },
 }
 
 pub struct Client {
@@ -76,6 +100,8 @@ pub struct Client {
     pub closing: bool,
     /// The slowloris timer of the current head is armed.
     pub head_timer_armed: bool,
+    /// The head must be complete by then (408); moved on by a thaw.
+    pub head_deadline: Instant,
     /// Fixed for the connection's life (its first generation): the idle
     /// timer belongs to the connection, not to one exchange.
     pub conn_id: u64,
@@ -140,6 +166,7 @@ impl Server {
             read_closed: false,
             closing: false,
             head_timer_armed: false,
+            head_deadline: Instant::now(),
             conn_id: gen,
             idle_deadline: Instant::now(),
             idle_timer_pending: false,
@@ -225,6 +252,7 @@ impl Server {
             Phase::Invoke(_) => c.rbuf.len() < HEAD_READ,
             // Keep reading a little to notice a client that goes away.
             Phase::Init { .. } | Phase::PreStop { .. } => c.rbuf.len() < HEAD_READ,
+            Phase::Discard { .. } | Phase::Linger { .. } => true,
         }
     }
 
@@ -237,6 +265,18 @@ impl Server {
         };
         let body = capacity > 0;
         let c = &mut self.clients[key];
+        if let Phase::Linger { last_read, bytes_left, .. } = &mut c.phase {
+            let mut sink = [0u8; LINGER_READ];
+            let n = io::Read::read(&mut c.sock, &mut sink)?;
+            c.readable = n == sink.len() || c.read_closed;
+            *last_read = Instant::now();
+            match bytes_left.checked_sub(n as u64) {
+                Some(left) => *bytes_left = left,
+                // Still sending past the bound: cut (the caller closes).
+                None => return Err(io::Error::other("lingering close: byte bound passed")),
+            }
+            return Ok(n);
+        }
         if !body && c.rbuf.is_empty() {
             // Idle, or waiting for a response: most reads find nothing (or
             // EOF), so read onto the stack and allocate only for what came.
@@ -304,7 +344,17 @@ impl Server {
                     self.pump_invoke_body(key);
                     return;
                 }
-                Phase::Init { .. } | Phase::PreStop { .. } => return,
+                Phase::Init { .. } | Phase::PreStop { .. } | Phase::Linger { .. } => return,
+                Phase::Discard { ref mut left } => {
+                    let n = usize::try_from(*left).map_or(c.rbuf.len(), |l| l.min(c.rbuf.len()));
+                    let _ = c.rbuf.split_to(n);
+                    *left -= n as u64;
+                    if *left == 0 {
+                        // Loops through `finish_exchange` to a pipelined request.
+                        self.finish_exchange(key, true);
+                    }
+                    return;
+                }
             }
         }
     }
@@ -317,7 +367,59 @@ impl Server {
         }
         c.head_timer_armed = true;
         let gen = c.gen;
-        self.client_timer_add(key, Instant::now() + self.cfg.header_timeout, gen, ClientTimer::Head);
+        let at = Instant::now() + self.cfg.header_timeout;
+        c.head_deadline = at;
+        self.client_timer_add(key, at, gen, ClientTimer::Head);
+    }
+
+    /// Back from a stop of the whole process (FC's freeze, SIGSTOP; see
+    /// `Server::notice_freeze`): time spent stopped is not the client's
+    /// idleness or slowness, so the idle, head and plane-wait periods restart
+    /// from now. Their timers, already due, look again when they fire and
+    /// find the new deadlines. Every socket may hold input that arrived
+    /// during the stop, so the next pump reads instead of trusting the flag.
+    pub(super) fn thaw(&mut self, now: Instant) {
+        let (idle, head, wait) = (self.cfg.idle_timeout, self.cfg.header_timeout, self.cfg.ready_wait);
+        let linger_timeout = self.cfg.linger_timeout;
+        for (_, c) in self.clients.iter_mut() {
+            c.readable = true;
+            c.idle_deadline = c.idle_deadline.max(now + idle);
+            if c.head_timer_armed {
+                c.head_deadline = c.head_deadline.max(now + head);
+            }
+            match &mut c.phase {
+                Phase::Invoke(inv) if inv.conn.is_none() => {
+                    inv.plane_wait_until = inv.plane_wait_until.max(now + wait);
+                }
+                // A client that uploaded during the stop still gets its answer.
+                Phase::Linger { until, last_read, .. } => {
+                    *last_read = (*last_read).max(now);
+                    *until = (*until).max(now + linger_timeout);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Before a timer closes or refuses a connection for want of input,
+    /// look at the socket: a request may be waiting there that the poll has
+    /// not reported yet (after a stop, the overdue timer comes first). True
+    /// when the connection is still in the same exchange and still idle.
+    fn look_before_timeout(&mut self, key: usize, gen: u64, is_idle_timer: bool) -> bool {
+        if let Some(c) = self.clients.get_mut(key) {
+            c.readable = true;
+        }
+        self.pump_client(key);
+        match self.clients.get(key) {
+            Some(c) if !c.closing && !c.peer_gone && matches!(c.phase, Phase::Idle) => {
+                if is_idle_timer {
+                    c.conn_id == gen
+                } else {
+                    c.gen == gen
+                }
+            }
+            _ => false,
+        }
     }
 
     /// A malformed or over-limit request: answer and close (RFC 9112 §9.6:
@@ -391,6 +493,8 @@ impl Server {
         match route {
             Route::Event | Route::Http => self.start_invoke(key, head, route == Route::Event, request_id),
             Route::PreFreeze => {
+                // FC freezes the instance after this answer (fc-protocol.md §2).
+                self.pre_freeze_at = Some(Instant::now());
                 log!(self, "FC PreFreeze Start RequestId: {request_id}");
                 self.answer(key, 200, b"{\"preFreeze\":\"ok\"}", &[(b"x-fc-status", b"200")], reusable);
                 log!(self, "FC PreFreeze End RequestId: {request_id}");
@@ -456,12 +560,74 @@ impl Server {
         self.after_client_closed();
     }
 
+    /// Can an exchange answered before its body was read keep the
+    /// connection? `left` is the unread rest of the body (None: unknown, as
+    /// with chunked coding).
+    pub(super) fn can_discard(&self, left: Option<u64>) -> bool {
+        !self.cfg.linger.is_zero() && left.is_some_and(|n| n <= DISCARD_MAX)
+    }
+
+    /// Like `finish_exchange(key, true)`, after an answer that left `left`
+    /// bytes of the body unread (`can_discard` said yes): they are read and
+    /// dropped first, within `NOSLATE_FC_LINGER_MS`.
+    pub(super) fn finish_exchange_discarding(&mut self, key: usize, left: u64) {
+        if left == 0 {
+            return self.finish_exchange(key, true);
+        }
+        let gen = self.gen();
+        let Some(c) = self.clients.get_mut(key) else { return };
+        c.phase = Phase::Discard { left };
+        c.gen = gen;
+        c.head_timer_armed = false;
+        for t in c.timer_keys.drain(..) {
+            self.timers.cancel(t);
+        }
+        c.idle_timer_pending = false;
+        let at = Instant::now() + self.cfg.linger;
+        self.client_timer_add(key, at, gen, ClientTimer::Linger);
+        self.mark_client(key);
+        self.after_client_closed();
+        self.pump_client(key);
+    }
+
+    /// The answer is written and the connection is to close. With input
+    /// still possibly coming (the client has not closed its side), close
+    /// lingering: shut down our side (the client sees the end of the answer)
+    /// and read and drop until the client closes or a bound passes.
+    fn close_or_linger(&mut self, key: usize) {
+        let Some(c) = self.clients.get(key) else { return };
+        if c.peer_gone || self.cfg.linger.is_zero() || matches!(c.phase, Phase::Linger { .. }) {
+            return self.close_client(key);
+        }
+        // Whatever was still in progress (a response cut short) is over.
+        self.abort_invoke(key, "connection closed");
+        let now = Instant::now();
+        let gen = self.gen();
+        let c = &mut self.clients[key];
+        if c.sock.shutdown(std::net::Shutdown::Write).is_err() {
+            return self.close_client(key);
+        }
+        for t in c.timer_keys.drain(..) {
+            self.timers.cancel(t);
+        }
+        c.idle_timer_pending = false;
+        c.head_timer_armed = false;
+        c.closing = false;
+        c.gen = gen;
+        c.rbuf = BytesMut::new();
+        c.readable = true;
+        c.phase = Phase::Linger { until: now + self.cfg.linger, last_read: now, bytes_left: self.cfg.linger_bytes };
+        let at = (now + self.cfg.linger_timeout).min(now + self.cfg.linger);
+        self.client_timer_add(key, at, gen, ClientTimer::Linger);
+        self.pump_client(key);
+    }
+
     pub(super) fn flush_client(&mut self, key: usize) {
         let Some(c) = self.clients.get_mut(key) else { return };
         match c.out.write_to(&mut c.sock) {
             Ok(true) => {
                 if c.closing {
-                    self.close_client(key);
+                    self.close_or_linger(key);
                     return;
                 }
             }
@@ -535,23 +701,37 @@ impl Server {
                 if !matches!(c.phase, Phase::Idle) {
                     // In an exchange: `finish_exchange` re-arms.
                 } else if Instant::now() < c.idle_deadline {
-                    // Used since the timer was set: wait out the rest.
+                    // Used since the timer was set (or thawed): wait out the rest.
                     c.idle_timer_pending = true;
                     let (at, conn) = (c.idle_deadline, c.conn_id);
                     self.client_timer_add(key, at, conn, ClientTimer::Idle);
-                } else if c.rbuf.is_empty() && c.out.is_empty() {
-                    self.close_client(key);
+                } else if !self.look_before_timeout(key, gen, true) {
+                    // A request was waiting: it is being served (and the
+                    // exchange re-arms the idle timer), or the client left.
                 } else {
-                    // Something is still moving: look again later.
-                    self.arm_idle(key);
+                    let c = &self.clients[key];
+                    if c.idle_timer_pending {
+                        // The look answered a request in place: re-armed.
+                    } else if c.rbuf.is_empty() && c.out.is_empty() {
+                        self.close_client(key);
+                    } else {
+                        // Something is still moving: look again later.
+                        self.arm_idle(key);
+                    }
                 }
             }
             ClientTimer::Head => {
-                if matches!(c.phase, Phase::Idle) {
+                if !matches!(c.phase, Phase::Idle) {
+                } else if Instant::now() < c.head_deadline {
+                    // Thawed since: the head's time restarted.
+                    let at = c.head_deadline;
+                    self.client_timer_add(key, at, gen, ClientTimer::Head);
+                } else if self.look_before_timeout(key, gen, false) {
                     let body = answers::error_body("request head not received in time");
                     self.answer(key, 408, &body, &[], false);
                 }
             }
+            ClientTimer::Linger => self.linger_timer(key, gen),
             ClientTimer::Deadline => self.invoke_deadline(key),
             ClientTimer::PlaneWait => self.invoke_plane_wait_expired(key),
             ClientTimer::Init => {
@@ -565,6 +745,40 @@ impl Server {
                     self.finish_exchange(key, keep_alive);
                 }
             }
+        }
+    }
+}
+
+impl Server {
+    /// The bound of a `Discard` or `Linger` phase may have passed. Read what
+    /// is there first (that may end it: the client closed, or the rest of a
+    /// small body arrived), then close if it still holds.
+    fn linger_timer(&mut self, key: usize, gen: u64) {
+        if let Some(c) = self.clients.get_mut(key) {
+            c.readable = true;
+        }
+        self.pump_client(key);
+        let Some(c) = self.clients.get_mut(key) else { return };
+        if c.gen != gen || c.closing {
+            return;
+        }
+        let now = Instant::now();
+        match c.phase {
+            Phase::Linger { until, last_read, .. } => {
+                let next = until.min(last_read + self.cfg.linger_timeout);
+                if now >= next {
+                    self.close_client(key);
+                } else {
+                    self.client_timer_add(key, next, gen, ClientTimer::Linger);
+                }
+            }
+            // The small rest of the body did not come in time: give up on
+            // the connection (lingering, like any close after an answer).
+            Phase::Discard { .. } => {
+                c.closing = true;
+                self.mark_client(key);
+            }
+            _ => {}
         }
     }
 }

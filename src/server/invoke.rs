@@ -106,6 +106,9 @@ pub struct Invoke {
     pub trailers_ok: bool,
     pub continue_sent: bool,
     pub retries: u8,
+    /// While parked without a data plane: give up (503/404) at this time;
+    /// moved on by a thaw (`Server::thaw`).
+    pub plane_wait_until: Instant,
 }
 
 impl Invoke {
@@ -185,6 +188,7 @@ impl Server {
             trailers_ok: false,
             continue_sent: false,
             retries: 0,
+            plane_wait_until: now,
             head,
         };
         let gen = self.clients[key].gen;
@@ -194,10 +198,26 @@ impl Server {
     }
 
     fn fail_early(&mut self, key: usize, head: RequestHead, event: bool, request_id: String, err: InvokeError) {
-        let keep_alive = head.keep_alive() && head.framing() == BodyFraming::None;
+        // The body is unread: keep the connection only if its rest is small
+        // (then it is dropped); otherwise close, lingering.
+        let left = match head.framing() {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Chunked => None,
+        };
+        let keep_alive = head.keep_alive() && self.can_discard(left);
         self.error_response(key, event, &err, keep_alive);
         log!(self, "FC Invoke End RequestId: {request_id}");
-        self.finish_exchange(key, keep_alive);
+        self.finish_unread(key, keep_alive, left);
+    }
+
+    /// End an exchange answered before its body was all read: drop a small
+    /// rest and go on (`keep_alive`), or close (lingering).
+    fn finish_unread(&mut self, key: usize, keep_alive: bool, left: Option<u64>) {
+        match left {
+            Some(left) if keep_alive => self.finish_exchange_discarding(key, left),
+            _ => self.finish_exchange(key, false),
+        }
     }
 
     fn error_response(&mut self, key: usize, event: bool, err: &InvokeError, keep_alive: bool) {
@@ -211,6 +231,9 @@ impl Server {
         let Some(conn) = self.pick_data_conn() else {
             let gen = self.clients[key].gen;
             let at = Instant::now() + self.cfg.ready_wait;
+            if let Phase::Invoke(inv) = &mut self.clients[key].phase {
+                inv.plane_wait_until = at;
+            }
             self.client_timer_add(key, at, gen, ClientTimer::PlaneWait);
             self.life.waiting_plane.push((key, gen));
             return;
@@ -566,8 +589,9 @@ impl Server {
         let Phase::Invoke(inv) = std::mem::replace(&mut self.clients[key].phase, Phase::Idle) else { return };
         self.detach_stream(&inv);
         log!(self, "FC Invoke End RequestId: {}", inv.request_id);
-        let keep_alive = inv.keep_alive && inv.body_done;
-        self.finish_exchange(key, keep_alive);
+        let left = unread_body(&inv);
+        let keep_alive = inv.keep_alive && self.can_discard(left);
+        self.finish_unread(key, keep_alive, left);
     }
 
     /// The invocation failed. Before the head: an error response. After it:
@@ -578,10 +602,11 @@ impl Server {
         self.detach_stream(&inv);
         eprintln!("noslate-fc: invoke {} failed: {}", inv.request_id, err.log_text());
         if inv.resp == Resp::Waiting {
-            let keep_alive = inv.keep_alive && inv.body_done;
+            let left = unread_body(&inv);
+            let keep_alive = inv.keep_alive && self.can_discard(left);
             self.error_response(key, inv.event, &err, keep_alive);
             log!(self, "FC Invoke End RequestId: {}", inv.request_id);
-            self.finish_exchange(key, keep_alive);
+            self.finish_unread(key, keep_alive, left);
         } else {
             // Headers are out: close without a clean end (no last chunk, or
             // short of Content-Length). What was queued is still sent.
@@ -639,8 +664,17 @@ impl Server {
     }
 
     pub(super) fn invoke_plane_wait_expired(&mut self, key: usize) {
-        let waiting = matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Invoke(inv)) if inv.conn.is_none());
-        if waiting {
+        let until = match self.clients.get(key).map(|c| &c.phase) {
+            Some(Phase::Invoke(inv)) if inv.conn.is_none() => inv.plane_wait_until,
+            _ => return,
+        };
+        if Instant::now() < until {
+            // Thawed since: the wait restarted (the plane was stopped too).
+            let gen = self.clients[key].gen;
+            self.client_timer_add(key, until, gen, ClientTimer::PlaneWait);
+            return;
+        }
+        {
             let gen = self.clients[key].gen;
             self.life.waiting_plane.retain(|w| *w != (key, gen));
             self.fail_invoke(key, InvokeError::NoDataPlane);
@@ -659,7 +693,7 @@ impl Server {
             }
             Phase::Init { request_id, .. } => log!(self, "FC Initialize End RequestId: {request_id}"),
             Phase::PreStop { request_id, .. } => log!(self, "FC PreStop End RequestId: {request_id}"),
-            Phase::Idle => {}
+            Phase::Idle | Phase::Discard { .. } | Phase::Linger { .. } => {}
         }
     }
 
@@ -681,5 +715,19 @@ impl Server {
         } else {
             self.fail_invoke(key, InvokeError::PlaneLost(why));
         }
+    }
+}
+
+/// The part of the request body not read yet when the exchange ends: none
+/// once the body is done, the rest of a Content-Length body, unknown (None)
+/// for a chunked one.
+fn unread_body(inv: &Invoke) -> Option<u64> {
+    if inv.body_done {
+        return Some(0);
+    }
+    match inv.body {
+        // Bytes already buffered are still counted here (and dropped first).
+        BodyDecoder::Length { remaining } => Some(remaining),
+        _ => None,
     }
 }

@@ -48,6 +48,13 @@ fn plane_token(key: usize) -> Token {
 /// Largest number of segments handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 
+/// A poll that returns this much later than its timeout allowed was not
+/// sleeping: the process was stopped (FC's freeze, SIGSTOP) while the
+/// monotonic clock went on. Then idle-type timers restart from now instead
+/// of firing (LIFECYCLE.md, "Freeze and thaw"). A false alarm (a very late
+/// scheduling on a busy host) only gives connections one more idle period.
+const FREEZE_JUMP: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a timer is for. Client timers carry the connection's generation so
 /// a timer outliving its connection (or its exchange) is ignored.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +79,8 @@ enum ClientTimer {
     PlaneWait,
     /// `/initialize` readiness wait (404).
     Init,
+    /// The bound of a lingering close or of a small body's discard.
+    Linger,
 }
 
 /// Segments waiting to be written to a socket: small owned heads interleaved
@@ -196,6 +205,10 @@ pub struct Server {
     accept_paused: bool,
     max_connections: usize,
     exit_code: Option<i32>,
+    /// When `/pre-freeze` was last answered: FC freezes the instance right
+    /// after it, so the first wake-up at least `FREEZE_JUMP` later counts as
+    /// a thaw even when no timer was overdue.
+    pre_freeze_at: Option<Instant>,
 }
 
 impl Server {
@@ -229,6 +242,7 @@ impl Server {
             accept_paused: false,
             max_connections,
             exit_code: None,
+            pre_freeze_at: None,
         };
         server.start()?;
         Ok(server)
@@ -252,12 +266,14 @@ impl Server {
             } else {
                 Some(std::time::Duration::ZERO)
             };
+            let slept_from = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("noslate-fc: poll failed: {e}");
                     return 1;
                 }
             }
+            self.notice_freeze(slept_from, timeout);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -278,6 +294,19 @@ impl Server {
             if let Some(code) = self.exit_code {
                 return code;
             }
+        }
+    }
+
+    /// Did the process just come back from a stop? Either the poll came back
+    /// far later than its timeout allowed, or this is the first wake-up well
+    /// after a `/pre-freeze`. Then the time spent stopped is not idle time.
+    fn notice_freeze(&mut self, slept_from: Instant, timeout: Option<std::time::Duration>) {
+        let now = Instant::now();
+        let overslept = timeout.is_some_and(|t| now.saturating_duration_since(slept_from) > t + FREEZE_JUMP);
+        let after_pre_freeze = self.pre_freeze_at.is_some_and(|at| now.saturating_duration_since(at) >= FREEZE_JUMP);
+        if overslept || after_pre_freeze {
+            self.pre_freeze_at = None;
+            self.thaw(now);
         }
     }
 

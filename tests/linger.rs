@@ -1,0 +1,155 @@
+//! Early answers and clients that upload first.
+//!
+//! noslate-fc answers some requests before reading their body (413 over the
+//! body limit, an unknown function, no data plane, draining). A client that
+//! writes its whole body before it reads (Python's `urllib` does) must get
+//! that answer, not a reset: the connection closes *lingering* (our side shut
+//! down after the answer, the rest read and dropped, within bounds). A small
+//! rest of known length is dropped and the connection kept. A client that
+//! keeps sending past the bounds is cut.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{read_response, Fc, Peer, TempDir};
+
+const BIG: usize = 8 * 1024 * 1024;
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn head(function: &str, len: usize) -> Vec<u8> {
+    format!("POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: {function}\r\ncontent-length: {len}\r\n\r\n")
+        .into_bytes()
+}
+
+/// Write head and body completely, then read: what `urllib` does.
+fn upload_then_read(port: u16, function: &str, len: usize) -> Result<(u16, Option<String>), String> {
+    let mut s = connect(port);
+    s.write_all(&head(function, len)).map_err(|e| format!("head: {e}"))?;
+    let body = vec![b'u'; len];
+    s.write_all(&body).map_err(|e| format!("body write failed: {e}"))?;
+    let r = read_response(&mut s).ok_or("no response")?;
+    Ok((r.status, r.header("connection").map(str::to_string)))
+}
+
+#[test]
+fn early_answers_reach_clients_that_upload_first() {
+    let dir = TempDir::new("linger");
+    let _peer = Peer::start(&dir, &[]);
+    let fc = Fc::start(&dir, &[("NOSLATE_FC_MAX_BODY", "1048576")]);
+    fc.wait_ready();
+    let mut failures = Vec::new();
+    for round in 0..3 {
+        // 413: refused from the head, 8 MiB behind it.
+        match upload_then_read(fc.port, "echo", BIG) {
+            Ok((413, _)) => {}
+            other => failures.push(format!("round {round}: 8 MiB over the limit: {other:?}, want 413")),
+        }
+        // 404: the data plane does not know the function (answered before the
+        // body is read), 1 MiB within the limit.
+        match upload_then_read(fc.port, "no-such-function", 1024 * 1024) {
+            Ok((404, Some(c))) if c.eq_ignore_ascii_case("close") => {}
+            other => failures.push(format!("round {round}: unknown function: {other:?}, want 404 + close")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn unknown_function_over_max_body_8mib_gets_404() {
+    // The same with the default body limit: 8 MiB to an unknown function.
+    let dir = TempDir::new("linger404");
+    let _peer = Peer::start(&dir, &[]);
+    let fc = Fc::start(&dir, &[]);
+    fc.wait_ready();
+    for round in 0..3 {
+        match upload_then_read(fc.port, "no-such-function", BIG) {
+            Ok((404, _)) => {}
+            other => panic!("round {round}: {other:?}, want 404"),
+        }
+    }
+}
+
+#[test]
+fn small_unread_body_is_dropped_and_the_connection_kept() {
+    let dir = TempDir::new("discard");
+    let _peer = Peer::start(&dir, &[]);
+    let fc = Fc::start(&dir, &[]);
+    fc.wait_ready();
+    let mut s = connect(fc.port);
+    for i in 0..3 {
+        // 404 before the body is read (1 KiB of 40 KiB sent); the rest,
+        // sent after the answer, is dropped...
+        let mut raw = head("no-such-function", 40 * 1024);
+        raw.extend(std::iter::repeat_n(b'x', 1024));
+        s.write_all(&raw).unwrap();
+        let r = read_response(&mut s).expect("404");
+        assert_eq!(r.status, 404, "{}", r.text());
+        assert_eq!(r.header("connection"), None, "kept alive");
+        s.write_all(&vec![b'x'; 39 * 1024]).unwrap();
+        // ... and the next request on the same connection is served.
+        let body = format!("after discard {i}");
+        let mut raw = head("echo", body.len());
+        raw.extend_from_slice(body.as_bytes());
+        s.write_all(&raw).unwrap();
+        let r = read_response(&mut s).expect("echo");
+        assert_eq!((r.status, r.body.as_slice()), (200, body.as_bytes()));
+    }
+}
+
+/// Keep writing until the server cuts the connection; how much and how long.
+fn write_until_cut(s: &mut TcpStream, chunk: usize, pause: Duration, give_up: Duration) -> (usize, Duration) {
+    let start = Instant::now();
+    let buf = vec![b'z'; chunk];
+    let mut sent = 0;
+    while start.elapsed() < give_up {
+        match s.write(&buf) {
+            Ok(n) => sent += n,
+            Err(_) => return (sent, start.elapsed()),
+        }
+        std::thread::sleep(pause);
+    }
+    panic!("never cut: {sent} bytes in {:?}", start.elapsed());
+}
+
+#[test]
+fn client_sending_past_the_bounds_is_cut() {
+    let dir = TempDir::new("lingercut");
+    let _peer = Peer::start(&dir, &[]);
+    let fc = Fc::start(
+        &dir,
+        &[
+            ("NOSLATE_FC_MAX_BODY", "1024"),
+            ("NOSLATE_FC_LINGER_MS", "1500"),
+            ("NOSLATE_FC_LINGER_TIMEOUT_MS", "1000"),
+            ("NOSLATE_FC_LINGER_BYTES", "2097152"),
+        ],
+    );
+    fc.wait_ready();
+    // Byte bound: an endless fast upload behind a 413.
+    let mut s = connect(fc.port);
+    s.write_all(&head("echo", 1 << 40)).unwrap();
+    let (sent, _) = write_until_cut(&mut s, 64 * 1024, Duration::ZERO, Duration::from_secs(30));
+    // Within the bound plus what the socket buffers hold on both sides.
+    assert!(sent >= 2 * 1024 * 1024, "cut before the byte bound: {sent}");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    // Time bound: a slow but steady upload (each read well within the
+    // per-read wait) is cut once the total time passes.
+    let mut s = connect(fc.port);
+    s.write_all(&head("echo", 1 << 40)).unwrap();
+    let (sent, took) = write_until_cut(&mut s, 1024, Duration::from_millis(50), Duration::from_secs(30));
+    assert!(sent < 2 * 1024 * 1024, "cut by bytes, not time: {sent}");
+    assert!(took >= Duration::from_millis(1500), "cut before the time bound: {took:?}");
+    // The answer arrived before the cut, and the server still serves.
+    let r = fc.invoke("echo", b"still here");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"still here"[..]));
+}
