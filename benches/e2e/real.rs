@@ -649,8 +649,19 @@ fn log_time_ms(line: &str) -> Option<f64> {
 /// The first line of the control plane's log containing `needle`, in ms
 /// after `t0_epoch`.
 fn cp_log_time(run: &RunDir, needle: &str, t0_epoch: f64) -> f64 {
-    let text = std::fs::read_to_string(run.log("control_plane.log")).unwrap_or_default();
-    text.lines().find(|l| l.contains(needle)).and_then(log_time_ms).map(|t| t - t0_epoch).unwrap_or(f64::NAN)
+    // control_plane.log and its dated twin (control_plane.log.<date>).
+    let mut text = String::new();
+    for e in std::fs::read_dir(run.dir.join("logs")).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("control_plane.log") {
+            text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(log_time_ms)
+        .min_by(f64::total_cmp)
+        .map(|t| t - t0_epoch)
+        .unwrap_or(f64::NAN)
 }
 
 fn http(port: u16, req: &[u8], timeout: Duration) -> Result<u16, String> {
@@ -693,52 +704,84 @@ fn cold_once(who: Who, tag: &str) -> Result<Cold, String> {
     let (t0, e0) = (Instant::now(), epoch_ms());
     let tree = Tree(Proc::spawn(who.key(), cmd, &run.log(&format!("{}-entry.log", who.key())), None)?);
     let proc = &tree.0;
-    let since = |t: Instant| t.duration_since(t0).as_secs_f64() * 1000.0;
+    let since = move |t: Instant| t.duration_since(t0).as_secs_f64() * 1000.0;
     let limit = Duration::from_secs(90);
-    let mut seen = [f64::NAN; 4];
-    let paths = [run.turf_sock(), run.sock("dp-0.sock"), run.sock("cp-0.sock")];
+    // A sampler thread notes when each socket and the first worker appear,
+    // until the first successful invoke.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let paths = [run.turf_sock(), run.sock("dp-0.sock"), run.sock("cp-0.sock")];
+        let root = proc.pid();
+        std::thread::spawn(move || {
+            let mut seen = [f64::NAN; 4];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = Instant::now();
+                for (i, p) in paths.iter().enumerate() {
+                    if seen[i].is_nan() && p.exists() {
+                        seen[i] = since(now);
+                    }
+                }
+                if seen[3].is_nan() {
+                    // A worker: a process below turf.
+                    let turf = procs::descendants(root).into_iter().find(|p| procs::comm(*p) == "turf");
+                    if turf.is_some_and(|t| !procs::descendants(t).is_empty()) {
+                        seen[3] = since(now);
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            seen
+        })
+    };
+    let stop_sampler = |cold: &mut Cold| {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(seen) = sampler.join() {
+            [cold.turf_sock, cold.dp_sock, cold.cp_sock, cold.worker_spawned] = seen;
+        }
+    };
     let result = loop {
-        let now = Instant::now();
-        for (i, p) in paths.iter().enumerate() {
-            if seen[i].is_nan() && p.exists() {
-                seen[i] = since(now);
-            }
-        }
-        if seen[3].is_nan() {
-            // A worker: a process below turf.
-            let turf = procs::descendants(proc.pid()).into_iter().find(|p| procs::comm(*p) == "turf");
-            if turf.is_some_and(|t| !procs::descendants(t).is_empty()) {
-                seen[3] = since(now);
-            }
-        }
         if std::net::TcpStream::connect(loopback(port)).is_ok() {
             break Ok(since(Instant::now()));
         }
-        if now.duration_since(t0) > limit {
+        if t0.elapsed() > limit {
             break Err(format!("{}: port never accepted\n{}", who.key(), proc.log_tail()));
         }
-        std::thread::sleep(Duration::from_micros(500));
+        std::thread::sleep(Duration::from_micros(200));
     };
     cold.port = match result {
         Ok(v) => v,
-        Err(e) => return Err(e),
+        Err(e) => {
+            stop_sampler(&mut cold);
+            return Err(e);
+        }
     };
     let init = b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 60\r\ncontent-length: 0\r\n\r\n";
     match http(port, init, limit) {
         Ok(200) => cold.initialized = since(Instant::now()),
         other => {
+            stop_sampler(&mut cold);
             return Err(format!("{}: /initialize: {other:?}\n{}", who.key(), proc.log_tail()));
         }
     }
     match first_success(port, t0, limit) {
         Ok((_, ready)) => cold.first_invoke = ready.as_secs_f64() * 1000.0,
-        Err(e) => return Err(format!("{}: {e}\n{}", who.key(), proc.log_tail())),
+        Err(e) => {
+            stop_sampler(&mut cold);
+            return Err(format!("{}: {e}\n{}", who.key(), proc.log_tail()));
+        }
     }
-    [cold.turf_sock, cold.dp_sock, cold.cp_sock, cold.worker_spawned] = seen;
-    // Wait a moment for the planes to flush their logs.
-    std::thread::sleep(Duration::from_millis(300));
-    cold.profiles_set = cp_log_time(&run, "Setting function profiles", e0);
-    cold.worker_ready = cp_log_time(&run, ") ready, cost", e0);
+    stop_sampler(&mut cold);
+    // The planes write their logs lazily: wait (at most 5 s) for the lines.
+    let t = Instant::now();
+    loop {
+        cold.profiles_set = cp_log_time(&run, "Setting function profiles", e0);
+        cold.worker_ready = cp_log_time(&run, ") ready, cost", e0);
+        if (cold.profiles_set.is_finite() && cold.worker_ready.is_finite()) || t.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok(cold)
 }
 
