@@ -5,9 +5,9 @@
 //! never skipped). noslate-fc runs as the ENTRYPOINT (`NOSLATE_BIN` set) and,
 //! for the same functional suite, over planes started apart.
 
-mod support;
 #[path = "real/stack.rs"]
 mod stack;
+mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -383,11 +383,8 @@ fn real_stack_build_is_cached_outside_the_clone() {
         assert!(bin.join(name).exists(), "$NOSLATE_BIN/{name} missing in {}", bin.display());
     }
     // A second build reuses the cache: it prints the same NOSLATE_BIN.
-    let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/real-noslate.sh"))
-        .arg("build")
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new("bash").arg(root.join("scripts/real-noslate.sh")).arg("build").output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bin.to_str().unwrap());
 }
