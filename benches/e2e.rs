@@ -30,6 +30,8 @@ mod load;
 mod plot;
 #[path = "e2e/procs.rs"]
 mod procs;
+#[path = "e2e/real.rs"]
+mod real;
 #[path = "e2e/stats.rs"]
 mod stats;
 #[path = "e2e/stub.rs"]
@@ -69,7 +71,13 @@ fn main() {
     let result = if args.len() >= 2 && args[1] == LOAD_ARG {
         load_only(&args[2..])
     } else if args.iter().any(|a| a == "--bench") {
-        bench()
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        match std::env::var("BENCH_REAL").unwrap_or_default().as_str() {
+            "" | "0" => bench(),
+            "cold" => real::cold(quick),
+            "profile" => real::profile(quick),
+            _ => real::bench(quick),
+        }
     } else {
         smoke()
     };

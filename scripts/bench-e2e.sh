@@ -6,6 +6,16 @@
 #
 #   scripts/bench-e2e.sh            full run (about 6 minutes)
 #   scripts/bench-e2e.sh --quick    BENCH_QUICK=1: about 1 minute, nothing in docs/
+#   scripts/bench-e2e.sh --real     on the REAL Noslate stack (scripts/real-noslate.sh):
+#                                   the seed gateway (express + NoslatedClient) vs
+#                                   noslate-fc vs the floor (about 5 minutes;
+#                                   target/e2e/real-report.md)
+#   scripts/bench-e2e.sh --cold     real stack: ENTRYPOINT exec -> first invoke,
+#                                   7 runs each (target/e2e/cold-report.md)
+#   scripts/bench-e2e.sh --profile  real stack: noslate-fc under perf stat and
+#                                   strace -c at 1 and 32 connections
+#                                   (target/e2e/profile-report.md)
+#   (--quick may follow any of the three: e.g. --real --quick)
 #
 # The machine has 2 cores: a fuzzer or a build running beside the benchmark
 # distorts every figure. While a fuzzer runs, this script waits (polling every
@@ -14,8 +24,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "${1:-}" = "--quick" ]; then
-  export BENCH_QUICK=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) export BENCH_QUICK=1 ;;
+    --real) export BENCH_REAL=1 ;;
+    --cold) export BENCH_REAL=cold ;;
+    --profile) export BENCH_REAL=profile ;;
+    *) echo "usage: $0 [--real|--cold|--profile] [--quick]" >&2; exit 2 ;;
+  esac
+done
+if [ "${BENCH_REAL:-}" = profile ]; then
+  command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+  command -v perf >/dev/null || echo "bench-e2e: perf is missing (apt-get install linux-perf): no task-clock figures" >&2
 fi
 
 # A fuzzer, or a campaign script between two targets (checked twice, 5 s apart).
@@ -52,7 +72,7 @@ mkdir -p target/e2e
   echo "uptime: $(uptime)"
   echo
   top -bn1 | head -n 15
-} > target/e2e/machine.txt 2>&1
-cat target/e2e/machine.txt >&2
+} > "target/e2e/machine${BENCH_REAL:+-real-$BENCH_REAL}.txt" 2>&1
+cat "target/e2e/machine${BENCH_REAL:+-real-$BENCH_REAL}.txt" >&2
 
 cargo bench --bench e2e
