@@ -144,13 +144,18 @@ print_env() { # $1 = run dir
   [ -f "$out/ok" ] || die "not built: run '$0 build' first"
   mkdir -p "$run/noslated/socks" "$run/turf/runtime/nodejs/bin" "$run/turf/sandbox" "$run/turf/overlay" "$run/logs"
   ln -sf "$(command -v node)" "$run/turf/runtime/nodejs/bin/node"
+  # turf from this build (noslated's default is a prebuilt one in its bin/),
+  # and a system circuit breaker that does not open because the machine is
+  # busy building (its default refuses invokes at a load average of 10).
+  printf '{"turf":{"bin":"%s"},"systemCircuitBreaker":{"systemLoad1Limit":%s}}\n' \
+    "$out/src/turf/build/turf" "${NOSLATE_REAL_LOAD_LIMIT:-1000}" >"$run/noslated-config.json"
   cat <<EOF
 export NOSLATE_BIN='$out/bin'
 export NOSLATED_WORKDIR='$run/noslated'
 export TURF_WORKDIR='$run/turf'
 export LIBTURF_PATH='$out/src/turf/build/libturf.so'
 export NOSLATE_LOGDIR='$run/logs'
-export NOSLATED_CONFIG_PATH='$out/noslated-config.json'
+export NOSLATED_CONFIG_PATH='$run/noslated-config.json'
 export DISABLE_INSPECTOR=true
 export NOSLATED_FORCE_NON_SEED_MODE=1
 export NOSLATED_VIRTUAL_MEMORY_POOL_SIZE='${NOSLATED_VIRTUAL_MEMORY_POOL_SIZE:-8gb}'

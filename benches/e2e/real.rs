@@ -684,11 +684,18 @@ impl Drop for Tree {
     }
 }
 
-fn cold_once(who: Who, tag: &str) -> Result<Cold, String> {
+/// One cold start; `warm_up` runs noslate-fc with NOSLATE_FC_WARM_UP=echo.
+fn cold_once(who: Who, tag: &str, warm_up: bool) -> Result<Cold, String> {
     let run = RunDir::new(tag)?;
     let port = procs::free_port()?;
     let cmd = match who {
-        Who::Fc => fc_command(&run, port, true),
+        Who::Fc => {
+            let mut c = fc_command(&run, port, true);
+            if warm_up {
+                c.env("NOSLATE_FC_WARM_UP", "echo");
+            }
+            c
+        }
         _ => {
             let mut c = run.command("bash", true);
             c.arg(baseline_dir().join("seed-entrypoint.sh"))
@@ -793,11 +800,13 @@ pub fn cold(quick: bool) -> Result<(), String> {
     ensure_npm(&baseline_dir(), "express")?;
     let mut all: BTreeMap<&str, Vec<Cold>> = BTreeMap::new();
     for i in 0..n {
-        let whos = if i % 2 == 0 { [Who::Fc, Who::Seed] } else { [Who::Seed, Who::Fc] };
-        for who in whos {
-            let c = cold_once(who, &format!("cold{i}{}", who.key().len()))?;
-            eprintln!("e2e-cold: {:<10} {c:?} load {}", who.key(), loadavg());
-            all.entry(who.key()).or_default().push(c);
+        let whos = [(Who::Fc, false), (Who::Seed, false), (Who::Fc, true)];
+        for j in 0..whos.len() {
+            let (who, warm_up) = whos[(i + j) % whos.len()];
+            let key = if warm_up { "noslate-fc warm-up" } else { who.key() };
+            let c = cold_once(who, &format!("cold{i}{j}"), warm_up)?;
+            eprintln!("e2e-cold: {key:<18} {c:?} load {}", loadavg());
+            all.entry(key).or_default().push(c);
         }
     }
     let mut r = String::new();
@@ -808,13 +817,14 @@ pub fn cold(quick: bool) -> Result<(), String> {
          (it starts turf and both planes, pushes NOSLATE_FUNCTION_PROFILES). Seed: benches/baseline/seed-entrypoint.sh \
          (turf, both planes, then `node seed-sdk.js`, which calls agent.start() and setFunctionProfile). Both: one \
          echo function with reservationCount 1; the harness waits for the port, sends POST /initialize, then invokes \
-         until one succeeds.\n",
+         until one succeeds. noslate-fc warm-up: the same with NOSLATE_FC_WARM_UP=echo, so /initialize answers \
+         once the control plane reports the echo worker ready.\n",
         utc_now(),
         machine(),
         loadavg()
     );
-    let _ = writeln!(r, "| Milestone (ms after exec, median of {n}) | seed way | noslate-fc |");
-    let _ = writeln!(r, "|---|---:|---:|");
+    let _ = writeln!(r, "| Milestone (ms after exec, median of {n}) | seed way | noslate-fc | noslate-fc warm-up |");
+    let _ = writeln!(r, "|---|---:|---:|---:|");
     type Get = fn(&Cold) -> f64;
     let rows: [(&str, Get); 10] = [
         ("turf socket", |c| c.turf_sock),
@@ -830,7 +840,13 @@ pub fn cold(quick: bool) -> Result<(), String> {
     ];
     for (label, get) in rows {
         let med = |k: &str| median(&all.get(k).map(|v| v.iter().map(get).collect::<Vec<_>>()).unwrap_or_default());
-        let _ = writeln!(r, "| {label} | {:.1} | {:.1} |", med("seed"), med("noslate-fc"));
+        let _ = writeln!(
+            r,
+            "| {label} | {:.1} | {:.1} | {:.1} |",
+            med("seed"),
+            med("noslate-fc"),
+            med("noslate-fc warm-up")
+        );
     }
     let firsts = |k: &str| -> String {
         all.get(k)
@@ -839,9 +855,10 @@ pub fn cold(quick: bool) -> Result<(), String> {
     };
     let _ = writeln!(
         r,
-        "\nEvery run's exec → first invoke (ms): seed {}; noslate-fc {}.",
+        "\nEvery run's exec → first invoke (ms): seed {}; noslate-fc {}; noslate-fc warm-up {}.",
         firsts("seed"),
-        firsts("noslate-fc")
+        firsts("noslate-fc"),
+        firsts("noslate-fc warm-up")
     );
     write_out(if quick { "cold-report-quick.md" } else { "cold-report.md" }, &r)?;
     println!("{r}");
