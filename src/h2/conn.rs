@@ -33,12 +33,16 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
+use self::send::{SendQueue, SendSchedule};
 use super::flow::{RecvWindow, SendWindow};
 use super::frame::{
     self, decode_frame, setting, ErrorCode, Frame, FrameError, DEFAULT_INITIAL_WINDOW_SIZE, DEFAULT_MAX_FRAME_SIZE,
     MAX_MAX_FRAME_SIZE, MAX_STREAM_ID, MAX_WINDOW_SIZE,
 };
+use super::state::{EndStream, Remote, State};
 use crate::hpack;
+
+mod send;
 
 /// Local handle of a stream (a slab key).
 pub type StreamRef = usize;
@@ -53,10 +57,6 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// below after having been above it, or after its own send window, having
 /// blocked it, reopens and it sends again.
 pub const SEND_LOW_WATER: usize = 64 * 1024;
-
-/// What a stream told it may send is expected to queue at most, when
-/// sharing out the output budget ([`ClientConnection::want_capacity`]).
-const NOTIFY_ESTIMATE: usize = 64 * 1024;
 
 /// Bound on one assembled header block (HEADERS + CONTINUATIONs). We
 /// advertise a 64 KiB header list; a compressed block four times that is
@@ -223,35 +223,16 @@ impl Default for PeerSettings {
     }
 }
 
+/// One stream's slab entry.
 struct Stream {
-    /// 0 until HEADERS are queued.
-    id: u32,
-    /// Request fields of a stream waiting for a concurrency slot.
-    pending_head: Option<HeaderList>,
-    send_queue: VecDeque<Bytes>,
-    /// Octets in `send_queue`.
-    queued: usize,
-    end_requested: bool,
-    end_sent: bool,
+    /// Where it is in its lifecycle (§5.1), with its id once it has one.
+    state: State,
+    /// Request body not yet framed ([`send`]).
+    send: SendQueue,
     send_window: SendWindow,
-    /// In the connection's round-robin `ready` list.
-    in_ready: bool,
-    /// Owes an [`Event::SendReady`].
-    want_ready: bool,
-    /// In `capacity_waiters`: owes an [`Event::SendReady`] once it has
-    /// send capacity ([`ClientConnection::want_capacity`]).
-    want_capacity: bool,
+    /// Kept after the stream closes, until [`Event::Closed`] is polled: the
+    /// caller may still release delivered bytes.
     recv_window: RecvWindow,
-    head_received: bool,
-    recv_ended: bool,
-    /// [`Event::Closed`] is queued; the slab entry goes when it is polled.
-    closed: bool,
-}
-
-impl Stream {
-    fn has_send_work(&self) -> bool {
-        self.queued > 0 || (self.end_requested && !self.end_sent)
-    }
 }
 
 /// A header block being assembled from HEADERS + CONTINUATION (§4.3).
@@ -279,12 +260,8 @@ pub struct ClientConnection {
     ids: HashMap<u32, StreamRef>,
     /// Streams waiting for a concurrency slot, FIFO.
     waiting: VecDeque<StreamRef>,
-    /// Streams with something to send, served round-robin.
-    ready: VecDeque<StreamRef>,
-    /// Streams that asked to hear when they can send ([`Self::want_capacity`]).
-    capacity_waiters: VecDeque<StreamRef>,
-    /// Sum of every stream's `queued`.
-    total_queued: usize,
+    /// The round-robin and the capacity line ([`send`]).
+    sends: SendSchedule,
     next_stream_id: u32,
     /// Streams with an id that are not closed.
     open_count: usize,
@@ -340,9 +317,7 @@ impl ClientConnection {
             streams: Slab::new(),
             ids: HashMap::new(),
             waiting: VecDeque::new(),
-            ready: VecDeque::new(),
-            capacity_waiters: VecDeque::new(),
-            total_queued: 0,
+            sends: SendSchedule::default(),
             next_stream_id: 1,
             open_count: 0,
             events: VecDeque::new(),
@@ -508,8 +483,14 @@ impl ClientConnection {
             return Ok(());
         };
         let s = &mut self.streams[key];
-        if !s.head_received || s.recv_ended {
-            let code = if s.recv_ended { ErrorCode::STREAM_CLOSED } else { ErrorCode::PROTOCOL_ERROR };
+        let refused = match s.state.remote() {
+            Some(Remote::Body) => None,
+            // §8.1: DATA before the response head.
+            Some(Remote::AwaitingHead) => Some(ErrorCode::PROTOCOL_ERROR),
+            // §5.1: half-closed (remote).
+            None => Some(ErrorCode::STREAM_CLOSED),
+        };
+        if let Some(code) = refused {
             self.discard_received(flow_len);
             self.stream_error(key, code);
             return Ok(());
@@ -529,8 +510,8 @@ impl ClientConnection {
             self.events.push_back(Event::Data { stream: key, data: payload, end_stream });
         }
         if end_stream {
-            self.streams[key].recv_ended = true;
-            self.maybe_close(key);
+            let end = self.streams[key].state.received_end_stream();
+            self.after_end_stream(key, end);
         }
         if padding > 0 {
             self.queue_window_updates(Some(key));
@@ -552,11 +533,12 @@ impl ClientConnection {
             return Ok(());
         };
         let s = &mut self.streams[key];
-        if s.recv_ended {
+        let Some(remote) = s.state.remote() else {
+            // §5.1: half-closed (remote).
             self.stream_error(key, ErrorCode::STREAM_CLOSED);
             return Ok(());
-        }
-        if !s.head_received {
+        };
+        if remote == Remote::AwaitingHead {
             let status =
                 fields.iter().find(|(name, _)| &name[..] == b":status").and_then(|(_, value)| parse_status(value));
             match status {
@@ -570,7 +552,7 @@ impl ClientConnection {
                     self.stream_error(key, ErrorCode::PROTOCOL_ERROR);
                     return Ok(());
                 }
-                Some(_) => s.head_received = true,
+                Some(_) => s.state.received_head(),
             }
         } else if !end_stream || fields.iter().any(|(name, _)| name.starts_with(b":")) {
             // §8.1: a second HEADERS is trailers, which end the stream and
@@ -580,8 +562,8 @@ impl ClientConnection {
         }
         self.events.push_back(Event::Headers { stream: key, fields, end_stream });
         if end_stream {
-            self.streams[key].recv_ended = true;
-            self.maybe_close(key);
+            let end = self.streams[key].state.received_end_stream();
+            self.after_end_stream(key, end);
         }
         Ok(())
     }
@@ -609,7 +591,8 @@ impl ClientConnection {
             Lookup::Idle => Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "RST_STREAM on an idle stream")),
             Lookup::Closed => Ok(()),
             Lookup::Live(key) => {
-                if self.streams[key].recv_ended && code == ErrorCode::NO_ERROR {
+                let response_complete = self.streams[key].state.response_complete_id().is_some();
+                if response_complete && code == ErrorCode::NO_ERROR {
                     // §8.1: the response is complete, the server just asks
                     // us to stop sending. Not a failure.
                     self.terminate(key, None, None);
@@ -634,7 +617,7 @@ impl ClientConnection {
                 setting::INITIAL_WINDOW_SIZE => {
                     // §6.9.2: shift every stream's send window by the delta.
                     let delta = i64::from(value) - i64::from(self.peer.initial_window_size);
-                    for (_, s) in self.streams.iter_mut().filter(|(_, s)| !s.closed) {
+                    for (_, s) in self.streams.iter_mut().filter(|(_, s)| !s.state.is_closed()) {
                         if s.send_window.adjust(delta).is_err() {
                             return Err(ConnError::Protocol(
                                 ErrorCode::FLOW_CONTROL_ERROR,
@@ -664,8 +647,12 @@ impl ClientConnection {
         self.goaway_received = Some(last);
         self.events.push_back(Event::GoAway { last_stream_id, code, debug });
         // §6.8: streams above the last id were never processed.
-        let refused: Vec<StreamRef> =
-            self.streams.iter().filter(|(_, s)| !s.closed && (s.id == 0 || s.id > last)).map(|(key, _)| key).collect();
+        let refused: Vec<StreamRef> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.state.is_closed() && s.state.id().is_none_or(|id| id > last))
+            .map(|(key, _)| key)
+            .collect();
         for key in refused {
             self.terminate(key, None, Some((ErrorCode::REFUSED_STREAM, true)));
         }
@@ -693,42 +680,52 @@ impl ClientConnection {
     }
 
     // ----- stream lifecycle ------------------------------------------------
+    //
+    // The transitions themselves are `State`'s methods (`src/h2/state.rs`);
+    // here is what the connection does around them.
 
     /// The peer broke a stream rule: RST_STREAM and report (§5.4.2).
     fn stream_error(&mut self, key: StreamRef, code: ErrorCode) {
         self.terminate(key, Some(code), Some((code, false)));
     }
 
-    fn maybe_close(&mut self, key: StreamRef) {
-        let s = &self.streams[key];
-        if s.end_sent && s.recv_ended && !s.closed {
-            self.terminate(key, None, None);
+    /// After END_STREAM went either way: if that was the second one, the
+    /// stream is closed (§5.1) and the connection forgets it.
+    fn after_end_stream(&mut self, key: StreamRef, end: EndStream) {
+        if let EndStream::Closed { id } = end {
+            self.forget(key, Some(id), None, None);
         }
     }
 
-    /// End a stream: optionally send RST_STREAM `rst`, optionally report
-    /// `Reset { code, retryable }`, then `Closed`.
+    /// End a stream early (§5.1: any state → closed): optionally send
+    /// RST_STREAM `rst`, optionally report `Reset { code, retryable }`, then
+    /// `Closed`. Nothing for a stream already closed.
     fn terminate(&mut self, key: StreamRef, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
         let Some(s) = self.streams.get_mut(key) else {
             return;
         };
-        if s.closed {
+        if s.state.is_closed() {
             return;
         }
-        s.closed = true;
-        s.send_queue.clear();
-        self.total_queued -= s.queued;
-        s.queued = 0;
-        s.pending_head = None;
-        if s.id == 0 {
-            self.waiting.retain(|&k| k != key);
-        } else {
-            self.ids.remove(&s.id);
-            self.open_count -= 1;
-            if let Some(code) = rst {
-                if self.fatal.is_none() {
-                    frame::encode_rst_stream(&mut self.scratch, s.id, code);
-                    self.resets_sent += 1;
+        let id = s.state.close();
+        self.forget(key, id, rst, report);
+    }
+
+    /// The bookkeeping for a stream that just closed and had `id` (`None`:
+    /// it was still waiting for a slot): drop its queue, unmap or unqueue
+    /// it, send `rst`, report, and hand its slot on.
+    fn forget(&mut self, key: StreamRef, id: Option<u32>, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
+        self.drop_send_queue(key);
+        match id {
+            None => self.waiting.retain(|&k| k != key),
+            Some(id) => {
+                self.ids.remove(&id);
+                self.open_count -= 1;
+                if let Some(code) = rst {
+                    if self.fatal.is_none() {
+                        frame::encode_rst_stream(&mut self.scratch, id, code);
+                        self.resets_sent += 1;
+                    }
                 }
             }
         }
@@ -748,7 +745,7 @@ impl ClientConnection {
             let Some(key) = self.waiting.pop_front() else {
                 break;
             };
-            let fields = self.streams[key].pending_head.take().unwrap_or_default();
+            let fields = self.streams[key].state.take_head();
             self.activate(key, fields.iter().map(|(n, v)| (&n[..], &v[..])));
         }
     }
@@ -757,130 +754,19 @@ impl ClientConnection {
         self.fatal.is_none() && !self.goaway_sent && self.goaway_received.is_none()
     }
 
-    /// Assign the next id and queue the HEADERS.
+    /// Assign the next id and queue the HEADERS (§5.1.1: ids are odd and
+    /// increase, so they are handed out only here, in sending order).
     fn activate<'a>(&mut self, key: StreamRef, fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
         let id = self.next_stream_id;
         self.next_stream_id += 2;
         self.ids.insert(id, key);
         self.open_count += 1;
         let s = &mut self.streams[key];
-        s.id = id;
-        let end_stream = s.end_requested && s.queued == 0;
-        s.end_sent = end_stream;
+        let end_stream = s.state.activate(id, s.send.is_empty());
         self.hpack_buf.clear();
         self.encoder.encode(fields, &mut self.hpack_buf);
         frame::encode_headers(&mut self.scratch, id, &self.hpack_buf, end_stream, self.peer.max_frame_size);
         self.mark_ready(key);
-    }
-
-    fn mark_ready(&mut self, key: StreamRef) {
-        if let Some(s) = self.streams.get_mut(key) {
-            if !s.closed && s.id != 0 && !s.in_ready && s.has_send_work() {
-                s.in_ready = true;
-                self.ready.push_back(key);
-            }
-        }
-    }
-
-    // ----- output: DATA scheduling -----------------------------------------
-
-    /// Emit DATA frames round-robin, one frame per stream per pass, as far
-    /// as the windows and the peer's frame size allow.
-    fn flush_sends(&mut self) {
-        if self.fatal.is_some() {
-            return;
-        }
-        let mut progress = true;
-        while progress {
-            progress = false;
-            for _ in 0..self.ready.len() {
-                let Some(key) = self.ready.pop_front() else {
-                    break;
-                };
-                let Some(s) = self.streams.get_mut(key) else {
-                    continue;
-                };
-                s.in_ready = false;
-                if s.closed || s.id == 0 {
-                    continue;
-                }
-                if s.queued == 0 {
-                    if s.end_requested && !s.end_sent {
-                        // An empty DATA frame needs no window (§6.9.1).
-                        self.emit_data(key, 0, true);
-                        progress = true;
-                        self.maybe_close(key);
-                    }
-                    continue;
-                }
-                let limit = s.send_window.usable().min(self.conn_send.usable()).min(self.peer.max_frame_size as usize);
-                if limit == 0 {
-                    if s.send_window.usable() > 0 {
-                        // Only the connection window is closed: keep its turn.
-                        s.in_ready = true;
-                        self.ready.push_back(key);
-                    } else {
-                        // Parked until a WINDOW_UPDATE for this stream; the
-                        // caller hears about the reopening.
-                        s.want_ready = true;
-                    }
-                    continue;
-                }
-                let n = limit.min(s.queued);
-                let end_stream = s.end_requested && n == s.queued;
-                self.emit_data(key, n, end_stream);
-                progress = true;
-                let s = &mut self.streams[key];
-                if end_stream {
-                    self.maybe_close(key);
-                    continue;
-                }
-                if s.want_ready && s.queued <= SEND_LOW_WATER && !s.end_requested {
-                    s.want_ready = false;
-                    // One SendReady answers a capacity request too (the
-                    // waiter list drops entries whose flag is clear).
-                    s.want_capacity = false;
-                    self.events.push_back(Event::SendReady { stream: key });
-                }
-                if s.has_send_work() {
-                    s.in_ready = true;
-                    self.ready.push_back(key);
-                }
-            }
-        }
-    }
-
-    /// One DATA frame of the next `n` queued octets: a head in `scratch`,
-    /// then the segments themselves (sliced, not copied).
-    fn emit_data(&mut self, key: StreamRef, n: usize, end_stream: bool) {
-        let s = &mut self.streams[key];
-        self.scratch.extend_from_slice(&frame::data_head(s.id, n as u32, end_stream));
-        if end_stream {
-            s.end_sent = true;
-        }
-        if n == 0 {
-            return;
-        }
-        if !self.scratch.is_empty() {
-            let sealed = self.scratch.split().freeze();
-            self.output_queued += sealed.len();
-            self.output.push_back(sealed);
-        }
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = s.send_queue.front_mut() else {
-                break;
-            };
-            let segment =
-                if front.len() <= left { s.send_queue.pop_front().unwrap_or_default() } else { front.split_to(left) };
-            left -= segment.len();
-            self.output_queued += segment.len();
-            self.output.push_back(segment);
-        }
-        s.queued -= n;
-        self.total_queued -= n;
-        s.send_window.consume(n);
-        self.conn_send.consume(n);
     }
 
     /// WINDOW_UPDATEs due on the connection and on stream `key`.
@@ -889,9 +775,10 @@ impl ClientConnection {
             return;
         }
         if let Some(s) = key.and_then(|key| self.streams.get_mut(key)) {
-            if !s.closed && !s.recv_ended {
+            // Not once the peer can send no more on it (§6.9).
+            if let Some(id) = s.state.receiving_id() {
                 if let Some(n) = s.recv_window.take_update() {
-                    frame::encode_window_update(&mut self.scratch, s.id, n);
+                    frame::encode_window_update(&mut self.scratch, id, n);
                 }
             }
         }
@@ -910,12 +797,16 @@ impl ClientConnection {
         self.goaway_sent = true;
         self.fatal = Some(err);
         self.continuation = None;
-        let live: Vec<(StreamRef, bool)> =
-            self.streams.iter().filter(|(_, s)| !s.closed).map(|(key, s)| (key, s.id == 0)).collect();
+        let live: Vec<(StreamRef, bool)> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.state.is_closed())
+            .map(|(key, s)| (key, s.state.id().is_none()))
+            .collect();
         for (key, never_sent) in live {
             self.terminate(key, None, Some((err.code(), never_sent)));
         }
-        self.ready.clear();
+        self.sends.clear();
     }
 
     // ----- public stream API -------------------------------------------------
@@ -933,166 +824,26 @@ impl ClientConnection {
         if list_size > self.peer.max_header_list_size as usize {
             return Err(OpenError::HeaderListTooLarge);
         }
-        let key = self.streams.insert(Stream {
-            id: 0,
-            pending_head: None,
-            send_queue: VecDeque::new(),
-            queued: 0,
-            end_requested: end_stream,
-            end_sent: false,
-            send_window: SendWindow::new(self.peer.initial_window_size),
-            in_ready: false,
-            want_ready: false,
-            want_capacity: false,
-            recv_window: RecvWindow::new(self.cfg.stream_window),
-            head_received: false,
-            recv_ended: false,
-            closed: false,
-        });
         let slot_free = self.open_count < self.peer.max_concurrent_streams as usize;
-        if self.waiting.is_empty() && slot_free {
+        let send_now = self.waiting.is_empty() && slot_free;
+        // Only a stream that has to wait keeps a copy of its head.
+        let head = if send_now {
+            HeaderList::new()
+        } else {
+            fields.iter().map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v))).collect()
+        };
+        let key = self.streams.insert(Stream {
+            state: State::queued(head, end_stream),
+            send: SendQueue::default(),
+            send_window: SendWindow::new(self.peer.initial_window_size),
+            recv_window: RecvWindow::new(self.cfg.stream_window),
+        });
+        if send_now {
             self.activate(key, fields.iter().copied());
         } else {
-            self.streams[key].pending_head =
-                Some(fields.iter().map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v))).collect());
             self.waiting.push_back(key);
         }
         Ok(key)
-    }
-
-    /// How much more the caller should queue on the stream now: what its
-    /// own and the connection's send windows take at once beyond its queue,
-    /// or what is left of `queue_allowance` (while all streams together
-    /// queue less than `queue_budget`), whichever is more. 0 while the output
-    /// is over `output_budget`, and for a stream that ended. A caller that
-    /// reads its source only this far keeps about `output_budget` plus
-    /// `queue_budget` in memory, whatever the peer's windows and however
-    /// many streams there are.
-    pub fn send_capacity(&self, stream: StreamRef) -> usize {
-        match self.streams.get(stream) {
-            Some(s) if !s.closed && !s.end_requested && self.output_len() < self.cfg.output_budget => {
-                let windows = if s.id == 0 { 0 } else { s.send_window.usable().min(self.conn_send.usable()) };
-                let allowance = if self.total_queued < self.cfg.queue_budget { self.cfg.queue_allowance } else { 0 };
-                windows.max(allowance).saturating_sub(s.queued)
-            }
-            _ => 0,
-        }
-    }
-
-    /// Ask for an [`Event::SendReady`] once [`Self::send_capacity`] is above
-    /// zero (a window update, the stream getting its id, or the output
-    /// falling below the budget). Lets a caller
-    /// read its source only as fast as the peer takes the bytes.
-    pub fn want_capacity(&mut self, stream: StreamRef) {
-        if let Some(s) = self.streams.get_mut(stream) {
-            if !s.closed && !s.want_capacity {
-                s.want_capacity = true;
-                self.capacity_waiters.push_back(stream);
-            }
-        }
-    }
-
-    /// Tell waiting streams that they can send, oldest first. While the
-    /// output budget is what holds them back, only as many as the free
-    /// budget can take are told (a thundering herd of readers would mostly
-    /// find it gone again); the others keep their place in the line.
-    fn notify_capacity(&mut self) {
-        // Nobody can be told: no waiters, the output is over budget, or no
-        // window is open and the queue budget is spent.
-        let no_allowance = self.total_queued >= self.cfg.queue_budget && self.conn_send.usable() == 0;
-        if self.capacity_waiters.is_empty() || self.output_len() >= self.cfg.output_budget || no_allowance {
-            return;
-        }
-        let mut budget = self.cfg.output_budget.saturating_sub(self.output_len());
-        let mut kept = VecDeque::new();
-        while let Some(key) = self.capacity_waiters.pop_front() {
-            let live = self.streams.get(key).is_some_and(|s| !s.closed && !s.end_requested && s.want_capacity);
-            if !live {
-                continue;
-            }
-            let capacity = self.send_capacity(key);
-            if capacity == 0 || budget == 0 {
-                kept.push_back(key);
-                continue;
-            }
-            budget = budget.saturating_sub(capacity.min(NOTIFY_ESTIMATE));
-            let s = &mut self.streams[key];
-            s.want_capacity = false;
-            s.want_ready = false;
-            self.events.push_back(Event::SendReady { stream: key });
-        }
-        self.capacity_waiters = kept;
-    }
-
-    /// Queue request body bytes (already gRPC-framed) on the stream and
-    /// frame what the windows allow. Ignored after `send_end`, `reset` or
-    /// once the stream is closed.
-    pub fn send_data(&mut self, stream: StreamRef, data: Bytes) {
-        self.queue_data(stream, data);
-        self.flush_stream(stream);
-    }
-
-    /// Like [`Self::send_data`], but more follows at once: nothing is framed
-    /// until the next `send_data`, `flush_stream` or `send_end`, so a message
-    /// prefix and its payload (or the last bytes and END_STREAM) share one
-    /// DATA frame.
-    pub fn send_data_more(&mut self, stream: StreamRef, data: Bytes) {
-        self.queue_data(stream, data);
-    }
-
-    /// Frame whatever the windows allow and tell capacity waiters. For the
-    /// caller to run before it writes: state can change between frames
-    /// without a window update (a reset frees a concurrency slot and queue
-    /// budget, another stream's send drains a queue), and a waiter must not
-    /// be left to hear of it only when the peer next sends something.
-    pub fn settle(&mut self) {
-        self.flush_sends();
-        self.notify_capacity();
-    }
-
-    /// Frame what `send_data_more` queued, as far as the windows allow.
-    pub fn flush_stream(&mut self, stream: StreamRef) {
-        if self.streams.get(stream).is_none_or(|s| s.queued == 0) {
-            return;
-        }
-        self.mark_ready(stream);
-        self.flush_sends();
-        if let Some(s) = self.streams.get_mut(stream) {
-            if s.queued > SEND_LOW_WATER {
-                s.want_ready = true;
-            }
-        }
-    }
-
-    fn queue_data(&mut self, stream: StreamRef, data: Bytes) -> bool {
-        let Some(s) = self.streams.get_mut(stream) else {
-            return false;
-        };
-        if s.closed || s.end_requested || data.is_empty() {
-            return false;
-        }
-        s.queued += data.len();
-        self.total_queued += data.len();
-        s.send_queue.push_back(data);
-        true
-    }
-
-    /// Half-close once everything queued has been sent.
-    pub fn send_end(&mut self, stream: StreamRef) {
-        let Some(s) = self.streams.get_mut(stream) else {
-            return;
-        };
-        if s.closed || s.end_requested {
-            return;
-        }
-        s.end_requested = true;
-        self.mark_ready(stream);
-        self.flush_sends();
-    }
-
-    /// Octets accepted by `send_data` and not yet framed into the output.
-    pub fn queued(&self, stream: StreamRef) -> usize {
-        self.streams.get(stream).map_or(0, |s| s.queued)
     }
 
     /// Abandon the stream; `Closed` follows. RST_STREAM is sent only if the
@@ -1101,21 +852,16 @@ impl ClientConnection {
     /// an empty END_STREAM DATA instead, which costs none of the peer's
     /// reset allowance (§14). Ended streams are never reset.
     pub fn reset(&mut self, stream: StreamRef, code: ErrorCode) {
-        let Some(s) = self.streams.get_mut(stream) else {
+        let Some(s) = self.streams.get(stream) else {
             return;
         };
-        if s.closed {
-            return;
-        }
-        if s.id != 0 && s.recv_ended && self.fatal.is_none() {
-            s.send_queue.clear();
-            self.total_queued -= s.queued;
-            s.queued = 0;
-            if !s.end_sent {
-                self.emit_data(stream, 0, true);
+        if let Some(id) = s.state.response_complete_id() {
+            if self.fatal.is_none() {
+                // Half-closed (remote): END_STREAM closes it (§5.1).
+                self.drop_send_queue(stream);
+                self.emit_data(stream, id, 0, true);
+                return;
             }
-            self.maybe_close(stream);
-            return;
         }
         self.terminate(stream, Some(code), None);
     }
