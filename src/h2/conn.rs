@@ -9,10 +9,13 @@
 //! received is handed out as slices of the read buffer, DATA sent goes out as
 //! the caller's own `Bytes` segments behind 9-byte heads.
 //!
-//! Owned here: the stream table (a slab addressed by [`StreamRef`]), the
-//! HPACK encoder and decoder (whose dynamic table must see every header block,
-//! even on streams we no longer track), both directions of flow control, the
-//! concurrency queue and the output queue.
+//! Owned here: the stream table (a slab addressed by [`StreamRef`], each
+//! entry's lifecycle a `State` from `state.rs`), the HPACK encoder and
+//! decoder (whose dynamic table must see every header block, even on streams
+//! we no longer track), both directions of flow control, the concurrency
+//! queue and the output queue. The send side — send queues, the DATA
+//! round-robin and the capacity offered to the caller — is the child module
+//! `send` (`conn/send.rs`). `LIFECYCLE.md` has the states and transitions.
 //!
 //! Invariants:
 //! * a stream gets its id only when its HEADERS are queued, so ids on the wire
