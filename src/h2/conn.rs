@@ -809,7 +809,7 @@ impl ClientConnection {
         for (key, never_sent) in live {
             self.terminate(key, None, Some((err.code(), never_sent)));
         }
-        self.sends.clear();
+        self.sends.clear_ready();
     }
 
     // ----- public stream API -------------------------------------------------

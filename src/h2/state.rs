@@ -111,7 +111,8 @@ impl State {
     }
 
     /// The peer's side, while it may still send: `None` once the response
-    /// ended or the stream closed.
+    /// ended or the stream closed (`AwaitingHead` while queued: nothing can
+    /// arrive before our HEADERS).
     pub(super) fn remote(&self) -> Option<Remote> {
         match self.inner {
             Inner::Open { remote, .. } | Inner::HalfClosedLocal { remote, .. } => Some(remote),

@@ -75,7 +75,7 @@ pub(super) struct SendSchedule {
 
 impl SendSchedule {
     /// A connection error: nothing more will be framed.
-    pub(super) fn clear(&mut self) {
+    pub(super) fn clear_ready(&mut self) {
         self.ready.clear();
     }
 }
