@@ -9,10 +9,13 @@
 //! received is handed out as slices of the read buffer, DATA sent goes out as
 //! the caller's own `Bytes` segments behind 9-byte heads.
 //!
-//! Owned here: the stream table (a slab addressed by [`StreamRef`]), the
-//! HPACK encoder and decoder (whose dynamic table must see every header block,
-//! even on streams we no longer track), both directions of flow control, the
-//! concurrency queue and the output queue.
+//! Owned here: the stream table (a slab addressed by [`StreamRef`], each
+//! entry's lifecycle a `State` from `state.rs`), the HPACK encoder and
+//! decoder (whose dynamic table must see every header block, even on streams
+//! we no longer track), both directions of flow control, the concurrency
+//! queue and the output queue. The send side — send queues, the DATA
+//! round-robin and the capacity offered to the caller — is the child module
+//! `send` (`conn/send.rs`). `LIFECYCLE.md` has the states and transitions.
 //!
 //! Invariants:
 //! * a stream gets its id only when its HEADERS are queued, so ids on the wire
@@ -33,12 +36,16 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
+use self::send::{SendQueue, SendSchedule};
 use super::flow::{RecvWindow, SendWindow};
 use super::frame::{
     self, decode_frame, setting, ErrorCode, Frame, FrameError, DEFAULT_INITIAL_WINDOW_SIZE, DEFAULT_MAX_FRAME_SIZE,
     MAX_MAX_FRAME_SIZE, MAX_STREAM_ID, MAX_WINDOW_SIZE,
 };
+use super::state::{EndStream, Remote, State};
 use crate::hpack;
+
+mod send;
 
 /// Local handle of a stream (a slab key).
 pub type StreamRef = usize;
@@ -53,10 +60,6 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// below after having been above it, or after its own send window, having
 /// blocked it, reopens and it sends again.
 pub const SEND_LOW_WATER: usize = 64 * 1024;
-
-/// What a stream told it may send is expected to queue at most, when
-/// sharing out the output budget ([`ClientConnection::want_capacity`]).
-const NOTIFY_ESTIMATE: usize = 64 * 1024;
 
 /// Bound on one assembled header block (HEADERS + CONTINUATIONs). We
 /// advertise a 64 KiB header list; a compressed block four times that is
@@ -223,35 +226,16 @@ impl Default for PeerSettings {
     }
 }
 
+/// One stream's slab entry.
 struct Stream {
-    /// 0 until HEADERS are queued.
-    id: u32,
-    /// Request fields of a stream waiting for a concurrency slot.
-    pending_head: Option<HeaderList>,
-    send_queue: VecDeque<Bytes>,
-    /// Octets in `send_queue`.
-    queued: usize,
-    end_requested: bool,
-    end_sent: bool,
+    /// Where it is in its lifecycle (§5.1), with its id once it has one.
+    state: State,
+    /// Request body not yet framed ([`send`]).
+    send: SendQueue,
     send_window: SendWindow,
-    /// In the connection's round-robin `ready` list.
-    in_ready: bool,
-    /// Owes an [`Event::SendReady`].
-    want_ready: bool,
-    /// In `capacity_waiters`: owes an [`Event::SendReady`] once it has
-    /// send capacity ([`ClientConnection::want_capacity`]).
-    want_capacity: bool,
+    /// Kept after the stream closes, until [`Event::Closed`] is polled: the
+    /// caller may still release delivered bytes.
     recv_window: RecvWindow,
-    head_received: bool,
-    recv_ended: bool,
-    /// [`Event::Closed`] is queued; the slab entry goes when it is polled.
-    closed: bool,
-}
-
-impl Stream {
-    fn has_send_work(&self) -> bool {
-        self.queued > 0 || (self.end_requested && !self.end_sent)
-    }
 }
 
 /// A header block being assembled from HEADERS + CONTINUATION (§4.3).
@@ -279,12 +263,8 @@ pub struct ClientConnection {
     ids: HashMap<u32, StreamRef>,
     /// Streams waiting for a concurrency slot, FIFO.
     waiting: VecDeque<StreamRef>,
-    /// Streams with something to send, served round-robin.
-    ready: VecDeque<StreamRef>,
-    /// Streams that asked to hear when they can send ([`Self::want_capacity`]).
-    capacity_waiters: VecDeque<StreamRef>,
-    /// Sum of every stream's `queued`.
-    total_queued: usize,
+    /// The round-robin and the capacity line ([`send`]).
+    sends: SendSchedule,
     next_stream_id: u32,
     /// Streams with an id that are not closed.
     open_count: usize,
@@ -340,9 +320,7 @@ impl ClientConnection {
             streams: Slab::new(),
             ids: HashMap::new(),
             waiting: VecDeque::new(),
-            ready: VecDeque::new(),
-            capacity_waiters: VecDeque::new(),
-            total_queued: 0,
+            sends: SendSchedule::default(),
             next_stream_id: 1,
             open_count: 0,
             events: VecDeque::new(),
@@ -508,8 +486,14 @@ impl ClientConnection {
             return Ok(());
         };
         let s = &mut self.streams[key];
-        if !s.head_received || s.recv_ended {
-            let code = if s.recv_ended { ErrorCode::STREAM_CLOSED } else { ErrorCode::PROTOCOL_ERROR };
+        let refused = match s.state.remote() {
+            Some(Remote::Body) => None,
+            // §8.1: DATA before the response head.
+            Some(Remote::AwaitingHead) => Some(ErrorCode::PROTOCOL_ERROR),
+            // §5.1: half-closed (remote).
+            None => Some(ErrorCode::STREAM_CLOSED),
+        };
+        if let Some(code) = refused {
             self.discard_received(flow_len);
             self.stream_error(key, code);
             return Ok(());
@@ -529,8 +513,8 @@ impl ClientConnection {
             self.events.push_back(Event::Data { stream: key, data: payload, end_stream });
         }
         if end_stream {
-            self.streams[key].recv_ended = true;
-            self.maybe_close(key);
+            let end = self.streams[key].state.received_end_stream();
+            self.after_end_stream(key, end);
         }
         if padding > 0 {
             self.queue_window_updates(Some(key));
@@ -552,11 +536,12 @@ impl ClientConnection {
             return Ok(());
         };
         let s = &mut self.streams[key];
-        if s.recv_ended {
+        let Some(remote) = s.state.remote() else {
+            // §5.1: half-closed (remote).
             self.stream_error(key, ErrorCode::STREAM_CLOSED);
             return Ok(());
-        }
-        if !s.head_received {
+        };
+        if remote == Remote::AwaitingHead {
             let status =
                 fields.iter().find(|(name, _)| &name[..] == b":status").and_then(|(_, value)| parse_status(value));
             match status {
@@ -570,7 +555,7 @@ impl ClientConnection {
                     self.stream_error(key, ErrorCode::PROTOCOL_ERROR);
                     return Ok(());
                 }
-                Some(_) => s.head_received = true,
+                Some(_) => s.state.received_head(),
             }
         } else if !end_stream || fields.iter().any(|(name, _)| name.starts_with(b":")) {
             // §8.1: a second HEADERS is trailers, which end the stream and
@@ -580,8 +565,8 @@ impl ClientConnection {
         }
         self.events.push_back(Event::Headers { stream: key, fields, end_stream });
         if end_stream {
-            self.streams[key].recv_ended = true;
-            self.maybe_close(key);
+            let end = self.streams[key].state.received_end_stream();
+            self.after_end_stream(key, end);
         }
         Ok(())
     }
@@ -609,7 +594,8 @@ impl ClientConnection {
             Lookup::Idle => Err(ConnError::Protocol(ErrorCode::PROTOCOL_ERROR, "RST_STREAM on an idle stream")),
             Lookup::Closed => Ok(()),
             Lookup::Live(key) => {
-                if self.streams[key].recv_ended && code == ErrorCode::NO_ERROR {
+                let response_complete = self.streams[key].state.response_complete_id().is_some();
+                if response_complete && code == ErrorCode::NO_ERROR {
                     // §8.1: the response is complete, the server just asks
                     // us to stop sending. Not a failure.
                     self.terminate(key, None, None);
@@ -634,7 +620,7 @@ impl ClientConnection {
                 setting::INITIAL_WINDOW_SIZE => {
                     // §6.9.2: shift every stream's send window by the delta.
                     let delta = i64::from(value) - i64::from(self.peer.initial_window_size);
-                    for (_, s) in self.streams.iter_mut().filter(|(_, s)| !s.closed) {
+                    for (_, s) in self.streams.iter_mut().filter(|(_, s)| !s.state.is_closed()) {
                         if s.send_window.adjust(delta).is_err() {
                             return Err(ConnError::Protocol(
                                 ErrorCode::FLOW_CONTROL_ERROR,
@@ -664,8 +650,12 @@ impl ClientConnection {
         self.goaway_received = Some(last);
         self.events.push_back(Event::GoAway { last_stream_id, code, debug });
         // §6.8: streams above the last id were never processed.
-        let refused: Vec<StreamRef> =
-            self.streams.iter().filter(|(_, s)| !s.closed && (s.id == 0 || s.id > last)).map(|(key, _)| key).collect();
+        let refused: Vec<StreamRef> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.state.is_closed() && s.state.id().is_none_or(|id| id > last))
+            .map(|(key, _)| key)
+            .collect();
         for key in refused {
             self.terminate(key, None, Some((ErrorCode::REFUSED_STREAM, true)));
         }
@@ -693,42 +683,52 @@ impl ClientConnection {
     }
 
     // ----- stream lifecycle ------------------------------------------------
+    //
+    // The transitions themselves are `State`'s methods (`src/h2/state.rs`);
+    // here is what the connection does around them.
 
     /// The peer broke a stream rule: RST_STREAM and report (§5.4.2).
     fn stream_error(&mut self, key: StreamRef, code: ErrorCode) {
         self.terminate(key, Some(code), Some((code, false)));
     }
 
-    fn maybe_close(&mut self, key: StreamRef) {
-        let s = &self.streams[key];
-        if s.end_sent && s.recv_ended && !s.closed {
-            self.terminate(key, None, None);
+    /// After END_STREAM went either way: if that was the second one, the
+    /// stream is closed (§5.1) and the connection forgets it.
+    fn after_end_stream(&mut self, key: StreamRef, end: EndStream) {
+        if let EndStream::Closed { id } = end {
+            self.forget(key, Some(id), None, None);
         }
     }
 
-    /// End a stream: optionally send RST_STREAM `rst`, optionally report
-    /// `Reset { code, retryable }`, then `Closed`.
+    /// End a stream early (§5.1: any state → closed): optionally send
+    /// RST_STREAM `rst`, optionally report `Reset { code, retryable }`, then
+    /// `Closed`. Nothing for a stream already closed.
     fn terminate(&mut self, key: StreamRef, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
         let Some(s) = self.streams.get_mut(key) else {
             return;
         };
-        if s.closed {
+        if s.state.is_closed() {
             return;
         }
-        s.closed = true;
-        s.send_queue.clear();
-        self.total_queued -= s.queued;
-        s.queued = 0;
-        s.pending_head = None;
-        if s.id == 0 {
-            self.waiting.retain(|&k| k != key);
-        } else {
-            self.ids.remove(&s.id);
-            self.open_count -= 1;
-            if let Some(code) = rst {
-                if self.fatal.is_none() {
-                    frame::encode_rst_stream(&mut self.scratch, s.id, code);
-                    self.resets_sent += 1;
+        let id = s.state.close();
+        self.forget(key, id, rst, report);
+    }
+
+    /// The bookkeeping for a stream that just closed and had `id` (`None`:
+    /// it was still waiting for a slot): drop its queue, unmap or unqueue
+    /// it, send `rst`, report, and hand its slot on.
+    fn forget(&mut self, key: StreamRef, id: Option<u32>, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
+        self.drop_send_queue(key);
+        match id {
+            None => self.waiting.retain(|&k| k != key),
+            Some(id) => {
+                self.ids.remove(&id);
+                self.open_count -= 1;
+                if let Some(code) = rst {
+                    if self.fatal.is_none() {
+                        frame::encode_rst_stream(&mut self.scratch, id, code);
+                        self.resets_sent += 1;
+                    }
                 }
             }
         }
@@ -748,7 +748,7 @@ impl ClientConnection {
             let Some(key) = self.waiting.pop_front() else {
                 break;
             };
-            let fields = self.streams[key].pending_head.take().unwrap_or_default();
+            let fields = self.streams[key].state.take_head();
             self.activate(key, fields.iter().map(|(n, v)| (&n[..], &v[..])));
         }
     }
@@ -757,130 +757,19 @@ impl ClientConnection {
         self.fatal.is_none() && !self.goaway_sent && self.goaway_received.is_none()
     }
 
-    /// Assign the next id and queue the HEADERS.
+    /// Assign the next id and queue the HEADERS (§5.1.1: ids are odd and
+    /// increase, so they are handed out only here, in sending order).
     fn activate<'a>(&mut self, key: StreamRef, fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
         let id = self.next_stream_id;
         self.next_stream_id += 2;
         self.ids.insert(id, key);
         self.open_count += 1;
         let s = &mut self.streams[key];
-        s.id = id;
-        let end_stream = s.end_requested && s.queued == 0;
-        s.end_sent = end_stream;
+        let end_stream = s.state.activate(id, s.send.is_empty());
         self.hpack_buf.clear();
         self.encoder.encode(fields, &mut self.hpack_buf);
         frame::encode_headers(&mut self.scratch, id, &self.hpack_buf, end_stream, self.peer.max_frame_size);
         self.mark_ready(key);
-    }
-
-    fn mark_ready(&mut self, key: StreamRef) {
-        if let Some(s) = self.streams.get_mut(key) {
-            if !s.closed && s.id != 0 && !s.in_ready && s.has_send_work() {
-                s.in_ready = true;
-                self.ready.push_back(key);
-            }
-        }
-    }
-
-    // ----- output: DATA scheduling -----------------------------------------
-
-    /// Emit DATA frames round-robin, one frame per stream per pass, as far
-    /// as the windows and the peer's frame size allow.
-    fn flush_sends(&mut self) {
-        if self.fatal.is_some() {
-            return;
-        }
-        let mut progress = true;
-        while progress {
-            progress = false;
-            for _ in 0..self.ready.len() {
-                let Some(key) = self.ready.pop_front() else {
-                    break;
-                };
-                let Some(s) = self.streams.get_mut(key) else {
-                    continue;
-                };
-                s.in_ready = false;
-                if s.closed || s.id == 0 {
-                    continue;
-                }
-                if s.queued == 0 {
-                    if s.end_requested && !s.end_sent {
-                        // An empty DATA frame needs no window (§6.9.1).
-                        self.emit_data(key, 0, true);
-                        progress = true;
-                        self.maybe_close(key);
-                    }
-                    continue;
-                }
-                let limit = s.send_window.usable().min(self.conn_send.usable()).min(self.peer.max_frame_size as usize);
-                if limit == 0 {
-                    if s.send_window.usable() > 0 {
-                        // Only the connection window is closed: keep its turn.
-                        s.in_ready = true;
-                        self.ready.push_back(key);
-                    } else {
-                        // Parked until a WINDOW_UPDATE for this stream; the
-                        // caller hears about the reopening.
-                        s.want_ready = true;
-                    }
-                    continue;
-                }
-                let n = limit.min(s.queued);
-                let end_stream = s.end_requested && n == s.queued;
-                self.emit_data(key, n, end_stream);
-                progress = true;
-                let s = &mut self.streams[key];
-                if end_stream {
-                    self.maybe_close(key);
-                    continue;
-                }
-                if s.want_ready && s.queued <= SEND_LOW_WATER && !s.end_requested {
-                    s.want_ready = false;
-                    // One SendReady answers a capacity request too (the
-                    // waiter list drops entries whose flag is clear).
-                    s.want_capacity = false;
-                    self.events.push_back(Event::SendReady { stream: key });
-                }
-                if s.has_send_work() {
-                    s.in_ready = true;
-                    self.ready.push_back(key);
-                }
-            }
-        }
-    }
-
-    /// One DATA frame of the next `n` queued octets: a head in `scratch`,
-    /// then the segments themselves (sliced, not copied).
-    fn emit_data(&mut self, key: StreamRef, n: usize, end_stream: bool) {
-        let s = &mut self.streams[key];
-        self.scratch.extend_from_slice(&frame::data_head(s.id, n as u32, end_stream));
-        if end_stream {
-            s.end_sent = true;
-        }
-        if n == 0 {
-            return;
-        }
-        if !self.scratch.is_empty() {
-            let sealed = self.scratch.split().freeze();
-            self.output_queued += sealed.len();
-            self.output.push_back(sealed);
-        }
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = s.send_queue.front_mut() else {
-                break;
-            };
-            let segment =
-                if front.len() <= left { s.send_queue.pop_front().unwrap_or_default() } else { front.split_to(left) };
-            left -= segment.len();
-            self.output_queued += segment.len();
-            self.output.push_back(segment);
-        }
-        s.queued -= n;
-        self.total_queued -= n;
-        s.send_window.consume(n);
-        self.conn_send.consume(n);
     }
 
     /// WINDOW_UPDATEs due on the connection and on stream `key`.
@@ -889,9 +778,10 @@ impl ClientConnection {
             return;
         }
         if let Some(s) = key.and_then(|key| self.streams.get_mut(key)) {
-            if !s.closed && !s.recv_ended {
+            // Not once the peer can send no more on it (§6.9).
+            if let Some(id) = s.state.receiving_id() {
                 if let Some(n) = s.recv_window.take_update() {
-                    frame::encode_window_update(&mut self.scratch, s.id, n);
+                    frame::encode_window_update(&mut self.scratch, id, n);
                 }
             }
         }
@@ -910,12 +800,16 @@ impl ClientConnection {
         self.goaway_sent = true;
         self.fatal = Some(err);
         self.continuation = None;
-        let live: Vec<(StreamRef, bool)> =
-            self.streams.iter().filter(|(_, s)| !s.closed).map(|(key, s)| (key, s.id == 0)).collect();
+        let live: Vec<(StreamRef, bool)> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.state.is_closed())
+            .map(|(key, s)| (key, s.state.id().is_none()))
+            .collect();
         for (key, never_sent) in live {
             self.terminate(key, None, Some((err.code(), never_sent)));
         }
-        self.ready.clear();
+        self.sends.clear_ready();
     }
 
     // ----- public stream API -------------------------------------------------
@@ -933,166 +827,26 @@ impl ClientConnection {
         if list_size > self.peer.max_header_list_size as usize {
             return Err(OpenError::HeaderListTooLarge);
         }
-        let key = self.streams.insert(Stream {
-            id: 0,
-            pending_head: None,
-            send_queue: VecDeque::new(),
-            queued: 0,
-            end_requested: end_stream,
-            end_sent: false,
-            send_window: SendWindow::new(self.peer.initial_window_size),
-            in_ready: false,
-            want_ready: false,
-            want_capacity: false,
-            recv_window: RecvWindow::new(self.cfg.stream_window),
-            head_received: false,
-            recv_ended: false,
-            closed: false,
-        });
         let slot_free = self.open_count < self.peer.max_concurrent_streams as usize;
-        if self.waiting.is_empty() && slot_free {
+        let send_now = self.waiting.is_empty() && slot_free;
+        // Only a stream that has to wait keeps a copy of its head.
+        let head = if send_now {
+            HeaderList::new()
+        } else {
+            fields.iter().map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v))).collect()
+        };
+        let key = self.streams.insert(Stream {
+            state: State::queued(head, end_stream),
+            send: SendQueue::default(),
+            send_window: SendWindow::new(self.peer.initial_window_size),
+            recv_window: RecvWindow::new(self.cfg.stream_window),
+        });
+        if send_now {
             self.activate(key, fields.iter().copied());
         } else {
-            self.streams[key].pending_head =
-                Some(fields.iter().map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v))).collect());
             self.waiting.push_back(key);
         }
         Ok(key)
-    }
-
-    /// How much more the caller should queue on the stream now: what its
-    /// own and the connection's send windows take at once beyond its queue,
-    /// or what is left of `queue_allowance` (while all streams together
-    /// queue less than `queue_budget`), whichever is more. 0 while the output
-    /// is over `output_budget`, and for a stream that ended. A caller that
-    /// reads its source only this far keeps about `output_budget` plus
-    /// `queue_budget` in memory, whatever the peer's windows and however
-    /// many streams there are.
-    pub fn send_capacity(&self, stream: StreamRef) -> usize {
-        match self.streams.get(stream) {
-            Some(s) if !s.closed && !s.end_requested && self.output_len() < self.cfg.output_budget => {
-                let windows = if s.id == 0 { 0 } else { s.send_window.usable().min(self.conn_send.usable()) };
-                let allowance = if self.total_queued < self.cfg.queue_budget { self.cfg.queue_allowance } else { 0 };
-                windows.max(allowance).saturating_sub(s.queued)
-            }
-            _ => 0,
-        }
-    }
-
-    /// Ask for an [`Event::SendReady`] once [`Self::send_capacity`] is above
-    /// zero (a window update, the stream getting its id, or the output
-    /// falling below the budget). Lets a caller
-    /// read its source only as fast as the peer takes the bytes.
-    pub fn want_capacity(&mut self, stream: StreamRef) {
-        if let Some(s) = self.streams.get_mut(stream) {
-            if !s.closed && !s.want_capacity {
-                s.want_capacity = true;
-                self.capacity_waiters.push_back(stream);
-            }
-        }
-    }
-
-    /// Tell waiting streams that they can send, oldest first. While the
-    /// output budget is what holds them back, only as many as the free
-    /// budget can take are told (a thundering herd of readers would mostly
-    /// find it gone again); the others keep their place in the line.
-    fn notify_capacity(&mut self) {
-        // Nobody can be told: no waiters, the output is over budget, or no
-        // window is open and the queue budget is spent.
-        let no_allowance = self.total_queued >= self.cfg.queue_budget && self.conn_send.usable() == 0;
-        if self.capacity_waiters.is_empty() || self.output_len() >= self.cfg.output_budget || no_allowance {
-            return;
-        }
-        let mut budget = self.cfg.output_budget.saturating_sub(self.output_len());
-        let mut kept = VecDeque::new();
-        while let Some(key) = self.capacity_waiters.pop_front() {
-            let live = self.streams.get(key).is_some_and(|s| !s.closed && !s.end_requested && s.want_capacity);
-            if !live {
-                continue;
-            }
-            let capacity = self.send_capacity(key);
-            if capacity == 0 || budget == 0 {
-                kept.push_back(key);
-                continue;
-            }
-            budget = budget.saturating_sub(capacity.min(NOTIFY_ESTIMATE));
-            let s = &mut self.streams[key];
-            s.want_capacity = false;
-            s.want_ready = false;
-            self.events.push_back(Event::SendReady { stream: key });
-        }
-        self.capacity_waiters = kept;
-    }
-
-    /// Queue request body bytes (already gRPC-framed) on the stream and
-    /// frame what the windows allow. Ignored after `send_end`, `reset` or
-    /// once the stream is closed.
-    pub fn send_data(&mut self, stream: StreamRef, data: Bytes) {
-        self.queue_data(stream, data);
-        self.flush_stream(stream);
-    }
-
-    /// Like [`Self::send_data`], but more follows at once: nothing is framed
-    /// until the next `send_data`, `flush_stream` or `send_end`, so a message
-    /// prefix and its payload (or the last bytes and END_STREAM) share one
-    /// DATA frame.
-    pub fn send_data_more(&mut self, stream: StreamRef, data: Bytes) {
-        self.queue_data(stream, data);
-    }
-
-    /// Frame whatever the windows allow and tell capacity waiters. For the
-    /// caller to run before it writes: state can change between frames
-    /// without a window update (a reset frees a concurrency slot and queue
-    /// budget, another stream's send drains a queue), and a waiter must not
-    /// be left to hear of it only when the peer next sends something.
-    pub fn settle(&mut self) {
-        self.flush_sends();
-        self.notify_capacity();
-    }
-
-    /// Frame what `send_data_more` queued, as far as the windows allow.
-    pub fn flush_stream(&mut self, stream: StreamRef) {
-        if self.streams.get(stream).is_none_or(|s| s.queued == 0) {
-            return;
-        }
-        self.mark_ready(stream);
-        self.flush_sends();
-        if let Some(s) = self.streams.get_mut(stream) {
-            if s.queued > SEND_LOW_WATER {
-                s.want_ready = true;
-            }
-        }
-    }
-
-    fn queue_data(&mut self, stream: StreamRef, data: Bytes) -> bool {
-        let Some(s) = self.streams.get_mut(stream) else {
-            return false;
-        };
-        if s.closed || s.end_requested || data.is_empty() {
-            return false;
-        }
-        s.queued += data.len();
-        self.total_queued += data.len();
-        s.send_queue.push_back(data);
-        true
-    }
-
-    /// Half-close once everything queued has been sent.
-    pub fn send_end(&mut self, stream: StreamRef) {
-        let Some(s) = self.streams.get_mut(stream) else {
-            return;
-        };
-        if s.closed || s.end_requested {
-            return;
-        }
-        s.end_requested = true;
-        self.mark_ready(stream);
-        self.flush_sends();
-    }
-
-    /// Octets accepted by `send_data` and not yet framed into the output.
-    pub fn queued(&self, stream: StreamRef) -> usize {
-        self.streams.get(stream).map_or(0, |s| s.queued)
     }
 
     /// Abandon the stream; `Closed` follows. RST_STREAM is sent only if the
@@ -1101,21 +855,16 @@ impl ClientConnection {
     /// an empty END_STREAM DATA instead, which costs none of the peer's
     /// reset allowance (§14). Ended streams are never reset.
     pub fn reset(&mut self, stream: StreamRef, code: ErrorCode) {
-        let Some(s) = self.streams.get_mut(stream) else {
+        let Some(s) = self.streams.get(stream) else {
             return;
         };
-        if s.closed {
-            return;
-        }
-        if s.id != 0 && s.recv_ended && self.fatal.is_none() {
-            s.send_queue.clear();
-            self.total_queued -= s.queued;
-            s.queued = 0;
-            if !s.end_sent {
-                self.emit_data(stream, 0, true);
+        if let Some(id) = s.state.response_complete_id() {
+            if self.fatal.is_none() {
+                // Half-closed (remote): END_STREAM closes it (§5.1).
+                self.drop_send_queue(stream);
+                self.emit_data(stream, id, 0, true);
+                return;
             }
-            self.maybe_close(stream);
-            return;
         }
         self.terminate(stream, Some(code), None);
     }
@@ -1244,1245 +993,4 @@ fn parse_status(value: &[u8]) -> Option<u16> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::h2::frame::{kind, FrameHead, FRAME_HEAD_LEN};
-
-    const BIG: u32 = MAX_MAX_FRAME_SIZE;
-
-    fn req() -> Vec<(&'static [u8], &'static [u8])> {
-        vec![
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", b"/noslated.data.PushServer/invoke"),
-            (b":authority", b"localhost"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-        ]
-    }
-
-    /// A scripted server: encodes frames with our own encoders and a real
-    /// HPACK encoder, feeds them to the client and decodes what the client
-    /// writes.
-    struct FakeServer {
-        conn: ClientConnection,
-        enc: hpack::Encoder,
-        dec: hpack::Decoder,
-        wire: BytesMut,
-    }
-
-    impl FakeServer {
-        /// A client whose handshake has been checked and written.
-        fn start(cfg: Config) -> FakeServer {
-            let conn = ClientConnection::new(cfg);
-            let mut server =
-                FakeServer { conn, enc: hpack::Encoder::new(), dec: hpack::Decoder::new(4096), wire: BytesMut::new() };
-            server.drain_output();
-            assert!(server.wire.starts_with(PREFACE));
-            server.wire.advance(PREFACE.len());
-            server
-        }
-
-        /// Handshake completed with `settings` from the server.
-        fn ready(cfg: Config, settings: &[(u16, u32)]) -> FakeServer {
-            let mut server = FakeServer::start(cfg);
-            server.frames(); // client SETTINGS + WINDOW_UPDATE
-            server.settings(settings).unwrap();
-            assert_eq!(server.frames(), vec![Frame::Settings { ack: true, params: vec![] }]);
-            server
-        }
-
-        fn drain_output(&mut self) {
-            while self.conn.has_output() {
-                let mut iov = [IoSlice::new(&[]); 8];
-                let n = self.conn.fill_iovecs(&mut iov);
-                assert!(n > 0);
-                let mut written = 0;
-                for slice in &iov[..n] {
-                    self.wire.extend_from_slice(slice);
-                    written += slice.len();
-                }
-                self.conn.advance_output(written);
-            }
-            assert_eq!(self.conn.output_len(), 0);
-        }
-
-        /// Frames the client wrote since the last call.
-        fn frames(&mut self) -> Vec<Frame> {
-            self.drain_output();
-            let mut out = Vec::new();
-            while let Some(f) = decode_frame(&mut self.wire, BIG).expect("client frame is valid") {
-                out.push(f);
-            }
-            assert!(self.wire.is_empty(), "client wrote a partial frame");
-            out
-        }
-
-        fn feed(&mut self, f: &Frame) -> Result<(), ConnError> {
-            let mut b = BytesMut::new();
-            f.encode(&mut b);
-            self.conn.recv(&mut b)
-        }
-
-        fn settings(&mut self, params: &[(u16, u32)]) -> Result<(), ConnError> {
-            self.feed(&Frame::Settings { ack: false, params: params.to_vec() })
-        }
-
-        fn block(&mut self, fields: &[(&str, &str)]) -> Bytes {
-            let mut block = Vec::new();
-            self.enc.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut block);
-            Bytes::from(block)
-        }
-
-        fn headers(&mut self, id: u32, fields: &[(&str, &str)], end: bool) -> Result<(), ConnError> {
-            let block = self.block(fields);
-            self.feed(&Frame::Headers { stream_id: id, block, end_stream: end, end_headers: true })
-        }
-
-        fn data(&mut self, id: u32, payload: &[u8], end: bool) -> Result<(), ConnError> {
-            self.feed(&Frame::Data {
-                stream_id: id,
-                payload: Bytes::copy_from_slice(payload),
-                end_stream: end,
-                flow_len: payload.len() as u32,
-            })
-        }
-
-        fn window_update(&mut self, id: u32, increment: u32) -> Result<(), ConnError> {
-            self.feed(&Frame::WindowUpdate { stream_id: id, increment })
-        }
-
-        fn events(&mut self) -> Vec<Event> {
-            std::iter::from_fn(|| self.conn.poll_event()).collect()
-        }
-
-        fn decode(&mut self, block: &[u8]) -> Vec<(String, String)> {
-            let mut out = Vec::new();
-            self.dec
-                .decode(block, 1 << 20, &mut |n, v| {
-                    out.push((String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
-                })
-                .unwrap();
-            out
-        }
-
-        /// Open a stream and check its HEADERS frame.
-        fn open(&mut self, end: bool) -> (StreamRef, u32) {
-            let stream = self.conn.open(&req(), end).unwrap();
-            let frames = self.frames();
-            let [Frame::Headers { stream_id, block, end_stream, end_headers: true }] = &frames[..] else {
-                panic!("expected one HEADERS, got {frames:?}");
-            };
-            assert_eq!(*end_stream, end);
-            let fields = self.decode(block);
-            assert_eq!(fields[2], (":path".into(), "/noslated.data.PushServer/invoke".into()));
-            (stream, *stream_id)
-        }
-    }
-
-    fn ok_head() -> [(&'static str, &'static str); 2] {
-        [(":status", "200"), ("content-type", "application/grpc+proto")]
-    }
-
-    fn trailers() -> [(&'static str, &'static str); 2] {
-        [("grpc-status", "0"), ("grpc-message", "OK")]
-    }
-
-    /// Sum of DATA payloads per stream id, and whether END_STREAM was seen.
-    fn data_of(frames: &[Frame], id: u32) -> (usize, bool) {
-        let mut n = 0;
-        let mut end = false;
-        for f in frames {
-            if let Frame::Data { stream_id, payload, end_stream, .. } = f {
-                if *stream_id == id {
-                    n += payload.len();
-                    end |= *end_stream;
-                }
-            }
-        }
-        (n, end)
-    }
-
-    fn max_data_frame(frames: &[Frame]) -> usize {
-        frames
-            .iter()
-            .filter_map(|f| match f {
-                Frame::Data { payload, .. } => Some(payload.len()),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
-    fn has_goaway(frames: &[Frame], code: ErrorCode) -> bool {
-        frames.iter().any(|f| matches!(f, Frame::GoAway { code: c, .. } if *c == code))
-    }
-
-    #[test]
-    fn handshake() {
-        let mut server = FakeServer::start(Config::default());
-        assert!(server.conn.is_open_for_streams(), "handshake written");
-        let frames = server.frames();
-        assert_eq!(
-            frames,
-            vec![
-                Frame::Settings {
-                    ack: false,
-                    params: vec![
-                        (setting::ENABLE_PUSH, 0),
-                        (setting::INITIAL_WINDOW_SIZE, 1 << 20),
-                        (setting::MAX_FRAME_SIZE, 16_384),
-                        (setting::HEADER_TABLE_SIZE, 4096),
-                        (setting::MAX_HEADER_LIST_SIZE, 65_536),
-                    ],
-                },
-                Frame::WindowUpdate { stream_id: 0, increment: (16 << 20) - 65_535 },
-            ]
-        );
-        assert!(!server.conn.peer_settings_received());
-        // Node's observed preface: an empty SETTINGS (§14).
-        server.settings(&[]).unwrap();
-        assert!(server.conn.peer_settings_received());
-        assert_eq!(server.frames(), vec![Frame::Settings { ack: true, params: vec![] }]);
-        // Our SETTINGS acknowledged: nothing to answer.
-        server.feed(&Frame::Settings { ack: true, params: vec![] }).unwrap();
-        assert!(server.frames().is_empty());
-        assert!(server.events().is_empty());
-    }
-
-    #[test]
-    fn handshake_not_written_is_not_open() {
-        let conn = ClientConnection::new(Config::default());
-        assert!(!conn.is_open_for_streams());
-        assert!(conn.has_output());
-    }
-
-    #[test]
-    fn server_preface_must_be_settings() {
-        let mut server = FakeServer::start(Config::default());
-        server.frames();
-        let err = server.feed(&Frame::Ping { ack: false, payload: [0; 8] }).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
-        assert!(has_goaway(&server.frames(), ErrorCode::PROTOCOL_ERROR));
-        assert!(!server.conn.is_open_for_streams());
-        // Every later call reports the same error.
-        assert_eq!(server.settings(&[]), Err(err));
-    }
-
-    #[test]
-    fn request_response_trailers() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(false);
-        assert_eq!(id, 1);
-        server.conn.send_data(stream, Bytes::from_static(b"\0\0\0\0\x02hi"));
-        server.conn.send_end(stream);
-        // DATA goes out as soon as it is queued, so the end that follows
-        // is an empty DATA frame.
-        let frames = server.frames();
-        assert_eq!(
-            frames,
-            vec![
-                Frame::Data {
-                    stream_id: 1,
-                    payload: Bytes::from_static(b"\0\0\0\0\x02hi"),
-                    end_stream: false,
-                    flow_len: 7,
-                },
-                Frame::Data { stream_id: 1, payload: Bytes::new(), end_stream: true, flow_len: 0 },
-            ]
-        );
-        assert_eq!(server.conn.queued(stream), 0);
-
-        server.headers(1, &ok_head(), false).unwrap();
-        server.data(1, b"\0\0\0\0\x01x", false).unwrap();
-        server.headers(1, &trailers(), true).unwrap();
-        let events = server.events();
-        assert_eq!(events.len(), 4, "{events:?}");
-        let Event::Headers { fields, end_stream: false, .. } = &events[0] else { panic!("{events:?}") };
-        assert_eq!(&fields[0].0[..], b":status");
-        assert_eq!(&fields[0].1[..], b"200");
-        assert_eq!(events[1], Event::Data { stream, data: Bytes::from_static(b"\0\0\0\0\x01x"), end_stream: false });
-        let Event::Headers { fields, end_stream: true, .. } = &events[2] else { panic!("{events:?}") };
-        assert_eq!(&fields[0].0[..], b"grpc-status");
-        assert_eq!(events[3], Event::Closed { stream });
-        assert_eq!(server.conn.active_streams(), 0);
-        // Finished normally: never reset.
-        server.conn.reset(stream, ErrorCode::CANCEL);
-        assert!(server.frames().is_empty());
-        assert_eq!(server.conn.resets_sent(), 0);
-        // Late frames on the closed stream are ignored.
-        server.data(1, b"late", false).unwrap();
-        server.headers(1, &trailers(), true).unwrap();
-        assert!(server.events().is_empty());
-        // The next stream gets the next odd id.
-        assert_eq!(server.open(true).1, 3);
-    }
-
-    #[test]
-    fn trailers_only_response() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, _) = server.open(true);
-        server.headers(1, &[(":status", "200"), ("grpc-status", "12"), ("grpc-message", "x")], true).unwrap();
-        let events = server.events();
-        assert!(matches!(
-            &events[..],
-            [Event::Headers { end_stream: true, .. }, Event::Closed { stream: s }] if *s == stream
-        ));
-    }
-
-    #[test]
-    fn informational_heads_are_skipped_and_bad_heads_reset() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (a, _) = server.open(true);
-        server.headers(1, &[(":status", "100")], false).unwrap();
-        assert!(server.events().is_empty());
-        server.headers(1, &ok_head(), false).unwrap();
-        // A second HEADERS without END_STREAM is malformed (§8.1).
-        server.headers(1, &[("x", "y")], false).unwrap();
-        let events = server.events();
-        assert!(matches!(events[0], Event::Headers { .. }));
-        assert_eq!(events[1], Event::Reset { stream: a, code: ErrorCode::PROTOCOL_ERROR, retryable: false });
-        assert_eq!(events[2], Event::Closed { stream: a });
-        assert_eq!(server.frames(), vec![Frame::RstStream { stream_id: 1, code: ErrorCode::PROTOCOL_ERROR }]);
-        // No :status in the head.
-        let (b, _) = server.open(true);
-        server.headers(3, &[("content-type", "x")], false).unwrap();
-        assert!(matches!(
-            server.events()[0],
-            Event::Reset { stream, code: ErrorCode::PROTOCOL_ERROR, .. } if stream == b
-        ));
-        // DATA before any head.
-        server.frames();
-        let (c, _) = server.open(true);
-        server.data(5, b"x", false).unwrap();
-        assert!(matches!(
-            server.events()[0],
-            Event::Reset { stream, code: ErrorCode::PROTOCOL_ERROR, .. } if stream == c
-        ));
-        assert_eq!(server.conn.resets_sent(), 3);
-    }
-
-    #[test]
-    fn data_queued_with_more_shares_a_frame_with_what_follows() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(false);
-        server.conn.send_data_more(stream, Bytes::from_static(b"prefix"));
-        assert!(server.frames().is_empty(), "nothing framed yet");
-        server.conn.send_data_more(stream, Bytes::from_static(b"-body"));
-        server.conn.send_end(stream);
-        let frames = server.frames();
-        assert_eq!(frames.len(), 1, "{frames:?}");
-        assert!(matches!(&frames[0], Frame::Data { stream_id, payload, end_stream: true, .. }
-            if *stream_id == id && &payload[..] == b"prefix-body"));
-        // flush_stream frames without ending; with nothing queued it is a no-op.
-        let (other, id2) = server.open(false);
-        server.conn.flush_stream(other);
-        assert!(server.frames().is_empty());
-        server.conn.send_data_more(other, Bytes::from_static(b"a"));
-        server.conn.send_data_more(other, Bytes::from_static(b"b"));
-        server.conn.flush_stream(other);
-        assert_eq!(data_of(&server.frames(), id2), (2, false));
-    }
-
-    #[test]
-    fn send_capacity_follows_windows_allowance_and_output_budget() {
-        let cfg = Config { output_budget: 40_000, queue_allowance: 16_384, ..Config::default() };
-        let mut server = FakeServer::ready(cfg, &[]);
-        let (stream, id) = server.open(false);
-        // Default windows (65,535 each): capacity is what they take at once.
-        assert_eq!(server.conn.send_capacity(stream), 65_535);
-        server.conn.send_data(stream, Bytes::from(vec![1u8; 65_535]));
-        // Framed but not written: over the output budget, nothing more.
-        assert_eq!(server.conn.send_capacity(stream), 0);
-        server.conn.want_capacity(stream);
-        assert_eq!(data_of(&server.frames(), id), (65_535, false));
-        // Written: the windows are closed, but a stream may queue its
-        // allowance so that it has bytes in the round-robin when they open.
-        assert_eq!(server.conn.send_capacity(stream), 16_384);
-        assert_eq!(server.events(), vec![Event::SendReady { stream }], "told when the output drained");
-        server.conn.send_data(stream, Bytes::from(vec![2u8; 16_384]));
-        assert_eq!(server.conn.send_capacity(stream), 0);
-        server.conn.want_capacity(stream);
-        // The stream window alone does not open the connection's.
-        server.window_update(id, 100_000).unwrap();
-        assert!(server.events().is_empty());
-        assert_eq!(server.conn.send_capacity(stream), 0);
-        server.window_update(0, 30_000).unwrap();
-        assert_eq!(data_of(&server.frames(), id), (16_384, false));
-        // 13,616 left in the connection window; the allowance is more.
-        assert_eq!(server.conn.send_capacity(stream), 16_384);
-        assert_eq!(server.events(), vec![Event::SendReady { stream }]);
-        // Ended streams have none; a second request is not needed.
-        server.conn.want_capacity(stream);
-        server.conn.want_capacity(stream);
-        server.conn.send_end(stream);
-        assert_eq!(server.conn.send_capacity(stream), 0);
-        server.window_update(0, 1000).unwrap();
-        assert!(server.events().is_empty(), "no SendReady after the end");
-    }
-
-    #[test]
-    fn settle_tells_a_stream_activated_by_a_reset() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
-        let (a, _) = server.open(false);
-        // B waits for a concurrency slot: it may queue its allowance only.
-        let b = server.conn.open(&req(), false).unwrap();
-        assert_eq!(server.conn.send_capacity(b), 16_384);
-        server.conn.send_data(b, Bytes::from(vec![5u8; 16_384]));
-        assert_eq!(server.conn.send_capacity(b), 0);
-        server.conn.want_capacity(b);
-        // Cancelling A gives B its id; nothing arrives from the peer.
-        server.conn.reset(a, ErrorCode::CANCEL);
-        assert!(!server.events().iter().any(|e| matches!(e, Event::SendReady { .. })));
-        server.conn.settle();
-        assert_eq!(server.events(), vec![Event::SendReady { stream: b }]);
-        let frames = server.frames();
-        assert!(frames.iter().any(|f| matches!(f, Frame::Headers { stream_id: 3, .. })), "{frames:?}");
-        assert_eq!(data_of(&frames, 3), (16_384, false));
-    }
-
-    #[test]
-    fn queue_budget_bounds_what_all_streams_queue_beyond_their_windows() {
-        let cfg = Config { queue_allowance: 16_384, queue_budget: 20_000, ..Config::default() };
-        let mut server = FakeServer::ready(cfg, &[]);
-        let streams: Vec<(StreamRef, u32)> = (0..3).map(|_| server.open(false)).collect();
-        // Use up the connection window: from here on only allowances queue.
-        server.conn.send_data(streams[0].0, Bytes::from(vec![0u8; 65_535]));
-        server.frames();
-        for &(s, _) in &streams {
-            assert_eq!(server.conn.send_capacity(s), 16_384);
-        }
-        server.conn.send_data(streams[1].0, Bytes::from(vec![0u8; 16_384]));
-        // 16,384 queued in all, under the budget: the others still may.
-        assert_eq!(server.conn.send_capacity(streams[2].0), 16_384);
-        server.conn.send_data(streams[2].0, Bytes::from(vec![0u8; 4_000]));
-        // 20,384: over the budget. Nobody gets an allowance now.
-        for &(s, _) in &streams {
-            assert_eq!(server.conn.send_capacity(s), 0);
-            server.conn.want_capacity(s);
-        }
-        // The window opens for stream 1's queue: the budget frees up.
-        server.window_update(0, 16_384).unwrap();
-        assert_eq!(data_of(&server.frames(), streams[1].1), (16_384, false));
-        assert_eq!(server.conn.send_capacity(streams[0].0), 16_384);
-        assert_eq!(server.conn.send_capacity(streams[2].0), 16_384 - 4_000);
-        let told = server.events();
-        assert_eq!(told.len(), 3, "{told:?}");
-    }
-
-    #[test]
-    fn capacity_waiters_are_told_oldest_first_as_the_budget_allows() {
-        let cfg = Config { output_budget: 50_000, queue_allowance: 16_384, ..Config::default() };
-        let mut server = FakeServer::ready(cfg, &[]);
-        server.window_update(0, 1 << 24).unwrap();
-        let streams: Vec<StreamRef> = (0..4).map(|_| server.open(false).0).collect();
-        let fillers: Vec<StreamRef> = (0..3).map(|_| server.open(false).0).collect();
-        let fill = |server: &mut FakeServer, i: usize| {
-            server.conn.send_data(fillers[i], Bytes::from(vec![0u8; 65_535]));
-        };
-        fill(&mut server, 0);
-        for &s in &streams {
-            assert_eq!(server.conn.send_capacity(s), 0);
-            server.conn.want_capacity(s);
-        }
-        // Written: 50,000 of budget free, shared out as up to 64 KiB per
-        // stream told: the oldest (capacity 65,535 each) takes it all.
-        server.frames();
-        assert_eq!(server.events(), vec![Event::SendReady { stream: streams[0] }]);
-        // The others keep their place, and come first next time round.
-        fill(&mut server, 1);
-        server.frames();
-        assert_eq!(server.events(), vec![Event::SendReady { stream: streams[1] }]);
-        // A stream that queued its allowance counts for that much only.
-        server.conn.send_data(streams[1], Bytes::from(vec![0u8; 65_535 + 16_384]));
-        server.conn.want_capacity(streams[1]);
-        fill(&mut server, 2);
-        server.frames();
-        assert_eq!(server.events(), vec![Event::SendReady { stream: streams[2] }]);
-        assert_eq!(server.conn.send_capacity(streams[1]), 0);
-        assert_eq!(server.conn.send_capacity(streams[3]), 65_535);
-    }
-
-    #[test]
-    fn send_blocked_by_stream_and_connection_windows() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(false);
-        let body = Bytes::from(vec![7u8; 100_000]);
-        server.conn.send_data(stream, body);
-        let frames = server.frames();
-        assert_eq!(data_of(&frames, id), (65_535, false));
-        assert!(max_data_frame(&frames) <= 16_384);
-        assert_eq!(server.conn.queued(stream), 100_000 - 65_535);
-        server.conn.send_end(stream);
-        assert!(server.frames().is_empty());
-
-        // The stream window alone does not help: the connection is closed.
-        server.window_update(id, 50_000).unwrap();
-        assert!(server.frames().is_empty());
-        // Opening the connection window sends what the stream allows.
-        server.window_update(0, 10_000).unwrap();
-        assert_eq!(data_of(&server.frames(), id), (10_000, false));
-        assert!(server.events().is_empty(), "no SendReady once the end is queued");
-        server.window_update(0, 1 << 20).unwrap();
-        let frames = server.frames();
-        assert_eq!(data_of(&frames, id), (100_000 - 75_535, true));
-        assert_eq!(server.conn.queued(stream), 0);
-    }
-
-    #[test]
-    fn send_ready_after_draining_below_low_water() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(false);
-        server.conn.send_data(stream, Bytes::from(vec![1u8; 200_000]));
-        assert_eq!(server.conn.queued(stream), 200_000 - 65_535);
-        assert!(server.events().is_empty());
-        server.window_update(id, 1 << 20).unwrap();
-        server.window_update(0, 100_000).unwrap();
-        // 34465 left: below the low-water mark.
-        assert_eq!(server.conn.queued(stream), 34_465);
-        assert_eq!(server.events(), vec![Event::SendReady { stream }]);
-        // A stream blocked by its window is told when it drains again.
-        server.window_update(0, 1 << 20).unwrap();
-        assert_eq!(server.conn.queued(stream), 0);
-        assert!(server.events().is_empty());
-        server.frames();
-        let (other, id2) = server.open(false);
-        server.conn.send_data(other, Bytes::from(vec![2u8; 65_535 + 10]));
-        assert_eq!(server.conn.queued(other), 10);
-        server.window_update(id2, 10).unwrap();
-        assert_eq!(server.events(), vec![Event::SendReady { stream: other }]);
-    }
-
-    #[test]
-    fn initial_window_change_can_go_negative() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        server.window_update(0, 1 << 20).unwrap();
-        let (stream, id) = server.open(false);
-        server.conn.send_data(stream, Bytes::from(vec![0u8; 70_000]));
-        assert_eq!(data_of(&server.frames(), id), (65_535, false));
-        // Shrink to 1000: the window becomes 1000 - 65535 = -64535.
-        server.settings(&[(setting::INITIAL_WINDOW_SIZE, 1000)]).unwrap();
-        server.frames(); // ACK
-        server.window_update(id, 64_535).unwrap();
-        assert!(server.frames().is_empty(), "window is exactly 0");
-        server.window_update(id, 500).unwrap();
-        assert_eq!(data_of(&server.frames(), id), (500, false));
-        // Growing the initial window grows open streams' windows too.
-        server.settings(&[(setting::INITIAL_WINDOW_SIZE, 5000)]).unwrap();
-        let frames = server.frames();
-        assert_eq!(data_of(&frames, id), (3_965, false));
-        assert!(frames.contains(&Frame::Settings { ack: true, params: vec![] }));
-        // A new stream starts with the current initial window.
-        let (s2, id2) = server.open(false);
-        server.conn.send_data(s2, Bytes::from(vec![0u8; 6000]));
-        assert_eq!(data_of(&server.frames(), id2), (5000, false));
-    }
-
-    #[test]
-    fn initial_window_overflow_is_a_connection_error() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (_stream, id) = server.open(false);
-        server.window_update(id, MAX_WINDOW_SIZE - 65_535).unwrap();
-        let err = server.settings(&[(setting::INITIAL_WINDOW_SIZE, 65_536)]).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::FLOW_CONTROL_ERROR);
-    }
-
-    #[test]
-    fn window_update_overflow() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(false);
-        server.window_update(id, MAX_WINDOW_SIZE - 65_535).unwrap();
-        server.window_update(id, 1).unwrap();
-        let events = server.events();
-        assert_eq!(events[0], Event::Reset { stream, code: ErrorCode::FLOW_CONTROL_ERROR, retryable: false });
-        assert!(server.frames().contains(&Frame::RstStream { stream_id: id, code: ErrorCode::FLOW_CONTROL_ERROR }));
-        let err = server.window_update(0, MAX_WINDOW_SIZE).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::FLOW_CONTROL_ERROR);
-        assert!(has_goaway(&server.frames(), ErrorCode::FLOW_CONTROL_ERROR));
-    }
-
-    #[test]
-    fn max_frame_size_respected() {
-        for (peer_max, expected) in [(None, 16_384), (Some(20_000), 20_000)] {
-            let settings: Vec<(u16, u32)> = peer_max
-                .map(|m| (setting::MAX_FRAME_SIZE, m))
-                .into_iter()
-                .chain([(setting::INITIAL_WINDOW_SIZE, 1 << 20)])
-                .collect();
-            let mut server = FakeServer::ready(Config::default(), &settings);
-            server.window_update(0, 1 << 20).unwrap();
-            let (stream, id) = server.open(false);
-            // Many small segments and one large one.
-            for _ in 0..100 {
-                server.conn.send_data(stream, Bytes::from(vec![3u8; 1000]));
-            }
-            server.conn.send_data(stream, Bytes::from(vec![4u8; 100_000]));
-            server.conn.send_end(stream);
-            let frames = server.frames();
-            assert_eq!(max_data_frame(&frames), expected);
-            assert_eq!(data_of(&frames, id), (200_000, true));
-        }
-    }
-
-    #[test]
-    fn large_request_headers_use_continuation() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let value = vec![b'v'; 40_000];
-        let mut fields = req();
-        fields.push((b"x-big", &value));
-        server.conn.open(&fields, true).unwrap();
-        let frames = server.frames();
-        assert!(matches!(frames[0], Frame::Headers { end_headers: false, end_stream: true, .. }));
-        assert!(matches!(frames[1], Frame::Continuation { end_headers: false, .. }));
-        assert!(matches!(frames[2], Frame::Continuation { end_headers: true, .. }));
-        assert_eq!(frames.len(), 3);
-    }
-
-    #[test]
-    fn peer_header_list_limit() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_HEADER_LIST_SIZE, 100)]);
-        assert_eq!(server.conn.open(&req(), true), Err(OpenError::HeaderListTooLarge));
-        assert!(server.frames().is_empty());
-    }
-
-    #[test]
-    fn max_concurrent_streams_queues_and_assigns_ids_late() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
-        let (a, id_a) = server.open(false);
-        assert_eq!(id_a, 1);
-        let b = server.conn.open(&req(), false).unwrap();
-        server.conn.send_data(b, Bytes::from_static(b"queued"));
-        server.conn.send_end(b);
-        assert_eq!(server.conn.active_streams(), 2);
-        assert_eq!(server.conn.queued(b), 6);
-        assert!(server.frames().is_empty(), "second stream waits for a slot");
-        // A third stream waits behind it.
-        server.conn.open(&req(), true).unwrap();
-        // Finish the first stream.
-        server.conn.send_end(a);
-        server.headers(1, &ok_head(), false).unwrap();
-        server.headers(1, &trailers(), true).unwrap();
-        let frames = server.frames();
-        assert_eq!(frames.len(), 3, "{frames:?}");
-        assert!(matches!(frames[0], Frame::Data { stream_id: 1, end_stream: true, .. }));
-        assert!(matches!(frames[1], Frame::Headers { stream_id: 3, end_stream: false, .. }));
-        assert_eq!(
-            frames[2],
-            Frame::Data { stream_id: 3, payload: Bytes::from_static(b"queued"), end_stream: true, flow_len: 6 }
-        );
-        assert_eq!(server.conn.active_streams(), 2);
-        let events = server.events();
-        assert_eq!(events.last(), Some(&Event::Closed { stream: a }));
-        // Refusal of the active stream frees the slot for the third one.
-        server.feed(&Frame::RstStream { stream_id: 3, code: ErrorCode::REFUSED_STREAM }).unwrap();
-        assert_eq!(
-            server.events(),
-            vec![
-                Event::Reset { stream: b, code: ErrorCode::REFUSED_STREAM, retryable: true },
-                Event::Closed { stream: b }
-            ]
-        );
-        let frames = server.frames();
-        assert!(matches!(frames[..], [Frame::Headers { stream_id: 5, end_stream: true, .. }]));
-    }
-
-    #[test]
-    fn continuation_assembly() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(true);
-        let block = server.block(&[(":status", "200"), ("x-long", &"z".repeat(100))]);
-        let (first, rest) = block.split_at(10);
-        let (mid, last) = rest.split_at(20);
-        server
-            .feed(&Frame::Headers {
-                stream_id: id,
-                block: Bytes::copy_from_slice(first),
-                end_stream: false,
-                end_headers: false,
-            })
-            .unwrap();
-        assert!(server.events().is_empty());
-        for (part, end) in [(mid, false), (last, true)] {
-            server
-                .feed(&Frame::Continuation { stream_id: id, block: Bytes::copy_from_slice(part), end_headers: end })
-                .unwrap();
-        }
-        let events = server.events();
-        let [Event::Headers { stream: s, fields, end_stream: false }] = &events[..] else {
-            panic!("{events:?}");
-        };
-        assert_eq!(*s, stream);
-        assert_eq!(fields[1].1.len(), 100);
-    }
-
-    #[test]
-    fn interleaved_frame_in_header_block_is_a_connection_error() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(true);
-        let block = server.block(&ok_head());
-        server.feed(&Frame::Headers { stream_id: id, block, end_stream: false, end_headers: false }).unwrap();
-        let err = server.feed(&Frame::Ping { ack: false, payload: [0; 8] }).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
-        assert!(has_goaway(&server.frames(), ErrorCode::PROTOCOL_ERROR));
-        assert_eq!(
-            server.events(),
-            vec![Event::Reset { stream, code: ErrorCode::PROTOCOL_ERROR, retryable: false }, Event::Closed { stream }]
-        );
-        assert_eq!(server.conn.open(&req(), true), Err(OpenError::Closing));
-
-        // CONTINUATION out of the blue.
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (_, id) = server.open(true);
-        let err =
-            server.feed(&Frame::Continuation { stream_id: id, block: Bytes::new(), end_headers: true }).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
-    }
-
-    #[test]
-    fn empty_continuation_flood_is_bounded() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (_, id) = server.open(true);
-        server
-            .feed(&Frame::Headers { stream_id: id, block: Bytes::new(), end_stream: false, end_headers: false })
-            .unwrap();
-        let mut result = Ok(());
-        for _ in 0..=MAX_CONTINUATION_FRAMES {
-            result = server.feed(&Frame::Continuation { stream_id: id, block: Bytes::new(), end_headers: false });
-            if result.is_err() {
-                break;
-            }
-        }
-        assert_eq!(result.unwrap_err().code(), ErrorCode::ENHANCE_YOUR_CALM);
-    }
-
-    #[test]
-    fn goaway_resets_streams_above_last_id_as_retryable() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 2)]);
-        let (a, _) = server.open(true);
-        let (b, _) = server.open(true);
-        let c = server.conn.open(&req(), true).unwrap(); // waits for a slot
-        server
-            .feed(&Frame::GoAway { last_stream_id: 1, code: ErrorCode::NO_ERROR, debug: Bytes::from_static(b"bye") })
-            .unwrap();
-        let events = server.events();
-        assert_eq!(
-            events[0],
-            Event::GoAway { last_stream_id: 1, code: ErrorCode::NO_ERROR, debug: Bytes::from_static(b"bye") }
-        );
-        for s in [b, c] {
-            assert!(events.contains(&Event::Reset { stream: s, code: ErrorCode::REFUSED_STREAM, retryable: true }));
-            assert!(events.contains(&Event::Closed { stream: s }));
-        }
-        assert_eq!(events.len(), 5);
-        assert!(!server.conn.is_open_for_streams());
-        assert_eq!(server.conn.open(&req(), true), Err(OpenError::Closing));
-        assert!(server.frames().is_empty(), "no RST_STREAM for refused streams");
-        // Stream 1 carries on.
-        server.headers(1, &ok_head(), false).unwrap();
-        server.headers(1, &trailers(), true).unwrap();
-        let events = server.events();
-        assert_eq!(events.last(), Some(&Event::Closed { stream: a }));
-        assert_eq!(server.conn.active_streams(), 0);
-    }
-
-    #[test]
-    fn connection_error_marks_unsent_streams_retryable() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
-        let (a, _) = server.open(true);
-        let b = server.conn.open(&req(), true).unwrap();
-        let err = server
-            .feed(&Frame::PushPromise { stream_id: 1, promised_id: 2, block: Bytes::new(), end_headers: true })
-            .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
-        let events = server.events();
-        assert!(events.contains(&Event::Reset { stream: a, code: ErrorCode::PROTOCOL_ERROR, retryable: false }));
-        assert!(events.contains(&Event::Reset { stream: b, code: ErrorCode::PROTOCOL_ERROR, retryable: true }));
-        let frames = server.frames();
-        assert_eq!(frames.len(), 1, "only the GOAWAY: {frames:?}");
-        assert!(has_goaway(&frames, ErrorCode::PROTOCOL_ERROR));
-    }
-
-    #[test]
-    fn rst_stream_from_server() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (a, _) = server.open(false);
-        let (b, _) = server.open(false);
-        for (id, code) in [(1, ErrorCode::REFUSED_STREAM), (3, ErrorCode::CANCEL)] {
-            server.feed(&Frame::RstStream { stream_id: id, code }).unwrap();
-        }
-        assert_eq!(
-            server.events(),
-            vec![
-                Event::Reset { stream: a, code: ErrorCode::REFUSED_STREAM, retryable: true },
-                Event::Closed { stream: a },
-                Event::Reset { stream: b, code: ErrorCode::CANCEL, retryable: false },
-                Event::Closed { stream: b },
-            ]
-        );
-        // Never answered with a reset, and a closed stream is never reset.
-        server.conn.reset(a, ErrorCode::CANCEL);
-        assert!(server.frames().is_empty());
-        assert_eq!(server.conn.resets_sent(), 0);
-        // RST_STREAM on an idle stream is a connection error (§6.4).
-        let err = server.feed(&Frame::RstStream { stream_id: 99, code: ErrorCode::CANCEL }).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::PROTOCOL_ERROR);
-    }
-
-    #[test]
-    fn rst_no_error_after_complete_response_is_not_a_failure() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(false);
-        server.conn.send_data(stream, Bytes::from_static(b"still sending"));
-        server.frames();
-        server.headers(id, &ok_head(), false).unwrap();
-        server.headers(id, &trailers(), true).unwrap();
-        server.feed(&Frame::RstStream { stream_id: id, code: ErrorCode::NO_ERROR }).unwrap();
-        let events = server.events();
-        assert!(!events.iter().any(|e| matches!(e, Event::Reset { .. })));
-        assert_eq!(events.last(), Some(&Event::Closed { stream }));
-    }
-
-    #[test]
-    fn reset_discipline() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 2)]);
-        // An active stream is cancelled with RST_STREAM.
-        let (a, id_a) = server.open(false);
-        server.conn.send_data(a, Bytes::from_static(b"abc"));
-        server.frames();
-        server.conn.reset(a, ErrorCode::CANCEL);
-        assert_eq!(server.frames(), vec![Frame::RstStream { stream_id: id_a, code: ErrorCode::CANCEL }]);
-        assert_eq!(server.events(), vec![Event::Closed { stream: a }]);
-        assert_eq!(server.conn.resets_sent(), 1);
-        server.conn.reset(a, ErrorCode::CANCEL); // handle gone: no-op
-                                                 // A response that is complete while we still send: END_STREAM, not RST.
-        let (b, id_b) = server.open(false);
-        server.conn.send_data(b, Bytes::from(vec![0u8; 100_000]));
-        server.frames();
-        server.headers(id_b, &ok_head(), false).unwrap();
-        server.headers(id_b, &trailers(), true).unwrap();
-        server.events();
-        server.conn.reset(b, ErrorCode::CANCEL);
-        assert_eq!(
-            server.frames(),
-            vec![Frame::Data { stream_id: id_b, payload: Bytes::new(), end_stream: true, flow_len: 0 }]
-        );
-        assert_eq!(server.events(), vec![Event::Closed { stream: b }]);
-        assert_eq!(server.conn.resets_sent(), 1);
-        // A stream still waiting for a slot leaves no trace on the wire.
-        let _c = server.open(false);
-        let _d = server.open(false);
-        let e = server.conn.open(&req(), false).unwrap();
-        server.conn.reset(e, ErrorCode::CANCEL);
-        assert!(server.frames().is_empty());
-        assert_eq!(server.events(), vec![Event::Closed { stream: e }]);
-        assert_eq!(server.conn.resets_sent(), 1);
-        assert_eq!(server.conn.active_streams(), 2);
-    }
-
-    #[test]
-    fn ping_is_acknowledged() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        server.feed(&Frame::Ping { ack: false, payload: *b"pingpong" }).unwrap();
-        assert_eq!(server.frames(), vec![Frame::Ping { ack: true, payload: *b"pingpong" }]);
-        server.feed(&Frame::Ping { ack: true, payload: [1; 8] }).unwrap();
-        assert!(server.frames().is_empty());
-        server.conn.ping([9; 8]);
-        assert_eq!(server.frames(), vec![Frame::Ping { ack: false, payload: [9; 8] }]);
-    }
-
-    #[test]
-    fn release_sends_window_update_after_half_window() {
-        let cfg = Config { stream_window: 100_000, connection_window: 300_000, ..Config::default() };
-        let mut server = FakeServer::ready(cfg, &[]);
-        let (stream, id) = server.open(true);
-        server.headers(id, &ok_head(), false).unwrap();
-        for _ in 0..5 {
-            server.data(id, &[1u8; 12_000], false).unwrap();
-        }
-        server.events();
-        assert!(server.frames().is_empty(), "no credit without release");
-        server.conn.release(stream, 30_000);
-        server.conn.release(stream, 18_000);
-        assert!(server.frames().is_empty(), "48000 < half of 100000");
-        server.conn.release(stream, 2_000);
-        assert_eq!(server.frames(), vec![Frame::WindowUpdate { stream_id: id, increment: 50_000 }]);
-        // Over-release is clamped to what was received.
-        server.conn.release(stream, 1_000_000);
-        assert!(server.frames().is_empty());
-        // The connection window (300000) is credited at 150000.
-        for _ in 0..9 {
-            server.data(id, &[1u8; 12_000], false).unwrap();
-            let n = 12_000;
-            server.conn.release(stream, n);
-        }
-        let frames = server.frames();
-        assert!(frames.contains(&Frame::WindowUpdate { stream_id: 0, increment: 156_000 }), "{frames:?}");
-    }
-
-    #[test]
-    fn receive_window_violations() {
-        let cfg = Config { stream_window: 1_000, connection_window: 65_535, ..Config::default() };
-        let mut server = FakeServer::ready(cfg, &[]);
-        let (a, id_a) = server.open(true);
-        server.headers(id_a, &ok_head(), false).unwrap();
-        server.data(id_a, &[0u8; 1_000], false).unwrap();
-        server.data(id_a, &[0u8; 1], false).unwrap();
-        let events = server.events();
-        assert!(events.contains(&Event::Reset { stream: a, code: ErrorCode::FLOW_CONTROL_ERROR, retryable: false }));
-        // Streams: each well under 1000, but together beyond 65535 on the
-        // connection.
-        let mut result = Ok(());
-        let mut sent = 1_001;
-        while result.is_ok() && sent <= 70_000 {
-            server.frames();
-            let (_, id) = server.open(true);
-            server.headers(id, &ok_head(), false).unwrap();
-            result = server.data(id, &[0u8; 900], false);
-            sent += 900;
-        }
-        assert_eq!(result.unwrap_err().code(), ErrorCode::FLOW_CONTROL_ERROR);
-    }
-
-    #[test]
-    fn padding_counts_for_flow_control_and_is_credited() {
-        let cfg = Config { stream_window: 1_000, connection_window: 65_535, ..Config::default() };
-        let mut server = FakeServer::ready(cfg, &[]);
-        let (stream, id) = server.open(true);
-        server.headers(id, &ok_head(), false).unwrap();
-        server.events();
-        // 10 octets of data in a 200-octet frame.
-        server
-            .feed(&Frame::Data {
-                stream_id: id,
-                payload: Bytes::from_static(b"0123456789"),
-                end_stream: false,
-                flow_len: 200,
-            })
-            .unwrap();
-        assert_eq!(
-            server.events(),
-            vec![Event::Data { stream, data: Bytes::from_static(b"0123456789"), end_stream: false }]
-        );
-        // 190 of padding credited at once, but below half: no update yet.
-        assert!(server.frames().is_empty());
-        server.conn.release(stream, 10);
-        assert!(server.frames().is_empty(), "200 < 500");
-        // Padding-only frames push the stream over half the window.
-        for _ in 0..2 {
-            server
-                .feed(&Frame::Data { stream_id: id, payload: Bytes::new(), end_stream: false, flow_len: 256 })
-                .unwrap();
-        }
-        assert!(server.events().is_empty(), "empty DATA is not an event");
-        assert_eq!(server.frames(), vec![Frame::WindowUpdate { stream_id: id, increment: 712 }]);
-        // The window is whole again (1000): one more octet is too many.
-        server.data(id, &[0u8; 1_001], false).unwrap();
-        assert_eq!(
-            server.events(),
-            vec![
-                Event::Reset { stream, code: ErrorCode::FLOW_CONTROL_ERROR, retryable: false },
-                Event::Closed { stream }
-            ]
-        );
-    }
-
-    #[test]
-    fn data_on_reset_stream_counts_for_the_connection_only() {
-        let cfg = Config { connection_window: 65_535, ..Config::default() };
-        let mut server = FakeServer::ready(cfg, &[]);
-        let (stream, id) = server.open(true);
-        server.conn.reset(stream, ErrorCode::CANCEL);
-        server.frames();
-        server.events();
-        // 4 * 16000 > 65535 would overflow the connection window if the
-        // discarded frames were not credited back.
-        for _ in 0..8 {
-            server.data(id, &[0u8; 16_000], false).unwrap();
-        }
-        assert!(server.events().is_empty());
-        let updates: u32 = server
-            .frames()
-            .iter()
-            .map(|f| match f {
-                Frame::WindowUpdate { stream_id: 0, increment } => *increment,
-                Frame::WindowUpdate { .. } => panic!("stream update for a reset stream"),
-                _ => 0,
-            })
-            .sum();
-        assert!(updates >= 96_000);
-    }
-
-    #[test]
-    fn peer_protocol_violations() {
-        type Case = fn(&mut FakeServer) -> Result<(), ConnError>;
-        let cases: [(Case, ErrorCode); 7] = [
-            (|s| s.settings(&[(setting::ENABLE_PUSH, 1)]), ErrorCode::PROTOCOL_ERROR),
-            (|s| s.data(2, b"x", false), ErrorCode::PROTOCOL_ERROR),
-            (|s| s.data(7, b"x", false), ErrorCode::PROTOCOL_ERROR),
-            (|s| s.headers(4, &ok_head(), false), ErrorCode::PROTOCOL_ERROR),
-            (|s| s.window_update(9, 1), ErrorCode::PROTOCOL_ERROR),
-            (
-                |s| {
-                    s.feed(&Frame::Headers {
-                        stream_id: 1,
-                        block: Bytes::from_static(b"\xff\xff\xff\xff\xff\xff\xff"),
-                        end_stream: false,
-                        end_headers: true,
-                    })
-                },
-                ErrorCode::COMPRESSION_ERROR,
-            ),
-            (
-                |s| {
-                    let mut b = BytesMut::new();
-                    b.extend_from_slice(&FrameHead { len: 20_000, kind: kind::DATA, flags: 0, stream_id: 1 }.encode());
-                    s.conn.recv(&mut b)
-                },
-                ErrorCode::FRAME_SIZE_ERROR,
-            ),
-        ];
-        for (case, code) in cases {
-            let mut server = FakeServer::ready(Config::default(), &[]);
-            server.open(false);
-            assert_eq!(case(&mut server).unwrap_err().code(), code);
-            assert!(has_goaway(&server.frames(), code));
-        }
-    }
-
-    #[test]
-    fn unknown_frames_and_priority_are_ignored() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (_stream, id) = server.open(true);
-        server
-            .feed(&Frame::Unknown { kind: 0xbe, flags: 0xff, stream_id: id, payload: Bytes::from_static(b"???") })
-            .unwrap();
-        server.feed(&Frame::Priority { stream_id: 11, dependency: 0, exclusive: false, weight: 1 }).unwrap();
-        // A bad PRIORITY on a live stream is a stream error.
-        let mut b = BytesMut::new();
-        b.extend_from_slice(&FrameHead { len: 4, kind: kind::PRIORITY, flags: 0, stream_id: id }.encode());
-        b.extend_from_slice(&[0; 4]);
-        server.conn.recv(&mut b).unwrap();
-        assert!(matches!(
-            server.events()[..],
-            [Event::Reset { code: ErrorCode::FRAME_SIZE_ERROR, .. }, Event::Closed { .. }]
-        ));
-    }
-
-    #[test]
-    fn close_sends_goaway_and_refuses_new_streams() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
-        let (a, _) = server.open(false);
-        let b = server.conn.open(&req(), true).unwrap();
-        server.conn.close(ErrorCode::NO_ERROR);
-        assert_eq!(
-            server.frames(),
-            vec![Frame::GoAway { last_stream_id: 0, code: ErrorCode::NO_ERROR, debug: Bytes::new() }]
-        );
-        assert_eq!(
-            server.events(),
-            vec![
-                Event::Reset { stream: b, code: ErrorCode::REFUSED_STREAM, retryable: true },
-                Event::Closed { stream: b }
-            ]
-        );
-        assert_eq!(server.conn.open(&req(), true), Err(OpenError::Closing));
-        assert_eq!(server.conn.active_streams(), 1);
-        server.conn.send_end(a);
-        assert!(matches!(server.frames()[..], [Frame::Data { end_stream: true, .. }]));
-    }
-
-    #[test]
-    fn zero_copy_in_and_out() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (stream, id) = server.open(false);
-        // Outgoing: the segment itself is in the iovecs, behind a 9-byte head.
-        let segment = Bytes::from(vec![5u8; 1000]);
-        let ptr = segment.as_ptr();
-        server.conn.send_data(stream, segment.clone());
-        let mut iov = [IoSlice::new(&[]); 4];
-        let n = server.conn.fill_iovecs(&mut iov);
-        assert!(iov[..n].iter().any(|s| s.as_ptr() == ptr && s.len() == 1000));
-        assert!(iov[..n].iter().any(|s| s.len() == FRAME_HEAD_LEN));
-        server.frames();
-        // A segment split over two frames: both parts are slices of it.
-        let big = Bytes::from(vec![6u8; 30_000]);
-        let start = big.as_ptr() as usize;
-        server.conn.send_data(stream, big);
-        let mut iov = [IoSlice::new(&[]); 8];
-        let n = server.conn.fill_iovecs(&mut iov);
-        let inside = iov[..n]
-            .iter()
-            .filter(|s| (start..start + 30_000).contains(&(s.as_ptr() as usize)))
-            .map(|s| s.len())
-            .collect::<Vec<_>>();
-        assert_eq!(inside, vec![16_384, 30_000 - 16_384]);
-        server.frames();
-
-        // Incoming: DATA events point into the buffer given to recv.
-        server.headers(id, &ok_head(), false).unwrap();
-        server.events();
-        let mut buf = BytesMut::new();
-        for body in [&b"first"[..], b"second"] {
-            Frame::Data {
-                stream_id: id,
-                payload: Bytes::copy_from_slice(body),
-                end_stream: false,
-                flow_len: body.len() as u32 + 3,
-            }
-            .encode(&mut buf);
-        }
-        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
-        server.conn.recv(&mut buf).unwrap();
-        let events = server.events();
-        assert_eq!(events.len(), 2);
-        for e in events {
-            let Event::Data { data, .. } = e else { panic!() };
-            assert!(range.contains(&(data.as_ptr() as usize)));
-        }
-    }
-
-    #[test]
-    fn round_robin_between_streams_when_the_connection_window_opens() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::INITIAL_WINDOW_SIZE, 1 << 20)]);
-        let (a, id_a) = server.open(false);
-        server.conn.send_data(a, Bytes::from(vec![1u8; 65_535]));
-        assert_eq!(data_of(&server.frames(), id_a).0, 65_535);
-        let (b, id_b) = server.open(false);
-        let (c, id_c) = server.open(false);
-        for s in [a, b, c] {
-            server.conn.send_data(s, Bytes::from(vec![2u8; 100_000]));
-        }
-        assert!(server.frames().is_empty());
-        server.window_update(0, 3 * 16_384).unwrap();
-        let frames = server.frames();
-        for id in [id_a, id_b, id_c] {
-            assert_eq!(data_of(&frames, id).0, 16_384, "stream {id}");
-        }
-    }
-
-    /// nghttp2 indexes and Huffman-codes its responses (§14): a block on a
-    /// stream we already dropped must still update the dynamic table that
-    /// later blocks refer to.
-    #[test]
-    fn header_blocks_on_dropped_streams_keep_hpack_in_sync() {
-        let mut server = FakeServer::ready(Config::default(), &[]);
-        let (a, id_a) = server.open(true);
-        server.conn.reset(a, ErrorCode::CANCEL);
-        server.frames();
-        server.events();
-        let (b, id_b) = server.open(true);
-        // RFC 7541 C.6.1: four literals with incremental indexing, Huffman.
-        let indexed_response = Bytes::from_static(
-            b"\x48\x82\x64\x02\x58\x85\xae\xc3\x77\x1a\x4b\x61\x96\xd0\x7a\xbe\x94\x10\x54\xd4\x44\xa8\x20\x05\x95\x04\x0b\x81\x66\xe0\x82\xa6\x2d\x1b\xff\x6e\x91\x9d\x29\xad\x17\x18\x63\xc7\x8f\x0b\x97\xc8\xe9\xae\x82\xae\x43\xd3",
-        );
-        server
-            .feed(&Frame::Headers { stream_id: id_a, block: indexed_response, end_stream: false, end_headers: true })
-            .unwrap();
-        assert!(server.events().is_empty(), "dropped stream: no event");
-        // Dynamic entries 65 (:status 302) and 64 (cache-control private).
-        server
-            .feed(&Frame::Headers {
-                stream_id: id_b,
-                block: Bytes::from_static(b"\xc1\xc0"),
-                end_stream: true,
-                end_headers: true,
-            })
-            .unwrap();
-        let events = server.events();
-        let [Event::Headers { stream, fields, end_stream: true }, Event::Closed { .. }] = &events[..] else {
-            panic!("{events:?}");
-        };
-        assert_eq!(*stream, b);
-        assert_eq!(
-            fields,
-            &vec![
-                (Bytes::from_static(b":status"), Bytes::from_static(b"302")),
-                (Bytes::from_static(b"cache-control"), Bytes::from_static(b"private")),
-            ]
-        );
-    }
-
-    #[test]
-    fn stream_ids_run_out_at_2_pow_31() {
-        let mut server = FakeServer::ready(Config::default(), &[(setting::MAX_CONCURRENT_STREAMS, 1)]);
-        server.conn.next_stream_id = MAX_STREAM_ID - 2;
-        let (_, id) = server.open(true);
-        assert_eq!(id, MAX_STREAM_ID - 2);
-        // The last id, 2^31-1, is taken by a stream still waiting for a slot.
-        server.conn.open(&req(), true).unwrap();
-        assert_eq!(server.conn.open(&req(), true), Err(OpenError::StreamIdsExhausted));
-    }
-
-    /// The same server script fed in two pieces split at every byte.
-    #[test]
-    fn recv_split_at_every_byte_boundary() {
-        let mut script = BytesMut::new();
-        let mut enc = hpack::Encoder::new();
-        Frame::Settings { ack: false, params: vec![(setting::MAX_CONCURRENT_STREAMS, 10)] }.encode(&mut script);
-        let mut block = Vec::new();
-        enc.encode(ok_head().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut block);
-        frame::encode_headers(&mut script, 1, &block, false, 16_384);
-        Frame::Data { stream_id: 1, payload: Bytes::from_static(b"body"), end_stream: false, flow_len: 8 }
-            .encode(&mut script);
-        let mut block = Vec::new();
-        enc.encode(trailers().iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), &mut block);
-        frame::encode_headers(&mut script, 1, &block, true, 16_384);
-        let script = script.freeze();
-
-        let mut reference = None;
-        for split in 0..=script.len() {
-            let mut conn = ClientConnection::new(Config::default());
-            let stream = conn.open(&req(), true).unwrap();
-            let mut buf = BytesMut::new();
-            for part in [&script[..split], &script[split..]] {
-                buf.extend_from_slice(part);
-                conn.recv(&mut buf).unwrap();
-            }
-            assert!(buf.is_empty());
-            let events: Vec<Event> = std::iter::from_fn(|| conn.poll_event()).collect();
-            assert_eq!(events.last(), Some(&Event::Closed { stream }));
-            match &reference {
-                None => reference = Some(events),
-                Some(r) => assert_eq!(&events, r, "split at {split}"),
-            }
-        }
-    }
-
-    #[test]
-    fn partial_writes_keep_output_order() {
-        let mut conn = ClientConnection::new(Config::default());
-        let stream = conn.open(&req(), false).unwrap();
-        conn.send_data(stream, Bytes::from_static(b"0123456789"));
-        conn.send_end(stream);
-        let total = conn.output_len();
-        let mut wire = Vec::new();
-        while conn.has_output() {
-            let mut iov = [IoSlice::new(&[]); 3];
-            let n = conn.fill_iovecs(&mut iov);
-            // Write 7 bytes at a time across iovec boundaries.
-            let mut take = 7;
-            for s in &iov[..n] {
-                let k = take.min(s.len());
-                wire.extend_from_slice(&s[..k]);
-                take -= k;
-            }
-            conn.advance_output(7 - take);
-        }
-        assert_eq!(wire.len(), total);
-        let mut buf = BytesMut::from(&wire[PREFACE.len()..]);
-        let mut kinds = Vec::new();
-        while let Some(f) = decode_frame(&mut buf, BIG).unwrap() {
-            kinds.push(match f {
-                Frame::Data { payload, end_stream, .. } => {
-                    assert_eq!(&payload[..], if end_stream { &b""[..] } else { b"0123456789" });
-                    "DATA"
-                }
-                Frame::Headers { .. } => "HEADERS",
-                Frame::Settings { .. } => "SETTINGS",
-                Frame::WindowUpdate { .. } => "WINDOW_UPDATE",
-                other => panic!("{other:?}"),
-            });
-        }
-        assert_eq!(kinds, ["SETTINGS", "WINDOW_UPDATE", "HEADERS", "DATA", "DATA"]);
-    }
-}
+mod tests;
