@@ -173,7 +173,10 @@ impl<T> Timers<T> {
     /// earlier when the next slot belongs to a higher level (its timers then
     /// move down and the next call tells the rest): the loop neither
     /// oversleeps a deadline nor wakes up with nothing to do more than
-    /// `LEVELS - 1` times per timer. O(`LEVELS`).
+    /// `LEVELS - 1` times per timer (a slot's wake-up serves all its timers).
+    /// The loop's freeze check compares a poll's sleep with the timeout it
+    /// was given, so these shorter timeouts only let it notice shorter stops.
+    /// O(`LEVELS`).
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
         if self.due.head != NIL {
             return Some(self.entries[self.due.head as usize].at.saturating_duration_since(now));
