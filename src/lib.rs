@@ -6,6 +6,7 @@
 
 pub mod answers;
 pub mod config;
+pub mod fc;
 pub mod grpc;
 pub mod h2;
 pub mod hpack;

@@ -41,7 +41,7 @@ pub enum Piece {
 pub enum SpliceError {
     Compressed,
     TooLarge(usize),
-    Malformed(String),
+    Malformed(proto::DecodeError),
     BadStatus(i32),
 }
 
@@ -55,6 +55,8 @@ impl std::fmt::Display for SpliceError {
         }
     }
 }
+
+impl std::error::Error for SpliceError {}
 
 enum State {
     /// Collecting the 5-byte prefix, and after the head enough payload to probe the shape.
@@ -182,7 +184,7 @@ impl ResponseDecoder {
     fn finish_whole(&mut self, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
         let message = self.pending.split().freeze().slice(MESSAGE_PREFIX_LEN..);
         self.state = State::Prefix;
-        let decoded = InvokeResponse::decode(&message).map_err(|e| SpliceError::Malformed(e.to_string()))?;
+        let decoded = InvokeResponse::decode(&message).map_err(SpliceError::Malformed)?;
         match decoded {
             InvokeResponse::Result(result) => {
                 if !self.head_seen {
