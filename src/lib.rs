@@ -2,7 +2,10 @@
 //!
 //! Protocol layers are sans-IO state machines (`http1`, `hpack`, `h2`, `grpc`,
 //! `proto`, `splice`); the event loop in `server` is the only code that
-//! touches sockets, and `sys` the only code with `unsafe`.
+//! touches sockets, and `sys` the only code with `unsafe` (denied everywhere
+//! else).
+
+#![deny(unsafe_code)]
 
 pub mod answers;
 pub mod config;
@@ -16,5 +19,6 @@ pub mod proto;
 pub mod route;
 pub mod server;
 pub mod splice;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod timer;

@@ -31,23 +31,23 @@ use crate::fc::{Marker, Scratch};
 use crate::sys::SignalFd;
 use crate::timer::Timers;
 
-pub use client::Client;
-pub use lifecycle::Lifecycle;
-pub use plane::{Plane, PlaneConn};
+use client::Client;
+use lifecycle::Lifecycle;
+use plane::{Plane, PlaneConn};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 
 /// A client connection: its place in `Server::clients`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientKey(usize);
+pub(crate) struct ClientKey(usize);
 
 /// A plane connection: its place in `Server::conns`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey(usize);
+pub(crate) struct ConnKey(usize);
 
 /// A key of one kind of session; kinds cannot be mixed up.
-pub trait Key: Copy {
+pub(crate) trait Key: Copy {
     fn index(self) -> usize;
     fn from_index(i: usize) -> Self;
 }
@@ -83,7 +83,7 @@ impl ConnKey {
 }
 
 /// A slab addressed by one kind of key only (sozu's session slab).
-pub struct Sessions<K, T> {
+pub(crate) struct Sessions<K, T> {
     slab: Slab<T>,
     kind: PhantomData<K>,
 }

@@ -54,7 +54,6 @@ pub enum PlaneKind {
 
 pub struct Plane {
     pub kind: PlaneKind,
-    pub index: usize,
     pub path: PathBuf,
     pub active: Option<ConnKey>,
     pub healthy: bool,
@@ -71,9 +70,8 @@ pub struct Plane {
 
 impl Plane {
     pub fn all(cfg: &Config) -> Vec<Plane> {
-        let mk = |kind, index, name: String| Plane {
+        let mk = |kind, name: String| Plane {
             kind,
-            index,
             path: cfg.sock_dir.join(name),
             active: None,
             healthy: false,
@@ -84,8 +82,8 @@ impl Plane {
             workers_warm: false,
             last_error: None,
         };
-        let mut v: Vec<Plane> = (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, i, format!("dp-{i}.sock"))).collect();
-        v.extend((0..cfg.control_planes).map(|i| mk(PlaneKind::Control, i, format!("cp-{i}.sock"))));
+        let mut v: Vec<Plane> = (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, format!("dp-{i}.sock"))).collect();
+        v.extend((0..cfg.control_planes).map(|i| mk(PlaneKind::Control, format!("cp-{i}.sock"))));
         v
     }
 }
