@@ -1,7 +1,7 @@
 //! noslate-fc: the front door of a Noslate instance on Function Compute.
 //!
 //! Protocol layers are sans-IO state machines (`http1`, `hpack`, `h2`, `grpc`,
-//! `proto`, `splice`); the event loop in `server` is the only code that
+//! `proto`, `splice`, and `fc`, the FC exchange itself); the event loop in `server` is the only code that
 //! touches sockets, and `sys` the only code with `unsafe` (denied everywhere
 //! else).
 

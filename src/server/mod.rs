@@ -7,6 +7,12 @@
 //! SIGTERM (`lifecycle.rs`) — plus a timer set whose earliest deadline is the
 //! poll timeout. `invoke.rs` joins a client to a plane stream.
 //!
+//! No FC or HTTP policy lives here: what a request asks for, the messages it
+//! becomes and the response bytes are `crate::fc`'s (sans-IO), every answer
+//! we make up is `crate::answers`'s. This module reads and writes sockets,
+//! arms timers and acts on what those functions return; `client.rs` alone
+//! changes a client's phase (LIFECYCLE.md, "Who owns what").
+//!
 //! Tokens: 0 = listener, 1 = signals, even = client `2 + 2k`, odd = plane
 //! connection `3 + 2k`. Every socket is registered for both readable and
 //! writable once; because readiness is edge-triggered, whatever queues bytes
