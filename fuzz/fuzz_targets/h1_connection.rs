@@ -295,7 +295,8 @@ fuzz_target!(|input: &[u8]| {
         Limits::default()
     };
     let forward_credentials = upstream & 1 != 0;
-    let origin = [Origin::FcEvent, Origin::FcHttp, Origin::LocalEvent, Origin::LocalHttp][usize::from((upstream >> 1) & 3)];
+    let origin =
+        [Origin::FcEvent, Origin::FcHttp, Origin::LocalEvent, Origin::LocalHttp][usize::from((upstream >> 1) & 3)];
     let split = Params { limits: limits.clone(), inline: flags & 2 != 0, forward_credentials, origin };
     let whole = Params { limits, inline: false, forward_credentials, origin };
 
