@@ -262,20 +262,11 @@ mod tests {
     use super::*;
     use crate::fc::testing::{head, queued};
     use crate::grpc::Code;
+    use crate::splice::samples::{head_hi_hi, hex, BODY_HI, ERROR, HEAD};
 
     fn fields(pairs: &[(&'static str, &'static str)]) -> HeaderList {
         pairs.iter().map(|(k, v)| (Bytes::from_static(k.as_bytes()), Bytes::from_static(v.as_bytes()))).collect()
     }
-
-    fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
-    }
-
-    // noslated-protocol.md §5.7: a 200 head with content-type text/plain, a
-    // body "hi", an error (rate limit exceeded, code 8).
-    const HEAD: &str = "00 00 00 00 21 12 1f 08 c8 01 12 1a 0a 0c 63 6f 6e 74 65 6e 74 2d 74 79 70 65 12 0a 74 65 78 74 2f 70 6c 61 69 6e";
-    const BODY_HI: &str = "00 00 00 00 06 12 04 1a 02 68 69";
-    const ERROR: &str = "00 00 00 00 20 0a 1e 0a 05 45 72 72 6f 72 12 13 72 61 74 65 20 6c 69 6d 69 74 20 65 78 63 65 65 64 65 64 38 08";
 
     /// Run a whole response split at `split`: HTTP/1.1 bytes and the outcome.
     fn splice(request: &str, stream: &[u8], split: usize) -> (String, Result<Progress, InvokeError>) {
@@ -296,9 +287,7 @@ mod tests {
 
     #[test]
     fn chunked_response_at_every_split() {
-        let mut stream = hex(HEAD);
-        stream.extend(hex(BODY_HI));
-        stream.extend(hex(BODY_HI));
+        let stream = head_hi_hi();
         for split in 1..=stream.len() {
             let (text, end) = splice("POST /invoke HTTP/1.1\r\n\r\n", &stream, split);
             assert_eq!(end, Ok(Progress::Done));
