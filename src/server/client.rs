@@ -707,7 +707,7 @@ impl Server {
     }
 
     /// The current exchange is over; go back to reading the next request.
-    pub(super) fn finish_exchange(&mut self, key: ClientKey, keep_alive: bool) {
+    fn finish_exchange(&mut self, key: ClientKey, keep_alive: bool) {
         let gen = self.gen();
         let Some(c) = self.clients.get_mut(key) else { return };
         c.phase = Phase::Idle;
@@ -739,14 +739,14 @@ impl Server {
     /// Can an exchange answered before its body was read keep the
     /// connection? `left` is the unread rest of the body (None: unknown, as
     /// with chunked coding).
-    pub(super) fn can_discard(&self, left: Option<u64>) -> bool {
+    fn can_discard(&self, left: Option<u64>) -> bool {
         !self.cfg.linger.is_zero() && left.is_some_and(|n| n <= DISCARD_MAX)
     }
 
     /// Like `finish_exchange(key, true)`, after an answer that left `left`
     /// bytes of the body unread (`can_discard` said yes): they are read and
     /// dropped first, within `NOSLATE_FC_LINGER_MS`.
-    pub(super) fn finish_exchange_discarding(&mut self, key: ClientKey, left: u64) {
+    fn finish_exchange_discarding(&mut self, key: ClientKey, left: u64) {
         if left == 0 {
             return self.finish_exchange(key, true);
         }
@@ -840,7 +840,7 @@ impl Server {
     }
 
     /// The client went away or broke: cancel what it started, close.
-    pub(super) fn client_failed(&mut self, key: ClientKey) {
+    fn client_failed(&mut self, key: ClientKey) {
         if let Some(c) = self.clients.get_mut(key) {
             c.peer_gone = true;
             c.out.clear();
@@ -849,7 +849,7 @@ impl Server {
         self.close_client(key);
     }
 
-    pub(super) fn close_client(&mut self, key: ClientKey) {
+    fn close_client(&mut self, key: ClientKey) {
         if !self.clients.contains(key) {
             return;
         }
