@@ -394,3 +394,32 @@ impl Server {
         self.dirty_conns.push(key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The files of this module, and the siblings each one names.
+    const FILES: [(&str, &str); 4] = [
+        ("client", include_str!("client.rs")),
+        ("invoke", include_str!("invoke.rs")),
+        ("lifecycle", include_str!("lifecycle.rs")),
+        ("plane", include_str!("plane.rs")),
+    ];
+
+    fn names(text: &str, sibling: &str) -> bool {
+        text.contains(&format!("super::{sibling}::")) || text.contains(&format!("super::{{{sibling}"))
+    }
+
+    /// One owner per thing: no two files of the event loop import each other
+    /// (LIFECYCLE.md, "Who owns what").
+    #[test]
+    fn no_two_files_import_each_other() {
+        for (a, text_a) in FILES {
+            for (b, text_b) in FILES {
+                if a < b {
+                    assert!(!(names(text_a, b) && names(text_b, a)), "{a}.rs and {b}.rs import each other");
+                }
+            }
+        }
+        assert!(names(FILES[0].1, "invoke"), "the check sees imports");
+    }
+}
