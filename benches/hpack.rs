@@ -180,7 +180,7 @@ fn bench_decode(c: &mut Criterion) {
 }
 
 fn bench_encode(c: &mut Criterion) {
-    // The request block of an invoke stream (server/invoke.rs).
+    // The request block of an invoke stream (`fc::Invocation::grpc_path`).
     let timeout = grpc::encode_timeout(61_000);
     let fields = grpc::request_fields(b"/noslated.data.PushServer/invoke", &timeout);
     let mut encoder = Encoder::new();

@@ -7,6 +7,7 @@
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use noslate_fc::fc::request::CHUNK_MAX;
 use noslate_fc::http1::{BodyDecoder, BodyFraming, ChunkedDecoder, Decoded, HeadParser, Limits};
 
 /// Body size of the framing benchmarks.
@@ -127,8 +128,8 @@ fn bench_bodies(c: &mut Criterion) {
     let chunked = BytesMut::from(&chunked_body()[..]);
     let decode_chunked = |mut buf: BytesMut| {
         let mut decoder = ChunkedDecoder::new(limits.max_body);
-        // The event loop's per-call cap (CHUNK_MAX in server/invoke.rs).
-        drain(|| decoder.decode(&mut buf, 64 * 1024).expect("valid body"))
+        // The FC core's per-call cap (its body message size).
+        drain(|| decoder.decode(&mut buf, CHUNK_MAX).expect("valid body"))
     };
     assert_eq!(decode_chunked(chunked.clone()), BODY_LEN);
     group.throughput(Throughput::Bytes(chunked.len() as u64));

@@ -5,7 +5,18 @@
 //! Event invocations follow FC's convention (fc-protocol.md §5, §9.4): a
 //! failed invocation is `404` with `x-fc-status: 404`. HTTP invocations reach
 //! end users, so they get the precise code (noslated-protocol.md §7.5).
+//!
+//! [`Answer`] is every complete response we make up — error answers, the
+//! hooks' bodies (`/initialize`, `/pre-freeze`, `/pre-stop`), protocol
+//! refusals and the overload 503 — encoded once by [`Answer::encode`].
 
+use bytes::{Bytes, BytesMut};
+
+use crate::fc::dispatch::Allow;
+use crate::fc::{PlaneFault, ProtocolError, ResponseError};
+use crate::grpc::Status;
+use crate::http1::response::{self, ResponseFraming};
+use crate::http1::RequestError;
 use crate::splice::Failure;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,11 +36,11 @@ pub enum InvokeError {
     /// Noslated reported a failure in the stream.
     Noslated(Failure),
     /// The gRPC call ended with a non-OK status.
-    Status { code: u32, message: String },
-    /// The data plane connection failed mid-invoke.
-    PlaneLost(String),
-    /// The response broke the protocol.
-    Protocol(String),
+    Status(Status),
+    /// The stream or its data plane connection failed mid-invoke.
+    PlaneLost(PlaneFault),
+    /// The response broke a protocol (which one: `ProtocolError`).
+    Protocol(ProtocolError),
     /// The invoke deadline passed before the head arrived.
     Deadline,
 }
@@ -43,7 +54,7 @@ impl InvokeError {
             InvokeError::NoDataPlane | InvokeError::Draining => 503,
             InvokeError::Deadline => 504,
             InvokeError::PlaneLost(_) | InvokeError::Protocol(_) => 502,
-            InvokeError::Status { code, .. } => match code {
+            InvokeError::Status(status) => match status.code.0 {
                 4 => 504,
                 5 => 404,
                 8 => 429,
@@ -86,7 +97,7 @@ impl InvokeError {
             InvokeError::Deadline => ("DeadlineExceeded", "noslated: deadline exceeded".into()),
             InvokeError::PlaneLost(why) => ("DataPlaneLost", format!("noslated: data plane connection lost: {why}")),
             InvokeError::Protocol(why) => ("ProtocolError", format!("noslated: bad response from data plane: {why}")),
-            InvokeError::Status { code, message } => ("GrpcError", format!("noslated: gRPC status {code}: {message}")),
+            InvokeError::Status(s) => ("GrpcError", format!("noslated: gRPC status {}: {}", s.code.0, s.message)),
             InvokeError::Noslated(f) => (f.name.as_str(), f.message.clone()),
         }
     }
@@ -123,6 +134,132 @@ impl InvokeError {
     pub fn log_text(&self) -> String {
         let (name, message) = self.name_and_message();
         format!("{name}: {message}")
+    }
+}
+
+impl From<ResponseError> for InvokeError {
+    fn from(e: ResponseError) -> Self {
+        InvokeError::Protocol(ProtocolError::Response(e))
+    }
+}
+
+/// `x-fc-status` of a failed exchange (FC's failure signal) and of a hook
+/// that succeeded.
+const FC_FAILED: &[(&[u8], &[u8])] = &[(b"x-fc-status", b"404")];
+const FC_OK: &[(&[u8], &[u8])] = &[(b"x-fc-status", b"200")];
+const ALLOW_GET: &[(&[u8], &[u8])] = &[(b"allow", b"GET")];
+const ALLOW_POST: &[(&[u8], &[u8])] = &[(b"allow", b"POST")];
+
+/// What `/initialize` reports when the stack is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub data_planes: usize,
+    pub control_planes: usize,
+    pub profiles: usize,
+    pub platform_env: usize,
+}
+
+/// A complete JSON response we make up ourselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// Besides `content-type: application/json` and the framing.
+    pub headers: &'static [(&'static [u8], &'static [u8])],
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// Status line, headers, `Content-Length` and the body, in one buffer.
+    pub fn encode(&self, keep_alive: bool) -> Bytes {
+        let mut headers: [(&[u8], &[u8]); 2] = [(b"content-type", b"application/json"), (b"", b"")];
+        let n = match self.headers {
+            [] => 1,
+            [one] => {
+                headers[1] = *one;
+                2
+            }
+            more => unreachable!("answers carry at most one extra header, not {}", more.len()),
+        };
+        let mut out = BytesMut::with_capacity(128 + self.body.len());
+        response::write_head(
+            &mut out,
+            self.status,
+            &headers[..n],
+            ResponseFraming::Length(self.body.len() as u64),
+            keep_alive,
+        );
+        out.extend_from_slice(&self.body);
+        out.freeze()
+    }
+
+    /// A failed invocation, answered before any byte of the function's
+    /// response went out.
+    pub fn invoke_failed(err: &InvokeError, event: bool, expose_stack: bool) -> Answer {
+        let status = if event { err.event_status() } else { err.http_status() };
+        Answer { status, headers: FC_FAILED, body: err.json_body(expose_stack) }
+    }
+
+    /// A malformed or over-limit request (RFC 9112 §9.6: the connection
+    /// closes after it).
+    pub fn refused(e: &RequestError) -> Answer {
+        Answer { status: e.status(), headers: &[], body: error_body(e.reason()) }
+    }
+
+    /// An invocation's body broke its framing before the response began.
+    pub fn body_refused(e: &RequestError) -> Answer {
+        Answer { status: e.status(), headers: FC_FAILED, body: error_body(e.reason()) }
+    }
+
+    /// A routing header given more than once.
+    pub fn ambiguous(header: &str) -> Answer {
+        Answer { status: 400, headers: FC_FAILED, body: error_body(&format!("{header} must appear at most once")) }
+    }
+
+    pub fn wrong_method(allow: Allow) -> Answer {
+        let headers = match allow {
+            Allow::Get => ALLOW_GET,
+            Allow::Post => ALLOW_POST,
+        };
+        Answer { status: 405, headers, body: error_body("method not allowed on this path") }
+    }
+
+    pub fn bad_control_path() -> Answer {
+        Answer { status: 400, headers: &[], body: error_body("unknown x-fc-control-path") }
+    }
+
+    /// The head did not arrive within `NOSLATE_FC_HEADER_TIMEOUT_MS`.
+    pub fn head_timeout() -> Answer {
+        Answer { status: 408, headers: &[], body: error_body("request head not received in time") }
+    }
+
+    /// Beyond `NOSLATE_FC_MAX_CONNECTIONS`.
+    pub fn overloaded() -> Answer {
+        Answer { status: 503, headers: &[], body: error_body("too many connections") }
+    }
+
+    pub fn pre_freeze() -> Answer {
+        Answer { status: 200, headers: FC_OK, body: b"{\"preFreeze\":\"ok\"}".to_vec() }
+    }
+
+    pub fn pre_stop() -> Answer {
+        Answer { status: 200, headers: FC_OK, body: b"{\"preStop\":\"ok\"}".to_vec() }
+    }
+
+    /// `/initialize`: the stack is ready.
+    pub fn initialized(r: &Readiness) -> Answer {
+        let body = format!(
+            "{{\"initialized\":true,\"dataPlanes\":{},\"controlPlanes\":{},\"profiles\":{},\"platformEnv\":{}}}",
+            r.data_planes, r.control_planes, r.profiles, r.platform_env
+        );
+        Answer { status: 200, headers: FC_OK, body: body.into_bytes() }
+    }
+
+    /// `/initialize`: not ready in time, or cannot be (a bad profile file).
+    pub fn not_initialized(reason: &str) -> Answer {
+        let mut body = String::from("{\"initialized\":false,\"reason\":");
+        json_string(&mut body, reason);
+        body.push('}');
+        Answer { status: 404, headers: FC_FAILED, body: body.into_bytes() }
     }
 }
 
@@ -211,5 +348,55 @@ mod tests {
         assert_eq!(body, r#"{"errorName":"Error","errorMessage":"bad \"quote\"\n","errorCode":5}"#);
         assert!(String::from_utf8(e.json_body(true)).unwrap().contains("\"stack\""));
         assert_eq!(error_body("x\u{1}"), br#"{"error":"x\u0001"}"#);
+    }
+
+    #[test]
+    fn typed_causes_keep_their_layer_in_the_body() {
+        let lost = InvokeError::PlaneLost(PlaneFault::Reset(crate::h2::ErrorCode::CANCEL));
+        assert_eq!(lost.http_status(), 502);
+        let body = String::from_utf8(lost.json_body(false)).unwrap();
+        assert!(
+            body.starts_with(
+                r#"{"errorName":"DataPlaneLost","errorMessage":"noslated: data plane connection lost: stream reset ("#
+            ),
+            "{body}"
+        );
+        let open = InvokeError::PlaneLost(PlaneFault::Open(crate::h2::OpenError::Closing));
+        assert!(!String::from_utf8(open.json_body(false)).unwrap().contains("Closing"), "no Debug text in bodies");
+        let short = InvokeError::from(ResponseError::ShorterThanContentLength);
+        assert_eq!(
+            short.log_text(),
+            "ProtocolError: noslated: bad response from data plane: body shorter than content-length"
+        );
+        let unavailable = InvokeError::Status(Status::new(crate::grpc::Code(14), "down"));
+        assert_eq!((unavailable.http_status(), unavailable.event_status()), (503, 404));
+    }
+
+    #[test]
+    fn answers_encode_as_complete_json_responses() {
+        let text = |a: Answer, keep| String::from_utf8(a.encode(keep).to_vec()).unwrap();
+        let t = text(Answer::pre_stop(), false);
+        assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+        assert!(
+            t.contains("content-type: application/json\r\nx-fc-status: 200\r\n") && t.contains("Connection: close"),
+            "{t}"
+        );
+        assert!(t.ends_with("\r\n\r\n{\"preStop\":\"ok\"}"), "{t}");
+        let t = text(Answer::wrong_method(Allow::Post), true);
+        assert!(t.starts_with("HTTP/1.1 405 ") && t.contains("allow: POST\r\n") && !t.contains("Connection"), "{t}");
+        let t = text(Answer::not_initialized("dp-0 \"down\""), true);
+        assert!(
+            t.contains("x-fc-status: 404") && t.ends_with(r#"{"initialized":false,"reason":"dp-0 \"down\""}"#),
+            "{t}"
+        );
+        let r = Readiness { data_planes: 1, control_planes: 2, profiles: 3, platform_env: 4 };
+        let t = text(Answer::initialized(&r), true);
+        assert!(
+            t.ends_with(r#"{"initialized":true,"dataPlanes":1,"controlPlanes":2,"profiles":3,"platformEnv":4}"#),
+            "{t}"
+        );
+        assert_eq!(Answer::overloaded().status, 503);
+        assert_eq!(Answer::invoke_failed(&InvokeError::NoDataPlane, false, false).status, 503);
+        assert_eq!(Answer::invoke_failed(&InvokeError::NoDataPlane, true, false).status, 404);
     }
 }

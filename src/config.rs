@@ -386,6 +386,37 @@ fn children(get: &Get<'_>, data_planes: usize, control_planes: usize) -> Result<
 mod tests {
     use super::*;
 
+    /// README's configuration table is `OPTIONS`, row for row: variable,
+    /// flag, default (`—` for none) and meaning.
+    #[test]
+    fn readme_configuration_table_matches_options() {
+        let readme = include_str!("../README.md");
+        let section = readme.split("\n## Configuration\n").nth(1).expect("README has a Configuration section");
+        let section = section.split("\n## ").next().unwrap_or_default();
+        let unquote = |cell: &str| cell.trim().trim_matches('`').to_string();
+        let rows: Vec<[String; 4]> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim().trim_matches('|').split(" | ").collect();
+                assert_eq!(cells.len(), 4, "README row {l:?}");
+                let default = unquote(cells[2]);
+                [
+                    unquote(cells[0]),
+                    unquote(cells[1]),
+                    if default == "—" { String::new() } else { default },
+                    cells[3].trim().to_string(),
+                ]
+            })
+            .collect();
+        let options: Vec<[String; 4]> =
+            OPTIONS.iter().map(|o| [o.env, o.flag, o.default, o.help].map(str::to_string)).collect();
+        for (row, opt) in rows.iter().zip(&options) {
+            assert_eq!(row, opt, "README row differs from OPTIONS");
+        }
+        assert_eq!(rows.len(), options.len(), "README lists {} settings, OPTIONS {}", rows.len(), options.len());
+    }
+
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         match Config::from_args(args.iter().map(|s| s.to_string()), |k| {

@@ -91,7 +91,8 @@ impl Origin {
         self != Origin::FcHttp
     }
 
-    fn is_event(self) -> bool {
+    /// An event invocation (FC API caller or local `POST /invoke`).
+    pub fn is_event(self) -> bool {
         matches!(self, Origin::FcEvent | Origin::LocalEvent)
     }
 }

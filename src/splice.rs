@@ -41,7 +41,7 @@ pub enum Piece {
 pub enum SpliceError {
     Compressed,
     TooLarge(usize),
-    Malformed(String),
+    Malformed(proto::DecodeError),
     BadStatus(i32),
 }
 
@@ -55,6 +55,8 @@ impl std::fmt::Display for SpliceError {
         }
     }
 }
+
+impl std::error::Error for SpliceError {}
 
 enum State {
     /// Collecting the 5-byte prefix, and after the head enough payload to probe the shape.
@@ -182,7 +184,7 @@ impl ResponseDecoder {
     fn finish_whole(&mut self, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
         let message = self.pending.split().freeze().slice(MESSAGE_PREFIX_LEN..);
         self.state = State::Prefix;
-        let decoded = InvokeResponse::decode(&message).map_err(|e| SpliceError::Malformed(e.to_string()))?;
+        let decoded = InvokeResponse::decode(&message).map_err(SpliceError::Malformed)?;
         match decoded {
             InvokeResponse::Result(result) => {
                 if !self.head_seen {
@@ -215,18 +217,31 @@ impl ResponseDecoder {
     }
 }
 
+/// Worked bytes from noslated-protocol.md §5.7, for this module's tests and
+/// the FC core's.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
+pub(crate) mod samples {
+    pub fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
     }
 
-    // Worked bytes from noslated-protocol.md §5.7.
-    const HEAD: &str = "00 00 00 00 21 12 1f 08 c8 01 12 1a 0a 0c 63 6f 6e 74 65 6e 74 2d 74 79 70 65 12 0a 74 65 78 74 2f 70 6c 61 69 6e";
-    const BODY_HI: &str = "00 00 00 00 06 12 04 1a 02 68 69";
-    const ERROR: &str = "00 00 00 00 20 0a 1e 0a 05 45 72 72 6f 72 12 13 72 61 74 65 20 6c 69 6d 69 74 20 65 78 63 65 65 64 65 64 38 08";
+    /// A 200 head with `content-type: text/plain`.
+    pub const HEAD: &str = "00 00 00 00 21 12 1f 08 c8 01 12 1a 0a 0c 63 6f 6e 74 65 6e 74 2d 74 79 70 65 12 0a 74 65 78 74 2f 70 6c 61 69 6e";
+    /// A body chunk `hi`.
+    pub const BODY_HI: &str = "00 00 00 00 06 12 04 1a 02 68 69";
+    /// The head, then `hi` twice.
+    pub fn head_hi_hi() -> Vec<u8> {
+        [HEAD, BODY_HI, BODY_HI].iter().flat_map(|m| hex(m)).collect()
+    }
+
+    /// An error: `rate limit exceeded`, code 8.
+    pub const ERROR: &str = "00 00 00 00 20 0a 1e 0a 05 45 72 72 6f 72 12 13 72 61 74 65 20 6c 69 6d 69 74 20 65 78 63 65 65 64 65 64 38 08";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::samples::{self, hex, ERROR, HEAD};
+    use super::*;
 
     fn run(stream: &[u8], split: usize) -> (Vec<u8>, Vec<Piece>) {
         let mut d = ResponseDecoder::default();
@@ -245,9 +260,7 @@ mod tests {
 
     #[test]
     fn head_then_bodies_at_every_split() {
-        let mut stream = hex(HEAD);
-        stream.extend(hex(BODY_HI));
-        stream.extend(hex(BODY_HI));
+        let stream = samples::head_hi_hi();
         for split in 1..=stream.len() {
             let (body, other) = run(&stream, split);
             assert_eq!(body, b"hihi", "split {split}");

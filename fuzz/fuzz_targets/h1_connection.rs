@@ -1,23 +1,20 @@
-//! The input side of a whole HTTP/1.1 server connection, driven the way the
-//! event loop drives it (`server/client.rs` `process_client`, and
-//! `server/invoke.rs` `encode_first_message` + `pump_invoke_body`):
-//!
-//! Idle: parse a head from the read buffer (only when it is not empty), a
-//! fresh `HeadParser` after every head; then the body: a small
-//! `Content-Length` body already buffered is taken in one piece (the inline
-//! first message), else a `BodyDecoder` hands out slices of at most `max`
-//! bytes; `NeedMore` reads the next piece; `End` goes back to Idle if the
-//! request keeps the connection alive. Pipelined requests follow one another
-//! in the same buffer. Every request is treated as an invoke (the body is
-//! consumed); any refusal ends the connection.
-//!
-//! The bytes arrive in pieces chosen by the input, and a piece may arrive
-//! "early" — while the decoder is still working through buffered bytes, as
-//! when the loop reads again before the body is drained.
+//! The input side of a whole HTTP/1.1 server connection through the FC
+//! exchange core, as the event loop drives it: the loop's own steps are
+//! `HeadParser::parse` then, per head, `fc::dispatch::route` and an
+//! `fc::RequestBody` — `take_inline` (the body inside the first
+//! `InvokeRequest`, `fc::request::first_message`) and `next` (body messages
+//! announced whole, filled slice by slice). Only the reading of the socket is
+//! played here: the bytes arrive in pieces chosen by the input, and a piece
+//! may arrive "early" — while the body is still being worked through
+//! buffered bytes, as when the loop reads again before the body is drained.
+//! Every request is treated as an invoke (the body is consumed); any refusal
+//! ends the connection.
 //!
 //! Input layout:
-//!   byte 0  flags: bit 0 tiny limits; bit 1 inline bodies (max = bits 2..7 × 4)
-//!   byte 1  `max` handed to the body decoder (0..=63; 0 is taken as 1)
+//!   byte 0  flags: bit 0 tiny limits; bit 1 take the body inline when it is
+//!           all buffered (as the loop does when it opens the stream)
+//!   byte 1  bit 0 forward credentials; bits 1..2 the origin (FC event, FC
+//!           HTTP, local event, local HTTP) for the first message
 //!   byte 2  n = number of schedule bytes (0..=31), then n schedule bytes,
 //!           cycled: piece length = (s & 0x3f) + 1, × 16 if bit 6; bit 7 =
 //!           deliver the piece early. n = 0: one piece.
@@ -25,16 +22,24 @@
 //!
 //! Invariants: no panic; every step consumes input, reads a piece or stops
 //! (the number of steps is bounded by the input); `Ok(None)` from the parser
-//! leaves the buffer as it was; `Data` is never empty nor above `max`; after
-//! `End` the decoder is done; a complete `Content-Length` body has exactly
-//! that length; and the transcript — every head, the concatenation of each
-//! body's slices, each request's outcome, how the connection ended — equals
-//! that of the same bytes handed over in one piece with unbounded `max`.
+//! leaves the buffer as it was; body pieces are never empty nor above
+//! `CHUNK_MAX`; the first message and the body messages are valid gRPC
+//! framing of `InvokeRequest`s whose bodies, joined, are the request body;
+//! without inlining a Content-Length body takes exactly ⌈n / CHUNK_MAX⌉
+//! messages however it arrives; a complete Content-Length body has exactly
+//! that length; and the transcript — every head and its route, each body,
+//! each request's outcome, how the connection ended — equals that of the
+//! same bytes handed over in one piece without inlining.
 #![no_main]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use noslate_fc::http1::{BodyDecoder, BodyFraming, Decoded, HeadParser, Limits};
+use noslate_fc::fc::request::{first_message, InvokeTarget, CHUNK_MAX};
+use noslate_fc::fc::{dispatch, BodyStep, RequestBody};
+use noslate_fc::grpc::Deframer;
+use noslate_fc::http1::{BodyFraming, HeadParser, Limits, RequestHead};
+use noslate_fc::proto::InvokeRequest;
+use noslate_fc::route::Origin;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -116,16 +121,56 @@ impl Feed<'_> {
 
 struct Params {
     limits: Limits,
-    max: usize,
-    inline_max: Option<u64>,
+    inline: bool,
+    forward_credentials: bool,
+    origin: Origin,
 }
 
-fn describe(head: &noslate_fc::http1::RequestHead) -> String {
+/// The messages of one request as the data plane would decode them: the
+/// first message (with the inline body) and then the body messages.
+struct Upstream {
+    deframer: Deframer,
+    /// Body messages after the first.
+    messages: usize,
+    body: Vec<u8>,
+}
+
+impl Upstream {
+    fn new(head: &RequestHead, p: &Params, inline: &Bytes) -> Upstream {
+        let target = InvokeTarget { function: "f", url_skip: 0, origin: p.origin, deadline_ms: 1e12, request_id: "id" };
+        let mut deframer = Deframer::new(usize::MAX);
+        deframer.push(first_message(head, &target, p.forward_credentials, inline.len()));
+        deframer.push(inline.clone());
+        let first = deframer.next_message().expect("valid framing").expect("the first message is complete");
+        let m = InvokeRequest::decode(&first).expect("the first message decodes");
+        assert_eq!(m.name, Some("f"));
+        assert_eq!(m.request_id, Some("id"));
+        assert_eq!(m.body.unwrap_or_default(), &inline[..]);
+        if !p.forward_credentials {
+            assert!(m.headers.iter().all(|(n, _)| !n.eq_ignore_ascii_case(b"x-fc-security-token")));
+        }
+        assert!(m.headers.iter().all(|(n, _)| !n.iter().any(u8::is_ascii_uppercase)), "names lower-cased");
+        Upstream { deframer, messages: 0, body: inline.to_vec() }
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.deframer.push(bytes);
+        while let Some(m) = self.deframer.next_message().expect("valid framing") {
+            let m = InvokeRequest::decode(&m).expect("a body message decodes");
+            let body = m.body.expect("a body message has a body");
+            assert!(!body.is_empty() && body.len() <= CHUNK_MAX);
+            self.body.extend_from_slice(body);
+            self.messages += 1;
+        }
+    }
+}
+
+fn describe(head: &RequestHead) -> String {
     let headers: Vec<_> = head.headers().collect();
     let text = |b: &[u8]| b.escape_ascii().to_string();
     let headers: Vec<_> = headers.iter().map(|(n, v)| (text(n), text(v))).collect();
     format!(
-        "{} {} {} {:?} {} {:?} {} {} {:?}",
+        "{} {} {} {:?} {} {:?} {} {} {:?} {:?}",
         text(head.method()),
         text(head.target()),
         text(head.path()),
@@ -135,6 +180,7 @@ fn describe(head: &noslate_fc::http1::RequestHead) -> String {
         head.keep_alive(),
         head.expects_continue(),
         headers,
+        dispatch::route(head),
     )
 }
 
@@ -178,39 +224,24 @@ fn run(feed: &mut Feed<'_>, p: &Params) -> Transcript {
         let _ = (head.header("host"), head.header("x-fc-control-path"));
 
         // The body.
-        let mut decoder = BodyDecoder::new(head.framing(), &p.limits);
-        let mut body = Vec::new();
-        let mut done = head.framing() == BodyFraming::None;
-        if let (BodyFraming::Length(n), Some(inline_max)) = (head.framing(), p.inline_max) {
-            if n <= inline_max && feed.buf.len() as u64 >= n {
-                step();
-                let n = n as usize;
-                match decoder.decode(&mut feed.buf, n) {
-                    Ok(Decoded::Data(data)) => {
-                        assert_eq!(data.len(), n);
-                        body.extend_from_slice(&data);
-                        done = true;
-                    }
-                    Ok(Decoded::End) => {
-                        assert_eq!(n, 0);
-                        done = true;
-                    }
-                    other => panic!("inline body of {n} buffered bytes: {other:?}"),
-                }
-                assert!(decoder.is_done());
-            }
-        }
+        let mut body = RequestBody::new(head.framing(), p.limits.max_body);
+        let inline = if p.inline { body.take_inline(&mut feed.buf) } else { Bytes::new() };
+        let inlined = body.is_done() && !inline.is_empty();
+        let mut upstream = Upstream::new(&head, p, &inline);
         let mut outcome = Outcome::Complete;
-        while !done {
+        while !body.is_done() {
             step();
-            match decoder.decode(&mut feed.buf, p.max) {
-                Ok(Decoded::Data(data)) => {
-                    assert!(!data.is_empty() && data.len() <= p.max.max(1), "Data of {} bytes", data.len());
-                    body.extend_from_slice(&data);
+            match body.next(&mut feed.buf) {
+                Ok(BodyStep::Data { prefix, data }) => {
+                    assert!(!data.is_empty() && data.len() <= CHUNK_MAX, "Data of {} bytes", data.len());
+                    if let Some(prefix) = prefix {
+                        upstream.push(Bytes::copy_from_slice(prefix.as_bytes()));
+                    }
+                    upstream.push(data);
                     feed.maybe_early();
                 }
-                Ok(Decoded::NeedMore) => {
-                    if matches!(decoder, BodyDecoder::Length { .. }) {
+                Ok(BodyStep::NeedMore) => {
+                    if matches!(head.framing(), BodyFraming::Length(_)) {
                         assert!(feed.buf.is_empty());
                     }
                     if !feed.read() {
@@ -218,16 +249,21 @@ fn run(feed: &mut Feed<'_>, p: &Params) -> Transcript {
                         break;
                     }
                 }
-                Ok(Decoded::End) => {
-                    assert!(decoder.is_done());
-                    done = true;
-                }
+                Ok(BodyStep::End) => assert!(body.is_done()),
                 Err(e) => {
                     outcome = Outcome::Refused(e.status());
                     break;
                 }
             }
         }
+        if outcome == Outcome::Complete {
+            assert!(upstream.deframer.next_message().unwrap().is_none(), "no message left half-announced");
+            assert_eq!(body.unread(), Some(0));
+            if let (BodyFraming::Length(n), false) = (head.framing(), inlined) {
+                assert_eq!(upstream.messages as u64, n.div_ceil(CHUNK_MAX as u64), "messages announced whole");
+            }
+        }
+        let body = upstream.body;
         if outcome == Outcome::Complete {
             match head.framing() {
                 BodyFraming::Length(n) => assert_eq!(body.len() as u64, n),
@@ -248,7 +284,7 @@ fn run(feed: &mut Feed<'_>, p: &Params) -> Transcript {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let [flags, max, n, rest @ ..] = input else {
+    let [flags, upstream, n, rest @ ..] = input else {
         return;
     };
     let n = usize::from(*n % 32).min(rest.len());
@@ -258,9 +294,11 @@ fuzz_target!(|input: &[u8]| {
     } else {
         Limits::default()
     };
-    let inline_max = (flags & 2 != 0).then(|| u64::from(flags >> 2) * 4);
-    let split = Params { limits: limits.clone(), max: usize::from(*max % 64), inline_max };
-    let whole = Params { limits, max: usize::MAX, inline_max: None };
+    let forward_credentials = upstream & 1 != 0;
+    let origin =
+        [Origin::FcEvent, Origin::FcHttp, Origin::LocalEvent, Origin::LocalHttp][usize::from((upstream >> 1) & 3)];
+    let split = Params { limits: limits.clone(), inline: flags & 2 != 0, forward_credentials, origin };
+    let whole = Params { limits, inline: false, forward_credentials, origin };
 
     let mut feed = Feed { data, pos: 0, schedule, next: 0, buf: BytesMut::new() };
     let got = run(&mut feed, &split);

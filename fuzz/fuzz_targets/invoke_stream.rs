@@ -1,8 +1,9 @@
-//! The response side of an invoke, as `server/invoke.rs` drives it:
+//! The response side of an invoke through the real cores: an
 //! `h2::ClientConnection` with one `PushServer/invoke` stream open, server
-//! bytes delivered in arbitrary splits, every event polled, the stream's DATA
-//! fed to `splice::ResponseDecoder` and flow-control credit released (now or
-//! later, as the client's output drains).
+//! bytes delivered in arbitrary splits, every event polled, and the stream's
+//! HEADERS and DATA handed to `fc::ResponseSplice` — the FC core that
+//! `server/invoke.rs` calls — which makes the HTTP/1.1 response; flow-control
+//! credit is released now or later, as the client's output drains.
 //!
 //! The input is read with `arbitrary::Unstructured`. Its first byte picks:
 //!
@@ -18,8 +19,11 @@
 //!   generated message stream into frames of any size, padding, WINDOW_UPDATE,
 //!   PING, RST_STREAM, GOAWAY, frames for other streams, raw bytes). No
 //!   panic; the decoder never buffers more than `MAX_BUFFERED_MESSAGE` plus a
-//!   prefix; the client's output always drains; and the pieces equal those
-//!   of the DATA that reached the decoder decoded in one piece.
+//!   prefix; the client's output always drains; the pieces equal those of
+//!   the DATA that reached the decoder decoded in one piece; and the HTTP/1.1
+//!   response `fc::ResponseSplice` wrote (head, de-chunked body, whether it
+//!   ended cleanly, the error) equals the one it writes for that DATA in one
+//!   piece and the same trailers.
 #![no_main]
 
 use std::io::IoSlice;
@@ -27,10 +31,13 @@ use std::io::IoSlice;
 use arbitrary::{Result, Unstructured};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use noslate_fc::answers::InvokeError as Failed;
+use noslate_fc::fc::{OutQueue, Progress, ResponseSplice, Scratch};
 use noslate_fc::grpc::{self, MESSAGE_PREFIX_LEN};
 use noslate_fc::h2::frame::{self, flag, kind};
-use noslate_fc::h2::{ClientConnection, Config, ErrorCode, Event, FrameHead};
+use noslate_fc::h2::{ClientConnection, Config, ErrorCode, Event, FrameHead, HeaderList};
 use noslate_fc::hpack;
+use noslate_fc::http1::{HeadParser, Limits};
 use noslate_fc::proto::{self, InvokeError, InvokeResponse, InvokeResult};
 use noslate_fc::splice::{Failure, Piece, ResponseDecoder, SpliceError, MAX_BUFFERED_MESSAGE};
 
@@ -248,7 +255,7 @@ fn model(m: &[u8], head_seen: &mut bool, out: &mut Output) {
         return;
     }
     match InvokeResponse::decode(m) {
-        Err(e) => out.error = Some(SpliceError::Malformed(e.to_string())),
+        Err(e) => out.error = Some(SpliceError::Malformed(e)),
         Ok(InvokeResponse::Result(r)) => {
             if !*head_seen {
                 *head_seen = true;
@@ -442,6 +449,46 @@ fn drain_output(conn: &mut ClientConnection, step: usize) {
     }
 }
 
+// ----- the HTTP/1.1 side ----------------------------------------------------
+
+/// What the client would make of the response bytes: the head, the body
+/// (de-chunked), whether it ended cleanly, and how the invocation ended.
+#[derive(Debug, PartialEq)]
+struct Http {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    last_chunk: bool,
+    outcome: Option<std::result::Result<Progress, Failed>>,
+}
+
+fn read_http(out: &OutQueue, outcome: Option<std::result::Result<Progress, Failed>>) -> Http {
+    let bytes: Vec<u8> = out.segments().flat_map(|s| s.iter().copied()).collect();
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        assert!(bytes.is_empty(), "a partial head was written");
+        return Http { head: Vec::new(), body: Vec::new(), last_chunk: false, outcome };
+    };
+    let (head, rest) = (bytes[..end + 4].to_vec(), &bytes[end + 4..]);
+    if !head.windows(26).any(|w| w == b"Transfer-Encoding: chunked") {
+        return Http { head, body: rest.to_vec(), last_chunk: false, outcome };
+    }
+    // Chunked: every chunk is `<hex>\r\n<data>\r\n`, never empty but the last.
+    let (mut body, mut at, mut last_chunk) = (Vec::new(), rest, false);
+    while !at.is_empty() {
+        let line = at.windows(2).position(|w| w == b"\r\n").expect("chunk-size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&at[..line]).unwrap(), 16).expect("hex size");
+        at = &at[line + 2..];
+        if size == 0 {
+            assert_eq!(at, b"\r\n", "nothing after the last chunk");
+            last_chunk = true;
+            break;
+        }
+        body.extend_from_slice(&at[..size]);
+        assert_eq!(&at[size..size + 2], b"\r\n");
+        at = &at[size + 2..];
+    }
+    Http { head, body, last_chunk, outcome }
+}
+
 fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
     let cfg = Config {
         stream_window: *u.choose(&[1 << 20, 65_535, 16_384, 1, 0])?,
@@ -457,11 +504,21 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
         message_stream(&mut sub).0
     };
     let server = server_bytes(u, &messages)?;
+    let request_text: &[u8] = u.choose(&[
+        &b"POST /invoke HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+    ])?;
+    let request = HeadParser::default()
+        .parse(&mut BytesMut::from(request_text), &Limits::default())
+        .expect("a valid request head")
+        .expect("a complete request head");
 
     let timeout = grpc::encode_timeout(10_999);
-    let request = grpc::request_fields(PATH, &timeout);
+    let fields = grpc::request_fields(PATH, &timeout);
     let mut conn = ClientConnection::new(cfg);
-    let Ok(s) = conn.open(&request, false) else { return Ok(()) };
+    let Ok(s) = conn.open(&fields, false) else { return Ok(()) };
     conn.send_data(s, Bytes::from_static(b"\0\0\0\0\x04\x0a\x02hi"));
     if end_early {
         conn.send_end(s);
@@ -472,6 +529,12 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
     let mut decoder = ResponseDecoder::default();
     let mut got = Output::default();
     let mut delivered = Vec::new();
+    // The FC core, as `server/invoke.rs` calls it.
+    let mut splice = ResponseSplice::new(&request);
+    let (mut http, mut scratch, mut pieces) = (OutQueue::default(), Scratch::default(), Vec::new());
+    let mut outcome: Option<std::result::Result<Progress, Failed>> = None;
+    let mut head_fields: Option<HeaderList> = None;
+    let mut trailers: Option<HeaderList> = None;
     let mut unreleased = 0usize;
     let mut live = true;
     let mut data_events = 0u32;
@@ -493,6 +556,11 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
                     if live && got.error.is_none() {
                         delivered.extend_from_slice(&data);
                         unreleased += data.len();
+                        if outcome.is_none() {
+                            if let Err(e) = splice.on_data(data.clone(), &mut http, &mut scratch, &mut pieces) {
+                                outcome = Some(Err(e));
+                            }
+                        }
                         feed(&mut decoder, data, &mut got);
                         data_events += 1;
                         if release_every == 0 || data_events % u32::from(release_every) == 0 {
@@ -507,6 +575,19 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
                 Event::Headers { stream, fields, end_stream } => {
                     assert_eq!(stream, s);
                     let pairs = || fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+                    if outcome.is_none() && live && got.error.is_none() {
+                        match splice.on_headers(&fields, end_stream, &mut http) {
+                            Ok(Progress::Continue) => head_fields = Some(fields.clone()),
+                            done => {
+                                outcome = Some(done);
+                                if end_stream {
+                                    trailers = Some(fields.clone());
+                                } else {
+                                    head_fields = Some(fields.clone());
+                                }
+                            }
+                        }
+                    }
                     if end_stream {
                         if let Ok(status) = grpc::status_from_trailers(pairs()) {
                             let _ = (status.is_ok(), decoder.is_idle(), decoder.head_seen());
@@ -547,6 +628,26 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
     }
     // However the DATA was framed and split, the decoder saw a byte stream.
     assert_eq!(got, one_piece(&delivered), "h2 framing changed the decoded pieces");
+    // And the HTTP/1.1 response is that of the same DATA in one piece.
+    if got.error.is_none() {
+        let mut again = ResponseSplice::new(&request);
+        let mut out = OutQueue::default();
+        let mut replayed = None;
+        if let Some(f) = &head_fields {
+            if let Err(e) = again.on_headers(f, false, &mut out) {
+                replayed = Some(Err(e));
+            }
+        }
+        if replayed.is_none() && !delivered.is_empty() {
+            if let Err(e) = again.on_data(Bytes::from(delivered), &mut out, &mut scratch, &mut pieces) {
+                replayed = Some(Err(e));
+            }
+        }
+        if let (None, Some(t)) = (&replayed, &trailers) {
+            replayed = Some(again.on_headers(t, true, &mut out));
+        }
+        assert_eq!(read_http(&http, outcome), read_http(&out, replayed), "the split changed the HTTP/1.1 response");
+    }
     Ok(())
 }
 

@@ -6,6 +6,11 @@
 //! (`/initialize` waiting for readiness) or `Invoke` (spliced to a plane) →
 //! back to `Idle` when the response is written and the request body consumed,
 //! or closed when either side cannot continue.
+//!
+//! This file owns the client: its `Phase` changes here only. Invoke steps
+//! (`invoke.rs`) return a [`Step`]; [`Server::end_exchange`] is the one place
+//! an exchange ends — the phase goes, the FC `End` marker is written, the
+//! answer is queued and the connection goes on or closes.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -15,11 +20,12 @@ use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::invoke::Invoke;
-use super::{client_token, log, ClientTimer, OutQueue, Server, Timer};
-use crate::answers;
-use crate::http1::request::{BodyFraming, HeadParser, RequestHead, Version};
-use crate::http1::response::{self, ResponseFraming};
+use super::invoke::{Invoke, Step};
+use super::{ClientKey, ClientTimer, Server, Timer};
+use crate::answers::{Answer, InvokeError};
+use crate::fc::dispatch::{self, Route};
+use crate::fc::{Marker, OutQueue};
+use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
 
 /// Read size while a head is expected, and while a body streams.
@@ -45,14 +51,23 @@ const LINGER_READ: usize = 64 * 1024;
 
 pub enum Phase {
     Idle,
+    /// Answered at once (`/pre-freeze`, an invocation refused before it
+    /// started): set only to pass through `end_exchange` in the same call.
+    Answered {
+        marker: Marker,
+        request_id: String,
+        keep_alive: bool,
+        event: bool,
+        rest: Rest,
+    },
     /// `/initialize` waiting for the planes and the profile push.
     Init {
         keep_alive: bool,
         request_id: String,
     },
-    /// `/pre-stop` waiting for in-flight invokes to drain.
+    /// `/pre-stop` waiting for in-flight invokes to drain (then it closes:
+    /// the instance is going away).
     PreStop {
-        keep_alive: bool,
         request_id: String,
     },
     Invoke(Box<Invoke>),
@@ -72,6 +87,47 @@ pub enum Phase {
         last_read: Instant,
         bytes_left: u64,
     },
+}
+
+impl Phase {
+    pub fn invoke(&self) -> Option<&Invoke> {
+        match self {
+            Phase::Invoke(inv) => Some(inv),
+            _ => None,
+        }
+    }
+
+    pub fn invoke_mut(&mut self) -> Option<&mut Invoke> {
+        match self {
+            Phase::Invoke(inv) => Some(inv),
+            _ => None,
+        }
+    }
+}
+
+/// What is left of a request when its exchange ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rest {
+    /// A hook: nothing to skip (it is only answered reusable without a body).
+    Nothing,
+    /// An invocation's unread body: none, a known length, unknown (chunked).
+    Body(Option<u64>),
+}
+
+/// How an exchange ends (`Server::end_exchange`).
+pub enum Ending {
+    /// The response is complete.
+    Complete,
+    /// Answer the exchange with this.
+    Answer(Answer),
+    /// The invocation failed: an error answer before the response head,
+    /// else the response is cut (no last chunk, short of Content-Length).
+    Failed(InvokeError),
+    /// The request body broke its framing: answer before the head and close,
+    /// else drop what is queued and close.
+    BodyRefused(RequestError),
+    /// The client went away, or the connection is closing under it.
+    Abandoned(&'static str),
 }
 
 pub struct Client {
@@ -144,17 +200,12 @@ impl Server {
     }
 
     fn add_client(&mut self, mut sock: TcpStream) {
-        let entry = self.clients.vacant_entry();
-        let key = entry.key();
-        if self.poll.registry().register(&mut sock, client_token(key), Interest::READABLE | Interest::WRITABLE).is_err()
-        {
+        let key = self.clients.vacant_key();
+        if self.poll.registry().register(&mut sock, key.token(), Interest::READABLE | Interest::WRITABLE).is_err() {
             return;
         }
-        let gen = {
-            self.next_gen += 1;
-            self.next_gen
-        };
-        entry.insert(Client {
+        let gen = self.gen();
+        self.clients.insert(Client {
             sock,
             gen,
             rbuf: BytesMut::new(),
@@ -177,7 +228,7 @@ impl Server {
 
     /// Restart the idle period; add the connection's idle timer only if it
     /// is not pending already (when it fires early, it looks again).
-    fn arm_idle(&mut self, key: usize) {
+    fn arm_idle(&mut self, key: ClientKey) {
         let at = Instant::now() + self.cfg.idle_timeout;
         let c = &mut self.clients[key];
         c.idle_deadline = at;
@@ -192,7 +243,7 @@ impl Server {
         Limits { max_head: self.cfg.max_head, max_body: self.cfg.max_body, ..Limits::default() }
     }
 
-    pub(super) fn client_event(&mut self, key: usize, readable: bool, read_closed: bool, writable: bool) {
+    pub(super) fn client_event(&mut self, key: ClientKey, readable: bool, read_closed: bool, writable: bool) {
         if !self.clients.contains(key) {
             return;
         }
@@ -209,7 +260,7 @@ impl Server {
     }
 
     /// Read what the current phase can use, and act on it.
-    pub(super) fn pump_client(&mut self, key: usize) {
+    pub(super) fn pump_client(&mut self, key: ClientKey) {
         // Bounded: each turn either consumes input or stops.
         for _ in 0..1024 {
             let Some(c) = self.clients.get_mut(key) else { return };
@@ -239,7 +290,7 @@ impl Server {
         }
     }
 
-    fn wants_input(&self, key: usize) -> bool {
+    fn wants_input(&self, key: ClientKey) -> bool {
         let c = &self.clients[key];
         if c.rbuf.len() >= MAX_BUFFERED_INPUT {
             return false;
@@ -248,15 +299,15 @@ impl Server {
             Phase::Idle => c.out.len() < MAX_PENDING_OUTPUT,
             // A body only as the stream takes it; after the body, a little,
             // to notice a client that goes away (or pipelines).
-            Phase::Invoke(inv) if !inv.body_done => inv.wants_body(self),
+            Phase::Invoke(inv) if !inv.call.body.is_done() => inv.wants_body(self),
             Phase::Invoke(_) => c.rbuf.len() < HEAD_READ,
             // Keep reading a little to notice a client that goes away.
-            Phase::Init { .. } | Phase::PreStop { .. } => c.rbuf.len() < HEAD_READ,
+            Phase::Init { .. } | Phase::PreStop { .. } | Phase::Answered { .. } => c.rbuf.len() < HEAD_READ,
             Phase::Discard { .. } | Phase::Linger { .. } => true,
         }
     }
 
-    fn read_client(&mut self, key: usize) -> io::Result<usize> {
+    fn read_client(&mut self, key: ClientKey) -> io::Result<usize> {
         // Only a body being forwarded needs the large buffer; an invoke that
         // waits for its response reads just to notice EOF (or pipelining).
         let capacity = match &self.clients[key].phase {
@@ -305,7 +356,7 @@ impl Server {
     }
 
     /// Parse and dispatch whatever complete input is buffered.
-    fn process_client(&mut self, key: usize) {
+    fn process_client(&mut self, key: ClientKey) {
         loop {
             let Some(c) = self.clients.get_mut(key) else { return };
             if c.closing {
@@ -341,10 +392,11 @@ impl Server {
                     }
                 }
                 Phase::Invoke(_) => {
-                    self.pump_invoke_body(key);
+                    let step = self.pump_invoke_body(key);
+                    self.settle(key, step);
                     return;
                 }
-                Phase::Init { .. } | Phase::PreStop { .. } | Phase::Linger { .. } => return,
+                Phase::Init { .. } | Phase::PreStop { .. } | Phase::Answered { .. } | Phase::Linger { .. } => return,
                 Phase::Discard { ref mut left } => {
                     let n = usize::try_from(*left).map_or(c.rbuf.len(), |l| l.min(c.rbuf.len()));
                     let _ = c.rbuf.split_to(n);
@@ -360,7 +412,7 @@ impl Server {
     }
 
     /// Arm the slowloris timer once per exchange (the first partial head).
-    fn arm_head_timer(&mut self, key: usize) {
+    fn arm_head_timer(&mut self, key: ClientKey) {
         let c = &mut self.clients[key];
         if c.head_timer_armed {
             return;
@@ -405,7 +457,7 @@ impl Server {
     /// look at the socket: a request may be waiting there that the poll has
     /// not reported yet (after a stop, the overdue timer comes first). True
     /// when the connection is still in the same exchange and still idle.
-    fn look_before_timeout(&mut self, key: usize, gen: u64, is_idle_timer: bool) -> bool {
+    fn look_before_timeout(&mut self, key: ClientKey, gen: u64, is_idle_timer: bool) -> bool {
         if let Some(c) = self.clients.get_mut(key) {
             c.readable = true;
         }
@@ -424,29 +476,22 @@ impl Server {
 
     /// A malformed or over-limit request: answer and close (RFC 9112 §9.6:
     /// after a framing error the connection cannot be reused).
-    fn refuse(&mut self, key: usize, e: &RequestError) {
-        let status = e.status();
-        self.answer(key, status, &answers::error_body(e.reason()), &[], false);
+    fn refuse(&mut self, key: ClientKey, e: &RequestError) {
+        self.queue_answer(key, &Answer::refused(e), false);
     }
 
-    /// Queue a complete local response; `keep_alive` false closes after it.
-    pub(super) fn answer(&mut self, key: usize, status: u16, body: &[u8], extra: &[(&[u8], &[u8])], keep_alive: bool) {
+    /// Queue a complete answer; `keep_alive` false closes after it.
+    fn queue_answer(&mut self, key: ClientKey, answer: &Answer, keep_alive: bool) {
         let Some(c) = self.clients.get_mut(key) else { return };
-        let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(extra.len() + 1);
-        headers.push((b"content-type", b"application/json"));
-        headers.extend_from_slice(extra);
-        let mut head = BytesMut::with_capacity(128 + body.len());
-        response::write_head(&mut head, status, &headers, ResponseFraming::Length(body.len() as u64), keep_alive);
-        head.extend_from_slice(body);
-        c.out.push(head.freeze());
+        c.out.push(answer.encode(keep_alive));
         if !keep_alive {
             c.closing = true;
         }
         self.mark_client(key);
     }
 
-    /// Route one request head (fc-protocol.md §2, §4).
-    fn on_request(&mut self, key: usize, head: RequestHead) {
+    /// Route one request head (fc-protocol.md §2, §4; `fc::dispatch`).
+    fn on_request(&mut self, key: ClientKey, head: RequestHead) {
         self.clients[key].gen = self.gen();
         // The head arrived: its slowloris timer (and any other of the last
         // exchange) is void. Local answers never pass through
@@ -457,81 +502,212 @@ impl Server {
         }
         c.idle_timer_pending = false;
         self.arm_idle(key);
-        let keep_alive = head.keep_alive();
-        // A routing header given twice: which copy FC set cannot be known
-        // (`/pre-stop` then `/http-invoke` must not run the hook), so nothing
-        // runs; the body is not read, so the connection closes.
-        if let Some(name) = crate::route::repeated_single_header(head.headers()) {
-            let body = answers::error_body(&format!("{name} must appear at most once"));
-            self.answer(key, 400, &body, &[(b"x-fc-status", b"404")], false);
-            return;
-        }
-        let control = head.header("x-fc-control-path").map(<[u8]>::to_vec);
-        let route = match control.as_deref() {
-            Some(b"/invoke") => Route::Event,
-            Some(b"/http-invoke") => Route::Http,
-            Some(b"/initialize") => Route::Initialize,
-            Some(b"/pre-freeze") => Route::PreFreeze,
-            Some(b"/pre-stop") => Route::PreStop,
-            Some(_) => Route::BadControlPath,
-            None => match (head.method(), head.path()) {
-                (b"POST", b"/invoke") => Route::Event,
-                (b"POST", b"/initialize") => Route::Initialize,
-                (b"GET", b"/pre-freeze") => Route::PreFreeze,
-                (b"GET", b"/pre-stop") => Route::PreStop,
-                (_, b"/initialize") => Route::WrongMethod(b"POST"),
-                (_, b"/pre-freeze") => Route::WrongMethod(b"GET"),
-                (_, b"/pre-stop") => Route::WrongMethod(b"GET"),
-                (_, b"/invoke") => Route::WrongMethod(b"POST"),
-                _ => Route::Http,
-            },
-        };
         // Local answers never read the body: keep the connection only when
-        // there is none to skip.
-        let reusable = keep_alive && head.framing() == BodyFraming::None;
-        let request_id = request_id(&head);
-        match route {
-            Route::Event | Route::Http => self.start_invoke(key, head, route == Route::Event, request_id),
+        // there is none to skip. A routing header given twice or an unknown
+        // control path: nothing runs, the body is not read, it closes.
+        let reusable = dispatch::reusable_without_body(&head);
+        match dispatch::route(&head) {
+            Route::Ambiguous(name) => self.queue_answer(key, &Answer::ambiguous(name), false),
+            Route::WrongMethod(allow) => self.queue_answer(key, &Answer::wrong_method(allow), reusable),
+            Route::BadControlPath => self.queue_answer(key, &Answer::bad_control_path(), false),
+            Route::Invoke(origin) => {
+                let request_id = dispatch::request_id(&head);
+                self.log.start(Marker::Invoke, &request_id);
+                match self.new_invoke(head, origin, request_id) {
+                    Ok(inv) => {
+                        let gen = self.clients[key].gen;
+                        self.client_timer_add(key, inv.call.deadline, gen, ClientTimer::Deadline);
+                        self.clients[key].phase = Phase::Invoke(Box::new(inv));
+                        let step = self.dispatch_invoke(key);
+                        self.settle(key, step);
+                    }
+                    Err(refused) => {
+                        let refused = *refused;
+                        self.clients[key].phase = Phase::Answered {
+                            marker: Marker::Invoke,
+                            keep_alive: refused.head.keep_alive(),
+                            event: refused.origin.is_event(),
+                            rest: Rest::Body(dispatch::unread_body(&refused.head)),
+                            request_id: refused.request_id,
+                        };
+                        self.end_exchange(key, Ending::Failed(refused.error));
+                    }
+                }
+            }
             Route::PreFreeze => {
+                let request_id = dispatch::request_id(&head);
+                self.log.start(Marker::PreFreeze, &request_id);
                 // FC freezes the instance after this answer (fc-protocol.md §2).
                 self.pre_freeze_at = Some(Instant::now());
-                log!(self, "FC PreFreeze Start RequestId: {request_id}");
-                self.answer(key, 200, b"{\"preFreeze\":\"ok\"}", &[(b"x-fc-status", b"200")], reusable);
-                log!(self, "FC PreFreeze End RequestId: {request_id}");
-                self.log.flush();
+                self.clients[key].phase = Phase::Answered {
+                    marker: Marker::PreFreeze,
+                    request_id,
+                    keep_alive: reusable,
+                    event: false,
+                    rest: Rest::Nothing,
+                };
+                self.end_exchange(key, Ending::Answer(Answer::pre_freeze()));
             }
             Route::PreStop => {
-                log!(self, "FC PreStop Start RequestId: {request_id}");
-                self.clients[key].phase = Phase::PreStop { keep_alive: reusable, request_id };
+                let request_id = dispatch::request_id(&head);
+                self.log.start(Marker::PreStop, &request_id);
+                self.clients[key].phase = Phase::PreStop { request_id };
                 self.begin_shutdown("/pre-stop");
             }
             Route::Initialize => {
-                log!(self, "FC Initialize Start RequestId: {request_id}");
-                let timeout = head
-                    .header("x-fc-initialization-timeout")
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .filter(|s| *s > 0)
-                    .map(std::time::Duration::from_secs)
-                    .unwrap_or(self.cfg.init_timeout);
+                let request_id = dispatch::request_id(&head);
+                self.log.start(Marker::Initialize, &request_id);
+                let timeout = dispatch::init_timeout(&head, self.cfg.init_timeout);
                 self.clients[key].phase = Phase::Init { keep_alive: reusable, request_id };
                 let gen = self.clients[key].gen;
                 self.client_timer_add(key, Instant::now() + timeout, gen, ClientTimer::Init);
                 self.check_initialize();
             }
-            Route::WrongMethod(allow) => {
-                let body = answers::error_body("method not allowed on this path");
-                self.answer(key, 405, &body, &[(b"allow", allow)], reusable);
-            }
-            Route::BadControlPath => {
-                let body = answers::error_body("unknown x-fc-control-path");
-                self.answer(key, 400, &body, &[], false);
-            }
         }
     }
 
+    /// Act on what an invoke step came to.
+    pub(super) fn settle(&mut self, key: ClientKey, step: Step) {
+        match step {
+            Step::Continue => {}
+            Step::Done => self.end_exchange(key, Ending::Complete),
+            Step::Failed(e) => self.end_exchange(key, Ending::Failed(e)),
+            Step::BodyRefused(e) => self.end_exchange(key, Ending::BodyRefused(e)),
+        }
+    }
+
+    /// The invocation in progress failed (no-op for any other phase).
+    pub(super) fn fail_invoke(&mut self, key: ClientKey, err: InvokeError) {
+        if self.clients.get(key).is_some_and(|c| c.phase.invoke().is_some()) {
+            self.end_exchange(key, Ending::Failed(err));
+        }
+    }
+
+    /// The one place an exchange ends: its phase goes, its FC `End` marker
+    /// is written, its stream (if any) is detached, the answer is queued, and
+    /// the connection goes on (perhaps after dropping a small unread body)
+    /// or closes. A phase with nothing in progress is left alone.
+    pub(super) fn end_exchange(&mut self, key: ClientKey, ending: Ending) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let phase = std::mem::replace(&mut c.phase, Phase::Idle);
+        let immediate = matches!(phase, Phase::Answered { .. });
+        let (marker, request_id, keep_alive, event, rest, waiting, streamed) = match phase {
+            Phase::Invoke(inv) => {
+                self.detach_stream(&inv);
+                let call = inv.call;
+                let rest = Rest::Body(call.body.unread());
+                let waiting = call.response.writer.is_waiting();
+                let (keep_alive, event) = (call.keep_alive(), call.origin.is_event());
+                (Marker::Invoke, call.request_id, keep_alive, event, rest, waiting, true)
+            }
+            Phase::Answered { marker, request_id, keep_alive, event, rest } => {
+                (marker, request_id, keep_alive, event, rest, true, false)
+            }
+            Phase::Init { keep_alive, request_id } => {
+                (Marker::Initialize, request_id, keep_alive, false, Rest::Nothing, true, false)
+            }
+            Phase::PreStop { request_id } => (Marker::PreStop, request_id, false, false, Rest::Nothing, true, false),
+            idle @ (Phase::Idle | Phase::Discard { .. } | Phase::Linger { .. }) => {
+                self.clients[key].phase = idle;
+                return;
+            }
+        };
+        // Keep the connection only if the unread rest of the body can be
+        // dropped (a hook is only reusable without one).
+        let keep = match rest {
+            Rest::Nothing => keep_alive,
+            Rest::Body(left) => keep_alive && self.can_discard(left),
+        };
+        let answer = match ending {
+            Ending::Complete => None,
+            Ending::Answer(answer) => Some(answer),
+            Ending::Failed(err) => {
+                if streamed {
+                    eprintln!("noslate-fc: invoke {request_id} failed: {}", err.log_text());
+                }
+                if waiting {
+                    Some(Answer::invoke_failed(&err, event, self.cfg.expose_stack))
+                } else {
+                    // Headers are out: close without a clean end (no last
+                    // chunk, or short of Content-Length). What was queued is
+                    // still sent.
+                    self.log.end(marker, &request_id);
+                    return self.close_after_output(key, false);
+                }
+            }
+            Ending::BodyRefused(e) => {
+                // The body broke its own framing mid-stream: answer the
+                // client if we still can, and close.
+                self.log.end(marker, &request_id);
+                if waiting {
+                    return self.queue_answer(key, &Answer::body_refused(&e), false);
+                }
+                return self.close_after_output(key, true);
+            }
+            Ending::Abandoned(why) => {
+                if streamed {
+                    eprintln!("noslate-fc: invoke {request_id} cancelled: {why}");
+                }
+                self.log.end(marker, &request_id);
+                return;
+            }
+        };
+        if let Some(answer) = &answer {
+            self.queue_answer(key, answer, keep);
+        }
+        self.log.end(marker, &request_id);
+        if marker == Marker::PreFreeze {
+            // The instance may be frozen right after this answer.
+            self.log.flush();
+        }
+        match rest {
+            Rest::Body(Some(left)) if keep => self.finish_exchange_discarding(key, left),
+            Rest::Body(_) => self.finish_exchange(key, false),
+            // Answered while its head was being processed (`/pre-freeze`):
+            // `process_client` goes on to a pipelined request itself (no
+            // recursion per pipelined request), and the answer closes the
+            // connection if it must.
+            Rest::Nothing if immediate => {}
+            Rest::Nothing => self.finish_exchange(key, keep),
+        }
+    }
+
+    /// Close once the output is written (`drop_queued`: without it).
+    fn close_after_output(&mut self, key: ClientKey, drop_queued: bool) {
+        let c = &mut self.clients[key];
+        if drop_queued {
+            c.out.clear();
+        }
+        c.closing = true;
+        self.mark_client(key);
+    }
+
+    /// Answer every `/initialize` that waits.
+    pub(super) fn answer_initialize(&mut self, answer: &Answer) {
+        let waiting: Vec<ClientKey> =
+            self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::Init { .. })).map(|(k, _)| k).collect();
+        for key in waiting {
+            self.end_exchange(key, Ending::Answer(answer.clone()));
+        }
+    }
+
+    /// Answer every waiting `/pre-stop`: the instance is going away, whether
+    /// the drain ended or a child died during it (FC must not be left hanging).
+    pub(super) fn answer_pre_stops(&mut self) {
+        let waiting: Vec<ClientKey> =
+            self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::PreStop { .. })).map(|(k, _)| k).collect();
+        for key in waiting {
+            self.end_exchange(key, Ending::Answer(Answer::pre_stop()));
+        }
+    }
+
+    /// Invocations in progress (a drain waits for them).
+    pub(super) fn invokes_in_flight(&self) -> usize {
+        self.clients.iter().filter(|(_, c)| c.phase.invoke().is_some()).count()
+    }
+
     /// The current exchange is over; go back to reading the next request.
-    pub(super) fn finish_exchange(&mut self, key: usize, keep_alive: bool) {
+    fn finish_exchange(&mut self, key: ClientKey, keep_alive: bool) {
         let gen = self.gen();
         let Some(c) = self.clients.get_mut(key) else { return };
         c.phase = Phase::Idle;
@@ -563,14 +739,14 @@ impl Server {
     /// Can an exchange answered before its body was read keep the
     /// connection? `left` is the unread rest of the body (None: unknown, as
     /// with chunked coding).
-    pub(super) fn can_discard(&self, left: Option<u64>) -> bool {
+    fn can_discard(&self, left: Option<u64>) -> bool {
         !self.cfg.linger.is_zero() && left.is_some_and(|n| n <= DISCARD_MAX)
     }
 
     /// Like `finish_exchange(key, true)`, after an answer that left `left`
     /// bytes of the body unread (`can_discard` said yes): they are read and
     /// dropped first, within `NOSLATE_FC_LINGER_MS`.
-    pub(super) fn finish_exchange_discarding(&mut self, key: usize, left: u64) {
+    fn finish_exchange_discarding(&mut self, key: ClientKey, left: u64) {
         if left == 0 {
             return self.finish_exchange(key, true);
         }
@@ -594,13 +770,13 @@ impl Server {
     /// still possibly coming (the client has not closed its side), close
     /// lingering: shut down our side (the client sees the end of the answer)
     /// and read and drop until the client closes or a bound passes.
-    fn close_or_linger(&mut self, key: usize) {
+    fn close_or_linger(&mut self, key: ClientKey) {
         let Some(c) = self.clients.get(key) else { return };
         if c.peer_gone || self.cfg.linger.is_zero() || matches!(c.phase, Phase::Linger { .. }) {
             return self.close_client(key);
         }
         // Whatever was still in progress (a response cut short) is over.
-        self.abort_invoke(key, "connection closed");
+        self.end_exchange(key, Ending::Abandoned("connection closed"));
         let now = Instant::now();
         let gen = self.gen();
         let c = &mut self.clients[key];
@@ -622,7 +798,7 @@ impl Server {
         self.pump_client(key);
     }
 
-    pub(super) fn flush_client(&mut self, key: usize) {
+    pub(super) fn flush_client(&mut self, key: ClientKey) {
         let Some(c) = self.clients.get_mut(key) else { return };
         match c.out.write_to(&mut c.sock) {
             Ok(true) => {
@@ -640,8 +816,18 @@ impl Server {
         self.client_drained(key);
     }
 
+    /// The client's output drained: resume what waited on it.
+    fn client_drained(&mut self, key: ClientKey) {
+        match self.clients.get(key).map(|c| (&c.phase, c.out.len(), c.rbuf.is_empty())) {
+            Some((Phase::Invoke(_), _, _)) => self.release_window(key),
+            // Pipelined requests held back by a client that was not reading.
+            Some((Phase::Idle, out, false)) if out < MAX_PENDING_OUTPUT => self.pump_client(key),
+            _ => {}
+        }
+    }
+
     /// The client's EOF: finish if nothing is in progress, else abort.
-    fn client_eof(&mut self, key: usize) {
+    fn client_eof(&mut self, key: ClientKey) {
         let c = &mut self.clients[key];
         c.peer_gone = true;
         match c.phase {
@@ -654,20 +840,20 @@ impl Server {
     }
 
     /// The client went away or broke: cancel what it started, close.
-    pub(super) fn client_failed(&mut self, key: usize) {
+    fn client_failed(&mut self, key: ClientKey) {
         if let Some(c) = self.clients.get_mut(key) {
             c.peer_gone = true;
             c.out.clear();
         }
-        self.abort_invoke(key, "client went away");
+        self.end_exchange(key, Ending::Abandoned("client went away"));
         self.close_client(key);
     }
 
-    pub(super) fn close_client(&mut self, key: usize) {
+    fn close_client(&mut self, key: ClientKey) {
         if !self.clients.contains(key) {
             return;
         }
-        self.abort_invoke(key, "connection closed");
+        self.end_exchange(key, Ending::Abandoned("connection closed"));
         if let Some(mut c) = self.clients.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut c.sock);
             for t in c.timer_keys {
@@ -682,14 +868,14 @@ impl Server {
     }
 
     /// Add a timer owned by this connection (cancelled when it closes).
-    pub(super) fn client_timer_add(&mut self, key: usize, at: Instant, gen: u64, what: ClientTimer) {
+    pub(super) fn client_timer_add(&mut self, key: ClientKey, at: Instant, gen: u64, what: ClientTimer) {
         let t = self.timers.add(at, Timer::Client { key, gen, what });
         if let Some(c) = self.clients.get_mut(key) {
             c.timer_keys.push(t);
         }
     }
 
-    pub(super) fn client_timer(&mut self, key: usize, gen: u64, what: ClientTimer) {
+    pub(super) fn client_timer(&mut self, key: ClientKey, gen: u64, what: ClientTimer) {
         let Some(c) = self.clients.get_mut(key) else { return };
         let owner = if what == ClientTimer::Idle { c.conn_id } else { c.gen };
         if owner != gen || c.closing {
@@ -727,22 +913,19 @@ impl Server {
                     let at = c.head_deadline;
                     self.client_timer_add(key, at, gen, ClientTimer::Head);
                 } else if self.look_before_timeout(key, gen, false) {
-                    let body = answers::error_body("request head not received in time");
-                    self.answer(key, 408, &body, &[], false);
+                    self.queue_answer(key, &Answer::head_timeout(), false);
                 }
             }
             ClientTimer::Linger => self.linger_timer(key, gen),
-            ClientTimer::Deadline => self.invoke_deadline(key),
-            ClientTimer::PlaneWait => self.invoke_plane_wait_expired(key),
+            ClientTimer::Deadline => self.fail_invoke(key, InvokeError::Deadline),
+            ClientTimer::PlaneWait => {
+                let step = self.invoke_plane_wait_expired(key);
+                self.settle(key, step);
+            }
             ClientTimer::Init => {
-                if let Phase::Init { keep_alive, request_id } = std::mem::replace(&mut c.phase, Phase::Idle) {
-                    let why = self.readiness_problem();
-                    let mut body = String::from("{\"initialized\":false,\"reason\":");
-                    answers::json_string(&mut body, &why);
-                    body.push('}');
-                    self.answer(key, 404, body.as_bytes(), &[(b"x-fc-status", b"404")], keep_alive);
-                    log!(self, "FC Initialize End RequestId: {request_id}");
-                    self.finish_exchange(key, keep_alive);
+                if matches!(c.phase, Phase::Init { .. }) {
+                    let answer = Answer::not_initialized(&self.readiness_problem());
+                    self.end_exchange(key, Ending::Answer(answer));
                 }
             }
         }
@@ -753,7 +936,7 @@ impl Server {
     /// The bound of a `Discard` or `Linger` phase may have passed. Read what
     /// is there first (that may end it: the client closed, or the rest of a
     /// small body arrived), then close if it still holds.
-    fn linger_timer(&mut self, key: usize, gen: u64) {
+    fn linger_timer(&mut self, key: ClientKey, gen: u64) {
         if let Some(c) = self.clients.get_mut(key) {
             c.readable = true;
         }
@@ -783,52 +966,10 @@ impl Server {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Event,
-    Http,
-    Initialize,
-    PreFreeze,
-    PreStop,
-    WrongMethod(&'static [u8]),
-    BadControlPath,
-}
-
-/// FC's request id, or one we make up (time + counter) for local callers.
-fn request_id(head: &RequestHead) -> String {
-    if let Some(id) = head.header("x-fc-request-id").and_then(|v| std::str::from_utf8(v).ok()) {
-        if !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic()) {
-            return id.to_string();
-        }
-    }
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // getpid(2) once, not per request.
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = crate::sys::epoch_millis() as u64;
-    format!("nfc-{t:x}-{}-{n}", PID.get_or_init(std::process::id))
-}
-
 /// Over the connection limit: a best-effort 503 and close, without
 /// registering the socket (the write is one small non-blocking attempt).
 fn refuse_overload(mut sock: TcpStream) {
     use std::io::Write;
-    let body = answers::error_body("too many connections");
-    let mut msg = BytesMut::new();
-    response::write_head(
-        &mut msg,
-        503,
-        &[(b"content-type", b"application/json")],
-        ResponseFraming::Length(body.len() as u64),
-        false,
-    );
-    msg.extend_from_slice(&body);
-    let _ = sock.write(&msg);
+    let _ = sock.write(&Answer::overloaded().encode(false));
     let _ = sock.shutdown(std::net::Shutdown::Both);
-}
-
-/// HTTP/1.0 clients cannot take chunked coding.
-pub fn supports_chunked(head: &RequestHead) -> bool {
-    head.version() == Version::Http11
 }

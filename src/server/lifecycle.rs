@@ -12,9 +12,9 @@ use std::fs::OpenOptions;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use super::client::Phase;
 use super::plane::PlaneKind;
-use super::{log, Server, Timer};
+use super::{ClientKey, ConnKey, Server, Timer};
+use crate::answers::{Answer, InvokeError, Readiness};
 use crate::config::{ChildSpec, Config};
 use crate::sys::{self, ExitStatus};
 
@@ -36,14 +36,14 @@ pub struct Child {
 pub struct Lifecycle {
     stage: Stage,
     pub default_function: Option<String>,
-    pub waiting_plane: Vec<(usize, u64)>,
+    pub waiting_plane: Vec<(ClientKey, u64)>,
     pub next_plane: usize,
     pub profiles_message: Option<Vec<u8>>,
     pub env_message: Option<Vec<u8>>,
     pub profile_count: usize,
     pub env_count: usize,
     pub config_error: Option<String>,
-    pub reread: Vec<usize>,
+    pub reread: Vec<ConnKey>,
     pub children: Vec<Child>,
     /// Why we are stopping, and with which exit code.
     exit_code: i32,
@@ -190,31 +190,16 @@ impl Server {
         if !decided {
             return;
         }
-        let waiting: Vec<usize> =
-            self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::Init { .. })).map(|(k, _)| k).collect();
-        for key in waiting {
-            let Phase::Init { keep_alive, request_id } = std::mem::replace(&mut self.clients[key].phase, Phase::Idle)
-            else {
-                continue;
-            };
-            match &gap {
-                None => {
-                    let body = format!(
-                        "{{\"initialized\":true,\"dataPlanes\":{},\"controlPlanes\":{},\"profiles\":{},\"platformEnv\":{}}}",
-                        self.cfg.data_planes, self.cfg.control_planes, self.life.profile_count, self.life.env_count
-                    );
-                    self.answer(key, 200, body.as_bytes(), &[(b"x-fc-status", b"200")], keep_alive);
-                }
-                Some(why) => {
-                    let mut body = String::from("{\"initialized\":false,\"reason\":");
-                    crate::answers::json_string(&mut body, why);
-                    body.push('}');
-                    self.answer(key, 404, body.as_bytes(), &[(b"x-fc-status", b"404")], keep_alive);
-                }
-            }
-            log!(self, "FC Initialize End RequestId: {request_id}");
-            self.finish_exchange(key, keep_alive);
-        }
+        let answer = match &gap {
+            None => Answer::initialized(&Readiness {
+                data_planes: self.cfg.data_planes,
+                control_planes: self.cfg.control_planes,
+                profiles: self.life.profile_count,
+                platform_env: self.life.env_count,
+            }),
+            Some(why) => Answer::not_initialized(why),
+        };
+        self.answer_initialize(&answer);
     }
 
     pub(super) fn on_signals(&mut self) {
@@ -270,7 +255,7 @@ impl Server {
             // Refuse invokes that were waiting for a data plane.
             for (key, gen) in std::mem::take(&mut self.life.waiting_plane) {
                 if self.clients.get(key).is_some_and(|c| c.gen == gen) {
-                    self.fail_invoke(key, crate::answers::InvokeError::Draining);
+                    self.fail_invoke(key, InvokeError::Draining);
                 }
             }
             self.timers.add(Instant::now() + self.cfg.drain, Timer::Drain);
@@ -278,39 +263,22 @@ impl Server {
         self.after_client_closed();
     }
 
-    fn in_flight(&self) -> usize {
-        self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::Invoke(_))).count()
-    }
-
     /// Called whenever an exchange ends: the drain may be complete.
     pub(super) fn after_client_closed(&mut self) {
-        if self.life.stage == Stage::Draining && self.in_flight() == 0 {
+        if self.life.stage == Stage::Draining && self.invokes_in_flight() == 0 {
             self.drain_done();
         }
     }
 
     pub(super) fn drain_deadline(&mut self) {
         if self.life.stage == Stage::Draining {
-            eprintln!("noslate-fc: drain period over with {} invokes in flight", self.in_flight());
+            eprintln!("noslate-fc: drain period over with {} invokes in flight", self.invokes_in_flight());
             self.drain_done();
         }
     }
 
     fn drain_done(&mut self) {
         self.stop_children();
-    }
-
-    /// Answer every waiting `/pre-stop`: the instance is going away, whether
-    /// the drain ended or a child died during it (FC must not be left hanging).
-    fn answer_pre_stops(&mut self) {
-        let waiting: Vec<usize> =
-            self.clients.iter().filter(|(_, c)| matches!(c.phase, Phase::PreStop { .. })).map(|(k, _)| k).collect();
-        for key in waiting {
-            if let Phase::PreStop { request_id, .. } = std::mem::replace(&mut self.clients[key].phase, Phase::Idle) {
-                self.answer(key, 200, b"{\"preStop\":\"ok\"}", &[(b"x-fc-status", b"200")], false);
-                log!(self, "FC PreStop End RequestId: {request_id}");
-            }
-        }
     }
 
     /// SIGTERM every child, SIGKILL after the grace period.
@@ -345,8 +313,7 @@ impl Server {
         if self.life.stage != Stage::Stopping || self.life.children.iter().any(|c| c.exited.is_none()) {
             return;
         }
-        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
-        for key in keys {
+        for key in self.clients.keys() {
             self.flush_client(key);
         }
         self.log.flush();

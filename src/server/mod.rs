@@ -7,6 +7,12 @@
 //! SIGTERM (`lifecycle.rs`) — plus a timer set whose earliest deadline is the
 //! poll timeout. `invoke.rs` joins a client to a plane stream.
 //!
+//! No FC or HTTP policy lives here: what a request asks for, the messages it
+//! becomes and the response bytes are `crate::fc`'s (sans-IO), every answer
+//! we make up is `crate::answers`'s. This module reads and writes sockets,
+//! arms timers and acts on what those functions return; `client.rs` alone
+//! changes a client's phase (LIFECYCLE.md, "Who owns what").
+//!
 //! Tokens: 0 = listener, 1 = signals, even = client `2 + 2k`, odd = plane
 //! connection `3 + 2k`. Every socket is registered for both readable and
 //! writable once; because readiness is edge-triggered, whatever queues bytes
@@ -18,35 +24,141 @@ mod invoke;
 mod lifecycle;
 mod plane;
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
+use std::marker::PhantomData;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::fc::{Marker, Scratch};
 use crate::sys::SignalFd;
 use crate::timer::Timers;
 
-pub use client::Client;
-pub use lifecycle::Lifecycle;
-pub use plane::{Plane, PlaneConn};
+use client::Client;
+use lifecycle::Lifecycle;
+use plane::{Plane, PlaneConn};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 
-fn client_token(key: usize) -> Token {
-    Token(2 + key * 2)
+/// A client connection: its place in `Server::clients`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ClientKey(usize);
+
+/// A plane connection: its place in `Server::conns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnKey(usize);
+
+/// A key of one kind of session; kinds cannot be mixed up.
+pub(crate) trait Key: Copy {
+    fn index(self) -> usize;
+    fn from_index(i: usize) -> Self;
 }
 
-fn plane_token(key: usize) -> Token {
-    Token(3 + key * 2)
+impl Key for ClientKey {
+    fn index(self) -> usize {
+        self.0
+    }
+    fn from_index(i: usize) -> Self {
+        ClientKey(i)
+    }
 }
 
-/// Largest number of segments handed to one `writev`.
-const MAX_IOVECS: usize = 64;
+impl Key for ConnKey {
+    fn index(self) -> usize {
+        self.0
+    }
+    fn from_index(i: usize) -> Self {
+        ConnKey(i)
+    }
+}
+
+impl ClientKey {
+    fn token(self) -> Token {
+        Token(2 + self.0 * 2)
+    }
+}
+
+impl ConnKey {
+    fn token(self) -> Token {
+        Token(3 + self.0 * 2)
+    }
+}
+
+/// A slab addressed by one kind of key only (sozu's session slab).
+pub(crate) struct Sessions<K, T> {
+    slab: Slab<T>,
+    kind: PhantomData<K>,
+}
+
+impl<K: Key, T> Default for Sessions<K, T> {
+    fn default() -> Self {
+        Sessions { slab: Slab::new(), kind: PhantomData }
+    }
+}
+
+impl<K: Key, T> Sessions<K, T> {
+    pub fn get(&self, k: K) -> Option<&T> {
+        self.slab.get(k.index())
+    }
+
+    pub fn get_mut(&mut self, k: K) -> Option<&mut T> {
+        self.slab.get_mut(k.index())
+    }
+
+    pub fn contains(&self, k: K) -> bool {
+        self.slab.contains(k.index())
+    }
+
+    /// The key the next `insert` will use.
+    pub fn vacant_key(&self) -> K {
+        K::from_index(self.slab.vacant_key())
+    }
+
+    pub fn insert(&mut self, v: T) -> K {
+        K::from_index(self.slab.insert(v))
+    }
+
+    pub fn try_remove(&mut self, k: K) -> Option<T> {
+        self.slab.try_remove(k.index())
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
+        self.slab.iter().map(|(i, v)| (K::from_index(i), v))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut T)> {
+        self.slab.iter_mut().map(|(i, v)| (K::from_index(i), v))
+    }
+
+    pub fn keys(&self) -> Vec<K> {
+        self.iter().map(|(k, _)| k).collect()
+    }
+}
+
+impl<K: Key, T> std::ops::Index<K> for Sessions<K, T> {
+    type Output = T;
+    fn index(&self, k: K) -> &T {
+        &self.slab[k.index()]
+    }
+}
+
+impl<K: Key, T> std::ops::IndexMut<K> for Sessions<K, T> {
+    fn index_mut(&mut self, k: K) -> &mut T {
+        &mut self.slab[k.index()]
+    }
+}
 
 /// A poll that returns this much later than its timeout allowed was not
 /// sleeping: the process was stopped (FC's freeze, SIGSTOP) while the
@@ -59,7 +171,7 @@ const FREEZE_JUMP: std::time::Duration = std::time::Duration::from_millis(250);
 /// a timer outliving its connection (or its exchange) is ignored.
 #[derive(Debug, Clone, Copy)]
 enum Timer {
-    Client { key: usize, gen: u64, what: ClientTimer },
+    Client { key: ClientKey, gen: u64, what: ClientTimer },
     PlaneRetry { plane: usize },
     WarmUpPoll { plane: usize },
     Drain,
@@ -83,82 +195,6 @@ enum ClientTimer {
     Linger,
 }
 
-/// Segments waiting to be written to a socket: small owned heads interleaved
-/// with slices of read buffers, written with `writev`.
-#[derive(Default)]
-pub struct OutQueue {
-    segs: std::collections::VecDeque<Bytes>,
-    len: usize,
-}
-
-impl OutQueue {
-    pub fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.segs.push_back(b);
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Write as much as the socket takes. Ok(true) when everything was written.
-    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
-        while self.len > 0 {
-            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = self.segs.iter().take(MAX_IOVECS).zip(iov.iter_mut()).map(|(s, v)| *v = IoSlice::new(s)).count();
-            match w.write_vectored(&iov[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(mut written) => {
-                    self.len -= written;
-                    while written > 0 {
-                        let Some(front) = self.segs.front_mut() else { break };
-                        if written >= front.len() {
-                            written -= front.len();
-                            self.segs.pop_front();
-                        } else {
-                            let _ = front.split_to(written);
-                            written = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-
-    pub fn clear(&mut self) {
-        self.segs.clear();
-        self.len = 0;
-    }
-}
-
-/// Small owned heads (chunk-size lines, gRPC prefixes) are carved out of one
-/// scratch buffer: a refcount per head instead of an allocation per head.
-#[derive(Default)]
-pub struct Scratch(BytesMut);
-
-impl Scratch {
-    pub fn bytes(&mut self, parts: &[&[u8]]) -> Bytes {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        if self.0.capacity() < len {
-            self.0.reserve(len.max(4096));
-        }
-        for p in parts {
-            self.0.extend_from_slice(p);
-        }
-        self.0.split().freeze()
-    }
-}
-
 /// A line-buffered stdout for FC's log markers, flushed once per loop turn
 /// (one write per turn, not per line).
 #[derive(Default)]
@@ -168,6 +204,16 @@ impl Log {
     pub fn line(&mut self, args: std::fmt::Arguments<'_>) {
         let _ = self.0.write_fmt(args);
         self.0.push(b'\n');
+    }
+
+    /// `FC <Hook> Start RequestId: <id>`.
+    pub fn start(&mut self, marker: Marker, request_id: &str) {
+        self.line(format_args!("FC {} Start RequestId: {request_id}", marker.name()));
+    }
+
+    /// `FC <Hook> End RequestId: <id>`.
+    pub fn end(&mut self, marker: Marker, request_id: &str) {
+        self.line(format_args!("FC {} End RequestId: {request_id}", marker.name()));
     }
 
     pub fn flush(&mut self) {
@@ -180,23 +226,18 @@ impl Log {
     }
 }
 
-macro_rules! log {
-    ($server:expr, $($arg:tt)*) => { $server.log.line(format_args!($($arg)*)) };
-}
-pub(crate) use log;
-
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
     signals: SignalFd,
     cfg: Config,
-    clients: Slab<Client>,
-    conns: Slab<PlaneConn>,
+    clients: Sessions<ClientKey, Client>,
+    conns: Sessions<ConnKey, PlaneConn>,
     planes: Vec<Plane>,
     timers: Timers<Timer>,
     next_gen: u64,
-    dirty_clients: Vec<usize>,
-    dirty_conns: Vec<usize>,
+    dirty_clients: Vec<ClientKey>,
+    dirty_conns: Vec<ConnKey>,
     scratch: Scratch,
     /// Reused between DATA frames (splice pieces of one frame).
     pieces: Vec<crate::splice::Piece>,
@@ -228,8 +269,8 @@ impl Server {
             listener: Some(listener),
             signals,
             cfg,
-            clients: Slab::new(),
-            conns: Slab::new(),
+            clients: Sessions::default(),
+            conns: Sessions::default(),
             planes,
             timers: Timers::default(),
             next_gen: 0,
@@ -279,10 +320,12 @@ impl Server {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
                     Token(t) if t % 2 == 0 => {
-                        self.client_event((t - 2) / 2, event.is_readable(), event.is_read_closed(), event.is_writable())
+                        let key = ClientKey((t - 2) / 2);
+                        self.client_event(key, event.is_readable(), event.is_read_closed(), event.is_writable())
                     }
                     Token(t) => {
-                        self.plane_event((t - 3) / 2, event.is_readable(), event.is_read_closed(), event.is_writable())
+                        let key = ConnKey((t - 3) / 2);
+                        self.plane_event(key, event.is_readable(), event.is_read_closed(), event.is_writable())
                     }
                 }
             }
@@ -343,11 +386,40 @@ impl Server {
         }
     }
 
-    fn mark_client(&mut self, key: usize) {
+    fn mark_client(&mut self, key: ClientKey) {
         self.dirty_clients.push(key);
     }
 
-    fn mark_conn(&mut self, key: usize) {
+    fn mark_conn(&mut self, key: ConnKey) {
         self.dirty_conns.push(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The files of this module, and the siblings each one names.
+    const FILES: [(&str, &str); 4] = [
+        ("client", include_str!("client.rs")),
+        ("invoke", include_str!("invoke.rs")),
+        ("lifecycle", include_str!("lifecycle.rs")),
+        ("plane", include_str!("plane.rs")),
+    ];
+
+    fn names(text: &str, sibling: &str) -> bool {
+        text.contains(&format!("super::{sibling}::")) || text.contains(&format!("super::{{{sibling}"))
+    }
+
+    /// One owner per thing: no two files of the event loop import each other
+    /// (LIFECYCLE.md, "Who owns what").
+    #[test]
+    fn no_two_files_import_each_other() {
+        for (a, text_a) in FILES {
+            for (b, text_b) in FILES {
+                if a < b {
+                    assert!(!(names(text_a, b) && names(text_b, a)), "{a}.rs and {b}.rs import each other");
+                }
+            }
+        }
+        assert!(names(FILES[0].1, "invoke"), "the check sees imports");
     }
 }

@@ -19,8 +19,9 @@ use bytes::{Bytes, BytesMut};
 use mio::net::UnixStream;
 use mio::Interest;
 
-use super::{plane_token, Server, Timer};
+use super::{ClientKey, ConnKey, Server, Timer};
 use crate::config::Config;
+use crate::fc::{IoOp, PlaneFault};
 use crate::grpc::{self, Deframer};
 use crate::h2::{ClientConnection, Config as H2Config, ErrorCode, Event, StreamRef};
 
@@ -53,9 +54,8 @@ pub enum PlaneKind {
 
 pub struct Plane {
     pub kind: PlaneKind,
-    pub index: usize,
     pub path: PathBuf,
-    pub active: Option<usize>,
+    pub active: Option<ConnKey>,
     pub healthy: bool,
     pub backoff: Duration,
     pub retry_pending: bool,
@@ -70,9 +70,8 @@ pub struct Plane {
 
 impl Plane {
     pub fn all(cfg: &Config) -> Vec<Plane> {
-        let mk = |kind, index, name: String| Plane {
+        let mk = |kind, name: String| Plane {
             kind,
-            index,
             path: cfg.sock_dir.join(name),
             active: None,
             healthy: false,
@@ -83,8 +82,8 @@ impl Plane {
             workers_warm: false,
             last_error: None,
         };
-        let mut v: Vec<Plane> = (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, i, format!("dp-{i}.sock"))).collect();
-        v.extend((0..cfg.control_planes).map(|i| mk(PlaneKind::Control, i, format!("cp-{i}.sock"))));
+        let mut v: Vec<Plane> = (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, format!("dp-{i}.sock"))).collect();
+        v.extend((0..cfg.control_planes).map(|i| mk(PlaneKind::Control, format!("cp-{i}.sock"))));
         v
     }
 }
@@ -100,7 +99,7 @@ pub enum Unary {
 
 pub enum Owner {
     /// A client's invoke: (client key, exchange generation).
-    Invoke(usize, u64),
+    Invoke(ClientKey, u64),
     Unary {
         call: Unary,
         response: Option<Bytes>,
@@ -153,11 +152,8 @@ impl Server {
     }
 
     fn add_conn(&mut self, plane: usize, mut sock: UnixStream) {
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if let Err(e) =
-            self.poll.registry().register(&mut sock, plane_token(key), Interest::READABLE | Interest::WRITABLE)
-        {
+        let key = self.conns.vacant_key();
+        if let Err(e) = self.poll.registry().register(&mut sock, key.token(), Interest::READABLE | Interest::WRITABLE) {
             self.planes[plane].last_error = Some(format!("register: {e}"));
             self.schedule_retry(plane);
             return;
@@ -167,7 +163,7 @@ impl Server {
             connection_window: CONNECTION_WINDOW,
             ..H2Config::default()
         });
-        entry.insert(PlaneConn {
+        self.conns.insert(PlaneConn {
             plane,
             sock,
             h2,
@@ -191,7 +187,7 @@ impl Server {
 
     /// A data-plane connection that can take a new stream, round robin over
     /// planes so several data planes share the load.
-    pub(super) fn pick_data_conn(&mut self) -> Option<usize> {
+    pub(super) fn pick_data_conn(&mut self) -> Option<ConnKey> {
         let n = self.planes.len();
         for step in 0..n {
             let i = (self.life.next_plane + step) % n;
@@ -215,7 +211,8 @@ impl Server {
         for (key, gen) in waiting {
             let still = self.clients.get(key).is_some_and(|c| c.gen == gen);
             if still {
-                self.dispatch_invoke(key);
+                let step = self.dispatch_invoke(key);
+                self.settle(key, step);
                 // A parked invoke stopped reading its body; the rest is
                 // still in the socket, and an edge-triggered poll will not
                 // say so again.
@@ -225,7 +222,7 @@ impl Server {
     }
 
     /// Start a unary call on a connection.
-    pub(super) fn unary(&mut self, key: usize, call: Unary) {
+    pub(super) fn unary(&mut self, key: ConnKey, call: Unary) {
         let (path, body): (&[u8], Vec<u8>) = match call {
             Unary::Health => match self.planes[self.conns[key].plane].kind {
                 PlaneKind::Data => (b"/noslated.data.DataPlane/checkHealth", Vec::new()),
@@ -255,7 +252,7 @@ impl Server {
         self.mark_conn(key);
     }
 
-    pub(super) fn plane_event(&mut self, key: usize, readable: bool, read_closed: bool, writable: bool) {
+    pub(super) fn plane_event(&mut self, key: ConnKey, readable: bool, read_closed: bool, writable: bool) {
         if !self.conns.contains(key) {
             return;
         }
@@ -269,7 +266,7 @@ impl Server {
 
     /// Read and handle what the plane sent. `to_end`: the peer closed its
     /// side, so read on to the end of stream even after a short read.
-    fn read_conn(&mut self, key: usize, to_end: bool) {
+    fn read_conn(&mut self, key: ConnKey, to_end: bool) {
         // Bounded so one busy connection cannot starve the others.
         for _ in 0..64 {
             let Some(pc) = self.conns.get_mut(key) else { return };
@@ -278,14 +275,14 @@ impl Server {
             }
             let asked = pc.rbuf.capacity() - pc.rbuf.len();
             match crate::sys::read_into(pc.sock.as_raw_fd(), &mut pc.rbuf, usize::MAX) {
-                Ok(0) => return self.conn_lost(key, "data plane closed the connection".into()),
+                Ok(0) => return self.conn_lost(key, PlaneFault::Closed),
                 Ok(n) => {
                     let pc = &mut self.conns[key];
                     let result = pc.h2.recv(&mut pc.rbuf);
                     self.dispatch_conn_events(key);
                     if let Err(e) = result {
                         self.flush_conn(key);
-                        return self.conn_lost(key, format!("HTTP/2 connection error: {e}"));
+                        return self.conn_lost(key, PlaneFault::Connection(e));
                     }
                     self.mark_conn(key);
                     if n < asked && !to_end {
@@ -296,17 +293,11 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.conn_lost(key, format!("read: {e}")),
+                Err(e) => return self.conn_lost(key, PlaneFault::Io(IoOp::Read, e.kind())),
             }
         }
         // More may be pending: come back on the next turn via a zero timer.
         self.mark_conn(key);
-        let plane = self.conns[key].plane;
-        let _ = plane;
-        self.read_conn_later(key);
-    }
-
-    fn read_conn_later(&mut self, key: usize) {
         self.life.reread.push(key);
     }
 
@@ -316,7 +307,7 @@ impl Server {
         }
     }
 
-    fn dispatch_conn_events(&mut self, key: usize) {
+    fn dispatch_conn_events(&mut self, key: ConnKey) {
         loop {
             let Some(pc) = self.conns.get_mut(key) else { return };
             let Some(event) = pc.h2.poll_event() else { return };
@@ -325,7 +316,8 @@ impl Server {
                     Some(Owner::Invoke(client, gen)) => {
                         let (client, gen) = (*client, *gen);
                         if self.client_matches(client, gen) {
-                            self.invoke_headers(client, fields, end_stream);
+                            let step = self.invoke_headers(client, fields, end_stream);
+                            self.settle(client, step);
                         }
                     }
                     Some(Owner::Unary { .. }) if end_stream => {
@@ -340,7 +332,8 @@ impl Server {
                         Some(Owner::Invoke(client, gen)) => {
                             let (client, gen) = (*client, *gen);
                             if self.client_matches(client, gen) {
-                                self.invoke_data(client, data);
+                                let step = self.invoke_data(client, data);
+                                self.settle(client, step);
                             } else {
                                 self.conns[key].h2.release(stream, len);
                             }
@@ -362,7 +355,8 @@ impl Server {
                     pc.deframers.remove(&stream);
                     match owner {
                         Some(Owner::Invoke(client, gen)) if self.client_matches(client, gen) => {
-                            self.invoke_stream_failed(client, format!("stream reset ({code})"), retryable)
+                            let step = self.invoke_stream_failed(client, PlaneFault::Reset(code), retryable);
+                            self.settle(client, step);
                         }
                         Some(Owner::Unary { call, .. }) => {
                             self.unary_failed(key, call, format!("stream reset ({code})"));
@@ -374,7 +368,8 @@ impl Server {
                     if let Some(Owner::Invoke(client, gen)) = pc.owners.get(&stream) {
                         let (client, gen) = (*client, *gen);
                         if self.client_matches(client, gen) {
-                            self.pump_invoke_body(client);
+                            let step = self.pump_invoke_body(client);
+                            self.settle(client, step);
                             self.pump_client(client);
                         }
                     }
@@ -394,11 +389,11 @@ impl Server {
         }
     }
 
-    fn client_matches(&self, key: usize, gen: u64) -> bool {
+    fn client_matches(&self, key: ClientKey, gen: u64) -> bool {
         self.clients.get(key).is_some_and(|c| c.gen == gen)
     }
 
-    fn unary_done(&mut self, key: usize, stream: StreamRef, status: Result<grpc::Status, String>) {
+    fn unary_done(&mut self, key: ConnKey, stream: StreamRef, status: Result<grpc::Status, String>) {
         let pc = &mut self.conns[key];
         pc.deframers.remove(&stream);
         let Some(Owner::Unary { call, response }) = pc.owners.remove(&stream) else { return };
@@ -413,7 +408,7 @@ impl Server {
         }
     }
 
-    fn unary_ok(&mut self, key: usize, call: Unary, message: &[u8]) {
+    fn unary_ok(&mut self, key: ConnKey, call: Unary, message: &[u8]) {
         let plane = self.conns[key].plane;
         let is_active = self.planes[plane].active == Some(key);
         match call {
@@ -484,7 +479,7 @@ impl Server {
         }
     }
 
-    fn unary_failed(&mut self, key: usize, call: Unary, why: String) {
+    fn unary_failed(&mut self, key: ConnKey, call: Unary, why: String) {
         let Some(pc) = self.conns.get(key) else { return };
         let plane = pc.plane;
         eprintln!("noslate-fc: {} {call:?} failed: {why}", self.planes[plane].path.display());
@@ -496,7 +491,7 @@ impl Server {
     }
 
     /// Stop giving this connection new streams; it closes when empty.
-    fn retire_conn(&mut self, key: usize) {
+    fn retire_conn(&mut self, key: ConnKey) {
         let Some(pc) = self.conns.get_mut(key) else { return };
         pc.retired = true;
         let plane = pc.plane;
@@ -510,7 +505,7 @@ impl Server {
 
     /// Retire a connection that used up its reset budget; close a retired
     /// one that has no streams left.
-    pub(super) fn conn_maybe_retire(&mut self, key: usize) {
+    pub(super) fn conn_maybe_retire(&mut self, key: ConnKey) {
         let Some(pc) = self.conns.get(key) else { return };
         if !pc.retired && pc.h2.resets_sent() >= RESET_BUDGET {
             eprintln!("noslate-fc: plane connection sent {RESET_BUDGET} resets: moving new streams to a fresh one");
@@ -522,7 +517,7 @@ impl Server {
         }
     }
 
-    pub(super) fn flush_conn(&mut self, key: usize) {
+    pub(super) fn flush_conn(&mut self, key: ConnKey) {
         let opening = self
             .conns
             .get(key)
@@ -543,43 +538,44 @@ impl Server {
         }
     }
 
-    fn write_conn(&mut self, key: usize) {
+    fn write_conn(&mut self, key: ConnKey) {
         let Some(pc) = self.conns.get_mut(key) else { return };
         loop {
             if !pc.h2.has_output() {
                 return;
             }
-            let mut iov = [io::IoSlice::new(&[]); super::MAX_IOVECS];
+            let mut iov = [io::IoSlice::new(&[]); crate::fc::out::MAX_IOVECS];
             let n = pc.h2.fill_iovecs(&mut iov);
             match io::Write::write_vectored(&mut pc.sock, &iov[..n]) {
-                Ok(0) => return self.conn_lost(key, "write returned 0".into()),
+                Ok(0) => return self.conn_lost(key, PlaneFault::Io(IoOp::Write, io::ErrorKind::WriteZero)),
                 Ok(written) => pc.h2.advance_output(written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.conn_lost(key, format!("write: {e}")),
+                Err(e) => return self.conn_lost(key, PlaneFault::Io(IoOp::Write, e.kind())),
             }
         }
     }
 
     /// The connection died: fail what ran on it, reconnect.
-    pub(super) fn conn_lost(&mut self, key: usize, why: String) {
+    pub(super) fn conn_lost(&mut self, key: ConnKey, fault: PlaneFault) {
         let Some(pc) = self.conns.get_mut(key) else { return };
         let plane = pc.plane;
         let owners: Vec<(StreamRef, Owner)> = pc.owners.drain().collect();
-        eprintln!("noslate-fc: {}: {why}", self.planes[plane].path.display());
+        eprintln!("noslate-fc: {}: {fault}", self.planes[plane].path.display());
         self.drop_conn(key);
-        self.planes[plane].last_error = Some(why.clone());
+        self.planes[plane].last_error = Some(fault.to_string());
         for (_, owner) in owners {
             if let Owner::Invoke(client, gen) = owner {
                 if self.client_matches(client, gen) {
-                    self.invoke_stream_failed(client, why.clone(), false);
+                    let step = self.invoke_stream_failed(client, fault, false);
+                    self.settle(client, step);
                 }
             }
         }
         self.check_initialize();
     }
 
-    fn drop_conn(&mut self, key: usize) {
+    fn drop_conn(&mut self, key: ConnKey) {
         let Some(mut pc) = self.conns.try_remove(key) else { return };
         let _ = self.poll.registry().deregister(&mut pc.sock);
         let plane = pc.plane;
@@ -596,8 +592,7 @@ impl Server {
 
     /// Graceful close of every plane connection (shutdown).
     pub(super) fn close_planes(&mut self) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
+        for key in self.conns.keys() {
             self.conns[key].h2.close(ErrorCode::NO_ERROR);
             self.flush_conn(key);
         }

@@ -1,0 +1,240 @@
+//! What a request head asks for (fc-protocol.md §2, §4): a lifecycle hook,
+//! an event or HTTP invocation (from FC or from inside the container), or a
+//! refusal — plus the values a head carries for its exchange: the request
+//! id and the timeouts.
+//!
+//! Pure functions of the head and the operator's settings. Which *function*
+//! an invocation reaches is `route::Policy`'s decision; [`choose`] only
+//! gathers what the head says for it.
+
+use std::time::Duration;
+
+use crate::answers::InvokeError;
+use crate::http1::request::{BodyFraming, RequestHead, Version};
+use crate::route::{Choice, Origin, Policy, Request};
+
+/// `x-fc-function-timeout` above this is ignored (a day): a caller must not
+/// hold a worker longer.
+pub const MAX_FUNCTION_TIMEOUT_SECS: u64 = 86_400;
+/// Longest `x-fc-request-id` taken as given; longer or unprintable ids are
+/// replaced by one of ours.
+pub const MAX_REQUEST_ID: usize = 256;
+
+/// The method a hook path allows (`405` with `Allow` otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allow {
+    Get,
+    Post,
+}
+
+/// What the request head asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// An invocation: an event or an HTTP invocation, from FC or local.
+    Invoke(Origin),
+    Initialize,
+    PreFreeze,
+    PreStop,
+    /// A hook path with the wrong method.
+    WrongMethod(Allow),
+    /// `x-fc-control-path` names nothing we serve.
+    BadControlPath,
+    /// A routing header appears more than once: which copy FC set cannot be
+    /// known (`/pre-stop` then `/http-invoke` must not run the hook), so
+    /// nothing runs.
+    Ambiguous(&'static str),
+}
+
+/// Route one request head.
+pub fn route(head: &RequestHead) -> Route {
+    if let Some(name) = crate::route::repeated_single_header(head.headers()) {
+        return Route::Ambiguous(name);
+    }
+    match head.header("x-fc-control-path") {
+        Some(b"/invoke") => Route::Invoke(Origin::FcEvent),
+        Some(b"/http-invoke") => Route::Invoke(Origin::FcHttp),
+        Some(b"/initialize") => Route::Initialize,
+        Some(b"/pre-freeze") => Route::PreFreeze,
+        Some(b"/pre-stop") => Route::PreStop,
+        Some(_) => Route::BadControlPath,
+        None => match (head.method(), head.path()) {
+            (b"POST", b"/invoke") => Route::Invoke(Origin::LocalEvent),
+            (b"POST", b"/initialize") => Route::Initialize,
+            (b"GET", b"/pre-freeze") => Route::PreFreeze,
+            (b"GET", b"/pre-stop") => Route::PreStop,
+            (_, b"/initialize") | (_, b"/invoke") => Route::WrongMethod(Allow::Post),
+            (_, b"/pre-freeze") | (_, b"/pre-stop") => Route::WrongMethod(Allow::Get),
+            _ => Route::Invoke(Origin::LocalHttp),
+        },
+    }
+}
+
+/// Whether a local answer may keep the connection: it never reads the body,
+/// so only when there is none to skip.
+pub fn reusable_without_body(head: &RequestHead) -> bool {
+    head.keep_alive() && head.framing() == BodyFraming::None
+}
+
+/// The unread body of a request answered before its body was read: none,
+/// a known length, or unknown (chunked).
+pub fn unread_body(head: &RequestHead) -> Option<u64> {
+    match head.framing() {
+        BodyFraming::None => Some(0),
+        BodyFraming::Length(n) => Some(n),
+        BodyFraming::Chunked => None,
+    }
+}
+
+/// HTTP/1.0 clients cannot take chunked coding.
+pub fn supports_chunked(head: &RequestHead) -> bool {
+    head.version() == Version::Http11
+}
+
+/// FC's request id, or one we make up (time + counter) for local callers.
+pub fn request_id(head: &RequestHead) -> String {
+    if let Some(id) = given_request_id(head) {
+        return id.to_string();
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // getpid(2) once, not per request.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = crate::sys::epoch_millis() as u64;
+    format!("nfc-{t:x}-{}-{n}", PID.get_or_init(std::process::id))
+}
+
+/// `x-fc-request-id` when it is usable as given (printable, bounded).
+fn given_request_id(head: &RequestHead) -> Option<&str> {
+    let id = std::str::from_utf8(head.header("x-fc-request-id")?).ok()?;
+    (!id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())).then_some(id)
+}
+
+/// A header holding whole seconds, 1..=`max`.
+fn seconds(value: Option<&[u8]>, max: u64) -> Option<Duration> {
+    let s = std::str::from_utf8(value?).ok()?.trim().parse::<u64>().ok()?;
+    (s > 0 && s <= max).then(|| Duration::from_secs(s))
+}
+
+/// How long `/initialize` waits for readiness: `x-fc-initialization-timeout`
+/// seconds, else the configured wait.
+pub fn init_timeout(head: &RequestHead, default: Duration) -> Duration {
+    seconds(head.header("x-fc-initialization-timeout"), u64::MAX).unwrap_or(default)
+}
+
+/// The function timeout of an invocation: `x-fc-function-timeout` seconds
+/// from a trusted caller, else the configured one. FC never sends the header
+/// (fc-protocol.md §7): it is for trusted callers, and an end user must not
+/// hold a worker for a day.
+pub fn function_timeout(head: &RequestHead, origin: Origin, default: Duration) -> Duration {
+    let given = head.header("x-fc-function-timeout").filter(|_| origin.trusted());
+    seconds(given, MAX_FUNCTION_TIMEOUT_SECS).unwrap_or(default)
+}
+
+/// Which function the invocation reaches (`route::Policy::choose`), from
+/// what its head says.
+pub fn choose(
+    head: &RequestHead,
+    origin: Origin,
+    policy: &Policy,
+    default: Option<&str>,
+) -> Result<Choice, InvokeError> {
+    let request = Request {
+        origin,
+        function: head.header("x-noslate-function"),
+        service: head.header("x-noslate-service"),
+        target: head.target(),
+        base_path: head.header("x-fc-base-path"),
+    };
+    policy.choose(&request, default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fc::testing::head;
+
+    #[test]
+    fn routes_by_control_path_then_by_method_and_path() {
+        let cases: &[(&str, Route)] = &[
+            ("POST /x HTTP/1.1\r\nx-fc-control-path: /invoke\r\n", Route::Invoke(Origin::FcEvent)),
+            ("GET /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\n", Route::Invoke(Origin::FcHttp)),
+            ("POST /x HTTP/1.1\r\nx-fc-control-path: /initialize\r\n", Route::Initialize),
+            ("GET /x HTTP/1.1\r\nx-fc-control-path: /pre-freeze\r\n", Route::PreFreeze),
+            ("GET /x HTTP/1.1\r\nx-fc-control-path: /pre-stop\r\n", Route::PreStop),
+            ("GET /x HTTP/1.1\r\nx-fc-control-path: /nope\r\n", Route::BadControlPath),
+            ("POST /invoke HTTP/1.1\r\n", Route::Invoke(Origin::LocalEvent)),
+            ("GET /invoke HTTP/1.1\r\n", Route::WrongMethod(Allow::Post)),
+            ("POST /initialize HTTP/1.1\r\n", Route::Initialize),
+            ("GET /initialize HTTP/1.1\r\n", Route::WrongMethod(Allow::Post)),
+            ("GET /pre-freeze HTTP/1.1\r\n", Route::PreFreeze),
+            ("POST /pre-freeze HTTP/1.1\r\n", Route::WrongMethod(Allow::Get)),
+            ("GET /pre-stop HTTP/1.1\r\n", Route::PreStop),
+            ("PUT /pre-stop HTTP/1.1\r\n", Route::WrongMethod(Allow::Get)),
+            ("GET /pre-stop?x HTTP/1.1\r\n", Route::PreStop),
+            ("GET /anything HTTP/1.1\r\n", Route::Invoke(Origin::LocalHttp)),
+            (
+                "GET /x HTTP/1.1\r\nx-fc-control-path: /pre-stop\r\nX-FC-Control-Path: /http-invoke\r\n",
+                Route::Ambiguous("x-fc-control-path"),
+            ),
+            (
+                "POST /invoke HTTP/1.1\r\nx-noslate-function: a\r\nx-noslate-function: b\r\n",
+                Route::Ambiguous("x-noslate-function"),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(route(&head(&format!("{text}\r\n"))), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_taken_when_printable_and_bounded() {
+        assert_eq!(request_id(&head("GET / HTTP/1.1\r\nx-fc-request-id: abc-1\r\n\r\n")), "abc-1");
+        let long = "a".repeat(MAX_REQUEST_ID + 1);
+        for text in ["GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nx-fc-request-id: a b\r\n\r\n"] {
+            assert!(request_id(&head(text)).starts_with("nfc-"), "{text:?}");
+        }
+        let made = request_id(&head(&format!("GET / HTTP/1.1\r\nx-fc-request-id: {long}\r\n\r\n")));
+        assert!(made.starts_with("nfc-"));
+        assert_ne!(made, request_id(&head("GET / HTTP/1.1\r\n\r\n")), "made-up ids differ");
+    }
+
+    #[test]
+    fn function_timeout_only_from_trusted_callers_and_bounded() {
+        let d = Duration::from_secs(10);
+        let h = head("POST /invoke HTTP/1.1\r\nx-fc-function-timeout: 60\r\n\r\n");
+        assert_eq!(function_timeout(&h, Origin::FcEvent, d), Duration::from_secs(60));
+        assert_eq!(function_timeout(&h, Origin::LocalHttp, d), Duration::from_secs(60));
+        assert_eq!(function_timeout(&h, Origin::FcHttp, d), d, "an end user's header is ignored");
+        for bad in ["0", "86401", "x", "-1", ""] {
+            let h = head(&format!("POST /invoke HTTP/1.1\r\nx-fc-function-timeout: {bad}\r\n\r\n"));
+            assert_eq!(function_timeout(&h, Origin::FcEvent, d), d, "{bad:?}");
+        }
+        let h = head("POST /initialize HTTP/1.1\r\nx-fc-initialization-timeout:  7 \r\n\r\n");
+        assert_eq!(init_timeout(&h, d), Duration::from_secs(7));
+        assert_eq!(init_timeout(&head("POST /initialize HTTP/1.1\r\n\r\n"), d), d);
+    }
+
+    #[test]
+    fn bodies_left_unread_and_reuse() {
+        let none = head("GET / HTTP/1.1\r\n\r\n");
+        let length = head("POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n");
+        let chunked = head("POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+        let close = head("GET / HTTP/1.1\r\nconnection: close\r\n\r\n");
+        assert_eq!([unread_body(&none), unread_body(&length), unread_body(&chunked)], [Some(0), Some(5), None]);
+        assert_eq!([&none, &length, &chunked, &close].map(reusable_without_body), [true, false, false, false]);
+        assert!(supports_chunked(&none));
+        assert!(!supports_chunked(&head("GET / HTTP/1.0\r\n\r\n")));
+    }
+
+    #[test]
+    fn choose_reads_the_function_headers() {
+        let policy = Policy::default();
+        let h = head("POST /invoke HTTP/1.1\r\nx-noslate-service: svc\r\nx-noslate-function: f\r\n\r\n");
+        let c = choose(&h, Origin::FcEvent, &policy, None).unwrap();
+        assert_eq!((c.name.as_str(), c.service), ("svc", true));
+        let h = head("GET /p HTTP/1.1\r\nx-noslate-function: f\r\n\r\n");
+        assert_eq!(choose(&h, Origin::FcHttp, &policy, None), Err(InvokeError::NoFunction));
+        assert_eq!(choose(&h, Origin::FcHttp, &policy, Some("d")).unwrap().name, "d");
+    }
+}

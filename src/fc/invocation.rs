@@ -1,0 +1,174 @@
+//! One invocation's protocol state, from its request head to the end of its
+//! response: which function, the deadline, the first message (kept for a
+//! retry), the request body as messages and the response splice.
+//!
+//! The event loop (`server/invoke.rs`) owns an `Invocation` per invoking
+//! client and adds only what ties it to sockets: the plane connection, the
+//! stream, the flow-control credit it holds.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::request::{first_message, InvokeTarget, RequestBody};
+use super::response::ResponseSplice;
+use crate::grpc::{self, TimeoutValue};
+use crate::http1::request::RequestHead;
+use crate::route::{Choice, Origin};
+
+/// `grpc-timeout` is the deadline plus this, so the data plane's own timeout
+/// fires first with a meaningful error (noslated-protocol.md §6).
+pub const GRPC_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+
+/// One instant on both clocks: the monotonic one (timers) and the wall
+/// clock (the `deadline` field, ms since the Unix epoch).
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub instant: Instant,
+    pub epoch_ms: f64,
+}
+
+impl Now {
+    pub fn read() -> Now {
+        Now { instant: Instant::now(), epoch_ms: crate::sys::epoch_millis() }
+    }
+}
+
+pub struct Invocation {
+    pub head: RequestHead,
+    pub origin: Origin,
+    pub request_id: String,
+    pub choice: Choice,
+    pub deadline: Instant,
+    /// The same deadline as ms since the Unix epoch (the `deadline` field).
+    pub deadline_ms: f64,
+    pub body: RequestBody,
+    pub response: ResponseSplice,
+    /// The first message (head part, inline body), kept (refcounted) so a
+    /// stream refused before any processing can be retried elsewhere.
+    first: Option<(Bytes, Bytes)>,
+    continue_sent: bool,
+}
+
+impl Invocation {
+    pub fn new(
+        head: RequestHead,
+        origin: Origin,
+        request_id: String,
+        choice: Choice,
+        timeout: Duration,
+        now: Now,
+        max_body: u64,
+    ) -> Invocation {
+        Invocation {
+            body: RequestBody::new(head.framing(), max_body),
+            response: ResponseSplice::new(&head),
+            origin,
+            request_id,
+            choice,
+            deadline: now.instant + timeout,
+            deadline_ms: now.epoch_ms + timeout.as_secs_f64() * 1000.0,
+            first: None,
+            continue_sent: false,
+            head,
+        }
+    }
+
+    /// The `PushServer` method this invocation calls.
+    pub fn grpc_path(&self) -> &'static [u8] {
+        if self.choice.service {
+            b"/noslated.data.PushServer/invokeService"
+        } else {
+            b"/noslated.data.PushServer/invoke"
+        }
+    }
+
+    /// `grpc-timeout` for a stream opened at `now`.
+    pub fn grpc_timeout(&self, now: Instant) -> TimeoutValue {
+        let left = self.deadline.saturating_duration_since(now) + GRPC_TIMEOUT_SLACK;
+        grpc::encode_timeout(left.as_millis() as u64)
+    }
+
+    /// The first message — head part and inline body — made once, from the
+    /// head and whatever of the body `rbuf` holds; the same bytes on a retry.
+    pub fn first_message(&mut self, rbuf: &mut BytesMut, forward_credentials: bool) -> (Bytes, Bytes) {
+        if let Some(first) = &self.first {
+            return first.clone();
+        }
+        let inline = self.body.take_inline(rbuf);
+        let target = InvokeTarget {
+            function: &self.choice.name,
+            url_skip: self.choice.url_skip,
+            origin: self.origin,
+            deadline_ms: self.deadline_ms,
+            request_id: &self.request_id,
+        };
+        let head = first_message(&self.head, &target, forward_credentials, inline.len());
+        self.first = Some((head.clone(), inline.clone()));
+        (head, inline)
+    }
+
+    /// `Expect: 100-continue` is answered once, when a stream takes the body
+    /// (RFC 9110 §10.1.1) and only if the body is still to come.
+    pub fn take_continue(&mut self) -> bool {
+        let due = self.head.expects_continue() && !self.body.is_done() && !self.continue_sent;
+        self.continue_sent |= due;
+        due
+    }
+
+    /// Whether the connection may carry another request afterwards.
+    pub fn keep_alive(&self) -> bool {
+        self.response.writer.keep_alive()
+    }
+
+    /// Whether a refused stream may be retried on another connection: no
+    /// body message and no response byte went out yet.
+    pub fn retryable(&self) -> bool {
+        !self.body.chunks_sent() && self.response.writer.is_waiting()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fc::testing::head;
+    use crate::grpc::Deframer;
+    use crate::proto::InvokeRequest;
+
+    fn invocation(text: &str, service: bool) -> Invocation {
+        let choice = Choice { name: "f".into(), service, url_skip: 0 };
+        let h = head(text);
+        let now = Now { instant: Instant::now(), epoch_ms: 1000.0 };
+        Invocation::new(h, Origin::FcEvent, "id".into(), choice, Duration::from_secs(3), now, 1 << 20)
+    }
+
+    #[test]
+    fn first_message_is_made_once() {
+        let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n", false);
+        assert_eq!(inv.deadline_ms, 4000.0);
+        assert_eq!(inv.grpc_path(), b"/noslated.data.PushServer/invoke");
+        let half_second_left = inv.deadline - Duration::from_millis(500);
+        assert_eq!(inv.grpc_timeout(half_second_left).as_str(), "1500m", "deadline + 1 s");
+        let mut rbuf = BytesMut::from(&b"ok"[..]);
+        let (a, body) = inv.first_message(&mut rbuf, false);
+        assert_eq!(&body[..], b"ok");
+        assert!(!inv.take_continue(), "the body came inline: no 100 Continue");
+        let (b, again) = inv.first_message(&mut BytesMut::from(&b"zz"[..]), false);
+        assert_eq!((a.clone(), body.clone()), (b, again));
+        let mut d = Deframer::new(1 << 20);
+        d.push(a);
+        d.push(body);
+        let m = d.next_message().unwrap().unwrap();
+        assert_eq!(InvokeRequest::decode(&m).unwrap().body, Some(&b"ok"[..]));
+        assert!(inv.retryable());
+    }
+
+    #[test]
+    fn continue_once_when_the_body_is_to_come() {
+        let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n", true);
+        assert_eq!(inv.grpc_path(), b"/noslated.data.PushServer/invokeService");
+        inv.first_message(&mut BytesMut::new(), false);
+        assert!(inv.take_continue());
+        assert!(!inv.take_continue());
+    }
+}

@@ -1,0 +1,149 @@
+//! Output storage shared by the FC core and the event loop: the queue of
+//! segments waiting for a client socket, and the scratch buffer that small
+//! owned heads are carved from.
+//!
+//! Sans-IO: [`OutQueue::write_to`] takes any `Write` (the loop hands it the
+//! socket, tests a `Vec`). Invariants: `len` is the sum of the queued
+//! segments' lengths, and no empty segment is ever queued.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use bytes::{Bytes, BytesMut};
+
+/// Largest number of segments handed to one `writev`.
+pub const MAX_IOVECS: usize = 64;
+
+/// Segments waiting to be written to a socket: small owned heads interleaved
+/// with slices of read buffers, written with `writev`.
+#[derive(Default)]
+pub struct OutQueue {
+    segs: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl OutQueue {
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.segs.push_back(b);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The queued segments, in order (tests and fuzz targets read them).
+    pub fn segments(&self) -> impl Iterator<Item = &Bytes> {
+        self.segs.iter()
+    }
+
+    /// Write as much as the socket takes. Ok(true) when everything was written.
+    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
+        while self.len > 0 {
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = self.segs.iter().take(MAX_IOVECS).zip(iov.iter_mut()).map(|(s, v)| *v = IoSlice::new(s)).count();
+            match w.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut written) => {
+                    self.len -= written;
+                    while written > 0 {
+                        let Some(front) = self.segs.front_mut() else { break };
+                        if written >= front.len() {
+                            written -= front.len();
+                            self.segs.pop_front();
+                        } else {
+                            let _ = front.split_to(written);
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn clear(&mut self) {
+        self.segs.clear();
+        self.len = 0;
+    }
+}
+
+/// Small owned heads (chunk-size lines, gRPC prefixes) are carved out of one
+/// scratch buffer: a refcount per head instead of an allocation per head.
+#[derive(Default)]
+pub struct Scratch(BytesMut);
+
+impl Scratch {
+    pub fn bytes(&mut self, parts: &[&[u8]]) -> Bytes {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.0.capacity() < len {
+            self.0.reserve(len.max(4096));
+        }
+        for p in parts {
+            self.0.extend_from_slice(p);
+        }
+        self.0.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `step` bytes per call.
+    struct Trickle {
+        got: Vec<u8>,
+        step: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.step == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.step);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn queue_writes_in_order_at_every_step() {
+        for step in 1..=12 {
+            let mut q = OutQueue::default();
+            q.push(Bytes::from_static(b"abc"));
+            q.push(Bytes::new());
+            q.push(Bytes::from_static(b"defgh"));
+            assert_eq!((q.len(), q.segments().count()), (8, 2));
+            let mut w = Trickle { got: Vec::new(), step };
+            assert!(q.write_to(&mut w).unwrap());
+            assert_eq!(w.got, b"abcdefgh");
+            assert!(q.is_empty());
+        }
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"x"));
+        assert!(!q.write_to(&mut Trickle { got: Vec::new(), step: 0 }).unwrap());
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn scratch_heads_are_independent() {
+        let mut s = Scratch::default();
+        let a = s.bytes(&[b"12", b"\r\n"]);
+        let b = s.bytes(&[b"ff"]);
+        assert_eq!((&a[..], &b[..]), (&b"12\r\n"[..], &b"ff"[..]));
+    }
+}

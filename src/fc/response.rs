@@ -1,0 +1,380 @@
+//! The response half of an invocation, sans-IO: Noslated's `InvokeResponse`
+//! stream (gRPC head, DATA, trailers) becomes HTTP/1.1 response bytes in the
+//! client's [`OutQueue`].
+//!
+//! [`ResponseWriter`] frames the function's head and body (fc-protocol.md
+//! §6.2): chunked coding, or `Content-Length` when the function set one, or
+//! until close for HTTP/1.0, or no body (HEAD, 1xx, 204, 304).
+//! [`ResponseSplice`] feeds DATA to `splice::ResponseDecoder` and the pieces
+//! to the writer, and judges the gRPC head and trailers. Body bytes are never
+//! copied: they go to the queue as slices of the DATA payloads, each chunk
+//! between an owned size line and a static CRLF.
+
+use bytes::{Bytes, BytesMut};
+
+use super::dispatch::supports_chunked;
+use super::error::{ProtocolError, ResponseError};
+use super::out::{OutQueue, Scratch};
+use crate::answers::InvokeError;
+use crate::grpc;
+use crate::h2::HeaderList;
+use crate::http1::request::RequestHead;
+use crate::http1::response::{self, ChunkHead, ResponseFraming};
+use crate::splice::{Piece, ResponseDecoder};
+
+/// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
+/// layer writes its own framing.
+const RESPONSE_DROP: &[&[u8]] = &[
+    b"connection",
+    b"content-length",
+    b"date",
+    b"keep-alive",
+    b"server",
+    b"transfer-encoding",
+    b"trailer",
+    b"upgrade",
+];
+
+/// Where the HTTP/1.1 response stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resp {
+    /// No response head written yet.
+    Waiting,
+    Chunked,
+    /// `Content-Length`, with this many bytes still to send.
+    Length(u64),
+    /// HTTP/1.0 without a length: the body ends when we close.
+    UntilClose,
+    /// HEAD request, 1xx, 204 or 304: headers only.
+    NoBody,
+    /// The response is complete.
+    Done,
+}
+
+/// Frames one HTTP/1.1 response from the function's head and body pieces.
+#[derive(Debug)]
+pub struct ResponseWriter {
+    resp: Resp,
+    keep_alive: bool,
+    head_request: bool,
+    chunked_ok: bool,
+}
+
+/// Whether a function's response header reaches FC as given.
+fn passes(name: &[u8], value: &[u8]) -> bool {
+    let forbidden = RESPONSE_DROP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || (name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"x-fc-"));
+    let valid = !name.is_empty()
+        && name.iter().all(|b| b.is_ascii_graphic() && *b != b':')
+        && value.iter().all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f));
+    !forbidden && valid
+}
+
+impl ResponseWriter {
+    pub fn new(request: &RequestHead) -> ResponseWriter {
+        ResponseWriter {
+            resp: Resp::Waiting,
+            keep_alive: request.keep_alive(),
+            head_request: request.method() == b"HEAD",
+            chunked_ok: supports_chunked(request),
+        }
+    }
+
+    pub fn state(&self) -> Resp {
+        self.resp
+    }
+
+    /// No byte of the response is out yet: a failure can still be answered.
+    pub fn is_waiting(&self) -> bool {
+        self.resp == Resp::Waiting
+    }
+
+    /// Whether the connection may carry another request after this response.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// The function's head: status line, its headers (minus those FC
+    /// forbids, plus `x-fc-status: 200`) and our framing.
+    pub fn head(&mut self, status: u16, headers: &[(Bytes, Bytes)], out: &mut OutQueue) {
+        let mut length = None;
+        let mut fields: Vec<(&[u8], &[u8])> = Vec::with_capacity(headers.len() + 1);
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            }
+            if passes(name, value) {
+                fields.push((name, value));
+            }
+        }
+        fields.push((b"x-fc-status", b"200"));
+        let no_body = self.head_request || status == 204 || status == 304 || (100..200).contains(&status);
+        let (framing, resp) = if no_body {
+            (ResponseFraming::NoBody, Resp::NoBody)
+        } else if let Some(n) = length {
+            (ResponseFraming::Length(n), Resp::Length(n))
+        } else if self.chunked_ok {
+            (ResponseFraming::Chunked, Resp::Chunked)
+        } else {
+            self.keep_alive = false;
+            (ResponseFraming::NoBody, Resp::UntilClose)
+        };
+        // HEAD keeps the function's length visible without sending a body.
+        let framing = match (framing, length) {
+            (ResponseFraming::NoBody, Some(n)) if self.head_request => ResponseFraming::Length(n),
+            (f, _) => f,
+        };
+        self.resp = resp;
+        let mut buf = BytesMut::with_capacity(256);
+        response::write_head(&mut buf, status, &fields, framing, self.keep_alive);
+        out.push(buf.freeze());
+    }
+
+    /// A body slice, framed as the head said. More than the function's
+    /// `content-length` is never sent.
+    pub fn body(&mut self, body: Bytes, out: &mut OutQueue, scratch: &mut Scratch) -> Result<(), ResponseError> {
+        match self.resp {
+            Resp::Chunked => {
+                let size = ChunkHead::new(body.len());
+                out.push(scratch.bytes(&[size.as_bytes()]));
+                out.push(body);
+                out.push(Bytes::from_static(response::CHUNK_END));
+            }
+            Resp::Length(left) => {
+                if body.len() as u64 > left {
+                    return Err(ResponseError::LongerThanContentLength);
+                }
+                self.resp = Resp::Length(left - body.len() as u64);
+                out.push(body);
+            }
+            Resp::UntilClose => out.push(body),
+            Resp::NoBody | Resp::Done | Resp::Waiting => {}
+        }
+        Ok(())
+    }
+
+    /// The function's response ended well: finish the HTTP response.
+    pub fn end(&mut self, out: &mut OutQueue) -> Result<(), ResponseError> {
+        match self.resp {
+            Resp::Chunked => out.push(Bytes::from_static(response::LAST_CHUNK)),
+            Resp::Length(0) | Resp::NoBody => {}
+            Resp::Length(_) => return Err(ResponseError::ShorterThanContentLength),
+            Resp::UntilClose => self.keep_alive = false,
+            Resp::Waiting | Resp::Done => {}
+        }
+        self.resp = Resp::Done;
+        Ok(())
+    }
+}
+
+/// Whether the response half goes on or is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Continue,
+    /// Trailers said OK and the HTTP/1.1 response is complete.
+    Done,
+}
+
+/// The response half of one invocation: gRPC head, DATA and trailers in,
+/// HTTP/1.1 bytes out.
+pub struct ResponseSplice {
+    decoder: ResponseDecoder,
+    pub writer: ResponseWriter,
+    trailers_ok: bool,
+}
+
+impl ResponseSplice {
+    pub fn new(request: &RequestHead) -> ResponseSplice {
+        ResponseSplice { decoder: ResponseDecoder::default(), writer: ResponseWriter::new(request), trailers_ok: false }
+    }
+
+    /// Start over for a retry on another stream (nothing was received that
+    /// reached the client).
+    pub fn restart(&mut self) {
+        self.decoder = ResponseDecoder::default();
+        self.trailers_ok = false;
+    }
+
+    /// The stream ended with an OK status (it needs no reset).
+    pub fn ended_ok(&self) -> bool {
+        self.trailers_ok
+    }
+
+    /// HEADERS on the stream: the gRPC response head, or the trailers.
+    pub fn on_headers(
+        &mut self,
+        fields: &HeaderList,
+        end_stream: bool,
+        out: &mut OutQueue,
+    ) -> Result<Progress, InvokeError> {
+        let pairs = || fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+        if !end_stream {
+            grpc::check_response_head(pairs()).map_err(|s| InvokeError::Protocol(ProtocolError::Head(s)))?;
+            return Ok(Progress::Continue);
+        }
+        let status =
+            grpc::status_from_trailers(pairs()).map_err(|e| InvokeError::Protocol(ProtocolError::Trailers(e)))?;
+        if !status.is_ok() {
+            return Err(InvokeError::Status(status));
+        }
+        if !self.decoder.is_idle() {
+            return Err(ResponseError::EndedInsideMessage.into());
+        }
+        if !self.decoder.head_seen() {
+            return Err(ResponseError::NoHead.into());
+        }
+        self.trailers_ok = true;
+        self.writer.end(out)?;
+        Ok(Progress::Done)
+    }
+
+    /// DATA on the stream: its pieces become response bytes in `out`.
+    /// `pieces` is the caller's reusable scratch list (left empty).
+    pub fn on_data(
+        &mut self,
+        data: Bytes,
+        out: &mut OutQueue,
+        scratch: &mut Scratch,
+        pieces: &mut Vec<Piece>,
+    ) -> Result<(), InvokeError> {
+        pieces.clear();
+        let result = self.decoder.feed(data, &mut |p| pieces.push(p));
+        let mut failed = None;
+        for piece in pieces.drain(..) {
+            if failed.is_some() {
+                continue;
+            }
+            match piece {
+                Piece::Head { status, headers } => self.writer.head(status, &headers, out),
+                Piece::Body(b) => failed = self.writer.body(b, out, scratch).err().map(InvokeError::from),
+                Piece::Error(f) => failed = Some(InvokeError::Noslated(f)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        result.map_err(|e| InvokeError::Protocol(e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fc::testing::{head, queued};
+    use crate::grpc::Code;
+    use crate::splice::samples::{head_hi_hi, hex, BODY_HI, ERROR, HEAD};
+
+    fn fields(pairs: &[(&'static str, &'static str)]) -> HeaderList {
+        pairs.iter().map(|(k, v)| (Bytes::from_static(k.as_bytes()), Bytes::from_static(v.as_bytes()))).collect()
+    }
+
+    /// Run a whole response split at `split`: HTTP/1.1 bytes and the outcome.
+    fn splice(request: &str, stream: &[u8], split: usize) -> (String, Result<Progress, InvokeError>) {
+        let h = head(request);
+        let mut s = ResponseSplice::new(&h);
+        let mut out = OutQueue::default();
+        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
+        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
+        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        for chunk in stream.chunks(split.max(1)) {
+            if let Err(e) = s.on_data(Bytes::copy_from_slice(chunk), &mut out, &mut scratch, &mut pieces) {
+                return (queued(&out), Err(e));
+            }
+        }
+        let end = s.on_headers(&fields(&[("grpc-status", "0")]), true, &mut out);
+        (queued(&out), end)
+    }
+
+    #[test]
+    fn chunked_response_at_every_split() {
+        let stream = head_hi_hi();
+        for split in 1..=stream.len() {
+            let (text, end) = splice("POST /invoke HTTP/1.1\r\n\r\n", &stream, split);
+            assert_eq!(end, Ok(Progress::Done));
+            assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+            assert!(text.contains("content-type: text/plain\r\nx-fc-status: 200\r\n"), "{text}");
+            assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
+            let body = text.split_once("\r\n\r\n").unwrap().1;
+            let mut decoded = String::new();
+            let mut rest = body;
+            loop {
+                let (size, after) = rest.split_once("\r\n").unwrap();
+                let n = usize::from_str_radix(size, 16).unwrap();
+                if n == 0 {
+                    assert_eq!(after, "\r\n");
+                    break;
+                }
+                decoded.push_str(&after[..n]);
+                rest = &after[n + 2..];
+            }
+            assert_eq!(decoded, "hihi", "split {split}");
+        }
+    }
+
+    #[test]
+    fn http10_head_and_errors() {
+        let mut stream = hex(HEAD);
+        stream.extend(hex(BODY_HI));
+        let (text, end) = splice("GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n", &stream, 4);
+        assert_eq!(end, Ok(Progress::Done));
+        assert!(text.contains("Connection: close") && text.ends_with("\r\n\r\nhi"), "{text}");
+        let (text, _) = splice("HEAD / HTTP/1.1\r\n\r\n", &stream, 4);
+        assert!(!text.contains("hi") && !text.contains("chunked"), "{text}");
+        let (text, end) = splice("POST / HTTP/1.1\r\n\r\n", &hex(ERROR), 1);
+        assert_eq!(text, "", "nothing is written before the head");
+        match end {
+            Err(InvokeError::Noslated(f)) => assert_eq!((f.name.as_str(), f.code), ("Error", Some(8))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn content_length_is_held_to() {
+        let h = head("GET / HTTP/1.1\r\n\r\n");
+        let (mut out, mut scratch) = (OutQueue::default(), Scratch::default());
+        let mut w = ResponseWriter::new(&h);
+        let headers = [
+            (Bytes::from_static(b"Content-Length"), Bytes::from_static(b"3")),
+            (Bytes::from_static(b"x-fc-x"), Bytes::from_static(b"1")),
+        ];
+        w.head(201, &headers, &mut out);
+        assert_eq!(w.state(), Resp::Length(3));
+        let text = queued(&out);
+        assert!(text.starts_with("HTTP/1.1 201 Created\r\n") && text.contains("Content-Length: 3\r\n"), "{text}");
+        assert!(!text.contains("x-fc-x"), "x-fc-* dropped: {text}");
+        assert_eq!(w.body(Bytes::from_static(b"ab"), &mut out, &mut scratch), Ok(()));
+        assert_eq!(w.end(&mut out), Err(ResponseError::ShorterThanContentLength));
+        let mut w = ResponseWriter::new(&h);
+        w.head(200, &headers, &mut out);
+        assert_eq!(
+            w.body(Bytes::from_static(b"abcd"), &mut out, &mut scratch),
+            Err(ResponseError::LongerThanContentLength)
+        );
+    }
+
+    #[test]
+    fn heads_and_trailers_are_judged() {
+        let h = head("GET / HTTP/1.1\r\n\r\n");
+        let mut out = OutQueue::default();
+        let mut s = ResponseSplice::new(&h);
+        let bad = s.on_headers(&fields(&[(":status", "503"), ("content-type", "text/plain")]), false, &mut out);
+        assert!(matches!(bad, Err(InvokeError::Protocol(ProtocolError::Head(_)))), "{bad:?}");
+        let status = s.on_headers(&fields(&[("grpc-status", "14"), ("grpc-message", "down")]), true, &mut out);
+        assert!(
+            matches!(&status, Err(InvokeError::Status(st)) if st.code == Code(14) && st.message == "down"),
+            "{status:?}"
+        );
+        let missing = s.on_headers(&fields(&[]), true, &mut out);
+        assert!(matches!(missing, Err(InvokeError::Protocol(ProtocolError::Trailers(_)))));
+        let no_head = s.on_headers(&fields(&[("grpc-status", "0")]), true, &mut out);
+        assert_eq!(no_head, Err(InvokeError::Protocol(ProtocolError::Response(ResponseError::NoHead))));
+        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
+        let half = &hex(HEAD)[..7];
+        s.on_data(Bytes::copy_from_slice(half), &mut out, &mut scratch, &mut pieces).unwrap();
+        let inside = s.on_headers(&fields(&[("grpc-status", "0")]), true, &mut out);
+        assert_eq!(inside, Err(InvokeError::Protocol(ProtocolError::Response(ResponseError::EndedInsideMessage))));
+        let mut fresh = ResponseSplice::new(&h);
+        let garbage = fresh.on_data(Bytes::from_static(&[1, 0, 0, 0, 0]), &mut out, &mut scratch, &mut pieces);
+        assert_eq!(garbage, Err(InvokeError::Protocol(ProtocolError::Splice(crate::splice::SpliceError::Compressed))));
+    }
+}
