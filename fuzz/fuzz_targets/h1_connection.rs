@@ -39,7 +39,48 @@ use noslate_fc::fc::{dispatch, BodyStep, RequestBody};
 use noslate_fc::grpc::Deframer;
 use noslate_fc::http1::{BodyFraming, HeadParser, Limits, RequestHead};
 use noslate_fc::proto::InvokeRequest;
-use noslate_fc::route::Origin;
+use noslate_fc::route::{function_name, function_url, FunctionHeader, Origin, Policy, Request as Choosing, Routes};
+
+/// Who may choose the function, for a head from outside: under every header
+/// mode and with routes, an allowlist and prefix stripping, a choice is an
+/// allowed, well-formed name and a URL cut inside the target; a refusal
+/// names a cause. (SECURITY.md's "function choice" lines.)
+fn check_function_choice(head: &RequestHead) {
+    let dispatch::Route::Invoke(origin) = dispatch::route(head) else { return };
+    let allowlist = Some(vec!["users".into(), "api".into(), "web".into(), "echo".into()]);
+    for header in [FunctionHeader::Event, FunctionHeader::All, FunctionHeader::Off] {
+        for strip in [false, true] {
+            let routes = Routes::parse("/api/users=users,/api=api,/=web", strip).expect("valid routes");
+            let policy = Policy { header, allowlist: allowlist.clone(), routes };
+            for default in [None, Some("echo")] {
+                let chosen = dispatch::choose(head, origin, &policy, default);
+                if let Ok(choice) = &chosen {
+                    assert!(function_name(choice.name.as_bytes()).is_some(), "{:?}", choice.name);
+                    assert!(policy.allows(&choice.name), "{:?} not allowed", choice.name);
+                    assert!(choice.url_skip <= head.target().len());
+                    let _ = function_url(head.target(), choice.url_skip);
+                }
+                // A header that is not believed changes nothing: the same
+                // request without it goes to the same place.
+                let believed = match header {
+                    FunctionHeader::Event => origin.trusted(),
+                    FunctionHeader::All => true,
+                    FunctionHeader::Off => false,
+                };
+                if !believed {
+                    let bare = Choosing {
+                        origin,
+                        function: None,
+                        service: None,
+                        target: head.target(),
+                        base_path: head.header("x-fc-base-path"),
+                    };
+                    assert_eq!(chosen, policy.choose(&bare, default), "an unbelieved header decided");
+                }
+            }
+        }
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -222,6 +263,7 @@ fn run(feed: &mut Feed<'_>, p: &Params) -> Transcript {
         assert!(before - feed.buf.len() >= head.head_len());
         parser = HeadParser::default();
         let _ = (head.header("host"), head.header("x-fc-control-path"));
+        check_function_choice(&head);
 
         // The body.
         let mut body = RequestBody::new(head.framing(), p.limits.max_body);

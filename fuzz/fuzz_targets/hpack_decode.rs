@@ -27,9 +27,7 @@ type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 fn collect(decoder: &mut Decoder, block: &[u8], max_list_size: usize) -> Option<Fields> {
     let mut fields = Vec::new();
     decoder
-        .decode(block, max_list_size, &mut |name, value| {
-            fields.push((name.to_vec(), value.to_vec()))
-        })
+        .decode(block, max_list_size, &mut |name, value| fields.push((name.to_vec(), value.to_vec())))
         .ok()
         .map(|()| fields)
 }
@@ -58,10 +56,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         let mut encoded = Vec::new();
-        Encoder::new().encode(
-            fields.iter().map(|(name, value)| (&name[..], &value[..])),
-            &mut encoded,
-        );
+        Encoder::new().encode(fields.iter().map(|(name, value)| (&name[..], &value[..])), &mut encoded);
         let again = collect(&mut Decoder::new(4096), &encoded, usize::MAX);
         assert_eq!(again.as_ref(), Some(&fields));
     }

@@ -18,12 +18,7 @@ fuzz_target!(|input: &[u8]| {
     };
     let step = usize::from(*split % 64) + 1;
     let limits = if flags & 0x80 != 0 {
-        Limits {
-            max_head: 256,
-            max_target: 64,
-            max_body: 1024,
-            max_headers: 8,
-        }
+        Limits { max_head: 256, max_target: 64, max_body: 1024, max_headers: 8 }
     } else {
         Limits::default()
     };

@@ -3,9 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use noslate_fc::profile::{
-    encode_set_function_profile, encode_set_platform_env, parse_platform_env, parse_profiles,
-};
+use noslate_fc::profile::{encode_set_function_profile, encode_set_platform_env, parse_platform_env, parse_profiles};
 use noslate_fc::proto::{Message, SetFunctionProfileRequest, SetPlatformEnvironmentVariablesRequest};
 
 fuzz_target!(|data: &[u8]| {

@@ -4,9 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use noslate_fc::proto::{
-    body_only_result, GetFunctionProfileResponse, InvokeRequest, InvokeResponse, Message,
-    PlaneHealthyResponse, SetFunctionProfileRequest, SetFunctionProfileResponse,
-    SetPlatformEnvironmentVariablesResponse, BODY_ONLY_PREFIX_MAX,
+    body_only_result, GetFunctionProfileResponse, InvokeRequest, InvokeResponse, Message, PlaneHealthyResponse,
+    SetFunctionProfileRequest, SetFunctionProfileResponse, SetPlatformEnvironmentVariablesResponse,
+    BODY_ONLY_PREFIX_MAX,
 };
 
 /// decode → encode → decode → encode must be stable (bytes, not values:
