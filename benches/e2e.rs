@@ -63,7 +63,7 @@ use stats::{median, percentile};
 /// First argument that makes this binary the fast stub instead.
 const STUB_ARG: &str = "__e2e-stub";
 /// First argument that makes this binary the Rust baseline gateway.
-const RUST_GATEWAY_ARG: &str = "__e2e-rust-gateway";
+pub(crate) const RUST_GATEWAY_ARG: &str = "__e2e-rust-gateway";
 /// First argument for a bare load run against a running gateway (for
 /// profiling by hand): `e2e __e2e-load <port> <connections> <body bytes> <seconds>`.
 const LOAD_ARG: &str = "__e2e-load";
