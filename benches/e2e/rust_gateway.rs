@@ -6,8 +6,9 @@
 //!   task per connection, TCP_NODELAY on every accepted socket;
 //! - data plane: the `h2` crate as the gRPC client, **one shared HTTP/2
 //!   connection** to `<sockdir>/dp-0.sock` (the `SendRequest` is cloned per
-//!   invoke; reconnects when the connection fails), 1 MiB stream / 16 MiB
-//!   connection receive windows;
+//!   invoke; reconnects when the connection fails), 128 KiB stream / 8 MiB
+//!   connection receive windows (noslate-fc's own, so flow control is not
+//!   what differs);
 //! - runtime: tokio current-thread;
 //! - request bodies stream to the data plane as `InvokeRequest{body}` messages
 //!   as hyper yields them (send window honoured; no whole-body buffering). A
@@ -65,6 +66,9 @@ use crate::wire::{self, Fields, Val};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type GwBody = Either<Full<Bytes>, InvokeBody>;
 
+/// Receive windows advertised to the data plane: noslate-fc's (src/server/plane.rs).
+const STREAM_WINDOW: u32 = 128 * 1024;
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 const INVOKE_PATH: &str = "http://localhost/noslated.data.PushServer/invoke";
 /// Request bodies of at most this (exact) length are sent by the handler itself.
 const INLINE_BODY_MAX: u64 = 64 * 1024;
@@ -176,8 +180,8 @@ impl Gateway {
             .await
             .map_err(|e| Failure::new(format!("noslated: no data plane connected: {e}")))?;
         let (client, conn) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(16 << 20)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake::<_, Bytes>(stream)
             .await?;
         tokio::spawn(async move {
