@@ -18,7 +18,14 @@
 //! is killed by PID on drop and gets PR_SET_PDEATHSIG, so none outlives the
 //! harness.
 //!
+//! Three gateways on each stub: noslate-fc, the Node gateway (benches/baseline,
+//! key "baseline") and the Rust baseline of issue #14 (benches/e2e/rust_gateway.rs,
+//! key "rust": hyper 1 + the h2 crate on a current-thread tokio runtime, what a
+//! good Rust developer would write with the ecosystem's crates).
+//!
 //! Hidden modes (first argument): `__e2e-stub <socket>` is the fast stub;
+//! `__e2e-rust-gateway` is the Rust baseline gateway (configured by the same
+//! environment as the others: SERVER_PORT, NOSLATE_FC_SOCK_DIR, ...);
 //! `__e2e-load <port> <connections> <body bytes> <seconds>` is a bare load
 //! run against a gateway that is already running, for profiling by hand.
 
@@ -32,6 +39,8 @@ mod plot;
 mod procs;
 #[path = "e2e/real.rs"]
 mod real;
+#[path = "e2e/rust_gateway.rs"]
+mod rust_gateway;
 #[path = "e2e/stats.rs"]
 mod stats;
 #[path = "e2e/stub.rs"]
@@ -53,6 +62,8 @@ use stats::{median, percentile};
 
 /// First argument that makes this binary the fast stub instead.
 const STUB_ARG: &str = "__e2e-stub";
+/// First argument that makes this binary the Rust baseline gateway.
+pub(crate) const RUST_GATEWAY_ARG: &str = "__e2e-rust-gateway";
 /// First argument for a bare load run against a running gateway (for
 /// profiling by hand): `e2e __e2e-load <port> <connections> <body bytes> <seconds>`.
 const LOAD_ARG: &str = "__e2e-load";
@@ -66,6 +77,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() >= 3 && args[1] == STUB_ARG {
         std::process::exit(stub::run(Path::new(&args[2])));
+    }
+    if args.len() >= 2 && args[1] == RUST_GATEWAY_ARG {
+        std::process::exit(rust_gateway::run());
     }
     wire::self_check();
     let result = if args.len() >= 2 && args[1] == LOAD_ARG {
@@ -140,6 +154,7 @@ impl Plan {
 enum Who {
     Fc,
     Base,
+    Rust,
     Floor,
 }
 
@@ -148,6 +163,7 @@ impl Who {
         match self {
             Who::Fc => "noslate-fc",
             Who::Base => "baseline",
+            Who::Rust => "rust",
             Who::Floor => "floor",
         }
     }
@@ -185,6 +201,11 @@ fn gateway_command(who: Who, socks: &Path, port: u16) -> Command {
         Who::Base => {
             let mut c = Command::new("node");
             c.arg(baseline_dir().join("server.js"));
+            c
+        }
+        Who::Rust => {
+            let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("e2e")));
+            c.arg(RUST_GATEWAY_ARG);
             c
         }
         _ => Command::new(fc_bin()),
@@ -395,14 +416,16 @@ fn run_stub(book: &mut Book, plan: &Plan, stub: &mut Stub, dir: &Path) -> Result
     eprintln!("e2e: == {} ==", stub.title);
     let mut fc = start_gateway(Who::Fc, stub, dir)?;
     let mut base = start_gateway(Who::Base, stub, dir)?;
+    let mut rust = start_gateway(Who::Rust, stub, dir)?;
     std::thread::sleep(Duration::from_millis(500));
-    for g in [&fc, &base] {
+    for g in [&fc, &base, &rust] {
         book.add(stub.key, g.who.key(), "rss_idle_kib", g.proc.rss_kib() as f64);
     }
     let mut bodies = BodyCache::default();
     if plan.only_rss {
         drop(fc);
         drop(base);
+        drop(rust);
         return rss_256x64k(book, plan, stub, dir, &mut bodies);
     }
     let sock = stub.socks.join("dp-0.sock");
@@ -411,10 +434,11 @@ fn run_stub(book: &mut Book, plan: &Plan, stub: &mut Stub, dir: &Path) -> Result
     // 1. Latency of a 64 B echo at concurrency 1, with the floor.
     let run = Run { metric: "c1_64", conns: 1, body: 64, window: plan.lat, timeout: Duration::from_secs(10) };
     for round in 0..plan.rounds {
-        for who in order(&[Who::Fc, Who::Base, Who::Floor], round) {
+        for who in order(&[Who::Fc, Who::Base, Who::Rust, Who::Floor], round) {
             let out = match who {
                 Who::Fc => measure(book, stub, &fc, &run, &mut bodies),
                 Who::Base => measure(book, stub, &base, &run, &mut bodies),
+                Who::Rust => measure(book, stub, &rust, &run, &mut bodies),
                 Who::Floor => {
                     let s0 = stub.proc.cpu_s();
                     let out = floor::run(&sock, &load::pattern(64), plan.lat.0, plan.lat.1, u64::MAX);
@@ -444,7 +468,7 @@ fn run_stub(book: &mut Book, plan: &Plan, stub: &mut Stub, dir: &Path) -> Result
             book.lat.entry((stub.key.into(), who.key().into())).or_default().extend_from_slice(&out.lat_ns);
         }
     }
-    check_alive(&mut [&mut fc, &mut base], stub)?;
+    check_alive(&mut [&mut fc, &mut base, &mut rust], stub)?;
 
     // 2–5. Requests/s at 32 and 256 connections; body throughput.
     let runs = [
@@ -455,21 +479,26 @@ fn run_stub(book: &mut Book, plan: &Plan, stub: &mut Stub, dir: &Path) -> Result
     ];
     for run in &runs {
         for round in 0..plan.rounds {
-            for who in order(&[Who::Fc, Who::Base], round) {
-                let gw = if who == Who::Fc { &fc } else { &base };
+            for who in order(&[Who::Fc, Who::Base, Who::Rust], round) {
+                let gw = match who {
+                    Who::Fc => &fc,
+                    Who::Base => &base,
+                    _ => &rust,
+                };
                 measure(book, stub, gw, run, &mut bodies);
             }
         }
-        check_alive(&mut [&mut fc, &mut base], stub)?;
+        check_alive(&mut [&mut fc, &mut base, &mut rust], stub)?;
     }
 
     // Peak over phases 1–5 (VmHWM: the process's largest RSS so far).
-    for g in [&fc, &base] {
+    for g in [&fc, &base, &rust] {
         book.add(stub.key, g.who.key(), "rss_peak_kib", g.proc.hwm_kib() as f64);
         book.add(stub.key, g.who.key(), "rss_after_kib", g.proc.rss_kib() as f64);
     }
     drop(fc);
     drop(base);
+    drop(rust);
     rss_256x64k(book, plan, stub, dir, &mut bodies)
 }
 
@@ -484,20 +513,21 @@ fn rss_256x64k(
 ) -> Result<(), String> {
     let mut fc = start_gateway(Who::Fc, stub, dir)?;
     let mut base = start_gateway(Who::Base, stub, dir)?;
+    let mut rust = start_gateway(Who::Rust, stub, dir)?;
     std::thread::sleep(Duration::from_millis(300));
     let run =
         Run { metric: "c256_64k", conns: 256, body: 64 * KIB, window: plan.rss, timeout: Duration::from_secs(30) };
-    for gw in [&fc, &base] {
+    for gw in [&fc, &base, &rust] {
         measure(book, stub, gw, &run, bodies);
         book.add(stub.key, gw.who.key(), "rss_256x64k_kib", gw.proc.hwm_kib() as f64);
     }
-    check_alive(&mut [&mut fc, &mut base], stub)?;
+    check_alive(&mut [&mut fc, &mut base, &mut rust], stub)?;
     Ok(())
 }
 
 fn exec_to_ready(book: &mut Book, plan: &Plan, stub: &Stub, dir: &Path) -> Result<(), String> {
     for i in 0..plan.exec_starts {
-        for who in order(&[Who::Fc, Who::Base], i) {
+        for who in order(&[Who::Fc, Who::Base, Who::Rust], i) {
             let port = procs::free_port()?;
             let log = dir.join(format!("exec-{}-{}-{i}.log", who.key(), stub.key));
             let t0 = Instant::now();
@@ -510,10 +540,11 @@ fn exec_to_ready(book: &mut Book, plan: &Plan, stub: &Stub, dir: &Path) -> Resul
         }
     }
     eprintln!(
-        "e2e:   {:<8} exec → first invoke: noslate-fc {:.2} ms, baseline {:.1} ms (medians of {})",
+        "e2e:   {:<8} exec → first invoke: noslate-fc {:.2} ms, baseline {:.1} ms, rust {:.2} ms (medians of {})",
         stub.key,
         book.med(stub.key, "noslate-fc", "exec_ready_ms"),
         book.med(stub.key, "baseline", "exec_ready_ms"),
+        book.med(stub.key, "rust", "exec_ready_ms"),
         plan.exec_starts
     );
     Ok(())
@@ -739,30 +770,39 @@ fn report(book: &Book, plan: &Plan) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "Rounds: {} (alternating noslate-fc / baseline / floor, order rotated each round); latency percentiles pool \
-         every round's samples, other figures are medians over rounds (range in brackets).\n",
+        "Rounds: {} (alternating noslate-fc / Node gateway / Rust baseline / floor, order rotated each round); \
+         latency percentiles pool every round's samples, other figures are medians over rounds (range in brackets). \
+         Rust baseline = benches/e2e/rust_gateway.rs (hyper 1 + h2, tokio current-thread, one shared h2 \
+         connection); Node gateway = benches/baseline/server.js (express + @grpc/grpc-js).\n",
         plan.rounds
     );
     for (stub, title) in STUBS {
         let _ = writeln!(r, "### Stub: {title}\n");
-        let _ = writeln!(r, "| Figure | noslate-fc | baseline (Node) | noslate-fc vs baseline |");
-        let _ = writeln!(r, "|---|---:|---:|---:|");
+        let _ = writeln!(
+            r,
+            "| Figure | noslate-fc | Rust baseline (hyper + h2) | Node gateway | noslate-fc vs Rust | noslate-fc vs Node |"
+        );
+        let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
         for row in rows() {
             let fc = value(book, stub, "noslate-fc", row.metric);
+            let rust = value(book, stub, "rust", row.metric);
             let base = value(book, stub, "baseline", row.metric);
-            let (ratio, word) = match row.better {
-                Better::Lower => (base / fc, "lower"),
-                Better::Higher => (fc / base, "higher"),
+            let vs = |other: f64| match row.better {
+                Better::Lower => format!("{} lower", fmt_ratio(other / fc)),
+                Better::Higher => format!("{} higher", fmt_ratio(fc / other)),
             };
             let _ = writeln!(
                 r,
-                "| {} | {}{} | {}{} | {} {word} |",
+                "| {} | {}{} | {}{} | {}{} | {} | {} |",
                 row.label,
                 (row.fmt)(fc),
                 spread(book, stub, "noslate-fc", row.metric),
+                (row.fmt)(rust),
+                spread(book, stub, "rust", row.metric),
                 (row.fmt)(base),
                 spread(book, stub, "baseline", row.metric),
-                fmt_ratio(ratio)
+                vs(rust),
+                vs(base)
             );
         }
         let f50 = value(book, stub, "floor", "c1_64.p50_us");
@@ -770,14 +810,19 @@ fn report(book: &Book, plan: &Plan) -> String {
         let p50 = value(book, stub, "noslate-fc", "c1_64.p50_us");
         let p99 = value(book, stub, "noslate-fc", "c1_64.p99_us");
         let b50 = value(book, stub, "baseline", "c1_64.p50_us");
+        let r50 = value(book, stub, "rust", "c1_64.p50_us");
+        let r99 = value(book, stub, "rust", "c1_64.p99_us");
         let _ = writeln!(
             r,
             "\nFloor (same invoke straight to the stub with the h2 crate, 1 stream at a time): p50 {}, p99 {}. \
-             Added by noslate-fc: p50 **{}**, p99 {}; added by the baseline: p50 {}.\n",
+             Added by noslate-fc: p50 **{}**, p99 {}; by the Rust baseline: p50 {}, p99 {}; by the Node gateway: \
+             p50 {}.\n",
             fmt_us(f50),
             fmt_us(f99),
             fmt_us(p50 - f50),
             fmt_us(p99 - f99),
+            fmt_us(r50 - f50),
+            fmt_us(r99 - f99),
             fmt_us(b50 - f50)
         );
         let _ = writeln!(
@@ -785,23 +830,30 @@ fn report(book: &Book, plan: &Plan) -> String {
             "CPU time per invoke of each process (user + system, from /proc/<pid>/stat; median over rounds). \
              Runs: c<connections>_<body>:\n"
         );
-        let _ = writeln!(r, "| Run | noslate-fc | its stub | load generator | baseline | its stub | load generator |");
-        let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            r,
+            "| Run | noslate-fc | its stub | load generator | Rust baseline | its stub | load generator \
+             | Node gateway | its stub | load generator |"
+        );
+        let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for m in ["c1_64", "c32_64", "c256_64", "c1_64k", "c1_32m", "c256_64k"] {
             let g = |who: &str, k: &str| fmt_us(book.med(stub, who, &format!("{m}.{k}")));
             let _ = writeln!(
                 r,
-                "| {m} | {} | {} | {} | {} | {} | {} |",
+                "| {m} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 g("noslate-fc", "cpu_us"),
                 g("noslate-fc", "stub_cpu_us"),
                 g("noslate-fc", "loadgen_cpu_us"),
+                g("rust", "cpu_us"),
+                g("rust", "stub_cpu_us"),
+                g("rust", "loadgen_cpu_us"),
                 g("baseline", "cpu_us"),
                 g("baseline", "stub_cpu_us"),
                 g("baseline", "loadgen_cpu_us"),
             );
         }
         let _ = writeln!(r);
-        for who in ["noslate-fc", "baseline", "floor"] {
+        for who in ["noslate-fc", "rust", "baseline", "floor"] {
             if let Some((n, first)) = book.errors.get(&(stub.to_string(), who.to_string())) {
                 if *n > 0 {
                     let runs: Vec<String> = ["c1_64", "c32_64", "c256_64", "c1_64k", "c1_32m", "c256_64k"]
@@ -820,6 +872,46 @@ fn report(book: &Book, plan: &Plan) -> String {
         let _ = writeln!(r);
     }
     r.push_str(&targets(book));
+    r.push_str(&targets_14(book));
+    r
+}
+
+/// Issue #14's targets: noslate-fc against the Rust baseline.
+fn targets_14(book: &Book) -> String {
+    let mut r = String::from(
+        "\n### Targets (issue 14): noslate-fc vs the Rust baseline (hyper + h2)\n\n| Target | Measured | |\n|---|---|---|\n",
+    );
+    let mut line = |what: &str, measured: String, met: bool| {
+        let _ = writeln!(r, "| {what} | {measured} | {} |", if met { "met" } else { "**missed**" });
+    };
+    for (stub, _) in STUBS {
+        let fc = |m| value(book, stub, "noslate-fc", m);
+        let rust = |m| value(book, stub, "rust", m);
+        let (c, rc) = (fc("c32_64.cpu_us"), rust("c32_64.cpu_us"));
+        line(
+            &format!("CPU per invoke at 32 connections ≤ 0.8× the Rust baseline's and ≤ 9 µs ({stub} stub)"),
+            format!("{} vs {}: {:.2}×", fmt_us(c), fmt_us(rc), c / rc),
+            c <= 0.8 * rc && c <= 9.0,
+        );
+        let (q, rq) = (fc("c32_64.rps"), rust("c32_64.rps"));
+        line(
+            &format!("requests/s at 32 connections ≥ 1.25× the Rust baseline's ({stub} stub)"),
+            format!("{} vs {}: {:.2}×", fmt_num(q), fmt_num(rq), q / rq),
+            q >= 1.25 * rq,
+        );
+        let (p, rp) = (fc("c1_64.p50_us"), rust("c1_64.p50_us"));
+        line(
+            &format!("p50 at 1 connection ≤ the Rust baseline's ({stub} stub)"),
+            format!("{} vs {}", fmt_us(p), fmt_us(rp)),
+            p <= rp,
+        );
+        let (m, rm) = (fc("rss_256x64k_kib"), rust("rss_256x64k_kib"));
+        line(
+            &format!("RSS at 256 × 64 KiB ≤ 0.5× the Rust baseline's ({stub} stub)"),
+            format!("{} vs {}: {:.2}×", fmt_kib(m), fmt_kib(rm), m / rm),
+            m <= 0.5 * rm,
+        );
+    }
     r
 }
 
@@ -899,6 +991,7 @@ fn plot(book: &Book, path: &Path) -> Result<(), String> {
     const FC: RGBColor = RGBColor(0xd9, 0x48, 0x01);
     const BASE: RGBColor = RGBColor(0x21, 0x66, 0xac);
     const FLOOR: RGBColor = RGBColor(0x33, 0x99, 0x33);
+    const RUST: RGBColor = RGBColor(0x76, 0x2a, 0x83);
     let panels: Vec<plot::Panel> = STUBS
         .iter()
         .map(|(stub, title)| plot::Panel {
@@ -911,6 +1004,11 @@ fn plot(book: &Book, path: &Path) -> Result<(), String> {
                 },
                 plot::Series { label: "noslate-fc".into(), sorted_ns: book.latencies(stub, "noslate-fc"), color: FC },
                 plot::Series {
+                    label: "Rust baseline (hyper + h2)".into(),
+                    sorted_ns: book.latencies(stub, "rust"),
+                    color: RUST,
+                },
+                plot::Series {
                     label: "Node gateway (baseline)".into(),
                     sorted_ns: book.latencies(stub, "baseline"),
                     color: BASE,
@@ -920,7 +1018,7 @@ fn plot(book: &Book, path: &Path) -> Result<(), String> {
         .collect();
     plot::latency_cdf(
         path,
-        "POST /invoke, 64 B echo, one connection: latency CDF (noslate-fc vs the Node gateway vs no proxy)",
+        "POST /invoke, 64 B echo, one connection: latency CDF (noslate-fc vs Rust and Node gateways vs no proxy)",
         &panels,
     )
 }
@@ -985,7 +1083,19 @@ fn smoke() -> Result<(), String> {
     if out.errors > 0 || out.ok == 0 {
         return Err(format!("smoke floor: {} ok, {} errors: {:?}", out.ok, out.errors, out.first_error));
     }
-    check_alive(&mut [&mut fc], &mut stub)?;
-    println!("e2e smoke: 1 passed, 0 failed");
+    // The Rust baseline gateway: small and large bodies both ways.
+    let mut rust = start_gateway(Who::Rust, &stub, &tmp.0)?;
+    for (conns, body) in [(4, 64), (2, 64 * KIB + 3), (1, 3 * MIB + 17)] {
+        let run = Run { metric: "smoke", conns, body, window: (ms(20), ms(200)), timeout: Duration::from_secs(10) };
+        let out = measure(&mut book, &stub, &rust, &run, &mut bodies);
+        if out.errors > 0 || out.ok == 0 {
+            return Err(format!(
+                "smoke rust {conns}×{body} B: {} ok, {} errors: {:?}",
+                out.ok, out.errors, out.first_error
+            ));
+        }
+    }
+    check_alive(&mut [&mut fc, &mut rust], &mut stub)?;
+    println!("e2e smoke: 2 passed, 0 failed");
     Ok(())
 }

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: noslate-fc against the Node.js gateway baseline
-# (benches/baseline), on the grpc-js fixture and on the fast h2 stub, plus the
-# direct "floor" (benches/e2e.rs). Writes target/e2e/report.md, results.json,
-# machine.txt and docs/latency.png.
+# (benches/baseline) and the Rust baseline of issue #14 (benches/e2e/rust_gateway.rs:
+# hyper 1 + h2 on tokio current-thread), on the grpc-js fixture and on the fast
+# h2 stub, plus the direct "floor" (benches/e2e.rs), alternating in one run.
+# Writes target/e2e/report.md, results.json, machine.txt and docs/latency.png.
 #
-#   scripts/bench-e2e.sh            full run (about 6 minutes)
+#   scripts/bench-e2e.sh            full run (about 9 minutes)
 #   scripts/bench-e2e.sh --quick    BENCH_QUICK=1: about 1 minute, nothing in docs/
 #   scripts/bench-e2e.sh --real     on the REAL Noslate stack (scripts/real-noslate.sh):
 #                                   the seed gateway (express + NoslatedClient) vs
-#                                   noslate-fc vs the floor (about 5 minutes;
+#                                   noslate-fc vs the Rust baseline vs the floor
+#                                   (about 7 minutes;
 #                                   target/e2e/real-report.md)
 #   scripts/bench-e2e.sh --cold     real stack: ENTRYPOINT exec -> first invoke,
 #                                   7 runs each (target/e2e/cold-report.md)

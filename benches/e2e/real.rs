@@ -194,6 +194,8 @@ impl Drop for Planes {
 enum Who {
     Seed,
     Fc,
+    /// The Rust baseline gateway (hyper + h2, benches/e2e/rust_gateway.rs).
+    Rust,
     Floor,
 }
 
@@ -202,6 +204,7 @@ impl Who {
         match self {
             Who::Seed => "seed",
             Who::Fc => "noslate-fc",
+            Who::Rust => "rust",
             Who::Floor => "floor",
         }
     }
@@ -234,10 +237,22 @@ fn seed_command(run: &RunDir, port: u16, push_profiles: bool) -> Command {
     c
 }
 
+/// The Rust baseline gateway over the same planes (it pushes no profiles).
+fn rust_command(run: &RunDir, port: u16) -> Command {
+    let mut c = run.command(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("e2e")), false);
+    c.arg(crate::RUST_GATEWAY_ARG)
+        .env("SERVER_PORT", port.to_string())
+        .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_SOCK_DIR", run.sock(""))
+        .env("NOSLATE_FUNCTION", "echo");
+    c
+}
+
 fn start(who: Who, run: &RunDir) -> Result<Gw, String> {
     let port = procs::free_port()?;
     let cmd = match who {
         Who::Fc => fc_command(run, port, false),
+        Who::Rust => rust_command(run, port),
         _ => seed_command(run, port, false),
     };
     let t0 = Instant::now();
@@ -303,6 +318,7 @@ struct Ctx<'a> {
     planes: &'a Planes,
     fc: &'a Gw,
     seed: &'a Gw,
+    rust: &'a Gw,
     dp_sock: PathBuf,
 }
 
@@ -310,6 +326,7 @@ fn measure(book: &mut Book, ctx: &Ctx, who: Who, metric: &str, conns: usize, bod
     let gw = match who {
         Who::Fc => Some(ctx.fc),
         Who::Seed => Some(ctx.seed),
+        Who::Rust => Some(ctx.rust),
         Who::Floor => None,
     };
     let cpu = |g: Option<&Gw>| g.map(|g| g.proc.cpu_s()).unwrap_or(f64::NAN);
@@ -361,8 +378,8 @@ fn measure(book: &mut Book, ctx: &Ctx, who: Who, metric: &str, conns: usize, bod
 }
 
 fn order(round: usize) -> Vec<Who> {
-    let all = [Who::Seed, Who::Fc, Who::Floor];
-    (0..3).map(|i| all[(i + round) % 3]).collect()
+    let all = [Who::Seed, Who::Fc, Who::Rust, Who::Floor];
+    (0..all.len()).map(|i| all[(i + round) % all.len()]).collect()
 }
 
 pub fn bench(quick: bool) -> Result<(), String> {
@@ -379,11 +396,12 @@ pub fn bench(quick: bool) -> Result<(), String> {
     // not, so the worker is never re-profiled under load).
     let fc = start(Who::Fc, &run)?;
     let seed = start(Who::Seed, &run)?;
-    let ctx = Ctx { planes: &planes, fc: &fc, seed: &seed, dp_sock: run.sock("dp-0.sock") };
+    let rust = start(Who::Rust, &run)?;
+    let ctx = Ctx { planes: &planes, fc: &fc, seed: &seed, rust: &rust, dp_sock: run.sock("dp-0.sock") };
     let mut book = Book::default();
     // Warm-up (not recorded): JITs, buffers, the worker's own warm-up.
     let mut scratch = Book::default();
-    for who in [Who::Seed, Who::Fc, Who::Floor] {
+    for who in [Who::Seed, Who::Fc, Who::Rust, Who::Floor] {
         for (conns, body) in [(32, 64), (256, 64 * KIB), (1, 64)] {
             measure(
                 &mut scratch,
@@ -396,8 +414,7 @@ pub fn bench(quick: bool) -> Result<(), String> {
             );
         }
     }
-    for who in [Who::Seed, Who::Fc] {
-        let g = if who == Who::Fc { &fc } else { &seed };
+    for (who, g) in [(Who::Seed, &seed), (Who::Fc, &fc), (Who::Rust, &rust)] {
         book.add(who, "rss_warm_kib", g.proc.rss_kib() as f64);
     }
     for (metric, conns, body) in RUNS {
@@ -407,8 +424,7 @@ pub fn bench(quick: bool) -> Result<(), String> {
             }
         }
     }
-    for who in [Who::Seed, Who::Fc] {
-        let g = if who == Who::Fc { &fc } else { &seed };
+    for (who, g) in [(Who::Seed, &seed), (Who::Fc, &fc), (Who::Rust, &rust)] {
         book.add(who, "rss_end_kib", g.proc.rss_kib() as f64);
         book.add(who, "rss_peak_kib", g.proc.hwm_kib() as f64);
     }
@@ -418,6 +434,7 @@ pub fn bench(quick: bool) -> Result<(), String> {
     let ended = utc_now();
     drop(ctx);
     drop(seed);
+    drop(rust);
     drop(fc);
     drop(planes);
 
@@ -425,11 +442,11 @@ pub fn bench(quick: bool) -> Result<(), String> {
     let _ = writeln!(
         r,
         "Run of {started} – {ended}; {}; load average at the start {load_start}, at the end {load_end}. \
-         Rounds: {rounds} (seed gateway / noslate-fc / floor alternating, order rotated each round), \
+         Rounds: {rounds} (seed gateway / noslate-fc / Rust baseline / floor alternating, order rotated each round), \
          {:?} warm-up + {:?} measured per run; figures are medians over rounds. Stack: turfd + Noslated v0.25 \
          planes + one Node.js echo worker (reservationCount 1, replicaCountLimit 1, maxActivateRequests 512; \
          {} worker process at the end). noslate-fc runs with NOSLATE_BIN unset over the planes; the seed gateway \
-         over the same planes.\n",
+         and the Rust baseline (hyper + h2, benches/e2e/rust_gateway.rs) over the same planes.\n",
         machine(),
         win.0,
         win.1,
@@ -497,61 +514,79 @@ fn report(b: &Book) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "| Run | Figure | seed gateway (express + NoslatedClient) | noslate-fc | floor (h2 straight to the data plane) | noslate-fc vs seed | noslate-fc vs floor |"
+        "| Run | Figure | seed gateway (express + NoslatedClient) | noslate-fc | Rust baseline (hyper + h2) | floor (h2 straight to the data plane) | noslate-fc vs seed | noslate-fc vs Rust | noslate-fc vs floor |"
     );
-    let _ = writeln!(r, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for (metric, _, _) in RUNS {
         let m = |k: &str| format!("{metric}.{k}");
         let (s, f, fl) = (b.med(Who::Seed, &m("rps")), b.med(Who::Fc, &m("rps")), b.med(Who::Floor, &m("rps")));
+        let ru = b.med(Who::Rust, &m("rps"));
         let _ = writeln!(
             r,
-            "| {metric} | invokes/s | {} | {} | {} | {:.1}× | {:.1} % |",
+            "| {metric} | invokes/s | {} | {} | {} | {} | {:.1}× | {:.2}× | {:.1} % |",
             num(s),
             num(f),
+            num(ru),
             num(fl),
             f / s,
+            f / ru,
             f / fl * 100.0
         );
         for (k, label) in [("p50_us", "p50"), ("p99_us", "p99")] {
             let (s, f, fl) = (b.med(Who::Seed, &m(k)), b.med(Who::Fc, &m(k)), b.med(Who::Floor, &m(k)));
+            let ru = b.med(Who::Rust, &m(k));
             let _ = writeln!(
                 r,
-                "| | {label} | {} | {} | {} | {:.1}× lower | {} |",
+                "| | {label} | {} | {} | {} | {} | {:.1}× lower | {:.2}× lower | {} |",
                 us(s),
                 us(f),
+                us(ru),
                 us(fl),
                 s / f,
+                ru / f,
                 signed_us(f - fl)
             );
         }
         let _ = writeln!(
             r,
-            "| | failed invokes (all rounds) | {:.0} | {:.0} | {:.0} | | |",
+            "| | failed invokes (all rounds) | {:.0} | {:.0} | {:.0} | {:.0} | | | |",
             b.sum(Who::Seed, &m("errors")),
             b.sum(Who::Fc, &m("errors")),
+            b.sum(Who::Rust, &m("errors")),
             b.sum(Who::Floor, &m("errors"))
         );
-        let (s, f) = (b.med(Who::Seed, &m("cpu_us")), b.med(Who::Fc, &m("cpu_us")));
-        let _ = writeln!(r, "| | gateway CPU / invoke | {} | {} | – | {:.1}× lower | |", us(s), us(f), s / f);
+        let (s, f, ru) = (b.med(Who::Seed, &m("cpu_us")), b.med(Who::Fc, &m("cpu_us")), b.med(Who::Rust, &m("cpu_us")));
         let _ = writeln!(
             r,
-            "| | data plane CPU / invoke | {} | {} | {} | | |",
+            "| | gateway CPU / invoke | {} | {} | {} | – | {:.1}× lower | {:.2}× lower | |",
+            us(s),
+            us(f),
+            us(ru),
+            s / f,
+            ru / f
+        );
+        let _ = writeln!(
+            r,
+            "| | data plane CPU / invoke | {} | {} | {} | {} | | | |",
             us(b.med(Who::Seed, &m("dp_cpu_us"))),
             us(b.med(Who::Fc, &m("dp_cpu_us"))),
+            us(b.med(Who::Rust, &m("dp_cpu_us"))),
             us(b.med(Who::Floor, &m("dp_cpu_us")))
         );
         let _ = writeln!(
             r,
-            "| | worker CPU / invoke | {} | {} | {} | | |",
+            "| | worker CPU / invoke | {} | {} | {} | {} | | | |",
             us(b.med(Who::Seed, &m("worker_cpu_us"))),
             us(b.med(Who::Fc, &m("worker_cpu_us"))),
+            us(b.med(Who::Rust, &m("worker_cpu_us"))),
             us(b.med(Who::Floor, &m("worker_cpu_us")))
         );
         let _ = writeln!(
             r,
-            "| | client CPU / invoke (load generator; the floor's h2 client) | {} | {} | {} | | |",
+            "| | client CPU / invoke (load generator; the floor's h2 client) | {} | {} | {} | {} | | | |",
             us(b.med(Who::Seed, &m("client_cpu_us"))),
             us(b.med(Who::Fc, &m("client_cpu_us"))),
+            us(b.med(Who::Rust, &m("client_cpu_us"))),
             us(b.med(Who::Floor, &m("client_cpu_us")))
         );
     }
@@ -560,8 +595,16 @@ fn report(b: &Book) -> String {
         ("rss_end_kib", "RSS at the end"),
         ("rss_peak_kib", "RSS peak (VmHWM, whole run)"),
     ] {
-        let (s, f) = (b.med(Who::Seed, k), b.med(Who::Fc, k));
-        let _ = writeln!(r, "| all | {label} | {} | {} | – | {:.0}× lower | |", mib(s), mib(f), s / f);
+        let (s, f, ru) = (b.med(Who::Seed, k), b.med(Who::Fc, k), b.med(Who::Rust, k));
+        let _ = writeln!(
+            r,
+            "| all | {label} | {} | {} | {} | – | {:.0}× lower | {:.2}× lower | |",
+            mib(s),
+            mib(f),
+            mib(ru),
+            s / f,
+            ru / f
+        );
     }
     let _ = writeln!(r, "\nData plane peak RSS (VmHWM): {}.\n", mib(b.med(Who::Floor, "dp_rss_peak_kib")));
     for (k, e) in &b.first_errors {

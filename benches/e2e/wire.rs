@@ -35,7 +35,7 @@ pub fn put_bytes(dst: &mut Vec<u8>, field: u32, v: &[u8]) {
     dst.extend_from_slice(v);
 }
 
-fn put_pair(dst: &mut Vec<u8>, field: u32, key: &[u8], value: &[u8]) {
+pub fn put_pair(dst: &mut Vec<u8>, field: u32, key: &[u8], value: &[u8]) {
     let inner = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(value.len() as u64) + value.len();
     put_key(dst, field, WIRE_LEN);
     put_varint(dst, inner as u64);
