@@ -32,6 +32,12 @@ const RESET_BUDGET: u64 = 500;
 /// served again well within a second of its socket reappearing.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Until a plane has been healthy once, it is retried every 10 ms (for at
+/// most 30 s): at start-up the planes take seconds to listen, and each
+/// doubling of the backoff would add up to its length to the cold start. A
+/// connect to a socket that is not there yet costs one failed syscall.
+const STARTUP_RETRY: Duration = Duration::from_millis(10);
+const STARTUP_WINDOW: Duration = Duration::from_secs(30);
 /// Read size for plane connections (one full default frame plus head).
 const PLANE_READ: usize = 64 * 1024;
 /// How often the control plane is asked whether warm-up workers are ready.
@@ -59,6 +65,9 @@ pub struct Plane {
     pub healthy: bool,
     pub backoff: Duration,
     pub retry_pending: bool,
+    /// Healthy at least once; before that, [`STARTUP_RETRY`] since `first_retry`.
+    pub ever_healthy: bool,
+    pub first_retry: Option<Instant>,
     /// Control planes: the profile and env pushes have been acknowledged on
     /// the current connection.
     pub profiles_pushed: bool,
@@ -77,6 +86,8 @@ impl Plane {
             healthy: false,
             backoff: BACKOFF_MIN,
             retry_pending: false,
+            ever_healthy: false,
+            first_retry: None,
             profiles_pushed: false,
             env_pushed: false,
             workers_warm: false,
@@ -146,7 +157,13 @@ impl Server {
             return;
         }
         p.retry_pending = true;
-        let at = Instant::now() + p.backoff;
+        let now = Instant::now();
+        let first = *p.first_retry.get_or_insert(now);
+        if !p.ever_healthy && now.duration_since(first) < STARTUP_WINDOW {
+            self.timers.add(now + STARTUP_RETRY, Timer::PlaneRetry { plane });
+            return;
+        }
+        let at = now + p.backoff;
         p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
         self.timers.add(at, Timer::PlaneRetry { plane });
     }
@@ -422,6 +439,7 @@ impl Server {
                 if is_active {
                     let p = &mut self.planes[plane];
                     p.healthy = true;
+                    p.ever_healthy = true;
                     p.backoff = BACKOFF_MIN;
                     p.last_error = None;
                     if p.kind == PlaneKind::Control {
