@@ -167,6 +167,9 @@ pub struct Client {
     /// exchange would leave an entry behind for every request for the whole
     /// idle timeout (600 s by default): memory growing with the request rate.
     pub idle_timer_pending: bool,
+    /// The socket is registered for writable too: a write came back short
+    /// and output waits. Cleared (readable only again) once `out` drains.
+    pub write_armed: bool,
 }
 
 impl Server {
@@ -201,7 +204,9 @@ impl Server {
 
     fn add_client(&mut self, mut sock: TcpStream) {
         let key = self.clients.vacant_key();
-        if self.poll.registry().register(&mut sock, key.token(), Interest::READABLE | Interest::WRITABLE).is_err() {
+        // Readable only: writable interest is added while output waits
+        // (`flush_client`), so a peer's reads raise no empty wake-ups.
+        if self.poll.registry().register(&mut sock, key.token(), Interest::READABLE).is_err() {
             return;
         }
         let gen = self.gen();
@@ -222,6 +227,7 @@ impl Server {
             idle_deadline: Instant::now(),
             idle_timer_pending: false,
             timer_keys: Vec::new(),
+            write_armed: false,
         });
         self.arm_idle(key);
     }
@@ -800,7 +806,21 @@ impl Server {
 
     pub(super) fn flush_client(&mut self, key: ClientKey) {
         let Some(c) = self.clients.get_mut(key) else { return };
-        match c.out.write_to(&mut c.sock) {
+        let written = c.out.write_to(&mut c.sock);
+        // Output waits exactly when the write came back short: only then
+        // does the socket need writable interest (sozu's lesson, without a
+        // wake-up for every read the peer makes).
+        if let Ok(drained) = written {
+            if drained == c.write_armed {
+                let interest = if drained { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+                if self.poll.registry().reregister(&mut c.sock, key.token(), interest).is_err() {
+                    self.client_failed(key);
+                    return;
+                }
+                c.write_armed = !drained;
+            }
+        }
+        match written {
             Ok(true) => {
                 if c.closing {
                     self.close_or_linger(key);

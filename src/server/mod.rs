@@ -14,10 +14,14 @@
 //! changes a client's phase (LIFECYCLE.md, "Who owns what").
 //!
 //! Tokens: 0 = listener, 1 = signals, even = client `2 + 2k`, odd = plane
-//! connection `3 + 2k`. Every socket is registered for both readable and
-//! writable once; because readiness is edge-triggered, whatever queues bytes
-//! for a socket also marks it dirty, and dirty sockets are flushed at the end
-//! of each loop turn (sozu's lesson: otherwise a session stalls forever).
+//! connection `3 + 2k`. Every socket is registered for readable; writable
+//! interest is added only while a write came back short and removed once
+//! the output drains (a unix socket raises an EPOLLOUT edge every time its
+//! peer reads, which would otherwise wake the loop for nothing). Because
+//! readiness is edge-triggered, whatever queues bytes for a socket also marks
+//! it dirty, and dirty sockets are flushed at the end of each loop turn
+//! (sozu's lesson: otherwise a session stalls forever); a socket with output
+//! still pending after that flush is always registered for writable.
 
 mod client;
 mod invoke;
@@ -316,16 +320,19 @@ impl Server {
             }
             self.notice_freeze(slept_from, timeout);
             for event in events.iter() {
+                // An error or hang-up is heard by reading (sockets are
+                // registered for writable only while output waits).
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
                     Token(t) if t % 2 == 0 => {
                         let key = ClientKey((t - 2) / 2);
-                        self.client_event(key, event.is_readable(), event.is_read_closed(), event.is_writable())
+                        self.client_event(key, readable, event.is_read_closed(), event.is_writable())
                     }
                     Token(t) => {
                         let key = ConnKey((t - 3) / 2);
-                        self.plane_event(key, event.is_readable(), event.is_read_closed(), event.is_writable())
+                        self.plane_event(key, readable, event.is_read_closed(), event.is_writable())
                     }
                 }
             }
