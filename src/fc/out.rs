@@ -93,6 +93,24 @@ impl Scratch {
         }
         self.0.split().freeze()
     }
+
+    /// Make room for `n` more bytes (at least a page, so small heads share
+    /// one allocation that `reserve` takes back once their slices are gone).
+    pub fn reserve(&mut self, n: usize) {
+        if self.0.capacity() - self.0.len() < n {
+            self.0.reserve(n.max(4096));
+        }
+    }
+
+    /// The buffer to write a head into; [`Scratch::take`] hands it out.
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.0
+    }
+
+    /// What was written into [`Scratch::buf`] since the last take.
+    pub fn take(&mut self) -> Bytes {
+        self.0.split().freeze()
+    }
 }
 
 #[cfg(test)]

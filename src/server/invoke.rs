@@ -226,10 +226,10 @@ impl Server {
     }
 
     /// HEADERS on the invoke stream: the gRPC response head, or trailers.
-    pub(super) fn invoke_headers(&mut self, key: ClientKey, fields: HeaderList, end_stream: bool) -> Step {
+    pub(super) fn invoke_headers(&mut self, key: ClientKey, fields: &HeaderList, end_stream: bool) -> Step {
         let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
-        match inv.call.response.on_headers(&fields, end_stream, &mut c.out) {
+        match inv.call.response.on_headers(fields, end_stream, &mut c.out) {
             Ok(Progress::Continue) => Step::Continue,
             Ok(Progress::Done) => {
                 // A function that answered before the whole body arrived:

@@ -242,6 +242,9 @@ pub struct Server {
     next_gen: u64,
     dirty_clients: Vec<ClientKey>,
     dirty_conns: Vec<ConnKey>,
+    /// The dirty lists being flushed (swapped, so no list is reallocated).
+    flushing_clients: Vec<ClientKey>,
+    flushing_conns: Vec<ConnKey>,
     scratch: Scratch,
     /// Reused between DATA frames (splice pieces of one frame).
     pieces: Vec<crate::splice::Piece>,
@@ -280,6 +283,8 @@ impl Server {
             next_gen: 0,
             dirty_clients: Vec::new(),
             dirty_conns: Vec::new(),
+            flushing_clients: Vec::new(),
+            flushing_conns: Vec::new(),
             scratch: Scratch::default(),
             pieces: Vec::new(),
             log: Log::default(),
@@ -384,12 +389,17 @@ impl Server {
             if self.dirty_conns.is_empty() && self.dirty_clients.is_empty() {
                 break;
             }
-            for key in std::mem::take(&mut self.dirty_conns) {
-                self.flush_conn(key);
+            // Swap with spare lists, so both keep their capacity.
+            std::mem::swap(&mut self.dirty_conns, &mut self.flushing_conns);
+            for i in 0..self.flushing_conns.len() {
+                self.flush_conn(self.flushing_conns[i]);
             }
-            for key in std::mem::take(&mut self.dirty_clients) {
-                self.flush_client(key);
+            self.flushing_conns.clear();
+            std::mem::swap(&mut self.dirty_clients, &mut self.flushing_clients);
+            for i in 0..self.flushing_clients.len() {
+                self.flush_client(self.flushing_clients[i]);
             }
+            self.flushing_clients.clear();
         }
     }
 

@@ -315,20 +315,27 @@ impl Server {
             let Some(pc) = self.conns.get_mut(key) else { return };
             let Some(event) = pc.h2.poll_event() else { return };
             match event {
-                Event::Headers { stream, fields, end_stream } => match pc.owners.get(&stream) {
-                    Some(Owner::Invoke(client, gen)) => {
-                        let (client, gen) = (*client, *gen);
-                        if self.client_matches(client, gen) {
-                            let step = self.invoke_headers(client, fields, end_stream);
-                            self.settle(client, step);
+                Event::Headers { stream, fields, end_stream } => {
+                    match pc.owners.get(&stream) {
+                        Some(Owner::Invoke(client, gen)) => {
+                            let (client, gen) = (*client, *gen);
+                            if self.client_matches(client, gen) {
+                                let step = self.invoke_headers(client, &fields, end_stream);
+                                self.settle(client, step);
+                            }
                         }
+                        Some(Owner::Unary { .. }) if end_stream => {
+                            let status =
+                                grpc::status_from_trailers(fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+                            self.unary_done(key, stream, status.map_err(|e| e.to_string()));
+                        }
+                        _ => {}
                     }
-                    Some(Owner::Unary { .. }) if end_stream => {
-                        let status = grpc::status_from_trailers(fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
-                        self.unary_done(key, stream, status.map_err(|e| e.to_string()));
+                    // The list's storage serves the next header block.
+                    if let Some(pc) = self.conns.get_mut(key) {
+                        pc.h2.recycle_headers(fields);
                     }
-                    _ => {}
-                },
+                }
                 Event::Data { stream, data, .. } => {
                     let len = data.len();
                     match pc.owners.get_mut(&stream) {
