@@ -310,8 +310,13 @@ impl Server {
     /// Run until the process should exit; returns the exit code.
     pub fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(1024);
+        self.flush_dirty();
         loop {
-            let timeout = if self.life.reread.is_empty() {
+            // Bytes queued outside a loop turn (the plane connections opened
+            // by `start`) are flushed before sleeping: sockets are not
+            // registered for writable, so no event would come for them.
+            let queued = !self.dirty_conns.is_empty() || !self.dirty_clients.is_empty();
+            let timeout = if self.life.reread.is_empty() && !queued {
                 self.timers.next_timeout(Instant::now())
             } else {
                 Some(std::time::Duration::ZERO)
