@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::dispatch::RequestId;
 use super::request::{first_message, InvokeTarget, RequestBody};
 use super::response::ResponseSplice;
 use crate::grpc::{self, TimeoutValue};
@@ -37,7 +38,7 @@ impl Now {
 pub struct Invocation {
     pub head: RequestHead,
     pub origin: Origin,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub choice: Choice,
     pub deadline: Instant,
     /// The same deadline as ms since the Unix epoch (the `deadline` field).
@@ -54,7 +55,7 @@ impl Invocation {
     pub fn new(
         head: RequestHead,
         origin: Origin,
-        request_id: String,
+        request_id: RequestId,
         choice: Choice,
         timeout: Duration,
         now: Now,
@@ -101,7 +102,7 @@ impl Invocation {
             url_skip: self.choice.url_skip,
             origin: self.origin,
             deadline_ms: self.deadline_ms,
-            request_id: &self.request_id,
+            request_id: self.request_id.as_bytes(),
         };
         let head = first_message(&self.head, &target, forward_credentials, inline.len());
         self.first = Some((head.clone(), inline.clone()));
@@ -139,7 +140,7 @@ mod tests {
         let choice = Choice { name: "f".into(), service, url_skip: 0 };
         let h = head(text);
         let now = Now { instant: Instant::now(), epoch_ms: 1000.0 };
-        Invocation::new(h, Origin::FcEvent, "id".into(), choice, Duration::from_secs(3), now, 1 << 20)
+        Invocation::new(h, Origin::FcEvent, RequestId::from_bytes(b"id"), choice, Duration::from_secs(3), now, 1 << 20)
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct InvokeTarget<'a> {
     pub origin: Origin,
     /// Absolute deadline, ms since the Unix epoch.
     pub deadline_ms: f64,
-    pub request_id: &'a str,
+    pub request_id: &'a [u8],
 }
 
 /// Whether a request header is forwarded to the function.
@@ -98,7 +98,7 @@ pub fn first_message(head: &RequestHead, to: &InvokeTarget<'_>, forward_credenti
         headers: &headers,
         baggage: &baggage[..=n],
         deadline: Some(to.deadline_ms),
-        request_id: Some(to.request_id.as_bytes()),
+        request_id: Some(to.request_id),
     };
     let len = msg.encoded_len(inline_len);
     let mut buf = Vec::with_capacity(grpc::MESSAGE_PREFIX_LEN + len - inline_len);
@@ -218,7 +218,7 @@ mod tests {
     use crate::proto::InvokeRequest;
 
     fn target(origin: Origin, url_skip: usize) -> InvokeTarget<'static> {
-        InvokeTarget { function: "echo", url_skip, origin, deadline_ms: 1.5e12, request_id: "rid-1" }
+        InvokeTarget { function: "echo", url_skip, origin, deadline_ms: 1.5e12, request_id: b"rid-1" }
     }
 
     /// Decode a stream of framed messages.

@@ -593,7 +593,11 @@ impl ClientConnection {
         // per block in steady state). The span list and the returned list
         // are reused too (`recycle_headers`).
         let arena = &mut self.header_arena;
-        arena.reserve(HEADER_ARENA_MIN.max(block.len() * 4));
+        // Decoded fields rarely exceed 4x their HPACK block; `extend` grows
+        // the arena if they do.
+        if arena.capacity() - arena.len() < block.len() * 4 {
+            arena.reserve(HEADER_ARENA_MIN.max(block.len() * 4));
+        }
         let spans = &mut self.header_spans;
         spans.clear();
         self.decoder

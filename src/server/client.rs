@@ -23,7 +23,7 @@ use mio::Interest;
 use super::invoke::{Invoke, Step};
 use super::{ClientKey, ClientTimer, Server, Timer};
 use crate::answers::{Answer, InvokeError};
-use crate::fc::dispatch::{self, Route};
+use crate::fc::dispatch::{self, RequestId, Route};
 use crate::fc::{Marker, OutQueue};
 use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
@@ -55,7 +55,7 @@ pub enum Phase {
     /// started): set only to pass through `end_exchange` in the same call.
     Answered {
         marker: Marker,
-        request_id: String,
+        request_id: RequestId,
         keep_alive: bool,
         event: bool,
         rest: Rest,
@@ -63,12 +63,12 @@ pub enum Phase {
     /// `/initialize` waiting for the planes and the profile push.
     Init {
         keep_alive: bool,
-        request_id: String,
+        request_id: RequestId,
     },
     /// `/pre-stop` waiting for in-flight invokes to drain (then it closes:
     /// the instance is going away).
     PreStop {
-        request_id: String,
+        request_id: RequestId,
     },
     Invoke(Box<Invoke>),
     /// Answered before the request body was read; the rest of the body is

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use super::plane::Owner;
 use super::{ClientKey, ConnKey, Server};
 use crate::answers::InvokeError;
+use crate::fc::dispatch::RequestId;
 use crate::fc::{dispatch, BodyStep, Invocation, Now, PlaneFault, Progress};
 use crate::grpc;
 use crate::h2::{ErrorCode, HeaderList, OpenError, StreamRef};
@@ -60,7 +61,7 @@ pub enum Step {
 pub struct Refused {
     pub head: RequestHead,
     pub origin: Origin,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub error: InvokeError,
 }
 
@@ -106,7 +107,7 @@ impl Server {
         &self,
         head: RequestHead,
         origin: Origin,
-        request_id: String,
+        request_id: RequestId,
     ) -> Result<Invoke, Box<Refused>> {
         let choice = dispatch::choose(&head, origin, &self.cfg.routing, self.life.default_function.as_deref());
         let choice = match choice {

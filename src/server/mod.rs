@@ -37,6 +37,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::fc::dispatch::RequestId;
 use crate::fc::{Marker, Scratch};
 use crate::sys::SignalFd;
 use crate::timer::Timers;
@@ -210,14 +211,20 @@ impl Log {
         self.0.push(b'\n');
     }
 
-    /// `FC <Hook> Start RequestId: <id>`.
-    pub fn start(&mut self, marker: Marker, request_id: &str) {
-        self.line(format_args!("FC {} Start RequestId: {request_id}", marker.name()));
+    /// `FC <Hook> Start RequestId: <id>`, from bytes (no formatting).
+    pub fn start(&mut self, marker: Marker, request_id: &RequestId) {
+        self.marker(marker, b" Start RequestId: ", request_id);
     }
 
     /// `FC <Hook> End RequestId: <id>`.
-    pub fn end(&mut self, marker: Marker, request_id: &str) {
-        self.line(format_args!("FC {} End RequestId: {request_id}", marker.name()));
+    pub fn end(&mut self, marker: Marker, request_id: &RequestId) {
+        self.marker(marker, b" End RequestId: ", request_id);
+    }
+
+    fn marker(&mut self, marker: Marker, what: &[u8], request_id: &RequestId) {
+        for part in [b"FC ", marker.name().as_bytes(), what, request_id.as_bytes(), b"\n"] {
+            self.0.extend_from_slice(part);
+        }
     }
 
     pub fn flush(&mut self) {
