@@ -26,12 +26,12 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// Measured 2026-12-01 (see README): lower these as allocations go.
 const PINNED: &[(&str, f64)] = &[
     // (allocations + reallocations) per invoke. Main on 2026-12-01: 48.7,
-    // 60.1, 51.4, 59.0. Issue #14 (2026-12-02): 19.6, 25.6, 19.7, 22.2
+    // 60.1, 51.4, 59.0. Issue #14 (2026-12-02): 12.9, 19.5, 13.3, 18.1
     // (README "Numbers" says what is left and why); pinned a little above.
-    ("64 B content-length", 22.0),
-    ("64 KiB content-length", 28.0),
-    ("64 B chunked", 22.0),
-    ("64 KiB chunked", 25.0),
+    ("64 B content-length", 15.0),
+    ("64 KiB content-length", 22.0),
+    ("64 B chunked", 15.0),
+    ("64 KiB chunked", 21.0),
 ];
 
 /// The client: warm up, say WARM, wait for a line, make `n` invokes on one

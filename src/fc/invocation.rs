@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::dispatch::RequestId;
+use super::out::Scratch;
 use super::request::{first_message, InvokeTarget, RequestBody};
 use super::response::ResponseSplice;
 use crate::grpc::{self, TimeoutValue};
@@ -92,7 +93,12 @@ impl Invocation {
 
     /// The first message — head part and inline body — made once, from the
     /// head and whatever of the body `rbuf` holds; the same bytes on a retry.
-    pub fn first_message(&mut self, rbuf: &mut BytesMut, forward_credentials: bool) -> (Bytes, Bytes) {
+    pub fn first_message(
+        &mut self,
+        rbuf: &mut BytesMut,
+        forward_credentials: bool,
+        scratch: &mut Scratch,
+    ) -> (Bytes, Bytes) {
         if let Some(first) = &self.first {
             return first.clone();
         }
@@ -104,7 +110,7 @@ impl Invocation {
             deadline_ms: self.deadline_ms,
             request_id: self.request_id.as_bytes(),
         };
-        let head = first_message(&self.head, &target, forward_credentials, inline.len());
+        let head = first_message(&self.head, &target, forward_credentials, inline.len(), scratch);
         self.first = Some((head.clone(), inline.clone()));
         (head, inline)
     }
@@ -151,10 +157,10 @@ mod tests {
         let half_second_left = inv.deadline - Duration::from_millis(500);
         assert_eq!(inv.grpc_timeout(half_second_left).as_str(), "1500m", "deadline + 1 s");
         let mut rbuf = BytesMut::from(&b"ok"[..]);
-        let (a, body) = inv.first_message(&mut rbuf, false);
+        let (a, body) = inv.first_message(&mut rbuf, false, &mut Scratch::default());
         assert_eq!(&body[..], b"ok");
         assert!(!inv.take_continue(), "the body came inline: no 100 Continue");
-        let (b, again) = inv.first_message(&mut BytesMut::from(&b"zz"[..]), false);
+        let (b, again) = inv.first_message(&mut BytesMut::from(&b"zz"[..]), false, &mut Scratch::default());
         assert_eq!((a.clone(), body.clone()), (b, again));
         let mut d = Deframer::new(1 << 20);
         d.push(a);
@@ -168,7 +174,7 @@ mod tests {
     fn continue_once_when_the_body_is_to_come() {
         let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n", true);
         assert_eq!(inv.grpc_path(), b"/noslated.data.PushServer/invokeService");
-        inv.first_message(&mut BytesMut::new(), false);
+        inv.first_message(&mut BytesMut::new(), false, &mut Scratch::default());
         assert!(inv.take_continue());
         assert!(!inv.take_continue());
     }

@@ -80,7 +80,7 @@ impl OutQueue {
 /// Small owned heads (chunk-size lines, gRPC prefixes) are carved out of one
 /// scratch buffer: a refcount per head instead of an allocation per head.
 #[derive(Default)]
-pub struct Scratch(BytesMut);
+pub struct Scratch(BytesMut, Vec<u8>);
 
 impl Scratch {
     pub fn bytes(&mut self, parts: &[&[u8]]) -> Bytes {
@@ -105,6 +105,18 @@ impl Scratch {
     /// The buffer to write a head into; [`Scratch::take`] hands it out.
     pub fn buf(&mut self) -> &mut BytesMut {
         &mut self.0
+    }
+
+    /// Bytes an encoder writes into a `Vec` (kept, with its capacity, for
+    /// the next one), copied out as a scratch head: a copy of a small head
+    /// instead of an allocation.
+    pub fn encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+        let mut vec = std::mem::take(&mut self.1);
+        vec.clear();
+        encode(&mut vec);
+        let bytes = self.bytes(&[&vec]);
+        self.1 = vec;
+        bytes
     }
 
     /// What was written into [`Scratch::buf`] since the last take.

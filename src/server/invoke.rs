@@ -151,7 +151,7 @@ impl Server {
         let fields = grpc::request_fields(inv.call.grpc_path(), &timeout);
         let h2 = &mut self.conns[conn].h2;
         let stream = h2.open(&fields, false)?;
-        let (head_bytes, body) = inv.call.first_message(&mut c.rbuf, forward_credentials);
+        let (head_bytes, body) = inv.call.first_message(&mut c.rbuf, forward_credentials, &mut self.scratch);
         inv.conn = Some(conn);
         inv.stream = Some(stream);
         // One DATA frame for the head, an inline body and END_STREAM.
