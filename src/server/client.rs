@@ -222,9 +222,9 @@ impl Server {
             read_closed: false,
             closing: false,
             head_timer_armed: false,
-            head_deadline: Instant::now(),
+            head_deadline: self.now,
             conn_id: gen,
-            idle_deadline: Instant::now(),
+            idle_deadline: self.now,
             idle_timer_pending: false,
             timer_keys: Vec::new(),
             write_armed: false,
@@ -235,7 +235,7 @@ impl Server {
     /// Restart the idle period; add the connection's idle timer only if it
     /// is not pending already (when it fires early, it looks again).
     fn arm_idle(&mut self, key: ClientKey) {
-        let at = Instant::now() + self.cfg.idle_timeout;
+        let at = self.now + self.cfg.idle_timeout;
         let c = &mut self.clients[key];
         c.idle_deadline = at;
         if !c.idle_timer_pending {
@@ -425,7 +425,7 @@ impl Server {
         }
         c.head_timer_armed = true;
         let gen = c.gen;
-        let at = Instant::now() + self.cfg.header_timeout;
+        let at = self.now + self.cfg.header_timeout;
         c.head_deadline = at;
         self.client_timer_add(key, at, gen, ClientTimer::Head);
     }

@@ -116,7 +116,8 @@ impl Server {
             Err(error) => return Err(Box::new(Refused { head, origin, request_id, error })),
         };
         let timeout = dispatch::function_timeout(&head, origin, self.cfg.timeout);
-        let now = Now::read();
+        // The turn's monotonic clock; the wall clock only for the deadline field.
+        let now = Now { instant: self.now, epoch_ms: crate::sys::epoch_millis() };
         let call = Invocation::new(head, origin, request_id, choice, timeout, now, self.cfg.max_body);
         let plane_wait_until = now.instant;
         Ok(Invoke { call, conn: None, stream: None, sent_end: false, unreleased: 0, retries: 0, plane_wait_until })
@@ -147,7 +148,7 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else { return Ok(()) };
         let gen = c.gen;
         let Some(inv) = c.phase.invoke_mut() else { return Ok(()) };
-        let timeout = inv.call.grpc_timeout(Instant::now());
+        let timeout = inv.call.grpc_timeout(self.now);
         let fields = grpc::request_fields(inv.call.grpc_path(), &timeout);
         let h2 = &mut self.conns[conn].h2;
         let stream = h2.open(&fields, false)?;

@@ -264,6 +264,10 @@ pub struct Server {
     /// after it, so the first wake-up at least `FREEZE_JUMP` later counts as
     /// a thaw even when no timer was overdue.
     pre_freeze_at: Option<Instant>,
+    /// The loop turn's clock, read once when the poll returns: what the hot
+    /// path (deadlines, idle periods) measures from, instead of reading the
+    /// clock again per request.
+    now: Instant,
 }
 
 impl Server {
@@ -300,6 +304,7 @@ impl Server {
             max_connections,
             exit_code: None,
             pre_freeze_at: None,
+            now: Instant::now(),
         };
         server.start()?;
         Ok(server)
@@ -323,18 +328,20 @@ impl Server {
             // by `start`) are flushed before sleeping: sockets are not
             // registered for writable, so no event would come for them.
             let queued = !self.dirty_conns.is_empty() || !self.dirty_clients.is_empty();
+            // Two clock reads per turn: before sleeping and after waking.
+            let slept_from = Instant::now();
             let timeout = if self.life.reread.is_empty() && !queued {
-                self.timers.next_timeout(Instant::now())
+                self.timers.next_timeout(slept_from)
             } else {
                 Some(std::time::Duration::ZERO)
             };
-            let slept_from = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("noslate-fc: poll failed: {e}");
                     return 1;
                 }
             }
+            self.now = Instant::now();
             self.notice_freeze(slept_from, timeout);
             for event in events.iter() {
                 // An error or hang-up is heard by reading (sockets are
@@ -368,7 +375,7 @@ impl Server {
     /// far later than its timeout allowed, or this is the first wake-up well
     /// after a `/pre-freeze`. Then the time spent stopped is not idle time.
     fn notice_freeze(&mut self, slept_from: Instant, timeout: Option<std::time::Duration>) {
-        let now = Instant::now();
+        let now = self.now;
         let overslept = timeout.is_some_and(|t| now.saturating_duration_since(slept_from) > t + FREEZE_JUMP);
         let after_pre_freeze = self.pre_freeze_at.is_some_and(|at| now.saturating_duration_since(at) >= FREEZE_JUMP);
         if overslept || after_pre_freeze {
@@ -378,7 +385,7 @@ impl Server {
     }
 
     fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Client { key, gen, what } => self.client_timer(key, gen, what),
