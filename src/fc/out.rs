@@ -77,6 +77,24 @@ impl OutQueue {
     }
 }
 
+/// A borrowed header field: name and value.
+pub type Field<'a> = (&'a [u8], &'a [u8]);
+
+/// `count` slots for header fields: a prefix of `inline` (the caller's
+/// stack), or `spilled` grown to `count` when there are more than `N`.
+pub fn field_slots<'s, 'a, const N: usize>(
+    count: usize,
+    inline: &'s mut [Field<'a>; N],
+    spilled: &'s mut Vec<Field<'a>>,
+) -> &'s mut [Field<'a>] {
+    if count <= N {
+        &mut inline[..count]
+    } else {
+        spilled.resize(count, (&[], &[]));
+        spilled
+    }
+}
+
 /// Small owned heads (chunk-size lines, gRPC prefixes) are carved out of one
 /// scratch buffer: a refcount per head instead of an allocation per head.
 #[derive(Default)]
@@ -167,6 +185,17 @@ mod tests {
         q.push(Bytes::from_static(b"x"));
         assert!(!q.write_to(&mut Trickle { got: Vec::new(), step: 0 }).unwrap());
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn field_slots_spill_past_the_stack() {
+        let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); 2], Vec::new());
+        assert_eq!(field_slots(2, &mut inline, &mut spilled).len(), 2);
+        assert!(spilled.is_empty());
+        let slots = field_slots(3, &mut inline, &mut spilled);
+        slots[2] = (b"n", b"v");
+        assert_eq!(spilled.len(), 3);
+        assert_eq!(spilled[2], (&b"n"[..], &b"v"[..]));
     }
 
     #[test]

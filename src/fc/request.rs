@@ -12,7 +12,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::out::Scratch;
+use super::out::{field_slots, Scratch};
 use crate::grpc;
 use crate::http1::body::BodyDecoder;
 use crate::http1::chunked::Decoded;
@@ -74,14 +74,8 @@ pub fn first_message(
     // The forwarded fields, on the stack unless there are very many (the
     // encoder lower-cases their names as it writes them).
     let count = head.headers().filter(|(name, _)| forwarded(name, forward_credentials)).count();
-    let mut inline: [(&[u8], &[u8]); INLINE_HEADERS] = [(b"", b""); INLINE_HEADERS];
-    let mut spilled = Vec::new();
-    let headers: &mut [(&[u8], &[u8])] = if count <= INLINE_HEADERS {
-        &mut inline[..count]
-    } else {
-        spilled.resize(count, (&b""[..], &b""[..]));
-        &mut spilled
-    };
+    let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); INLINE_HEADERS], Vec::new());
+    let headers = field_slots(count, &mut inline, &mut spilled);
     for (slot, field) in headers.iter_mut().zip(head.headers().filter(|(name, _)| forwarded(name, forward_credentials)))
     {
         *slot = field;

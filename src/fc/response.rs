@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::dispatch::supports_chunked;
 use super::error::{ProtocolError, ResponseError};
-use super::out::{OutQueue, Scratch};
+use super::out::{field_slots, OutQueue, Scratch};
 use crate::answers::InvokeError;
 use crate::grpc;
 use crate::h2::HeaderList;
@@ -104,14 +104,8 @@ impl ResponseWriter {
         let mut length = None;
         // The fields to write, on the stack unless there are very many.
         let count = headers.iter().filter(|(n, v)| passes(n, v)).count() + 1;
-        let mut inline: [(&[u8], &[u8]); INLINE_FIELDS] = [(b"", b""); INLINE_FIELDS];
-        let mut spilled = Vec::new();
-        let fields: &mut [(&[u8], &[u8])] = if count <= INLINE_FIELDS {
-            &mut inline[..count]
-        } else {
-            spilled.resize(count, (&b""[..], &b""[..]));
-            &mut spilled
-        };
+        let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); INLINE_FIELDS], Vec::new());
+        let fields = field_slots(count, &mut inline, &mut spilled);
         let mut i = 0;
         for (name, value) in headers {
             if name.eq_ignore_ascii_case(b"content-length") {
