@@ -914,7 +914,8 @@ pub struct InvokeRequestHead<'a> {
     pub url: Option<&'a [u8]>,
     /// Field 3, upper-case (absent means `GET` to the data plane).
     pub method: Option<&'a [u8]>,
-    /// Field 4: request headers in order, duplicates kept.
+    /// Field 4: request headers in order, duplicates kept; names are
+    /// written ASCII-lower-cased.
     pub headers: &'a [(&'a [u8], &'a [u8])],
     /// Field 5.
     pub baggage: &'a [(&'a [u8], &'a [u8])],
@@ -954,7 +955,14 @@ impl InvokeRequestHead<'_> {
             put_sanitized(dst, 3, m);
         }
         for (k, v) in self.headers {
-            put_raw_pair(dst, 4, k, v);
+            // Names go lower-case (as Node's HTTP server presents them),
+            // in place: ASCII case changes neither length nor UTF-8.
+            put_key(dst, 4, WIRE_LEN);
+            put_varint(dst, raw_pair_body_len(k, v) as u64);
+            put_sanitized(dst, 1, k);
+            let end = dst.len();
+            dst[end - sanitized_len(k)..].make_ascii_lowercase();
+            put_sanitized(dst, 2, v);
         }
         for (k, v) in self.baggage {
             put_raw_pair(dst, 5, k, v);

@@ -35,7 +35,7 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use noslate_fc::fc::request::{first_message, InvokeTarget, CHUNK_MAX};
-use noslate_fc::fc::{dispatch, BodyStep, RequestBody};
+use noslate_fc::fc::{dispatch, BodyStep, RequestBody, Scratch};
 use noslate_fc::grpc::Deframer;
 use noslate_fc::http1::{BodyFraming, HeadParser, Limits, RequestHead};
 use noslate_fc::proto::InvokeRequest;
@@ -178,9 +178,9 @@ struct Upstream {
 
 impl Upstream {
     fn new(head: &RequestHead, p: &Params, inline: &Bytes) -> Upstream {
-        let target = InvokeTarget { function: "f", url_skip: 0, origin: p.origin, deadline_ms: 1e12, request_id: "id" };
+        let target = InvokeTarget { function: "f", url_skip: 0, origin: p.origin, deadline_ms: 1e12, request_id: b"id" };
         let mut deframer = Deframer::new(usize::MAX);
-        deframer.push(first_message(head, &target, p.forward_credentials, inline.len()));
+        deframer.push(first_message(head, &target, p.forward_credentials, inline.len(), &mut Scratch::default()));
         deframer.push(inline.clone());
         let first = deframer.next_message().expect("valid framing").expect("the first message is complete");
         let m = InvokeRequest::decode(&first).expect("the first message decodes");

@@ -90,10 +90,73 @@ pub fn supports_chunked(head: &RequestHead) -> bool {
     head.version() == Version::Http11
 }
 
-/// FC's request id, or one we make up (time + counter) for local callers.
-pub fn request_id(head: &RequestHead) -> String {
+/// A request id: FC's `x-fc-request-id` (printable ASCII, at most
+/// `MAX_REQUEST_ID` bytes) or one we made up. Kept inline, as bytes: taking
+/// one allocates nothing, and log lines are written from it unconverted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestId {
+    len: u16,
+    bytes: [u8; MAX_REQUEST_ID],
+}
+
+impl RequestId {
+    /// The id `bytes`, cut at `MAX_REQUEST_ID` (callers pass checked ids).
+    pub fn from_bytes(bytes: &[u8]) -> RequestId {
+        let mut id = RequestId { len: 0, bytes: [0; MAX_REQUEST_ID] };
+        let n = bytes.len().min(MAX_REQUEST_ID);
+        id.bytes[..n].copy_from_slice(&bytes[..n]);
+        id.len = n as u16;
+        id
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    fn push(&mut self, part: &[u8]) {
+        let at = self.len as usize;
+        let n = part.len().min(MAX_REQUEST_ID - at);
+        self.bytes[at..at + n].copy_from_slice(&part[..n]);
+        self.len += n as u16;
+    }
+
+    /// `n` in base `radix` (10 or 16, lower-case digits).
+    fn push_number(&mut self, mut n: u64, radix: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(n % radix) as usize];
+            n /= radix;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Printable ASCII by construction: shown as is, never converted lossily.
+        for &b in self.as_bytes() {
+            std::fmt::Write::write_char(f, char::from(b))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestId({self})")
+    }
+}
+
+/// FC's request id, or one we make up (`nfc-<ms, hex>-<pid>-<counter>`) for
+/// local callers.
+pub fn request_id(head: &RequestHead) -> RequestId {
     if let Some(id) = given_request_id(head) {
-        return id.to_string();
+        return RequestId::from_bytes(id);
     }
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -101,13 +164,20 @@ pub fn request_id(head: &RequestHead) -> String {
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = crate::sys::epoch_millis() as u64;
-    format!("nfc-{t:x}-{}-{n}", PID.get_or_init(std::process::id))
+    let mut id = RequestId { len: 0, bytes: [0; MAX_REQUEST_ID] };
+    id.push(b"nfc-");
+    id.push_number(t, 16);
+    id.push(b"-");
+    id.push_number(u64::from(*PID.get_or_init(std::process::id)), 10);
+    id.push(b"-");
+    id.push_number(n, 10);
+    id
 }
 
 /// `x-fc-request-id` when it is usable as given (printable, bounded).
-fn given_request_id(head: &RequestHead) -> Option<&str> {
-    let id = std::str::from_utf8(head.header("x-fc-request-id")?).ok()?;
-    (!id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())).then_some(id)
+fn given_request_id(head: &RequestHead) -> Option<&[u8]> {
+    let id = head.header("x-fc-request-id")?;
+    (!id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(|b| b.is_ascii_graphic())).then_some(id)
 }
 
 /// A header holding whole seconds, 1..=`max`.
@@ -189,13 +259,17 @@ mod tests {
 
     #[test]
     fn request_ids_are_taken_when_printable_and_bounded() {
-        assert_eq!(request_id(&head("GET / HTTP/1.1\r\nx-fc-request-id: abc-1\r\n\r\n")), "abc-1");
+        assert_eq!(request_id(&head("GET / HTTP/1.1\r\nx-fc-request-id: abc-1\r\n\r\n")).as_bytes(), b"abc-1");
         let long = "a".repeat(MAX_REQUEST_ID + 1);
         for text in ["GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nx-fc-request-id: a b\r\n\r\n"] {
-            assert!(request_id(&head(text)).starts_with("nfc-"), "{text:?}");
+            assert!(request_id(&head(text)).as_bytes().starts_with(b"nfc-"), "{text:?}");
         }
         let made = request_id(&head(&format!("GET / HTTP/1.1\r\nx-fc-request-id: {long}\r\n\r\n")));
-        assert!(made.starts_with("nfc-"));
+        assert!(made.as_bytes().starts_with(b"nfc-"));
+        let text = made.to_string();
+        let parts: Vec<&str> = text.split('-').collect();
+        assert_eq!(parts.len(), 4, "{text}");
+        assert!(u64::from_str_radix(parts[1], 16).is_ok() && parts[2] == std::process::id().to_string(), "{text}");
         assert_ne!(made, request_id(&head("GET / HTTP/1.1\r\n\r\n")), "made-up ids differ");
     }
 

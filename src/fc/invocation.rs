@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::dispatch::RequestId;
+use super::out::Scratch;
 use super::request::{first_message, InvokeTarget, RequestBody};
 use super::response::ResponseSplice;
 use crate::grpc::{self, TimeoutValue};
@@ -37,7 +39,7 @@ impl Now {
 pub struct Invocation {
     pub head: RequestHead,
     pub origin: Origin,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub choice: Choice,
     pub deadline: Instant,
     /// The same deadline as ms since the Unix epoch (the `deadline` field).
@@ -54,7 +56,7 @@ impl Invocation {
     pub fn new(
         head: RequestHead,
         origin: Origin,
-        request_id: String,
+        request_id: RequestId,
         choice: Choice,
         timeout: Duration,
         now: Now,
@@ -91,7 +93,12 @@ impl Invocation {
 
     /// The first message — head part and inline body — made once, from the
     /// head and whatever of the body `rbuf` holds; the same bytes on a retry.
-    pub fn first_message(&mut self, rbuf: &mut BytesMut, forward_credentials: bool) -> (Bytes, Bytes) {
+    pub fn first_message(
+        &mut self,
+        rbuf: &mut BytesMut,
+        forward_credentials: bool,
+        scratch: &mut Scratch,
+    ) -> (Bytes, Bytes) {
         if let Some(first) = &self.first {
             return first.clone();
         }
@@ -101,9 +108,9 @@ impl Invocation {
             url_skip: self.choice.url_skip,
             origin: self.origin,
             deadline_ms: self.deadline_ms,
-            request_id: &self.request_id,
+            request_id: self.request_id.as_bytes(),
         };
-        let head = first_message(&self.head, &target, forward_credentials, inline.len());
+        let head = first_message(&self.head, &target, forward_credentials, inline.len(), scratch);
         self.first = Some((head.clone(), inline.clone()));
         (head, inline)
     }
@@ -139,7 +146,7 @@ mod tests {
         let choice = Choice { name: "f".into(), service, url_skip: 0 };
         let h = head(text);
         let now = Now { instant: Instant::now(), epoch_ms: 1000.0 };
-        Invocation::new(h, Origin::FcEvent, "id".into(), choice, Duration::from_secs(3), now, 1 << 20)
+        Invocation::new(h, Origin::FcEvent, RequestId::from_bytes(b"id"), choice, Duration::from_secs(3), now, 1 << 20)
     }
 
     #[test]
@@ -150,10 +157,10 @@ mod tests {
         let half_second_left = inv.deadline - Duration::from_millis(500);
         assert_eq!(inv.grpc_timeout(half_second_left).as_str(), "1500m", "deadline + 1 s");
         let mut rbuf = BytesMut::from(&b"ok"[..]);
-        let (a, body) = inv.first_message(&mut rbuf, false);
+        let (a, body) = inv.first_message(&mut rbuf, false, &mut Scratch::default());
         assert_eq!(&body[..], b"ok");
         assert!(!inv.take_continue(), "the body came inline: no 100 Continue");
-        let (b, again) = inv.first_message(&mut BytesMut::from(&b"zz"[..]), false);
+        let (b, again) = inv.first_message(&mut BytesMut::from(&b"zz"[..]), false, &mut Scratch::default());
         assert_eq!((a.clone(), body.clone()), (b, again));
         let mut d = Deframer::new(1 << 20);
         d.push(a);
@@ -167,7 +174,7 @@ mod tests {
     fn continue_once_when_the_body_is_to_come() {
         let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n", true);
         assert_eq!(inv.grpc_path(), b"/noslated.data.PushServer/invokeService");
-        inv.first_message(&mut BytesMut::new(), false);
+        inv.first_message(&mut BytesMut::new(), false, &mut Scratch::default());
         assert!(inv.take_continue());
         assert!(!inv.take_continue());
     }

@@ -77,10 +77,28 @@ impl OutQueue {
     }
 }
 
+/// A borrowed header field: name and value.
+pub type Field<'a> = (&'a [u8], &'a [u8]);
+
+/// `count` slots for header fields: a prefix of `inline` (the caller's
+/// stack), or `spilled` grown to `count` when there are more than `N`.
+pub fn field_slots<'s, 'a, const N: usize>(
+    count: usize,
+    inline: &'s mut [Field<'a>; N],
+    spilled: &'s mut Vec<Field<'a>>,
+) -> &'s mut [Field<'a>] {
+    if count <= N {
+        &mut inline[..count]
+    } else {
+        spilled.resize(count, (&[], &[]));
+        spilled
+    }
+}
+
 /// Small owned heads (chunk-size lines, gRPC prefixes) are carved out of one
 /// scratch buffer: a refcount per head instead of an allocation per head.
 #[derive(Default)]
-pub struct Scratch(BytesMut);
+pub struct Scratch(BytesMut, Vec<u8>);
 
 impl Scratch {
     pub fn bytes(&mut self, parts: &[&[u8]]) -> Bytes {
@@ -91,6 +109,36 @@ impl Scratch {
         for p in parts {
             self.0.extend_from_slice(p);
         }
+        self.0.split().freeze()
+    }
+
+    /// Make room for `n` more bytes (at least a page, so small heads share
+    /// one allocation that `reserve` takes back once their slices are gone).
+    pub fn reserve(&mut self, n: usize) {
+        if self.0.capacity() - self.0.len() < n {
+            self.0.reserve(n.max(4096));
+        }
+    }
+
+    /// The buffer to write a head into; [`Scratch::take`] hands it out.
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.0
+    }
+
+    /// Bytes an encoder writes into a `Vec` (kept, with its capacity, for
+    /// the next one), copied out as a scratch head: a copy of a small head
+    /// instead of an allocation.
+    pub fn encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+        let mut vec = std::mem::take(&mut self.1);
+        vec.clear();
+        encode(&mut vec);
+        let bytes = self.bytes(&[&vec]);
+        self.1 = vec;
+        bytes
+    }
+
+    /// What was written into [`Scratch::buf`] since the last take.
+    pub fn take(&mut self) -> Bytes {
         self.0.split().freeze()
     }
 }
@@ -137,6 +185,17 @@ mod tests {
         q.push(Bytes::from_static(b"x"));
         assert!(!q.write_to(&mut Trickle { got: Vec::new(), step: 0 }).unwrap());
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn field_slots_spill_past_the_stack() {
+        let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); 2], Vec::new());
+        assert_eq!(field_slots(2, &mut inline, &mut spilled).len(), 2);
+        assert!(spilled.is_empty());
+        let slots = field_slots(3, &mut inline, &mut spilled);
+        slots[2] = (b"n", b"v");
+        assert_eq!(spilled.len(), 3);
+        assert_eq!(spilled[2], (&b"n"[..], &b"v"[..]));
     }
 
     #[test]

@@ -10,10 +10,9 @@
 //! messages the data plane decodes. Body slices are the read buffer itself
 //! (a refcount, never a copy); only the small message prefixes are owned.
 
-use std::borrow::Cow;
-
 use bytes::{Bytes, BytesMut};
 
+use super::out::{field_slots, Scratch};
 use crate::grpc;
 use crate::http1::body::BodyDecoder;
 use crate::http1::chunked::Decoded;
@@ -26,6 +25,8 @@ use crate::route::Origin;
 pub const INLINE_BODY_MAX: usize = 64 * 1024;
 /// Largest body chunk message (well under Noslated's 10 MiB message limit).
 pub const CHUNK_MAX: usize = 64 * 1024;
+/// Forwarded request header fields kept on the stack; more spill to the heap.
+const INLINE_HEADERS: usize = 64;
 
 /// Hop-by-hop headers never forwarded (RFC 9110 §7.6.1), and FC's credentials
 /// unless the operator allows them (fc-protocol.md §3).
@@ -49,7 +50,7 @@ pub struct InvokeTarget<'a> {
     pub origin: Origin,
     /// Absolute deadline, ms since the Unix epoch.
     pub deadline_ms: f64,
-    pub request_id: &'a str,
+    pub request_id: &'a [u8],
 }
 
 /// Whether a request header is forwarded to the function.
@@ -63,22 +64,22 @@ fn forwarded(name: &[u8], forward_credentials: bool) -> bool {
 /// The first `InvokeRequest` up to its body: gRPC prefix, head fields and,
 /// when `inline_len > 0`, the field-7 key and length; the caller sends the
 /// `inline_len` body bytes right after it.
-pub fn first_message(head: &RequestHead, to: &InvokeTarget<'_>, forward_credentials: bool, inline_len: usize) -> Bytes {
-    // Header names go lower-case (as Node's HTTP server presents them);
-    // only names that need it are copied.
-    let lowered: Vec<(Cow<'_, [u8]>, &[u8])> = head
-        .headers()
-        .filter(|(name, _)| forwarded(name, forward_credentials))
-        .map(|(n, v)| {
-            let name = if n.iter().any(u8::is_ascii_uppercase) {
-                Cow::Owned(n.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(n)
-            };
-            (name, v)
-        })
-        .collect();
-    let headers: Vec<(&[u8], &[u8])> = lowered.iter().map(|(n, v)| (n.as_ref(), *v)).collect();
+pub fn first_message(
+    head: &RequestHead,
+    to: &InvokeTarget<'_>,
+    forward_credentials: bool,
+    inline_len: usize,
+    scratch: &mut Scratch,
+) -> Bytes {
+    // The forwarded fields, on the stack unless there are very many (the
+    // encoder lower-cases their names as it writes them).
+    let count = head.headers().filter(|(name, _)| forwarded(name, forward_credentials)).count();
+    let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); INLINE_HEADERS], Vec::new());
+    let headers = field_slots(count, &mut inline, &mut spilled);
+    for (slot, field) in headers.iter_mut().zip(head.headers().filter(|(name, _)| forwarded(name, forward_credentials)))
+    {
+        *slot = field;
+    }
     // Without FC's x-fc-base-path prefix, and without the route prefix
     // when NOSLATE_FC_ROUTES_STRIP says so (fc-protocol.md §9.5).
     let url = crate::route::function_url(head.target(), to.url_skip);
@@ -95,16 +96,16 @@ pub fn first_message(head: &RequestHead, to: &InvokeTarget<'_>, forward_credenti
         name: to.function,
         url: Some(&url),
         method: Some(head.method()),
-        headers: &headers,
+        headers,
         baggage: &baggage[..=n],
         deadline: Some(to.deadline_ms),
-        request_id: Some(to.request_id.as_bytes()),
+        request_id: Some(to.request_id),
     };
     let len = msg.encoded_len(inline_len);
-    let mut buf = Vec::with_capacity(grpc::MESSAGE_PREFIX_LEN + len - inline_len);
-    buf.extend_from_slice(&grpc::message_prefix(len as u32));
-    msg.encode_with_body_prefix(inline_len, &mut buf);
-    Bytes::from(buf)
+    scratch.encoded(|buf| {
+        buf.extend_from_slice(&grpc::message_prefix(len as u32));
+        msg.encode_with_body_prefix(inline_len, buf);
+    })
 }
 
 /// One step of moving the body into messages.
@@ -218,7 +219,7 @@ mod tests {
     use crate::proto::InvokeRequest;
 
     fn target(origin: Origin, url_skip: usize) -> InvokeTarget<'static> {
-        InvokeTarget { function: "echo", url_skip, origin, deadline_ms: 1.5e12, request_id: "rid-1" }
+        InvokeTarget { function: "echo", url_skip, origin, deadline_ms: 1.5e12, request_id: b"rid-1" }
     }
 
     /// Decode a stream of framed messages.
@@ -236,7 +237,7 @@ mod tests {
             "x-fc-base-path: /base\r\nx-custom: b\r\n\r\n"
         ));
         for (creds, origin) in [(false, Origin::FcHttp), (true, Origin::FcEvent)] {
-            let mut bytes = first_message(&h, &target(origin, 5), creds, 0).to_vec();
+            let mut bytes = first_message(&h, &target(origin, 5), creds, 0, &mut Scratch::default()).to_vec();
             let msgs = messages(&bytes);
             assert_eq!(msgs.len(), 1);
             let m = InvokeRequest::decode(&msgs[0]).unwrap();
@@ -275,7 +276,8 @@ mod tests {
         assert_eq!((&inline[..], &rbuf[..]), (&b"hello"[..], &b"NEXT"[..]));
         assert!(body.is_done() && !body.chunks_sent());
         assert_eq!(body.unread(), Some(0));
-        let mut stream = first_message(&h, &target(Origin::LocalEvent, 0), false, inline.len()).to_vec();
+        let mut stream =
+            first_message(&h, &target(Origin::LocalEvent, 0), false, inline.len(), &mut Scratch::default()).to_vec();
         stream.extend_from_slice(&inline);
         let m = messages(&stream);
         assert_eq!(InvokeRequest::decode(&m[0]).unwrap().body, Some(&b"hello"[..]));

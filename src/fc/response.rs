@@ -10,11 +10,11 @@
 //! copied: they go to the queue as slices of the DATA payloads, each chunk
 //! between an owned size line and a static CRLF.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::dispatch::supports_chunked;
 use super::error::{ProtocolError, ResponseError};
-use super::out::{OutQueue, Scratch};
+use super::out::{field_slots, OutQueue, Scratch};
 use crate::answers::InvokeError;
 use crate::grpc;
 use crate::h2::HeaderList;
@@ -24,6 +24,10 @@ use crate::splice::{Piece, ResponseDecoder};
 
 /// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
 /// layer writes its own framing.
+/// Response head fields kept on the stack; more spill to the heap.
+const INLINE_FIELDS: usize = 32;
+/// Room made in the scratch buffer before a head is written into it.
+const HEAD_RESERVE: usize = 1024;
 const RESPONSE_DROP: &[&[u8]] = &[
     b"connection",
     b"content-length",
@@ -96,18 +100,23 @@ impl ResponseWriter {
 
     /// The function's head: status line, its headers (minus those FC
     /// forbids, plus `x-fc-status: 200`) and our framing.
-    pub fn head(&mut self, status: u16, headers: &[(Bytes, Bytes)], out: &mut OutQueue) {
+    pub fn head(&mut self, status: u16, headers: &[(Bytes, Bytes)], out: &mut OutQueue, scratch: &mut Scratch) {
         let mut length = None;
-        let mut fields: Vec<(&[u8], &[u8])> = Vec::with_capacity(headers.len() + 1);
+        // The fields to write, on the stack unless there are very many.
+        let count = headers.iter().filter(|(n, v)| passes(n, v)).count() + 1;
+        let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); INLINE_FIELDS], Vec::new());
+        let fields = field_slots(count, &mut inline, &mut spilled);
+        let mut i = 0;
         for (name, value) in headers {
             if name.eq_ignore_ascii_case(b"content-length") {
                 length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
             }
             if passes(name, value) {
-                fields.push((name, value));
+                fields[i] = (name, value);
+                i += 1;
             }
         }
-        fields.push((b"x-fc-status", b"200"));
+        fields[i] = (b"x-fc-status", b"200");
         let no_body = self.head_request || status == 204 || status == 304 || (100..200).contains(&status);
         let (framing, resp) = if no_body {
             (ResponseFraming::NoBody, Resp::NoBody)
@@ -125,9 +134,11 @@ impl ResponseWriter {
             (f, _) => f,
         };
         self.resp = resp;
-        let mut buf = BytesMut::with_capacity(256);
-        response::write_head(&mut buf, status, &fields, framing, self.keep_alive);
-        out.push(buf.freeze());
+        // Written into the loop's scratch buffer: a refcount, not an
+        // allocation, per head.
+        scratch.reserve(HEAD_RESERVE);
+        response::write_head(scratch.buf(), status, fields, framing, self.keep_alive);
+        out.push(scratch.take());
     }
 
     /// A body slice, framed as the head said. More than the function's
@@ -245,7 +256,7 @@ impl ResponseSplice {
                 continue;
             }
             match piece {
-                Piece::Head { status, headers } => self.writer.head(status, &headers, out),
+                Piece::Head { status, headers } => self.writer.head(status, &headers, out, scratch),
                 Piece::Body(b) => failed = self.writer.body(b, out, scratch).err().map(InvokeError::from),
                 Piece::Error(f) => failed = Some(InvokeError::Noslated(f)),
             }
@@ -337,7 +348,7 @@ mod tests {
             (Bytes::from_static(b"Content-Length"), Bytes::from_static(b"3")),
             (Bytes::from_static(b"x-fc-x"), Bytes::from_static(b"1")),
         ];
-        w.head(201, &headers, &mut out);
+        w.head(201, &headers, &mut out, &mut scratch);
         assert_eq!(w.state(), Resp::Length(3));
         let text = queued(&out);
         assert!(text.starts_with("HTTP/1.1 201 Created\r\n") && text.contains("Content-Length: 3\r\n"), "{text}");
@@ -345,7 +356,7 @@ mod tests {
         assert_eq!(w.body(Bytes::from_static(b"ab"), &mut out, &mut scratch), Ok(()));
         assert_eq!(w.end(&mut out), Err(ResponseError::ShorterThanContentLength));
         let mut w = ResponseWriter::new(&h);
-        w.head(200, &headers, &mut out);
+        w.head(200, &headers, &mut out, &mut scratch);
         assert_eq!(
             w.body(Bytes::from_static(b"abcd"), &mut out, &mut scratch),
             Err(ResponseError::LongerThanContentLength)

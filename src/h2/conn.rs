@@ -53,6 +53,13 @@ pub type StreamRef = usize;
 /// Decoded header fields in wire order, pseudo-headers included.
 pub type HeaderList = Vec<(Bytes, Bytes)>;
 
+/// Smallest reservation of the header arena: a whole response head and its
+/// trailers without growing.
+const HEADER_ARENA_MIN: usize = 4096;
+/// Emptied header lists kept for reuse (one head and one trailer block per
+/// stream in flight at once is the common case).
+const SPARE_LISTS: usize = 8;
+
 /// The client connection preface (§3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -272,6 +279,11 @@ pub struct ClientConnection {
     encoder: hpack::Encoder,
     decoder: hpack::Decoder,
     hpack_buf: Vec<u8>,
+    /// Decoded names and values of received header blocks (`decode_block`).
+    header_arena: BytesMut,
+    header_spans: Vec<(usize, usize, usize)>,
+    /// Emptied header lists kept for reuse (`recycle_headers`).
+    spare_lists: Vec<HeaderList>,
     continuation: Option<PartialBlock>,
     conn_send: SendWindow,
     conn_recv: RecvWindow,
@@ -329,6 +341,9 @@ impl ClientConnection {
             // the default table size, so never accept less than that.
             decoder: hpack::Decoder::new(cfg.header_table_size.max(DEFAULT_HEADER_TABLE_SIZE) as usize),
             hpack_buf: Vec::new(),
+            header_arena: BytesMut::new(),
+            header_spans: Vec::new(),
+            spare_lists: Vec::new(),
             continuation: None,
             conn_send: SendWindow::new(DEFAULT_INITIAL_WINDOW_SIZE),
             conn_recv: RecvWindow::new(cfg.connection_window),
@@ -572,9 +587,19 @@ impl ClientConnection {
     }
 
     fn decode_block(&mut self, block: &[u8]) -> Result<HeaderList, ConnError> {
-        // All names and values go into one allocation, handed out as slices.
-        let mut arena = BytesMut::with_capacity(block.len() * 2);
-        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+        // All names and values go into the connection's arena, handed out as
+        // slices of one frozen split: once the slices of earlier blocks are
+        // dropped, `reserve` takes the same allocation back (no allocation
+        // per block in steady state). The span list and the returned list
+        // are reused too (`recycle_headers`).
+        let arena = &mut self.header_arena;
+        // Decoded fields rarely exceed 4x their HPACK block; `extend` grows
+        // the arena if they do.
+        if arena.capacity() - arena.len() < block.len() * 4 {
+            arena.reserve(HEADER_ARENA_MIN.max(block.len() * 4));
+        }
+        let spans = &mut self.header_spans;
+        spans.clear();
         self.decoder
             .decode(block, self.cfg.max_header_list_size as usize, &mut |name: &[u8], value: &[u8]| {
                 spans.push((arena.len(), name.len(), value.len()));
@@ -582,11 +607,23 @@ impl ClientConnection {
                 arena.extend_from_slice(value);
             })
             .map_err(|_| ConnError::Compression)?;
-        let arena = arena.freeze();
-        Ok(spans
-            .into_iter()
-            .map(|(at, name, value)| (arena.slice(at..at + name), arena.slice(at + name..at + name + value)))
-            .collect())
+        let arena = self.header_arena.split().freeze();
+        let mut fields = self.spare_lists.pop().unwrap_or_default();
+        fields.extend(
+            self.header_spans
+                .iter()
+                .map(|&(at, name, value)| (arena.slice(at..at + name), arena.slice(at + name..at + name + value))),
+        );
+        Ok(fields)
+    }
+
+    /// Give back a header list from an [`Event::Headers`] once it is read:
+    /// the next decoded block reuses its storage.
+    pub fn recycle_headers(&mut self, mut fields: HeaderList) {
+        fields.clear();
+        if self.spare_lists.len() < SPARE_LISTS {
+            self.spare_lists.push(fields);
+        }
     }
 
     fn on_rst_stream(&mut self, stream_id: u32, code: ErrorCode) -> Result<(), ConnError> {

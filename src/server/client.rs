@@ -23,7 +23,7 @@ use mio::Interest;
 use super::invoke::{Invoke, Step};
 use super::{ClientKey, ClientTimer, Server, Timer};
 use crate::answers::{Answer, InvokeError};
-use crate::fc::dispatch::{self, Route};
+use crate::fc::dispatch::{self, RequestId, Route};
 use crate::fc::{Marker, OutQueue};
 use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
@@ -55,7 +55,7 @@ pub enum Phase {
     /// started): set only to pass through `end_exchange` in the same call.
     Answered {
         marker: Marker,
-        request_id: String,
+        request_id: RequestId,
         keep_alive: bool,
         event: bool,
         rest: Rest,
@@ -63,12 +63,12 @@ pub enum Phase {
     /// `/initialize` waiting for the planes and the profile push.
     Init {
         keep_alive: bool,
-        request_id: String,
+        request_id: RequestId,
     },
     /// `/pre-stop` waiting for in-flight invokes to drain (then it closes:
     /// the instance is going away).
     PreStop {
-        request_id: String,
+        request_id: RequestId,
     },
     Invoke(Box<Invoke>),
     /// Answered before the request body was read; the rest of the body is
@@ -167,6 +167,9 @@ pub struct Client {
     /// exchange would leave an entry behind for every request for the whole
     /// idle timeout (600 s by default): memory growing with the request rate.
     pub idle_timer_pending: bool,
+    /// The socket is registered for writable too: a write came back short
+    /// and output waits. Cleared (readable only again) once `out` drains.
+    pub write_armed: bool,
 }
 
 impl Server {
@@ -201,7 +204,9 @@ impl Server {
 
     fn add_client(&mut self, mut sock: TcpStream) {
         let key = self.clients.vacant_key();
-        if self.poll.registry().register(&mut sock, key.token(), Interest::READABLE | Interest::WRITABLE).is_err() {
+        // Readable only: writable interest is added while output waits
+        // (`flush_client`), so a peer's reads raise no empty wake-ups.
+        if self.poll.registry().register(&mut sock, key.token(), Interest::READABLE).is_err() {
             return;
         }
         let gen = self.gen();
@@ -217,11 +222,12 @@ impl Server {
             read_closed: false,
             closing: false,
             head_timer_armed: false,
-            head_deadline: Instant::now(),
+            head_deadline: self.now,
             conn_id: gen,
-            idle_deadline: Instant::now(),
+            idle_deadline: self.now,
             idle_timer_pending: false,
             timer_keys: Vec::new(),
+            write_armed: false,
         });
         self.arm_idle(key);
     }
@@ -229,7 +235,7 @@ impl Server {
     /// Restart the idle period; add the connection's idle timer only if it
     /// is not pending already (when it fires early, it looks again).
     fn arm_idle(&mut self, key: ClientKey) {
-        let at = Instant::now() + self.cfg.idle_timeout;
+        let at = self.now + self.cfg.idle_timeout;
         let c = &mut self.clients[key];
         c.idle_deadline = at;
         if !c.idle_timer_pending {
@@ -419,7 +425,7 @@ impl Server {
         }
         c.head_timer_armed = true;
         let gen = c.gen;
-        let at = Instant::now() + self.cfg.header_timeout;
+        let at = self.now + self.cfg.header_timeout;
         c.head_deadline = at;
         self.client_timer_add(key, at, gen, ClientTimer::Head);
     }
@@ -800,7 +806,21 @@ impl Server {
 
     pub(super) fn flush_client(&mut self, key: ClientKey) {
         let Some(c) = self.clients.get_mut(key) else { return };
-        match c.out.write_to(&mut c.sock) {
+        let written = c.out.write_to(&mut c.sock);
+        // Output waits exactly when the write came back short: only then
+        // does the socket need writable interest (sozu's lesson, without a
+        // wake-up for every read the peer makes).
+        if let Ok(drained) = written {
+            if drained == c.write_armed {
+                let interest = if drained { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+                if self.poll.registry().reregister(&mut c.sock, key.token(), interest).is_err() {
+                    self.client_failed(key);
+                    return;
+                }
+                c.write_armed = !drained;
+            }
+        }
+        match written {
             Ok(true) => {
                 if c.closing {
                     self.close_or_linger(key);

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use super::plane::Owner;
 use super::{ClientKey, ConnKey, Server};
 use crate::answers::InvokeError;
+use crate::fc::dispatch::RequestId;
 use crate::fc::{dispatch, BodyStep, Invocation, Now, PlaneFault, Progress};
 use crate::grpc;
 use crate::h2::{ErrorCode, HeaderList, OpenError, StreamRef};
@@ -60,7 +61,7 @@ pub enum Step {
 pub struct Refused {
     pub head: RequestHead,
     pub origin: Origin,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub error: InvokeError,
 }
 
@@ -106,7 +107,7 @@ impl Server {
         &self,
         head: RequestHead,
         origin: Origin,
-        request_id: String,
+        request_id: RequestId,
     ) -> Result<Invoke, Box<Refused>> {
         let choice = dispatch::choose(&head, origin, &self.cfg.routing, self.life.default_function.as_deref());
         let choice = match choice {
@@ -115,7 +116,8 @@ impl Server {
             Err(error) => return Err(Box::new(Refused { head, origin, request_id, error })),
         };
         let timeout = dispatch::function_timeout(&head, origin, self.cfg.timeout);
-        let now = Now::read();
+        // The turn's monotonic clock; the wall clock only for the deadline field.
+        let now = Now { instant: self.now, epoch_ms: crate::sys::epoch_millis() };
         let call = Invocation::new(head, origin, request_id, choice, timeout, now, self.cfg.max_body);
         let plane_wait_until = now.instant;
         Ok(Invoke { call, conn: None, stream: None, sent_end: false, unreleased: 0, retries: 0, plane_wait_until })
@@ -146,11 +148,11 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else { return Ok(()) };
         let gen = c.gen;
         let Some(inv) = c.phase.invoke_mut() else { return Ok(()) };
-        let timeout = inv.call.grpc_timeout(Instant::now());
+        let timeout = inv.call.grpc_timeout(self.now);
         let fields = grpc::request_fields(inv.call.grpc_path(), &timeout);
         let h2 = &mut self.conns[conn].h2;
         let stream = h2.open(&fields, false)?;
-        let (head_bytes, body) = inv.call.first_message(&mut c.rbuf, forward_credentials);
+        let (head_bytes, body) = inv.call.first_message(&mut c.rbuf, forward_credentials, &mut self.scratch);
         inv.conn = Some(conn);
         inv.stream = Some(stream);
         // One DATA frame for the head, an inline body and END_STREAM.
@@ -226,10 +228,10 @@ impl Server {
     }
 
     /// HEADERS on the invoke stream: the gRPC response head, or trailers.
-    pub(super) fn invoke_headers(&mut self, key: ClientKey, fields: HeaderList, end_stream: bool) -> Step {
+    pub(super) fn invoke_headers(&mut self, key: ClientKey, fields: &HeaderList, end_stream: bool) -> Step {
         let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
-        match inv.call.response.on_headers(&fields, end_stream, &mut c.out) {
+        match inv.call.response.on_headers(fields, end_stream, &mut c.out) {
             Ok(Progress::Continue) => Step::Continue,
             Ok(Progress::Done) => {
                 // A function that answered before the whole body arrived:

@@ -14,10 +14,14 @@
 //! changes a client's phase (LIFECYCLE.md, "Who owns what").
 //!
 //! Tokens: 0 = listener, 1 = signals, even = client `2 + 2k`, odd = plane
-//! connection `3 + 2k`. Every socket is registered for both readable and
-//! writable once; because readiness is edge-triggered, whatever queues bytes
-//! for a socket also marks it dirty, and dirty sockets are flushed at the end
-//! of each loop turn (sozu's lesson: otherwise a session stalls forever).
+//! connection `3 + 2k`. Every socket is registered for readable; writable
+//! interest is added only while a write came back short and removed once
+//! the output drains (a unix socket raises an EPOLLOUT edge every time its
+//! peer reads, which would otherwise wake the loop for nothing). Because
+//! readiness is edge-triggered, whatever queues bytes for a socket also marks
+//! it dirty, and dirty sockets are flushed at the end of each loop turn
+//! (sozu's lesson: otherwise a session stalls forever); a socket with output
+//! still pending after that flush is always registered for writable.
 
 mod client;
 mod invoke;
@@ -33,6 +37,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::fc::dispatch::RequestId;
 use crate::fc::{Marker, Scratch};
 use crate::sys::SignalFd;
 use crate::timer::Timers;
@@ -206,14 +211,20 @@ impl Log {
         self.0.push(b'\n');
     }
 
-    /// `FC <Hook> Start RequestId: <id>`.
-    pub fn start(&mut self, marker: Marker, request_id: &str) {
-        self.line(format_args!("FC {} Start RequestId: {request_id}", marker.name()));
+    /// `FC <Hook> Start RequestId: <id>`, from bytes (no formatting).
+    pub fn start(&mut self, marker: Marker, request_id: &RequestId) {
+        self.marker(marker, b" Start RequestId: ", request_id);
     }
 
     /// `FC <Hook> End RequestId: <id>`.
-    pub fn end(&mut self, marker: Marker, request_id: &str) {
-        self.line(format_args!("FC {} End RequestId: {request_id}", marker.name()));
+    pub fn end(&mut self, marker: Marker, request_id: &RequestId) {
+        self.marker(marker, b" End RequestId: ", request_id);
+    }
+
+    fn marker(&mut self, marker: Marker, what: &[u8], request_id: &RequestId) {
+        for part in [b"FC ", marker.name().as_bytes(), what, request_id.as_bytes(), b"\n"] {
+            self.0.extend_from_slice(part);
+        }
     }
 
     pub fn flush(&mut self) {
@@ -238,6 +249,9 @@ pub struct Server {
     next_gen: u64,
     dirty_clients: Vec<ClientKey>,
     dirty_conns: Vec<ConnKey>,
+    /// The dirty lists being flushed (swapped, so no list is reallocated).
+    flushing_clients: Vec<ClientKey>,
+    flushing_conns: Vec<ConnKey>,
     scratch: Scratch,
     /// Reused between DATA frames (splice pieces of one frame).
     pieces: Vec<crate::splice::Piece>,
@@ -250,6 +264,10 @@ pub struct Server {
     /// after it, so the first wake-up at least `FREEZE_JUMP` later counts as
     /// a thaw even when no timer was overdue.
     pre_freeze_at: Option<Instant>,
+    /// The loop turn's clock, read once when the poll returns: what the hot
+    /// path (deadlines, idle periods) measures from, instead of reading the
+    /// clock again per request.
+    now: Instant,
 }
 
 impl Server {
@@ -276,6 +294,8 @@ impl Server {
             next_gen: 0,
             dirty_clients: Vec::new(),
             dirty_conns: Vec::new(),
+            flushing_clients: Vec::new(),
+            flushing_conns: Vec::new(),
             scratch: Scratch::default(),
             pieces: Vec::new(),
             log: Log::default(),
@@ -284,6 +304,7 @@ impl Server {
             max_connections,
             exit_code: None,
             pre_freeze_at: None,
+            now: Instant::now(),
         };
         server.start()?;
         Ok(server)
@@ -301,31 +322,41 @@ impl Server {
     /// Run until the process should exit; returns the exit code.
     pub fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(1024);
+        self.flush_dirty();
         loop {
-            let timeout = if self.life.reread.is_empty() {
-                self.timers.next_timeout(Instant::now())
+            // Bytes queued outside a loop turn (the plane connections opened
+            // by `start`) are flushed before sleeping: sockets are not
+            // registered for writable, so no event would come for them.
+            let queued = !self.dirty_conns.is_empty() || !self.dirty_clients.is_empty();
+            // Two clock reads per turn: before sleeping and after waking.
+            let slept_from = Instant::now();
+            let timeout = if self.life.reread.is_empty() && !queued {
+                self.timers.next_timeout(slept_from)
             } else {
                 Some(std::time::Duration::ZERO)
             };
-            let slept_from = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("noslate-fc: poll failed: {e}");
                     return 1;
                 }
             }
+            self.now = Instant::now();
             self.notice_freeze(slept_from, timeout);
             for event in events.iter() {
+                // An error or hang-up is heard by reading (sockets are
+                // registered for writable only while output waits).
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
                     Token(t) if t % 2 == 0 => {
                         let key = ClientKey((t - 2) / 2);
-                        self.client_event(key, event.is_readable(), event.is_read_closed(), event.is_writable())
+                        self.client_event(key, readable, event.is_read_closed(), event.is_writable())
                     }
                     Token(t) => {
                         let key = ConnKey((t - 3) / 2);
-                        self.plane_event(key, event.is_readable(), event.is_read_closed(), event.is_writable())
+                        self.plane_event(key, readable, event.is_read_closed(), event.is_writable())
                     }
                 }
             }
@@ -344,7 +375,7 @@ impl Server {
     /// far later than its timeout allowed, or this is the first wake-up well
     /// after a `/pre-freeze`. Then the time spent stopped is not idle time.
     fn notice_freeze(&mut self, slept_from: Instant, timeout: Option<std::time::Duration>) {
-        let now = Instant::now();
+        let now = self.now;
         let overslept = timeout.is_some_and(|t| now.saturating_duration_since(slept_from) > t + FREEZE_JUMP);
         let after_pre_freeze = self.pre_freeze_at.is_some_and(|at| now.saturating_duration_since(at) >= FREEZE_JUMP);
         if overslept || after_pre_freeze {
@@ -354,7 +385,7 @@ impl Server {
     }
 
     fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Client { key, gen, what } => self.client_timer(key, gen, what),
@@ -377,12 +408,17 @@ impl Server {
             if self.dirty_conns.is_empty() && self.dirty_clients.is_empty() {
                 break;
             }
-            for key in std::mem::take(&mut self.dirty_conns) {
-                self.flush_conn(key);
+            // Swap with spare lists, so both keep their capacity.
+            std::mem::swap(&mut self.dirty_conns, &mut self.flushing_conns);
+            for i in 0..self.flushing_conns.len() {
+                self.flush_conn(self.flushing_conns[i]);
             }
-            for key in std::mem::take(&mut self.dirty_clients) {
-                self.flush_client(key);
+            self.flushing_conns.clear();
+            std::mem::swap(&mut self.dirty_clients, &mut self.flushing_clients);
+            for i in 0..self.flushing_clients.len() {
+                self.flush_client(self.flushing_clients[i]);
             }
+            self.flushing_clients.clear();
         }
     }
 

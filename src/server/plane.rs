@@ -125,6 +125,8 @@ pub struct PlaneConn {
     pub owners: HashMap<StreamRef, Owner>,
     pub deframers: HashMap<StreamRef, Deframer>,
     pub retired: bool,
+    /// Registered for writable too, while output waits (see `write_conn`).
+    pub write_armed: bool,
 }
 
 impl Server {
@@ -170,7 +172,7 @@ impl Server {
 
     fn add_conn(&mut self, plane: usize, mut sock: UnixStream) {
         let key = self.conns.vacant_key();
-        if let Err(e) = self.poll.registry().register(&mut sock, key.token(), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(&mut sock, key.token(), Interest::READABLE) {
             self.planes[plane].last_error = Some(format!("register: {e}"));
             self.schedule_retry(plane);
             return;
@@ -188,6 +190,7 @@ impl Server {
             owners: HashMap::new(),
             deframers: HashMap::new(),
             retired: false,
+            write_armed: false,
         });
         let p = &mut self.planes[plane];
         p.active = Some(key);
@@ -329,20 +332,27 @@ impl Server {
             let Some(pc) = self.conns.get_mut(key) else { return };
             let Some(event) = pc.h2.poll_event() else { return };
             match event {
-                Event::Headers { stream, fields, end_stream } => match pc.owners.get(&stream) {
-                    Some(Owner::Invoke(client, gen)) => {
-                        let (client, gen) = (*client, *gen);
-                        if self.client_matches(client, gen) {
-                            let step = self.invoke_headers(client, fields, end_stream);
-                            self.settle(client, step);
+                Event::Headers { stream, fields, end_stream } => {
+                    match pc.owners.get(&stream) {
+                        Some(Owner::Invoke(client, gen)) => {
+                            let (client, gen) = (*client, *gen);
+                            if self.client_matches(client, gen) {
+                                let step = self.invoke_headers(client, &fields, end_stream);
+                                self.settle(client, step);
+                            }
                         }
+                        Some(Owner::Unary { .. }) if end_stream => {
+                            let status =
+                                grpc::status_from_trailers(fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+                            self.unary_done(key, stream, status.map_err(|e| e.to_string()));
+                        }
+                        _ => {}
                     }
-                    Some(Owner::Unary { .. }) if end_stream => {
-                        let status = grpc::status_from_trailers(fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
-                        self.unary_done(key, stream, status.map_err(|e| e.to_string()));
+                    // The list's storage serves the next header block.
+                    if let Some(pc) = self.conns.get_mut(key) {
+                        pc.h2.recycle_headers(fields);
                     }
-                    _ => {}
-                },
+                }
                 Event::Data { stream, data, .. } => {
                     let len = data.len();
                     match pc.owners.get_mut(&stream) {
@@ -560,17 +570,32 @@ impl Server {
         let Some(pc) = self.conns.get_mut(key) else { return };
         loop {
             if !pc.h2.has_output() {
-                return;
+                return self.set_conn_writable(key, false);
             }
             let mut iov = [io::IoSlice::new(&[]); crate::fc::out::MAX_IOVECS];
             let n = pc.h2.fill_iovecs(&mut iov);
             match io::Write::write_vectored(&mut pc.sock, &iov[..n]) {
                 Ok(0) => return self.conn_lost(key, PlaneFault::Io(IoOp::Write, io::ErrorKind::WriteZero)),
                 Ok(written) => pc.h2.advance_output(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.set_conn_writable(key, true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.conn_lost(key, PlaneFault::Io(IoOp::Write, e.kind())),
             }
+        }
+    }
+
+    /// Writable interest only while output waits: registered readable
+    /// alone, a unix socket would wake the loop with an EPOLLOUT edge every
+    /// time the plane reads from it.
+    fn set_conn_writable(&mut self, key: ConnKey, armed: bool) {
+        let Some(pc) = self.conns.get_mut(key) else { return };
+        if pc.write_armed == armed {
+            return;
+        }
+        let interest = if armed { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        match self.poll.registry().reregister(&mut pc.sock, key.token(), interest) {
+            Ok(()) => pc.write_armed = armed,
+            Err(e) => self.conn_lost(key, PlaneFault::Io(IoOp::Write, e.kind())),
         }
     }
 
