@@ -169,24 +169,9 @@ impl Drop for TempDir {
     }
 }
 
-/// Every process below `pid` (children, grandchildren, ...), from /proc.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
-        for task in tasks.flatten() {
-            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
-                if !out.contains(&c) {
-                    out.push(c);
-                    todo.push(c);
-                }
-            }
-        }
-    }
-    out
-}
+#[path = "../../tests/support/proc_tree.rs"]
+mod proc_tree;
+pub use proc_tree::descendants;
 
 /// SIGKILL every process below `pid`, deepest first, by PID (not `pid`
 /// itself: its `Proc` does that and reaps it).

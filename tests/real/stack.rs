@@ -249,24 +249,7 @@ impl Drop for Planes {
     }
 }
 
-/// Every process below `pid` (children first-level and deeper), from /proc.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
-        for task in tasks.flatten() {
-            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
-                if !out.contains(&c) {
-                    out.push(c);
-                    todo.push(c);
-                }
-            }
-        }
-    }
-    out
-}
+pub use crate::support::proc_tree::descendants;
 
 pub fn alive(pid: u32) -> bool {
     // A zombie is dead for our purposes: it holds nothing but its exit code.

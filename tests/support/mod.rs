@@ -3,6 +3,8 @@
 //! loopback TCP, and kills every process it started, by PID, on drop.
 #![allow(dead_code)]
 
+pub mod proc_tree;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
