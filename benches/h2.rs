@@ -8,6 +8,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use noslate_fc::grpc::message_prefix;
 use noslate_fc::h2::frame::DEFAULT_MAX_FRAME_SIZE;
 use noslate_fc::h2::{decode_frame, Frame};
+use noslate_fc::pool::BufPool;
 use noslate_fc::proto::{InvokeResponse, InvokeResult};
 use noslate_fc::splice::{Piece, ResponseDecoder};
 
@@ -130,17 +131,16 @@ fn invoke_response_payloads() -> Vec<Bytes> {
 }
 
 /// Feeds every payload to a fresh decoder, returning the body bytes out.
-fn splice_all(payloads: &[Bytes]) -> usize {
+fn splice_all(payloads: &[Bytes], pool: &mut BufPool) -> usize {
     let mut decoder = ResponseDecoder::default();
     let mut body = 0;
     for payload in payloads {
-        decoder
-            .feed(payload.clone(), &mut |piece| {
-                if let Piece::Body(bytes) = black_box(piece) {
-                    body += bytes.len();
-                }
-            })
-            .expect("valid response");
+        let mut each = |piece| {
+            if let Piece::Body(bytes) = black_box(piece) {
+                body += bytes.len();
+            }
+        };
+        decoder.feed(payload.clone(), &mut each, pool).expect("valid response");
     }
     assert!(decoder.is_idle() && decoder.head_seen());
     body
@@ -148,12 +148,15 @@ fn splice_all(payloads: &[Bytes]) -> usize {
 
 fn bench_splice(c: &mut Criterion) {
     let payloads = invoke_response_payloads();
-    assert_eq!(splice_all(&payloads), BODY_MESSAGES * BODY_MESSAGE_LEN);
+    let mut pool = BufPool::default();
+    assert_eq!(splice_all(&payloads, &mut pool), BODY_MESSAGES * BODY_MESSAGE_LEN);
     let input: usize = payloads.iter().map(Bytes::len).sum();
 
     let mut group = c.benchmark_group("h2/splice");
     group.throughput(Throughput::Bytes(input as u64));
-    group.bench_function("response_16x64KiB_messages_16KiB_data", |b| b.iter(|| splice_all(black_box(&payloads))));
+    group.bench_function("response_16x64KiB_messages_16KiB_data", |b| {
+        b.iter(|| splice_all(black_box(&payloads), &mut pool))
+    });
     group.finish();
 }
 

@@ -1067,17 +1067,31 @@ pub struct InvokeResult<'a> {
 
 impl<'a> InvokeResult<'a> {
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut m = InvokeResult::default();
+        let mut headers = Vec::new();
+        let (status, body) = InvokeResult::decode_each(buf, |k, v| headers.push((k, v)))?;
+        Ok(InvokeResult { status, headers, body })
+    }
+
+    /// [`InvokeResult::decode`] without collecting the headers: each pair
+    /// is passed to `header`, in order; returns the status and body.
+    pub fn decode_each(
+        buf: &'a [u8],
+        mut header: impl FnMut(&'a [u8], &'a [u8]),
+    ) -> Result<(Option<i32>, Option<&'a [u8]>), DecodeError> {
+        let (mut status, mut body) = (None, None);
         let mut r = Reader::new(buf);
         while let Some((field, v)) = r.next_field()? {
             match field {
-                1 => opt::merge(&mut m.status, v, field)?,
-                2 => m.headers.push(decode_raw_pair(v.as_bytes(field)?)?),
-                3 => opt::merge(&mut m.body, v, field)?,
+                1 => opt::merge(&mut status, v, field)?,
+                2 => {
+                    let (k, v) = decode_raw_pair(v.as_bytes(field)?)?;
+                    header(k, v);
+                }
+                3 => opt::merge(&mut body, v, field)?,
                 _ => {}
             }
         }
-        Ok(m)
+        Ok((status, body))
     }
 
     pub fn encoded_len(&self) -> usize {
@@ -1156,20 +1170,42 @@ pub enum InvokeResponse<'a> {
     Result(InvokeResult<'a>),
 }
 
-impl<'a> InvokeResponse<'a> {
-    /// Decodes one response message. The last oneof member seen wins;
-    /// neither set is [`DecodeError::EmptyOneof`] (malformed, doc §5.6).
+/// An `InvokeResponse` decoded without allocating: a result is left as its
+/// bytes (already checked) for [`InvokeResult::decode_each`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseMember<'a> {
+    Error(InvokeError<'a>),
+    Result(&'a [u8]),
+}
+
+impl<'a> ResponseMember<'a> {
+    /// The same verdict as [`InvokeResponse::decode`].
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         let mut m = None;
         let mut r = Reader::new(buf);
         while let Some((field, v)) = r.next_field()? {
             match field {
-                1 => m = Some(InvokeResponse::Error(InvokeError::decode(v.as_bytes(field)?)?)),
-                2 => m = Some(InvokeResponse::Result(InvokeResult::decode(v.as_bytes(field)?)?)),
+                1 => m = Some(ResponseMember::Error(InvokeError::decode(v.as_bytes(field)?)?)),
+                2 => {
+                    let raw = v.as_bytes(field)?;
+                    InvokeResult::decode_each(raw, |_, _| {})?;
+                    m = Some(ResponseMember::Result(raw));
+                }
                 _ => {}
             }
         }
         m.ok_or(DecodeError::EmptyOneof)
+    }
+}
+
+impl<'a> InvokeResponse<'a> {
+    /// Decodes one response message. The last oneof member seen wins;
+    /// neither set is [`DecodeError::EmptyOneof`] (malformed, doc §5.6).
+    pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(match ResponseMember::decode(buf)? {
+            ResponseMember::Error(e) => InvokeResponse::Error(e),
+            ResponseMember::Result(raw) => InvokeResponse::Result(InvokeResult::decode(raw)?),
+        })
     }
 
     fn member(&self) -> (u32, usize) {

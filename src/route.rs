@@ -97,6 +97,55 @@ impl Origin {
     }
 }
 
+/// A chosen function name, held inline: choosing one per invoke allocates
+/// nothing. Only made from names `function_name` accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FunctionName {
+    len: u8,
+    bytes: [u8; MAX_FUNCTION_NAME],
+}
+
+impl FunctionName {
+    /// `None` unless `function_name` accepts `name`.
+    pub fn new(name: &str) -> Option<FunctionName> {
+        let valid = function_name(name.as_bytes())?;
+        let mut bytes = [0u8; MAX_FUNCTION_NAME];
+        bytes[..valid.len()].copy_from_slice(valid.as_bytes());
+        Some(FunctionName { len: valid.len() as u8, bytes })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII bytes are ever stored (see `new`).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for FunctionName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for FunctionName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<&str> for FunctionName {
+    /// For tests and literals: panics on a name `function_name` refuses.
+    fn from(name: &str) -> FunctionName {
+        FunctionName::new(name).expect("a valid function name")
+    }
+}
+
 /// A function name as accepted anywhere: 1 to `MAX_FUNCTION_NAME` bytes of
 /// ASCII letters, digits and `-_.:@`. Anything else (control bytes, `/`,
 /// spaces, non-UTF-8, 10 KB names) is refused before it reaches a log line,
@@ -235,7 +284,7 @@ pub struct Request<'a> {
 /// Where the request goes.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Choice {
-    pub name: String,
+    pub name: FunctionName,
     pub service: bool,
     /// Bytes of the request target the function does not see (the
     /// `x-fc-base-path` prefix, and the route prefix when stripping); see
@@ -261,7 +310,8 @@ impl Policy {
         if let (true, Some((raw, service))) = (believed, chosen) {
             let name = function_name(raw).ok_or(InvokeError::BadFunctionName)?;
             self.allow(name)?;
-            return Ok(Choice { name: name.to_string(), service, url_skip: base_skip });
+            let name = FunctionName::new(name).ok_or(InvokeError::BadFunctionName)?;
+            return Ok(Choice { name, service, url_skip: base_skip });
         }
         if !req.origin.is_event() {
             let url = function_url(req.target, base_skip);
@@ -270,13 +320,15 @@ impl Policy {
                 // A root route, or a path left as "/" by the base-path rewrite
                 // (only the root route matches those), strips nothing.
                 let stripped = if self.routes.strip && route.prefix != "/" { route.prefix.len() } else { 0 };
-                return Ok(Choice { name: route.function.clone(), service: false, url_skip: base_skip + stripped });
+                let name = FunctionName::new(&route.function).ok_or(InvokeError::BadFunctionName)?;
+                return Ok(Choice { name, service: false, url_skip: base_skip + stripped });
             }
         }
         match default {
             Some(name) => {
                 self.allow(name)?;
-                Ok(Choice { name: name.to_string(), service: false, url_skip: base_skip })
+                let name = FunctionName::new(name).ok_or(InvokeError::BadFunctionName)?;
+                Ok(Choice { name, service: false, url_skip: base_skip })
             }
             None if !req.origin.is_event() && !self.routes.is_empty() => Err(InvokeError::NoRoute),
             None => Err(InvokeError::NoFunction),
@@ -338,7 +390,8 @@ mod tests {
     }
 
     fn name(p: &Policy, r: &Request<'_>, default: Option<&str>) -> Result<(String, String), InvokeError> {
-        p.choose(r, default).map(|c| (c.name, String::from_utf8(function_url(r.target, c.url_skip).into()).unwrap()))
+        p.choose(r, default)
+            .map(|c| (c.name.to_string(), String::from_utf8(function_url(r.target, c.url_skip).into()).unwrap()))
     }
 
     #[test]

@@ -5,13 +5,20 @@
 //! Invariant: body bytes are never copied. A message that is exactly
 //! `result{body}` (every message after the head, as Noslated sends them) is
 //! recognised from its first few bytes and its body is handed on as slices of
-//! the DATA payloads, however many frames it spans. Only the head and error
-//! messages, which are small, are assembled (bounded by `MAX_BUFFERED_MESSAGE`).
+//! the DATA payloads, however many frames it spans. A head or error message
+//! that arrives within one payload is sliced from it too; only one spread
+//! over several payloads is assembled (bounded by `MAX_BUFFERED_MESSAGE`),
+//! in a buffer from the loop's pool.
+//!
+//! Nothing here allocates per message in the steady state: the head's
+//! fields stay in the message bytes ([`Piece::Head`]) and are read out by
+//! whoever writes them.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::grpc::MESSAGE_PREFIX_LEN;
-use crate::proto::{self, InvokeResponse};
+use crate::pool::BufPool;
+use crate::proto::{self, InvokeResult, ResponseMember};
 
 /// Largest head or error message we assemble. A head carries the response
 /// headers (FC allows 8 KiB of them) and an error a JS stack; 1 MiB is ample.
@@ -20,6 +27,9 @@ pub const MAX_BUFFERED_MESSAGE: usize = 1 << 20;
 /// Bytes of payload needed to recognise `result{body}` (two keys and two
 /// varints of at most 5 bytes each).
 const SHAPE_PROBE: usize = 12;
+
+/// The smallest assembly buffer taken from the pool.
+const PENDING_MIN: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
@@ -32,9 +42,26 @@ pub struct Failure {
 
 #[derive(Debug, PartialEq)]
 pub enum Piece {
-    Head { status: u16, headers: Vec<(Bytes, Bytes)> },
+    /// The response head. `result` is the whole `InvokeResultResponse`,
+    /// already checked: [`Piece::head_fields`] or
+    /// `InvokeResult::decode_each` reads its header pairs.
+    Head {
+        status: u16,
+        result: Bytes,
+    },
     Body(Bytes),
     Error(Failure),
+}
+
+impl Piece {
+    /// A head's header pairs, in order (empty for other pieces).
+    pub fn head_fields(&self) -> Vec<(&[u8], &[u8])> {
+        let mut fields = Vec::new();
+        if let Piece::Head { result, .. } = self {
+            let _checked = InvokeResult::decode_each(result, |k, v| fields.push((k, v)));
+        }
+        fields
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,9 +123,56 @@ impl ResponseDecoder {
         self.pending.len()
     }
 
-    /// Feed one DATA payload; pieces are passed to `out` in order.
-    pub fn feed(&mut self, mut data: Bytes, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
+    /// The assembly buffer, for the next decoder.
+    pub fn recycle(self, pool: &mut BufPool) {
+        if self.pending.capacity() > 0 {
+            pool.put(self.pending);
+        }
+    }
+
+    /// Append to the message being assembled (room from `pool`).
+    fn pend(&mut self, bytes: &[u8], pool: &mut BufPool) {
+        if self.pending.capacity() - self.pending.len() < bytes.len() {
+            pool.refill(&mut self.pending, bytes.len(), PENDING_MIN);
+        }
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// A whole message at the front of `data`, taken without copying: a
+    /// body-only message becomes `Body` state, any other is finished.
+    /// Returns false (nothing taken) when `data` holds too little to say.
+    fn take_direct(&mut self, data: &mut Bytes, out: &mut dyn FnMut(Piece)) -> Result<bool, SpliceError> {
+        if data.len() < MESSAGE_PREFIX_LEN {
+            return Ok(false);
+        }
+        let len = message_len(data)?;
+        let payload = &data[MESSAGE_PREFIX_LEN..];
+        if self.head_seen && payload.len() >= SHAPE_PROBE.min(len) {
+            if let Some(offset) = proto::body_only_result(payload, len) {
+                data.advance(MESSAGE_PREFIX_LEN + offset);
+                let remaining = len - offset;
+                self.state = if remaining == 0 { State::Prefix } else { State::Body { remaining } };
+                return Ok(true);
+            }
+        }
+        if payload.len() < len {
+            return Ok(false);
+        }
+        if len > MAX_BUFFERED_MESSAGE {
+            return Err(SpliceError::TooLarge(len));
+        }
+        let message = data.split_to(MESSAGE_PREFIX_LEN + len).slice(MESSAGE_PREFIX_LEN..);
+        self.finish_message(message, out)?;
+        Ok(true)
+    }
+
+    /// Feed one DATA payload; pieces are passed to `out` in order. A
+    /// message spread over payloads is assembled in a buffer from `pool`.
+    pub fn feed(&mut self, mut data: Bytes, out: &mut dyn FnMut(Piece), pool: &mut BufPool) -> Result<(), SpliceError> {
         while !data.is_empty() {
+            if matches!(self.state, State::Prefix) && self.pending.is_empty() && self.take_direct(&mut data, out)? {
+                continue;
+            }
             match self.state {
                 State::Body { remaining } => {
                     let n = remaining.min(data.len());
@@ -108,7 +182,7 @@ impl ResponseDecoder {
                 State::Whole { len } => {
                     let want = MESSAGE_PREFIX_LEN + len - self.pending.len();
                     let n = want.min(data.len());
-                    self.pending.extend_from_slice(&data.split_to(n));
+                    self.pend(&data.split_to(n), pool);
                     if n == want {
                         self.finish_whole(out)?;
                     }
@@ -118,7 +192,7 @@ impl ResponseDecoder {
                     let have = self.pending.len();
                     if have < MESSAGE_PREFIX_LEN {
                         let n = (MESSAGE_PREFIX_LEN - have).min(data.len());
-                        self.pending.extend_from_slice(&data.split_to(n));
+                        self.pend(&data.split_to(n), pool);
                         continue;
                     }
                     let len = self.message_len()?;
@@ -126,7 +200,7 @@ impl ResponseDecoder {
                     let probe_len = probe.min(len);
                     if payload_have < probe_len {
                         let n = (probe_len - payload_have).min(data.len());
-                        self.pending.extend_from_slice(&data.split_to(n));
+                        self.pend(&data.split_to(n), pool);
                         if self.pending.len() - MESSAGE_PREFIX_LEN < probe_len {
                             continue;
                         }
@@ -150,11 +224,7 @@ impl ResponseDecoder {
     }
 
     fn message_len(&self) -> Result<usize, SpliceError> {
-        if self.pending[0] != 0 {
-            return Err(SpliceError::Compressed);
-        }
-        let len = u32::from_be_bytes([self.pending[1], self.pending[2], self.pending[3], self.pending[4]]) as usize;
-        Ok(len)
+        message_len(&self.pending)
     }
 
     /// Decide how to receive a message whose prefix (and probe) is in `pending`.
@@ -183,26 +253,30 @@ impl ResponseDecoder {
 
     fn finish_whole(&mut self, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
         let message = self.pending.split().freeze().slice(MESSAGE_PREFIX_LEN..);
+        self.finish_message(message, out)
+    }
+
+    /// A whole message (without its prefix): a head, body or error.
+    fn finish_message(&mut self, message: Bytes, out: &mut dyn FnMut(Piece)) -> Result<(), SpliceError> {
         self.state = State::Prefix;
-        let decoded = InvokeResponse::decode(&message).map_err(SpliceError::Malformed)?;
+        let decoded = ResponseMember::decode(&message).map_err(SpliceError::Malformed)?;
         match decoded {
-            InvokeResponse::Result(result) => {
+            ResponseMember::Result(result) => {
+                let (status, body) = InvokeResult::decode_each(result, |_, _| {}).map_err(SpliceError::Malformed)?;
                 if !self.head_seen {
                     self.head_seen = true;
-                    let status = match result.status {
+                    let status = match status {
                         None | Some(0) => 200,
                         Some(s @ 100..=999) => s as u16,
                         Some(s) => return Err(SpliceError::BadStatus(s)),
                     };
-                    let headers =
-                        result.headers.iter().map(|(k, v)| (message.slice_ref(k), message.slice_ref(v))).collect();
-                    out(Piece::Head { status, headers });
+                    out(Piece::Head { status, result: message.slice_ref(result) });
                 }
-                if let Some(body) = result.body.filter(|b| !b.is_empty()) {
+                if let Some(body) = body.filter(|b| !b.is_empty()) {
                     out(Piece::Body(message.slice_ref(body)));
                 }
             }
-            InvokeResponse::Error(e) => {
+            ResponseMember::Error(e) => {
                 let text = |s: Option<&str>| s.map(str::to_string);
                 out(Piece::Error(Failure {
                     name: e.name.unwrap_or("Error").to_string(),
@@ -215,6 +289,15 @@ impl ResponseDecoder {
         }
         Ok(())
     }
+}
+
+/// The payload length in a 5-byte gRPC message prefix (`prefix` holds at
+/// least 5 bytes); compression is refused.
+fn message_len(prefix: &[u8]) -> Result<usize, SpliceError> {
+    if prefix[0] != 0 {
+        return Err(SpliceError::Compressed);
+    }
+    Ok(u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize)
 }
 
 /// Worked bytes from noslated-protocol.md §5.7, for this module's tests and
@@ -248,10 +331,14 @@ mod tests {
         let mut body = Vec::new();
         let mut other = Vec::new();
         for chunk in stream.chunks(split.max(1)) {
-            d.feed(Bytes::copy_from_slice(chunk), &mut |p| match p {
-                Piece::Body(b) => body.extend_from_slice(&b),
-                p => other.push(p),
-            })
+            d.feed(
+                Bytes::copy_from_slice(chunk),
+                &mut |p| match p {
+                    Piece::Body(b) => body.extend_from_slice(&b),
+                    p => other.push(p),
+                },
+                &mut BufPool::default(),
+            )
             .unwrap();
         }
         assert!(d.is_idle());
@@ -266,10 +353,9 @@ mod tests {
             assert_eq!(body, b"hihi", "split {split}");
             assert_eq!(other.len(), 1);
             match &other[0] {
-                Piece::Head { status, headers } => {
+                p @ Piece::Head { status, .. } => {
                     assert_eq!(*status, 200);
-                    assert_eq!(headers[0].0.as_ref(), b"content-type");
-                    assert_eq!(headers[0].1.as_ref(), b"text/plain");
+                    assert_eq!(p.head_fields(), [(&b"content-type"[..], &b"text/plain"[..])]);
                 }
                 p => panic!("unexpected {p:?}"),
             }
@@ -308,12 +394,16 @@ mod tests {
         let mut d = ResponseDecoder::default();
         let mut got = 0;
         for chunk in stream.chunks(16384) {
-            d.feed(Bytes::copy_from_slice(chunk), &mut |p| {
-                if let Piece::Body(b) = p {
-                    assert!(b.len() <= 16384);
-                    got += b.len();
-                }
-            })
+            d.feed(
+                Bytes::copy_from_slice(chunk),
+                &mut |p| {
+                    if let Piece::Body(b) = p {
+                        assert!(b.len() <= 16384);
+                        got += b.len();
+                    }
+                },
+                &mut BufPool::default(),
+            )
             .unwrap();
             assert!(d.pending.len() <= MESSAGE_PREFIX_LEN + SHAPE_PROBE + 64);
         }
@@ -324,10 +414,18 @@ mod tests {
     #[test]
     fn rejects_compression_and_garbage() {
         let mut d = ResponseDecoder::default();
-        assert_eq!(d.feed(Bytes::from_static(&[1, 0, 0, 0, 0]), &mut |_| {}), Err(SpliceError::Compressed));
+        assert_eq!(
+            d.feed(Bytes::from_static(&[1, 0, 0, 0, 0]), &mut |_| {}, &mut BufPool::default()),
+            Err(SpliceError::Compressed)
+        );
         let mut d = ResponseDecoder::default();
-        assert!(d.feed(Bytes::from_static(&[0, 0, 0, 0, 2, 0xff, 0xff]), &mut |_| {}).is_err());
+        assert!(d
+            .feed(Bytes::from_static(&[0, 0, 0, 0, 2, 0xff, 0xff]), &mut |_| {}, &mut BufPool::default())
+            .is_err());
         let mut d = ResponseDecoder::default();
-        assert!(matches!(d.feed(Bytes::from_static(&[0, 0x7f, 0, 0, 0]), &mut |_| {}), Err(SpliceError::TooLarge(_))));
+        assert!(matches!(
+            d.feed(Bytes::from_static(&[0, 0x7f, 0, 0, 0]), &mut |_| {}, &mut BufPool::default()),
+            Err(SpliceError::TooLarge(_))
+        ));
     }
 }

@@ -178,7 +178,8 @@ struct Upstream {
 
 impl Upstream {
     fn new(head: &RequestHead, p: &Params, inline: &Bytes) -> Upstream {
-        let target = InvokeTarget { function: "f", url_skip: 0, origin: p.origin, deadline_ms: 1e12, request_id: b"id" };
+        let target =
+            InvokeTarget { function: "f", url_skip: 0, origin: p.origin, deadline_ms: 1e12, request_id: b"id" };
         let mut deframer = Deframer::new(usize::MAX);
         deframer.push(first_message(head, &target, p.forward_credentials, inline.len(), &mut Scratch::default()));
         deframer.push(inline.clone());

@@ -77,9 +77,10 @@ impl Output {
                     self.pieces.push(Norm::Body(b.to_vec()));
                 }
             }
-            Piece::Head { status, headers } => self
-                .pieces
-                .push(Norm::Head { status, headers: headers.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect() }),
+            ref p @ Piece::Head { status, .. } => self.pieces.push(Norm::Head {
+                status,
+                headers: p.head_fields().iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+            }),
             Piece::Error(f) => self.pieces.push(Norm::Error(f)),
         }
     }
@@ -91,13 +92,19 @@ impl Output {
     }
 }
 
+thread_local! {
+    static POOL: std::cell::RefCell<noslate_fc::pool::BufPool> = std::cell::RefCell::new(noslate_fc::pool::BufPool::new(4));
+}
+
 /// Feed one payload; false once the decoder has failed (the invoke fails
 /// and nothing more is fed).
 fn feed(d: &mut ResponseDecoder, data: Bytes, out: &mut Output) -> bool {
     if out.error.is_some() {
         return false;
     }
-    let result = d.feed(data, &mut |p| out.push(p));
+    // One pool for the whole run, as in the loop: assembly buffers come
+    // back and are reused across messages and decoders.
+    let result = POOL.with(|pool| d.feed(data, &mut |p| out.push(p), &mut pool.borrow_mut()));
     assert!(d.buffered() <= MAX_BUFFERED_MESSAGE + MESSAGE_PREFIX_LEN, "decoder buffers {} bytes", d.buffered());
     if let Err(e) = result {
         let _ = e.to_string();
@@ -557,7 +564,15 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
                         delivered.extend_from_slice(&data);
                         unreleased += data.len();
                         if outcome.is_none() {
-                            if let Err(e) = splice.on_data(data.clone(), &mut http, &mut scratch, &mut pieces) {
+                            if let Err(e) = POOL.with(|pool| {
+                                splice.on_data(
+                                    data.clone(),
+                                    &mut http,
+                                    &mut scratch,
+                                    &mut pieces,
+                                    &mut pool.borrow_mut(),
+                                )
+                            }) {
                                 outcome = Some(Err(e));
                             }
                         }
@@ -639,7 +654,9 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
             }
         }
         if replayed.is_none() && !delivered.is_empty() {
-            if let Err(e) = again.on_data(Bytes::from(delivered), &mut out, &mut scratch, &mut pieces) {
+            if let Err(e) = POOL.with(|pool| {
+                again.on_data(Bytes::from(delivered), &mut out, &mut scratch, &mut pieces, &mut pool.borrow_mut())
+            }) {
                 replayed = Some(Err(e));
             }
         }

@@ -1,6 +1,6 @@
 //! Output storage shared by the FC core and the event loop: the queue of
-//! segments waiting for a client socket, and the scratch buffer that small
-//! owned heads are carved from.
+//! segments waiting for a client socket (and, from `crate::pool`, the
+//! scratch buffer that small owned heads are carved from).
 //!
 //! Sans-IO: [`OutQueue::write_to`] takes any `Write` (the loop hands it the
 //! socket, tests a `Vec`). Invariants: `len` is the sum of the queued
@@ -9,7 +9,9 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+pub use crate::pool::Scratch;
 
 /// Largest number of segments handed to one `writev`.
 pub const MAX_IOVECS: usize = 64;
@@ -95,54 +97,6 @@ pub fn field_slots<'s, 'a, const N: usize>(
     }
 }
 
-/// Small owned heads (chunk-size lines, gRPC prefixes) are carved out of one
-/// scratch buffer: a refcount per head instead of an allocation per head.
-#[derive(Default)]
-pub struct Scratch(BytesMut, Vec<u8>);
-
-impl Scratch {
-    pub fn bytes(&mut self, parts: &[&[u8]]) -> Bytes {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        if self.0.capacity() < len {
-            self.0.reserve(len.max(4096));
-        }
-        for p in parts {
-            self.0.extend_from_slice(p);
-        }
-        self.0.split().freeze()
-    }
-
-    /// Make room for `n` more bytes (at least a page, so small heads share
-    /// one allocation that `reserve` takes back once their slices are gone).
-    pub fn reserve(&mut self, n: usize) {
-        if self.0.capacity() - self.0.len() < n {
-            self.0.reserve(n.max(4096));
-        }
-    }
-
-    /// The buffer to write a head into; [`Scratch::take`] hands it out.
-    pub fn buf(&mut self) -> &mut BytesMut {
-        &mut self.0
-    }
-
-    /// Bytes an encoder writes into a `Vec` (kept, with its capacity, for
-    /// the next one), copied out as a scratch head: a copy of a small head
-    /// instead of an allocation.
-    pub fn encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-        let mut vec = std::mem::take(&mut self.1);
-        vec.clear();
-        encode(&mut vec);
-        let bytes = self.bytes(&[&vec]);
-        self.1 = vec;
-        bytes
-    }
-
-    /// What was written into [`Scratch::buf`] since the last take.
-    pub fn take(&mut self) -> Bytes {
-        self.0.split().freeze()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,13 +150,5 @@ mod tests {
         slots[2] = (b"n", b"v");
         assert_eq!(spilled.len(), 3);
         assert_eq!(spilled[2], (&b"n"[..], &b"v"[..]));
-    }
-
-    #[test]
-    fn scratch_heads_are_independent() {
-        let mut s = Scratch::default();
-        let a = s.bytes(&[b"12", b"\r\n"]);
-        let b = s.bytes(&[b"ff"]);
-        assert_eq!((&a[..], &b[..]), (&b"12\r\n"[..], &b"ff"[..]));
     }
 }

@@ -20,14 +20,16 @@ use crate::grpc;
 use crate::h2::HeaderList;
 use crate::http1::request::RequestHead;
 use crate::http1::response::{self, ChunkHead, ResponseFraming};
+use crate::pool::BufPool;
+use crate::proto::InvokeResult;
 use crate::splice::{Piece, ResponseDecoder};
 
-/// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
-/// layer writes its own framing.
 /// Response head fields kept on the stack; more spill to the heap.
 const INLINE_FIELDS: usize = 32;
 /// Room made in the scratch buffer before a head is written into it.
 const HEAD_RESERVE: usize = 1024;
+/// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
+/// layer writes its own framing.
 const RESPONSE_DROP: &[&[u8]] = &[
     b"connection",
     b"content-length",
@@ -74,6 +76,14 @@ fn passes(name: &[u8], value: &[u8]) -> bool {
     !forbidden && valid
 }
 
+/// The header pairs of an `InvokeResultResponse` for [`ResponseWriter::head`]
+/// (the message was checked when its piece was made).
+fn result_headers<'h>(result: &'h [u8]) -> impl Fn(&mut dyn FnMut(&'h [u8], &'h [u8])) + 'h {
+    move |f| {
+        let _checked = InvokeResult::decode_each(result, &mut *f);
+    }
+}
+
 impl ResponseWriter {
     pub fn new(request: &RequestHead) -> ResponseWriter {
         ResponseWriter {
@@ -99,23 +109,32 @@ impl ResponseWriter {
     }
 
     /// The function's head: status line, its headers (minus those FC
-    /// forbids, plus `x-fc-status: 200`) and our framing.
-    pub fn head(&mut self, status: u16, headers: &[(Bytes, Bytes)], out: &mut OutQueue, scratch: &mut Scratch) {
+    /// forbids, plus `x-fc-status: 200`) and our framing. `headers` lists
+    /// the function's header pairs to the callback it is given (it is
+    /// called twice: the pairs stay where they are, nothing is collected).
+    pub fn head<'h>(
+        &mut self,
+        status: u16,
+        headers: impl Fn(&mut dyn FnMut(&'h [u8], &'h [u8])),
+        out: &mut OutQueue,
+        scratch: &mut Scratch,
+    ) {
         let mut length = None;
         // The fields to write, on the stack unless there are very many.
-        let count = headers.iter().filter(|(n, v)| passes(n, v)).count() + 1;
+        let mut count = 1;
+        headers(&mut |name, value| count += usize::from(passes(name, value)));
         let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); INLINE_FIELDS], Vec::new());
         let fields = field_slots(count, &mut inline, &mut spilled);
         let mut i = 0;
-        for (name, value) in headers {
+        headers(&mut |name, value| {
             if name.eq_ignore_ascii_case(b"content-length") {
                 length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
             }
-            if passes(name, value) {
+            if passes(name, value) && i + 1 < fields.len() {
                 fields[i] = (name, value);
                 i += 1;
             }
-        }
+        });
         fields[i] = (b"x-fc-status", b"200");
         let no_body = self.head_request || status == 204 || status == 304 || (100..200).contains(&status);
         let (framing, resp) = if no_body {
@@ -199,6 +218,11 @@ impl ResponseSplice {
         ResponseSplice { decoder: ResponseDecoder::default(), writer: ResponseWriter::new(request), trailers_ok: false }
     }
 
+    /// Hand back the reusable storage (the decoder's assembly buffer).
+    pub fn recycle(self, pool: &mut BufPool) {
+        self.decoder.recycle(pool);
+    }
+
     /// Start over for a retry on another stream (nothing was received that
     /// reached the client).
     pub fn restart(&mut self) {
@@ -247,16 +271,17 @@ impl ResponseSplice {
         out: &mut OutQueue,
         scratch: &mut Scratch,
         pieces: &mut Vec<Piece>,
+        pool: &mut BufPool,
     ) -> Result<(), InvokeError> {
         pieces.clear();
-        let result = self.decoder.feed(data, &mut |p| pieces.push(p));
+        let result = self.decoder.feed(data, &mut |p| pieces.push(p), pool);
         let mut failed = None;
         for piece in pieces.drain(..) {
             if failed.is_some() {
                 continue;
             }
             match piece {
-                Piece::Head { status, headers } => self.writer.head(status, &headers, out, scratch),
+                Piece::Head { status, result } => self.writer.head(status, result_headers(&result), out, scratch),
                 Piece::Body(b) => failed = self.writer.body(b, out, scratch).err().map(InvokeError::from),
                 Piece::Error(f) => failed = Some(InvokeError::Noslated(f)),
             }
@@ -288,7 +313,9 @@ mod tests {
         let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
         assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
         for chunk in stream.chunks(split.max(1)) {
-            if let Err(e) = s.on_data(Bytes::copy_from_slice(chunk), &mut out, &mut scratch, &mut pieces) {
+            if let Err(e) =
+                s.on_data(Bytes::copy_from_slice(chunk), &mut out, &mut scratch, &mut pieces, &mut BufPool::default())
+            {
                 return (queued(&out), Err(e));
             }
         }
@@ -339,6 +366,10 @@ mod tests {
         }
     }
 
+    fn pairs<'h>(list: &'h [(Bytes, Bytes)]) -> impl Fn(&mut dyn FnMut(&'h [u8], &'h [u8])) + 'h {
+        move |f| list.iter().for_each(|(k, v)| f(k, v))
+    }
+
     #[test]
     fn content_length_is_held_to() {
         let h = head("GET / HTTP/1.1\r\n\r\n");
@@ -348,7 +379,7 @@ mod tests {
             (Bytes::from_static(b"Content-Length"), Bytes::from_static(b"3")),
             (Bytes::from_static(b"x-fc-x"), Bytes::from_static(b"1")),
         ];
-        w.head(201, &headers, &mut out, &mut scratch);
+        w.head(201, pairs(&headers), &mut out, &mut scratch);
         assert_eq!(w.state(), Resp::Length(3));
         let text = queued(&out);
         assert!(text.starts_with("HTTP/1.1 201 Created\r\n") && text.contains("Content-Length: 3\r\n"), "{text}");
@@ -356,7 +387,7 @@ mod tests {
         assert_eq!(w.body(Bytes::from_static(b"ab"), &mut out, &mut scratch), Ok(()));
         assert_eq!(w.end(&mut out), Err(ResponseError::ShorterThanContentLength));
         let mut w = ResponseWriter::new(&h);
-        w.head(200, &headers, &mut out, &mut scratch);
+        w.head(200, pairs(&headers), &mut out, &mut scratch);
         assert_eq!(
             w.body(Bytes::from_static(b"abcd"), &mut out, &mut scratch),
             Err(ResponseError::LongerThanContentLength)
@@ -381,11 +412,17 @@ mod tests {
         assert_eq!(no_head, Err(InvokeError::Protocol(ProtocolError::Response(ResponseError::NoHead))));
         let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
         let half = &hex(HEAD)[..7];
-        s.on_data(Bytes::copy_from_slice(half), &mut out, &mut scratch, &mut pieces).unwrap();
+        s.on_data(Bytes::copy_from_slice(half), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
         let inside = s.on_headers(&fields(&[("grpc-status", "0")]), true, &mut out);
         assert_eq!(inside, Err(InvokeError::Protocol(ProtocolError::Response(ResponseError::EndedInsideMessage))));
         let mut fresh = ResponseSplice::new(&h);
-        let garbage = fresh.on_data(Bytes::from_static(&[1, 0, 0, 0, 0]), &mut out, &mut scratch, &mut pieces);
+        let garbage = fresh.on_data(
+            Bytes::from_static(&[1, 0, 0, 0, 0]),
+            &mut out,
+            &mut scratch,
+            &mut pieces,
+            &mut BufPool::default(),
+        );
         assert_eq!(garbage, Err(InvokeError::Protocol(ProtocolError::Splice(crate::splice::SpliceError::Compressed))));
     }
 }

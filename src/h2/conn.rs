@@ -44,6 +44,7 @@ use super::frame::{
 };
 use super::state::{EndStream, Remote, State};
 use crate::hpack;
+use crate::pool::BufPool;
 
 mod send;
 
@@ -56,6 +57,9 @@ pub type HeaderList = Vec<(Bytes, Bytes)>;
 /// Smallest reservation of the header arena: a whole response head and its
 /// trailers without growing.
 const HEADER_ARENA_MIN: usize = 4096;
+
+/// Smallest buffer frames are written into (`scratch`).
+const SCRATCH_CHUNK: usize = 4096;
 /// Emptied header lists kept for reuse (one head and one trailer block per
 /// stream in flight at once is the common case).
 const SPARE_LISTS: usize = 8;
@@ -293,6 +297,9 @@ pub struct ClientConnection {
     /// Control frames and DATA heads being written; sealed into `output`
     /// before a borrowed DATA segment is queued.
     scratch: BytesMut,
+    /// `scratch`'s earlier buffers, parked while frames sealed from them
+    /// wait to be written, and reused after (`crate::pool`).
+    scratch_chunks: BufPool,
     handshake_remaining: usize,
     goaway_received: Option<u32>,
     goaway_sent: bool,
@@ -351,6 +358,7 @@ impl ClientConnection {
             output_queued: 0,
             handshake_remaining: scratch.len(),
             scratch,
+            scratch_chunks: BufPool::default(),
             goaway_received: None,
             goaway_sent: false,
             fatal: None,
@@ -388,6 +396,7 @@ impl ClientConnection {
                 // Delivered bytes the caller can no longer release.
                 self.conn_recv.release(s.recv_window.unreleased() as usize);
                 self.queue_window_updates(None);
+                s.send.recycle(&mut self.sends);
             }
         }
         Some(event)
@@ -805,15 +814,25 @@ impl ClientConnection {
         let end_stream = s.state.activate(id, s.send.is_empty());
         self.hpack_buf.clear();
         self.encoder.encode(fields, &mut self.hpack_buf);
+        self.scratch_room(self.hpack_buf.len() + 2 * frame::FRAME_HEAD_LEN);
         frame::encode_headers(&mut self.scratch, id, &self.hpack_buf, end_stream, self.peer.max_frame_size);
         self.mark_ready(key);
     }
 
     /// WINDOW_UPDATEs due on the connection and on stream `key`.
+    /// Room for `n` more octets of frames in `scratch` without allocating
+    /// in the steady state (the pool hands back a written-out buffer).
+    fn scratch_room(&mut self, n: usize) {
+        if self.scratch.capacity() - self.scratch.len() < n {
+            self.scratch_chunks.refill(&mut self.scratch, n, SCRATCH_CHUNK);
+        }
+    }
+
     fn queue_window_updates(&mut self, key: Option<StreamRef>) {
         if self.fatal.is_some() {
             return;
         }
+        self.scratch_room(2 * (frame::FRAME_HEAD_LEN + 4));
         if let Some(s) = key.and_then(|key| self.streams.get_mut(key)) {
             // Not once the peer can send no more on it (§6.9).
             if let Some(id) = s.state.receiving_id() {
@@ -874,7 +893,7 @@ impl ClientConnection {
         };
         let key = self.streams.insert(Stream {
             state: State::queued(head, end_stream),
-            send: SendQueue::default(),
+            send: SendQueue::new(&mut self.sends),
             send_window: SendWindow::new(self.peer.initial_window_size),
             recv_window: RecvWindow::new(self.cfg.stream_window),
         });

@@ -24,6 +24,7 @@ use std::ops::Range;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{Limits, RequestError};
+use crate::pool::Scratch;
 
 /// RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
 /// received before the request-line. Some clients send a stray CRLF after a
@@ -33,6 +34,9 @@ pub const MAX_LEADING_EMPTY_LINES: usize = 4;
 /// Field lines handed to httparse from a stack array; heads with more lines
 /// (only possible when `Limits::max_headers` is raised) use a heap array.
 const STACK_HEADERS: usize = 128;
+
+/// A field list larger than this (in fields) is not kept for reuse.
+const MAX_SPARE_FIELDS: usize = 256;
 
 /// HTTP version of the request line; httparse knows no others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +158,9 @@ pub struct HeadParser {
     line_start: usize,
     /// Complete field lines seen so far.
     header_lines: usize,
+    /// A finished head's field list, kept with its capacity for the next
+    /// head ([`HeadParser::recycle`]).
+    spare_fields: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl HeadParser {
@@ -163,35 +170,43 @@ impl HeadParser {
 
     /// Ok(None): need more bytes (buffer unchanged). Ok(Some(head)): the
     /// head's bytes (and any empty lines before it) were taken off the front
-    /// of `buf` (split off, or copied if `buf` is much larger than the head,
-    /// so that the head does not pin it); body bytes remain in `buf`.
+    /// of `buf` (split off, or copied into `arena` if `buf` is much larger
+    /// than the head, so that the head does not pin it); body bytes remain
+    /// in `buf`.
     ///
     /// Err: the request must be answered with `err.status()` and the
     /// connection closed. The parser is reset after `Some` and after `Err`.
-    pub fn parse(&mut self, buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, RequestError> {
+    pub fn parse_in(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+        arena: &mut Scratch,
+    ) -> Result<Option<RequestHead>, RequestError> {
         let found = self.scan(buf, limits);
         let (start, end) = match found {
             Ok(None) => return Ok(None),
             Ok(Some(bounds)) => bounds,
             Err(err) => {
-                *self = Self::default();
+                self.reset();
                 return Err(err);
             }
         };
         let request_line_len = self.request_line_end.unwrap_or(start).saturating_sub(start);
         let header_lines = self.header_lines;
-        *self = Self::default();
+        self.reset();
 
         let head = buf.get(start..end).unwrap_or_default();
-        let parsed = parse_head(head, request_line_len, header_lines, limits)?;
+        let mut headers = std::mem::take(&mut self.spare_fields);
+        headers.clear();
+        let parsed = parse_head(head, request_line_len, header_lines, limits, &mut headers)?;
         buf.advance(start);
         // The head lives as long as its exchange. Split off a larger buffer
         // it would pin all of it (the start of a body, spare capacity) until
-        // the response ends, so it is copied — a few hundred bytes — unless
-        // it is about the whole buffer.
+        // the response ends, so it is copied — a few hundred bytes, into the
+        // arena — unless it is about the whole buffer.
         let len = end - start;
         let head_bytes = if buf.capacity() > 2 * len + 64 {
-            let head = Bytes::copy_from_slice(&buf[..len]);
+            let head = arena.bytes(&[&buf[..len]]);
             buf.advance(len);
             head
         } else {
@@ -203,11 +218,29 @@ impl HeadParser {
             target: parsed.target,
             path_len: parsed.path_len,
             version: parsed.version,
-            headers: parsed.headers,
+            headers,
             framing: parsed.framing,
             keep_alive: parsed.keep_alive,
             expects_continue: parsed.expects_continue,
         }))
+    }
+
+    /// [`HeadParser::parse_in`] with an arena of its own (tests, tools).
+    pub fn parse(&mut self, buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, RequestError> {
+        self.parse_in(buf, limits, &mut Scratch::default())
+    }
+
+    /// Take back a finished head's field list, for the next head.
+    pub fn recycle(&mut self, head: RequestHead) {
+        if head.headers.capacity() <= MAX_SPARE_FIELDS {
+            self.spare_fields = head.headers;
+        }
+    }
+
+    /// Forget the scan (keeping the spare field list).
+    fn reset(&mut self) {
+        let spare_fields = std::mem::take(&mut self.spare_fields);
+        *self = HeadParser { spare_fields, ..HeadParser::default() };
     }
 
     /// Find the end of the head, checking line endings and limits on the way
@@ -311,7 +344,6 @@ struct ParsedHead {
     target: Range<usize>,
     path_len: usize,
     version: Version,
-    headers: Vec<(Range<usize>, Range<usize>)>,
     framing: BodyFraming,
     keep_alive: bool,
     expects_continue: bool,
@@ -323,6 +355,7 @@ fn parse_head(
     request_line_len: usize,
     header_lines: usize,
     limits: &Limits,
+    headers: &mut Vec<(Range<usize>, Range<usize>)>,
 ) -> Result<ParsedHead, RequestError> {
     // Our own field-line checks first: they name the cause precisely and are
     // stricter than httparse (obs-fold, whitespace before the colon).
@@ -380,9 +413,8 @@ fn parse_head(
     let keep_alive = !close && (version == Version::Http11 || keep_alive_token);
     let expects_continue = expects_continue && version == Version::Http11;
 
-    let headers =
-        request.headers.iter().map(|h| (range_in(head, h.name.as_bytes()), range_in(head, h.value))).collect();
-    Ok(ParsedHead { method, target, path_len, version, headers, framing, keep_alive, expects_continue })
+    headers.extend(request.headers.iter().map(|h| (range_in(head, h.name.as_bytes()), range_in(head, h.value))));
+    Ok(ParsedHead { method, target, path_len, version, framing, keep_alive, expects_continue })
 }
 
 fn httparse_reason(err: httparse::Error) -> &'static str {

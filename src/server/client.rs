@@ -49,6 +49,11 @@ pub const DISCARD_MAX: u64 = 64 * 1024;
 /// Lingering reads drop input into a buffer on the stack, this large.
 const LINGER_READ: usize = 64 * 1024;
 
+/// The exchange in progress on a connection. `Invoke` is held inline, not
+/// boxed: the phase lives in the connection's slab entry, which is reused, so
+/// an invocation costs no allocation; the price is its size (under 1 KiB) in
+/// every connection's entry.
+#[allow(clippy::large_enum_variant)]
 pub enum Phase {
     Idle,
     /// Answered at once (`/pre-freeze`, an invocation refused before it
@@ -70,7 +75,7 @@ pub enum Phase {
     PreStop {
         request_id: RequestId,
     },
-    Invoke(Box<Invoke>),
+    Invoke(Invoke),
     /// Answered before the request body was read; the rest of the body is
     /// small and of known length: read and drop it, then the next request.
     Discard {
@@ -342,9 +347,12 @@ impl Server {
             let n = io::Read::read(&mut c.sock, &mut stack)?;
             c.readable = n == stack.len() || c.read_closed;
             if n > 0 {
-                // Exactly what came: the head's bytes stay pinned for the
-                // whole exchange, and usually they are all there is.
-                c.rbuf = BytesMut::from(&stack[..n]);
+                // Into a pooled buffer: the head is copied out to the
+                // scratch arena, the body (if any) is sliced from it, and
+                // the buffer goes back to the pool when the exchange ends.
+                let mut buf = self.pool.take(HEAD_READ);
+                buf.extend_from_slice(&stack[..n]);
+                c.rbuf = buf;
             }
             return Ok(n);
         }
@@ -353,7 +361,7 @@ impl Server {
         // in the kernel, not in our memory.
         let want = if body { capacity.clamp(BODY_READ_MIN, BODY_READ) } else { HEAD_READ };
         if c.rbuf.capacity() - c.rbuf.len() < want / 4 {
-            c.rbuf.reserve(want);
+            self.pool.refill(&mut c.rbuf, want, BODY_READ);
         }
         let asked = want.min(c.rbuf.capacity() - c.rbuf.len());
         let n = crate::sys::read_into(c.sock.as_raw_fd(), &mut c.rbuf, want)?;
@@ -376,9 +384,8 @@ impl Server {
                     let limits = self.limits();
                     let c = &mut self.clients[key];
                     let had_partial = !c.rbuf.is_empty();
-                    match c.parser.parse(&mut c.rbuf, &limits) {
+                    match c.parser.parse_in(&mut c.rbuf, &limits, &mut self.scratch) {
                         Ok(Some(head)) => {
-                            c.parser = HeadParser::default();
                             self.on_request(key, head);
                             // Loop: a pipelined request may be buffered already.
                             if !matches!(self.clients.get(key).map(|c| &c.phase), Some(Phase::Idle)) {
@@ -523,7 +530,7 @@ impl Server {
                     Ok(inv) => {
                         let gen = self.clients[key].gen;
                         self.client_timer_add(key, inv.call.deadline, gen, ClientTimer::Deadline);
-                        self.clients[key].phase = Phase::Invoke(Box::new(inv));
+                        self.clients[key].phase = Phase::Invoke(inv);
                         let step = self.dispatch_invoke(key);
                         self.settle(key, step);
                     }
@@ -604,7 +611,11 @@ impl Server {
                 let rest = Rest::Body(call.body.unread());
                 let waiting = call.response.writer.is_waiting();
                 let (keep_alive, event) = (call.keep_alive(), call.origin.is_event());
-                (Marker::Invoke, call.request_id, keep_alive, event, rest, waiting, true)
+                // The exchange's reusable storage goes back for the next one.
+                let (head, request_id, response) = (call.head, call.request_id, call.response);
+                response.recycle(&mut self.pool);
+                self.clients[key].parser.recycle(head);
+                (Marker::Invoke, request_id, keep_alive, event, rest, waiting, true)
             }
             Phase::Answered { marker, request_id, keep_alive, event, rest } => {
                 (marker, request_id, keep_alive, event, rest, true, false)
@@ -731,7 +742,7 @@ impl Server {
         } else {
             // Give memory back between requests: idle connections hold no buffer.
             if c.rbuf.is_empty() {
-                c.rbuf = BytesMut::new();
+                self.pool.put(std::mem::take(&mut c.rbuf));
             }
             self.arm_idle(key);
             self.mark_client(key);
@@ -796,7 +807,7 @@ impl Server {
         c.head_timer_armed = false;
         c.closing = false;
         c.gen = gen;
-        c.rbuf = BytesMut::new();
+        self.pool.put(std::mem::take(&mut c.rbuf));
         c.readable = true;
         c.phase = Phase::Linger { until: now + self.cfg.linger, last_read: now, bytes_left: self.cfg.linger_bytes };
         let at = (now + self.cfg.linger_timeout).min(now + self.cfg.linger);

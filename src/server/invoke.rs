@@ -216,7 +216,7 @@ impl Server {
         if body_done && c.rbuf.is_empty() {
             // The body's read buffer now lives only as long as its slices
             // wait to be written; the wait for the answer holds none.
-            c.rbuf = bytes::BytesMut::new();
+            self.pool.put(std::mem::take(&mut c.rbuf));
         }
         let done = body_done && inv.call.response.writer.state() == crate::fc::Resp::Done;
         self.mark_conn(conn);
@@ -249,7 +249,7 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
         inv.unreleased += data.len();
-        let result = inv.call.response.on_data(data, &mut c.out, &mut self.scratch, &mut self.pieces);
+        let result = inv.call.response.on_data(data, &mut c.out, &mut self.scratch, &mut self.pieces, &mut self.pool);
         self.mark_client(key);
         if let Err(e) = result {
             return Step::Failed(e);

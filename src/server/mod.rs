@@ -39,6 +39,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::fc::dispatch::RequestId;
 use crate::fc::{Marker, Scratch};
+use crate::pool::BufPool;
 use crate::sys::SignalFd;
 use crate::timer::Timers;
 
@@ -48,6 +49,11 @@ use plane::{Plane, PlaneConn};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+
+/// Read buffers kept for reuse (8 to 128 KiB each): enough for the
+/// exchanges in flight at once on a small instance; beyond, buffers are
+/// freed as usual.
+const READ_BUFFERS: usize = 32;
 
 /// A client connection: its place in `Server::clients`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,6 +259,9 @@ pub struct Server {
     flushing_clients: Vec<ClientKey>,
     flushing_conns: Vec<ConnKey>,
     scratch: Scratch,
+    /// Read buffers of clients and planes, parked while their slices are in
+    /// flight and reused once free (`crate::pool`).
+    pool: BufPool,
     /// Reused between DATA frames (splice pieces of one frame).
     pieces: Vec<crate::splice::Piece>,
     log: Log,
@@ -297,6 +306,7 @@ impl Server {
             flushing_clients: Vec::new(),
             flushing_conns: Vec::new(),
             scratch: Scratch::default(),
+            pool: BufPool::new(READ_BUFFERS),
             pieces: Vec::new(),
             log: Log::default(),
             life,

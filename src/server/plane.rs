@@ -291,7 +291,7 @@ impl Server {
         for _ in 0..64 {
             let Some(pc) = self.conns.get_mut(key) else { return };
             if pc.rbuf.capacity() - pc.rbuf.len() < 16 * 1024 {
-                pc.rbuf.reserve(PLANE_READ);
+                self.pool.refill(&mut pc.rbuf, 16 * 1024, PLANE_READ);
             }
             let asked = pc.rbuf.capacity() - pc.rbuf.len();
             match crate::sys::read_into(pc.sock.as_raw_fd(), &mut pc.rbuf, usize::MAX) {

@@ -71,6 +71,28 @@ pub(super) struct SendSchedule {
     capacity_waiters: VecDeque<StreamRef>,
     /// Sum of every stream's `queued`.
     total_queued: usize,
+    /// Emptied queues of closed streams, kept with their capacity so that
+    /// opening a stream allocates nothing (at most `SPARE_QUEUES`).
+    spare: Vec<VecDeque<Bytes>>,
+}
+
+/// Spare segment queues kept for new streams.
+const SPARE_QUEUES: usize = 64;
+
+impl SendQueue {
+    /// An empty queue, reusing a closed stream's storage when there is one.
+    pub(super) fn new(schedule: &mut SendSchedule) -> SendQueue {
+        SendQueue { segments: schedule.spare.pop().unwrap_or_default(), ..SendQueue::default() }
+    }
+
+    /// Give the storage back for the next stream (the stream is gone).
+    pub(super) fn recycle(self, schedule: &mut SendSchedule) {
+        let mut segments = self.segments;
+        if schedule.spare.len() < SPARE_QUEUES && segments.capacity() <= 64 {
+            segments.clear();
+            schedule.spare.push(segments);
+        }
+    }
 }
 
 impl SendSchedule {
@@ -315,6 +337,7 @@ impl ClientConnection {
     /// `end_stream`, the stream half-closes, or closes if the response has
     /// ended (§5.1).
     pub(super) fn emit_data(&mut self, key: StreamRef, id: u32, n: usize, end_stream: bool) {
+        self.scratch_room(frame::FRAME_HEAD_LEN);
         let s = &mut self.streams[key];
         self.scratch.extend_from_slice(&frame::data_head(id, n as u32, end_stream));
         if n > 0 {

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Where a gateway's CPU goes, on the fast h2 stub (benches/e2e/stub.rs):
+# noslate-fc and the Rust baseline (benches/e2e/rust_gateway.rs) in turn,
+# each driven by the e2e bench's load client at 64 B for SECONDS, under
+#   perf record -e cpu-clock -g     (self time per symbol)
+#   /proc/<pid>/stat                (CPU per invoke)
+#   strace -c -f                    (syscalls per invoke; a separate, slower run)
+# Writes target/profile/<who>.{perf,txt}; prints a summary.
+#
+#   scripts/profile-stub.sh [CONNECTIONS=32] [SECONDS=5]
+#
+# Loopback and a unix socket only; every process it starts is killed by PID
+# on exit. Needs perf and strace (apt-get install linux-perf strace).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONNS=${1:-32}
+SECS=${2:-5}
+OUT=target/profile
+mkdir -p "$OUT"
+
+cargo build --release --quiet --bin noslate-fc
+E2E=$(cargo bench --bench e2e --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="e2e" and m.get("executable"): print(m["executable"])' | tail -1)
+[ -x "$E2E" ] || { echo "profile-stub: could not build the e2e bench" >&2; exit 1; }
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+TMP=$(mktemp -d)
+trap cleanup EXIT
+mkdir -p "$TMP/socks"
+
+"$E2E" __e2e-stub "$TMP/socks/dp-0.sock" >"$TMP/stub.out" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q READY "$TMP/stub.out" && break; sleep 0.1; done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+start_gateway() { # who port -> pid
+  local who=$1 port=$2
+  local cmd=("$PWD/target/release/noslate-fc")
+  [ "$who" = rust ] && cmd=("$E2E" __e2e-rust-gateway)
+  env -i PATH="$PATH" SERVER_PORT="$port" NOSLATE_FC_LISTEN=127.0.0.1 NOSLATE_FC_SOCK_DIR="$TMP/socks" \
+    NOSLATE_FC_CONTROL_PLANES=0 NOSLATE_FUNCTION=echo "${cmd[@]}" >/dev/null 2>"$TMP/$who.err" &
+  echo $!
+}
+
+wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; }
+
+HZ=$(getconf CLK_TCK)
+for who in fc rust; do
+  port=$(free_port)
+  pid=$(start_gateway "$who" "$port")
+  PIDS+=("$pid")
+  wait_port "$port"
+  "$E2E" __e2e-load "$port" "$CONNS" 64 1 >/dev/null # warm-up
+  t0=$(cpu_ticks "$pid")
+  perf record -q -e cpu-clock -F 2000 -g -o "$OUT/$who.perf" -p "$pid" -- sleep "$SECS" 2>/dev/null &
+  perfpid=$!
+  load=$("$E2E" __e2e-load "$port" "$CONNS" 64 "$SECS")
+  wait "$perfpid" || true
+  t1=$(cpu_ticks "$pid")
+  ok=${load%% ok*}
+  cpu_us=$(python3 -c "print(f'{($t1-$t0)/$HZ*1e6/max($ok,1):.1f}')")
+  perf report -i "$OUT/$who.perf" --stdio --no-children --sort symbol -g none 2>/dev/null |
+    grep -v '^#' | grep -v '^$' | head -40 >"$OUT/$who.txt"
+  # Syscalls per invoke: strace slows the gateway, so its own short run.
+  strace -c -f -q -o "$OUT/$who.strace" -p "$pid" &
+  stracepid=$!
+  sleep 0.5
+  sload=$("$E2E" __e2e-load "$port" "$CONNS" 64 2)
+  kill -INT "$stracepid" 2>/dev/null || true
+  wait "$stracepid" 2>/dev/null || true
+  sok=${sload%% ok*}
+  calls=$(awk '/total/ {print $(NF-1)}' "$OUT/$who.strace")
+  per=$(python3 -c "print(f'{${calls:-0}/max($sok,1):.2f}')")
+  echo "$who: $load; CPU $cpu_us µs/invoke; $per syscalls/invoke (under strace: $sok invokes)"
+  kill "$pid" 2>/dev/null || true
+done
+echo "profiles: $OUT/fc.txt, $OUT/rust.txt (perf report --no-children --sort symbol)"
