@@ -66,7 +66,7 @@ for who in fc rust; do
   ok=${load%% ok*}
   cpu_us=$(python3 -c "print(f'{($t1-$t0)/$HZ*1e6/max($ok,1):.1f}')")
   perf report -i "$OUT/$who.perf" --stdio --no-children --sort symbol -g none 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | head -40 >"$OUT/$who.txt"
+    grep -v -e '^#' -e '^$' | sed -n 1,40p >"$OUT/$who.txt" || true
   # Syscalls per invoke: strace slows the gateway, so its own short run.
   strace -c -f -q -o "$OUT/$who.strace" -p "$pid" &
   stracepid=$!
@@ -75,7 +75,7 @@ for who in fc rust; do
   kill -INT "$stracepid" 2>/dev/null || true
   wait "$stracepid" 2>/dev/null || true
   sok=${sload%% ok*}
-  calls=$(awk '/total/ {print $(NF-1)}' "$OUT/$who.strace")
+  calls=$(awk '/total/ {print $4}' "$OUT/$who.strace")
   per=$(python3 -c "print(f'{${calls:-0}/max($sok,1):.2f}')")
   echo "$who: $load; CPU $cpu_us µs/invoke; $per syscalls/invoke (under strace: $sok invokes)"
   kill "$pid" 2>/dev/null || true

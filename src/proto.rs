@@ -223,6 +223,10 @@ const REPLACEMENT: &str = "\u{FFFD}";
 
 /// Length of `sanitize(bytes)` without allocating.
 pub fn sanitized_len(bytes: &[u8]) -> usize {
+    // ASCII (nearly every header) is valid as it is: one fast scan.
+    if bytes.is_ascii() {
+        return bytes.len();
+    }
     bytes.utf8_chunks().map(|c| c.valid().len() + if c.invalid().is_empty() { 0 } else { REPLACEMENT.len() }).sum()
 }
 
@@ -232,6 +236,10 @@ pub fn sanitized_field_len(field: u32, bytes: &[u8]) -> usize {
 }
 
 fn put_sanitized_value(dst: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_ascii() {
+        dst.extend_from_slice(bytes);
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         dst.extend_from_slice(chunk.valid().as_bytes());
         if !chunk.invalid().is_empty() {
