@@ -4,13 +4,14 @@
 # each driven by the e2e bench's load client at 64 B for SECONDS, under
 #   perf record -e cpu-clock -g     (self time per symbol)
 #   /proc/<pid>/stat                (CPU per invoke)
-#   strace -c -f                    (syscalls per invoke; a separate, slower run)
+#   perf stat (tracepoints)         (syscalls and epoll_waits per invoke, at 1 and
+#                                    CONNECTIONS connections)
 # Writes target/profile/<who>.{perf,txt}; prints a summary.
 #
 #   scripts/profile-stub.sh [CONNECTIONS=32] [SECONDS=5]
 #
 # Loopback and a unix socket only; every process it starts is killed by PID
-# on exit. Needs perf and strace (apt-get install linux-perf strace).
+# on exit. Needs perf (apt-get install linux-perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${1:-32}
@@ -67,17 +68,20 @@ for who in fc rust; do
   cpu_us=$(python3 -c "print(f'{($t1-$t0)/$HZ*1e6/max($ok,1):.1f}')")
   perf report -i "$OUT/$who.perf" --stdio --no-children --sort symbol -g none 2>/dev/null |
     grep -v -e '^#' -e '^$' | sed -n 1,40p >"$OUT/$who.txt" || true
-  # Syscalls per invoke: strace slows the gateway, so its own short run.
-  strace -c -f -q -o "$OUT/$who.strace" -p "$pid" &
-  stracepid=$!
-  sleep 0.5
-  sload=$("$E2E" __e2e-load "$port" "$CONNS" 64 2)
-  kill -INT "$stracepid" 2>/dev/null || true
-  wait "$stracepid" 2>/dev/null || true
-  sok=${sload%% ok*}
-  calls=$(awk '/total/ {print $4}' "$OUT/$who.strace")
-  per=$(python3 -c "print(f'{${calls:-0}/max($sok,1):.2f}')")
-  echo "$who: $load; CPU $cpu_us µs/invoke; $per syscalls/invoke (under strace: $sok invokes)"
+  # Syscalls and epoll_waits per invoke at 1 and $CONNS connections:
+  # tracepoints count exactly without slowing the gateway (strace would).
+  sys=""
+  for c in 1 "$CONNS"; do
+    perf stat -x, -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait -o "$OUT/$who.stat" -p "$pid" -- sleep 3 &
+    statpid=$!
+    sload=$("$E2E" __e2e-load "$port" "$c" 64 3)
+    wait "$statpid" || true
+    sok=${sload%% ok*}
+    calls=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$OUT/$who.stat")
+    waits=$(awk -F, '/sys_enter_epoll_wait/ {print $1}' "$OUT/$who.stat")
+    sys+=$(python3 -c "print(f' {${calls:-0}/max($sok,1):.2f} syscalls ({${waits:-0}/max($sok,1):.2f} epoll_wait) per invoke at $c')")
+  done
+  echo "$who: $load; CPU $cpu_us µs/invoke at $CONNS connections;$sys"
   kill "$pid" 2>/dev/null || true
 done
 echo "profiles: $OUT/fc.txt, $OUT/rust.txt (perf report --no-children --sort symbol)"

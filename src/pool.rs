@@ -15,6 +15,9 @@ use bytes::{Bytes, BytesMut};
 /// Parked buffers larger than this are not kept (a rare large read).
 const MAX_KEPT_CAPACITY: usize = 1 << 20;
 
+/// Asks below this may take a parked buffer of up to twice this size.
+const MIN_FIT: usize = 4096;
+
 pub struct BufPool {
     spare: VecDeque<BytesMut>,
     max: usize,
@@ -26,12 +29,13 @@ impl BufPool {
     }
 
     /// An empty buffer with room for at least `want` bytes: a parked one
-    /// that is free again if there is one, else a new one.
+    /// that is free again if there is one (and not more than twice as
+    /// large: a small ask must not pin a large buffer), else a new one.
     pub fn take(&mut self, want: usize) -> BytesMut {
         // Oldest first: the longest parked is the likeliest to be free.
         for _ in 0..self.spare.len() {
             let Some(mut buf) = self.spare.pop_front() else { break };
-            if buf.try_reclaim(want) {
+            if buf.try_reclaim(want) && buf.capacity() <= 2 * want.max(MIN_FIT) {
                 return buf;
             }
             self.spare.push_back(buf);
@@ -51,6 +55,17 @@ impl BufPool {
             self.spare.pop_front();
         }
         self.spare.push_back(buf);
+    }
+
+    /// Let go of a read buffer that holds nothing more: one of its own is
+    /// parked, one `carved` from a [`Scratch`] arena is simply dropped
+    /// (parked slices of one arena buffer would keep each other from ever
+    /// being free). `buf` is left empty, without storage.
+    pub fn release(&mut self, buf: &mut BytesMut, carved: &mut bool) {
+        let buf = std::mem::take(buf);
+        if !std::mem::take(carved) {
+            self.put(buf);
+        }
     }
 
     /// Make room for `want` more bytes in `buf`, keeping what it holds:
@@ -114,10 +129,18 @@ impl Scratch {
         self.buf.split().freeze()
     }
 
+    /// `bytes` copied into the arena as a `BytesMut` of exactly their
+    /// length (it grows, if ever, into storage of its own).
+    pub fn carve(&mut self, bytes: &[u8]) -> BytesMut {
+        self.reserve(bytes.len());
+        self.buf.extend_from_slice(bytes);
+        self.buf.split()
+    }
+
     /// Make room for `n` more bytes.
     pub fn reserve(&mut self, n: usize) {
         if self.buf.capacity() - self.buf.len() < n {
-            self.chunks.refill(&mut self.buf, n, SCRATCH_CHUNK);
+            self.chunks.refill(&mut self.buf, n, n.max(SCRATCH_CHUNK).next_power_of_two());
         }
     }
 
@@ -164,6 +187,16 @@ mod tests {
         let again = pool.take(1024);
         assert!(again.capacity() >= 1024 && again.is_empty());
         assert_eq!(again.as_ptr(), first.wrapping_sub(4));
+    }
+
+    #[test]
+    fn a_small_ask_does_not_take_a_large_buffer() {
+        let mut pool = BufPool::new(4);
+        pool.put(BytesMut::with_capacity(64 * 1024));
+        assert_eq!(pool.take(4096).capacity(), 4096, "a new small buffer");
+        assert_eq!(pool.len(), 1);
+        assert!(pool.take(40 * 1024).capacity() >= 64 * 1024, "the parked one fits this ask");
+        assert!(pool.is_empty());
     }
 
     #[test]
@@ -222,6 +255,21 @@ mod tests {
         let a = s.bytes(&[b"12", b"\r\n"]);
         let b = s.bytes(&[b"ff"]);
         assert_eq!((&a[..], &b[..]), (&b"12\r\n"[..], &b"ff"[..]));
+    }
+
+    #[test]
+    fn carved_buffers_are_exact_and_never_parked() {
+        let mut s = Scratch::default();
+        let mut pool = BufPool::new(4);
+        let mut a = s.carve(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!((a.len(), a.capacity()), (18, 18));
+        let mut carved = true;
+        pool.release(&mut a, &mut carved);
+        assert!(pool.is_empty() && !carved && a.capacity() == 0);
+        // A buffer of its own is parked.
+        let mut own = pool.take(64);
+        pool.release(&mut own, &mut carved);
+        assert_eq!(pool.len(), 1);
     }
 
     #[test]

@@ -143,6 +143,9 @@ pub struct Client {
     /// Changes with every exchange, so timers of a finished exchange are void.
     pub gen: u64,
     pub rbuf: BytesMut,
+    /// `rbuf` is a slice of the loop's scratch arena (what an idle read
+    /// brought, exactly), not a pooled buffer of its own: it is never parked.
+    pub rbuf_carved: bool,
     pub out: OutQueue,
     pub parser: HeadParser,
     pub phase: Phase,
@@ -219,6 +222,7 @@ impl Server {
             sock,
             gen,
             rbuf: BytesMut::new(),
+            rbuf_carved: false,
             out: OutQueue::default(),
             parser: HeadParser::default(),
             phase: Phase::Idle,
@@ -347,12 +351,11 @@ impl Server {
             let n = io::Read::read(&mut c.sock, &mut stack)?;
             c.readable = n == stack.len() || c.read_closed;
             if n > 0 {
-                // Into a pooled buffer: the head is copied out to the
-                // scratch arena, the body (if any) is sliced from it, and
-                // the buffer goes back to the pool when the exchange ends.
-                let mut buf = self.pool.take(HEAD_READ);
-                buf.extend_from_slice(&stack[..n]);
-                c.rbuf = buf;
+                // Exactly what came, carved from the scratch arena: the head
+                // and a small body are sliced from it, and a connection
+                // holds no buffer of its own until a body needs reading.
+                c.rbuf = self.scratch.carve(&stack[..n]);
+                c.rbuf_carved = true;
             }
             return Ok(n);
         }
@@ -361,7 +364,19 @@ impl Server {
         // in the kernel, not in our memory.
         let want = if body { capacity.clamp(BODY_READ_MIN, BODY_READ) } else { HEAD_READ };
         if c.rbuf.capacity() - c.rbuf.len() < want / 4 {
-            self.pool.refill(&mut c.rbuf, want, BODY_READ);
+            // Buffers come in power-of-two sizes, so that a parked one fits
+            // the next ask; what is held (a partial head or chunk line, a
+            // body the windows did not take yet) shares the size asked for.
+            let class = want.next_power_of_two();
+            let want = want.min(class - c.rbuf.len().min(class / 2));
+            if std::mem::take(&mut c.rbuf_carved) {
+                // Leave the arena for a buffer of its own.
+                let mut fresh = self.pool.take(class.max(c.rbuf.len() + want));
+                fresh.extend_from_slice(&c.rbuf);
+                c.rbuf = fresh;
+            } else {
+                self.pool.refill(&mut c.rbuf, want, class);
+            }
         }
         let asked = want.min(c.rbuf.capacity() - c.rbuf.len());
         let n = crate::sys::read_into(c.sock.as_raw_fd(), &mut c.rbuf, want)?;
@@ -742,7 +757,7 @@ impl Server {
         } else {
             // Give memory back between requests: idle connections hold no buffer.
             if c.rbuf.is_empty() {
-                self.pool.put(std::mem::take(&mut c.rbuf));
+                self.pool.release(&mut c.rbuf, &mut c.rbuf_carved);
             }
             self.arm_idle(key);
             self.mark_client(key);
@@ -807,7 +822,7 @@ impl Server {
         c.head_timer_armed = false;
         c.closing = false;
         c.gen = gen;
-        self.pool.put(std::mem::take(&mut c.rbuf));
+        self.pool.release(&mut c.rbuf, &mut c.rbuf_carved);
         c.readable = true;
         c.phase = Phase::Linger { until: now + self.cfg.linger, last_read: now, bytes_left: self.cfg.linger_bytes };
         let at = (now + self.cfg.linger_timeout).min(now + self.cfg.linger);

@@ -216,7 +216,7 @@ impl Server {
         if body_done && c.rbuf.is_empty() {
             // The body's read buffer now lives only as long as its slices
             // wait to be written; the wait for the answer holds none.
-            self.pool.put(std::mem::take(&mut c.rbuf));
+            self.pool.release(&mut c.rbuf, &mut c.rbuf_carved);
         }
         let done = body_done && inv.call.response.writer.state() == crate::fc::Resp::Done;
         self.mark_conn(conn);

@@ -50,10 +50,10 @@ use plane::{Plane, PlaneConn};
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 
-/// Read buffers kept for reuse (8 to 128 KiB each): enough for the
-/// exchanges in flight at once on a small instance; beyond, buffers are
-/// freed as usual.
-const READ_BUFFERS: usize = 32;
+/// Read buffers kept for reuse (4 to 64 KiB each, at most 1 MiB in all):
+/// enough for the exchanges in flight at once on a small instance; beyond,
+/// buffers are freed as usual.
+const READ_BUFFERS: usize = 16;
 
 /// A client connection: its place in `Server::clients`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
