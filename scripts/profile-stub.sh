@@ -9,6 +9,7 @@
 # Writes target/profile/<who>.{perf,txt}; prints a summary.
 #
 #   scripts/profile-stub.sh [CONNECTIONS=32] [SECONDS=5]
+#   (FC_BIN=<path> profiles another noslate-fc build, e.g. an older commit)
 #
 # Loopback and a unix socket only; every process it starts is killed by PID
 # on exit. Needs perf (apt-get install linux-perf).
@@ -42,7 +43,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 start_gateway() { # who port -> pid
   local who=$1 port=$2
-  local cmd=("$PWD/target/release/noslate-fc")
+  local cmd=("${FC_BIN:-$PWD/target/release/noslate-fc}")
   [ "$who" = rust ] && cmd=("$E2E" __e2e-rust-gateway)
   env -i PATH="$PATH" SERVER_PORT="$port" NOSLATE_FC_LISTEN=127.0.0.1 NOSLATE_FC_SOCK_DIR="$TMP/socks" \
     NOSLATE_FC_CONTROL_PLANES=0 NOSLATE_FUNCTION=echo "${cmd[@]}" >/dev/null 2>"$TMP/$who.err" &

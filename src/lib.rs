@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod h2;
 pub mod hpack;
 pub mod http1;
+pub mod idmap;
 pub mod pool;
 pub mod profile;
 pub mod proto;

@@ -1178,12 +1178,13 @@ pub enum InvokeResponse<'a> {
     Result(InvokeResult<'a>),
 }
 
-/// An `InvokeResponse` decoded without allocating: a result is left as its
-/// bytes (already checked) for [`InvokeResult::decode_each`].
+/// An `InvokeResponse` decoded without allocating: a result's headers are
+/// left in its bytes `raw` (already checked) for
+/// [`InvokeResult::decode_each`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResponseMember<'a> {
     Error(InvokeError<'a>),
-    Result(&'a [u8]),
+    Result { raw: &'a [u8], status: Option<i32>, body: Option<&'a [u8]> },
 }
 
 impl<'a> ResponseMember<'a> {
@@ -1196,8 +1197,8 @@ impl<'a> ResponseMember<'a> {
                 1 => m = Some(ResponseMember::Error(InvokeError::decode(v.as_bytes(field)?)?)),
                 2 => {
                     let raw = v.as_bytes(field)?;
-                    InvokeResult::decode_each(raw, |_, _| {})?;
-                    m = Some(ResponseMember::Result(raw));
+                    let (status, body) = InvokeResult::decode_each(raw, |_, _| {})?;
+                    m = Some(ResponseMember::Result { raw, status, body });
                 }
                 _ => {}
             }
@@ -1212,7 +1213,7 @@ impl<'a> InvokeResponse<'a> {
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         Ok(match ResponseMember::decode(buf)? {
             ResponseMember::Error(e) => InvokeResponse::Error(e),
-            ResponseMember::Result(raw) => InvokeResponse::Result(InvokeResult::decode(raw)?),
+            ResponseMember::Result { raw, .. } => InvokeResponse::Result(InvokeResult::decode(raw)?),
         })
     }
 

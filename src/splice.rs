@@ -261,8 +261,7 @@ impl ResponseDecoder {
         self.state = State::Prefix;
         let decoded = ResponseMember::decode(&message).map_err(SpliceError::Malformed)?;
         match decoded {
-            ResponseMember::Result(result) => {
-                let (status, body) = InvokeResult::decode_each(result, |_, _| {}).map_err(SpliceError::Malformed)?;
+            ResponseMember::Result { raw: result, status, body } => {
                 if !self.head_seen {
                     self.head_seen = true;
                     let status = match status {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::dispatch::supports_chunked;
 use super::error::{ProtocolError, ResponseError};
-use super::out::{field_slots, OutQueue, Scratch};
+use super::out::{OutQueue, Scratch};
 use crate::answers::InvokeError;
 use crate::grpc;
 use crate::h2::HeaderList;
@@ -110,8 +110,8 @@ impl ResponseWriter {
 
     /// The function's head: status line, its headers (minus those FC
     /// forbids, plus `x-fc-status: 200`) and our framing. `headers` lists
-    /// the function's header pairs to the callback it is given (it is
-    /// called twice: the pairs stay where they are, nothing is collected).
+    /// the function's header pairs to the callback it is given (the pairs
+    /// stay where they are: nothing is collected unless there are very many).
     pub fn head<'h>(
         &mut self,
         status: u16,
@@ -120,22 +120,33 @@ impl ResponseWriter {
         scratch: &mut Scratch,
     ) {
         let mut length = None;
-        // The fields to write, on the stack unless there are very many.
-        let mut count = 1;
-        headers(&mut |name, value| count += usize::from(passes(name, value)));
+        // The fields to write, on the stack unless there are very many
+        // (then all of them move to the heap, in order).
         let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); INLINE_FIELDS], Vec::new());
-        let fields = field_slots(count, &mut inline, &mut spilled);
-        let mut i = 0;
+        let mut n = 0;
         headers(&mut |name, value| {
             if name.eq_ignore_ascii_case(b"content-length") {
                 length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
             }
-            if passes(name, value) && i + 1 < fields.len() {
-                fields[i] = (name, value);
-                i += 1;
+            if passes(name, value) {
+                if n + 1 < INLINE_FIELDS {
+                    inline[n] = (name, value);
+                } else {
+                    if spilled.is_empty() {
+                        spilled.extend_from_slice(&inline[..n]);
+                    }
+                    spilled.push((name, value));
+                }
+                n += 1;
             }
         });
-        fields[i] = (b"x-fc-status", b"200");
+        let fields: &mut [(&[u8], &[u8])] = if spilled.is_empty() {
+            inline[n] = (b"x-fc-status", b"200");
+            &mut inline[..=n]
+        } else {
+            spilled.push((b"x-fc-status", b"200"));
+            &mut spilled
+        };
         let no_body = self.head_request || status == 204 || status == 304 || (100..200).contains(&status);
         let (framing, resp) = if no_body {
             (ResponseFraming::NoBody, Resp::NoBody)
@@ -368,6 +379,23 @@ mod tests {
 
     fn pairs<'h>(list: &'h [(Bytes, Bytes)]) -> impl Fn(&mut dyn FnMut(&'h [u8], &'h [u8])) + 'h {
         move |f| list.iter().for_each(|(k, v)| f(k, v))
+    }
+
+    #[test]
+    fn many_headers_spill_in_order() {
+        let h = head("GET / HTTP/1.1\r\n\r\n");
+        for count in [0, 1, INLINE_FIELDS - 2, INLINE_FIELDS - 1, INLINE_FIELDS, INLINE_FIELDS + 8] {
+            let (mut out, mut scratch) = (OutQueue::default(), Scratch::default());
+            let names: Vec<String> = (0..count).map(|i| format!("h{i}")).collect();
+            let headers: Vec<(Bytes, Bytes)> =
+                names.iter().map(|n| (Bytes::from(n.clone()), Bytes::from(format!("v-{n}")))).collect();
+            ResponseWriter::new(&h).head(200, pairs(&headers), &mut out, &mut scratch);
+            let text = queued(&out);
+            let lines: Vec<&str> = text.split("\r\n").skip(1).take(names.len() + 1).collect();
+            let want: Vec<String> =
+                names.iter().map(|n| format!("{n}: v-{n}")).chain(["x-fc-status: 200".to_string()]).collect();
+            assert_eq!(lines, want, "{count} headers");
+        }
     }
 
     #[test]

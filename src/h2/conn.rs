@@ -29,7 +29,7 @@
 //!   RST_STREAM: the peer counts our resets (protocol notes §14);
 //! * a [`StreamRef`] stays valid until [`Event::Closed`] for it is polled.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
 
@@ -44,6 +44,7 @@ use super::frame::{
 };
 use super::state::{EndStream, Remote, State};
 use crate::hpack;
+use crate::idmap::IdMap;
 use crate::pool::BufPool;
 
 mod send;
@@ -271,7 +272,7 @@ pub struct ClientConnection {
     peer: PeerSettings,
     peer_settings_received: bool,
     streams: Slab<Stream>,
-    ids: HashMap<u32, StreamRef>,
+    ids: IdMap<u32, StreamRef>,
     /// Streams waiting for a concurrency slot, FIFO.
     waiting: VecDeque<StreamRef>,
     /// The round-robin and the capacity line ([`send`]).
@@ -337,7 +338,7 @@ impl ClientConnection {
             peer: PeerSettings::default(),
             peer_settings_received: false,
             streams: Slab::new(),
-            ids: HashMap::new(),
+            ids: IdMap::default(),
             waiting: VecDeque::new(),
             sends: SendSchedule::default(),
             next_stream_id: 1,

@@ -92,11 +92,30 @@ pub(crate) enum StaticMatch {
     None,
 }
 
-/// Looks `(name, value)` up in the static table. Linear: 61 short entries
-/// are cheaper to scan than to hash, and the encoder sends few fields.
+/// Longest name in the static table (`access-control-allow-origin`).
+const MAX_STATIC_NAME: usize = 27;
+
+/// For each name length, the static table positions whose name is that
+/// long, as a bit set (61 entries fit a `u64`).
+const NAMES_BY_LEN: [u64; MAX_STATIC_NAME + 1] = {
+    let mut by_len = [0u64; MAX_STATIC_NAME + 1];
+    let mut i = 0;
+    while i < STATIC_TABLE_LEN {
+        by_len[STATIC_TABLE[i].0.len()] |= 1 << i;
+        i += 1;
+    }
+    by_len
+};
+
+/// Looks `(name, value)` up in the static table, visiting only the entries
+/// whose name has the same length (a few, instead of 61), in index order.
 pub(crate) fn find_static(name: &[u8], value: &[u8]) -> StaticMatch {
     let mut found = StaticMatch::None;
-    for (position, &(entry_name, entry_value)) in STATIC_TABLE.iter().enumerate() {
+    let mut candidates = NAMES_BY_LEN.get(name.len()).copied().unwrap_or(0);
+    while candidates != 0 {
+        let position = candidates.trailing_zeros() as usize;
+        candidates &= candidates - 1;
+        let (entry_name, entry_value) = STATIC_TABLE[position];
         if entry_name != name {
             continue;
         }
@@ -229,6 +248,27 @@ mod tests {
             assert!(!name.iter().any(u8::is_ascii_uppercase));
             let has_value = (2..=14).contains(&index) || index == 16;
             assert_eq!(!value.is_empty(), has_value, "index {index}");
+        }
+    }
+
+    #[test]
+    fn find_static_agrees_with_a_plain_scan() {
+        let plain = |name: &[u8], value: &[u8]| {
+            let full = STATIC_TABLE.iter().position(|&(n, v)| n == name && v == value);
+            let named = STATIC_TABLE.iter().position(|&(n, _)| n == name);
+            match (full, named) {
+                (Some(i), _) => StaticMatch::Field(i + 1),
+                (None, Some(i)) => StaticMatch::Name(i + 1),
+                (None, None) => StaticMatch::None,
+            }
+        };
+        for &(name, value) in STATIC_TABLE.iter() {
+            assert_eq!(find_static(name, value), plain(name, value));
+            assert_eq!(find_static(name, b"other"), plain(name, b"other"));
+        }
+        let long = [b'a'; 100];
+        for n in [&b""[..], b"te", b"x-unknown", &long] {
+            assert_eq!(find_static(n, b""), plain(n, b""));
         }
     }
 

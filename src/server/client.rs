@@ -46,8 +46,9 @@ pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 /// dropped (`Phase::Discard`). Longer or chunked rests close, lingering.
 pub const DISCARD_MAX: u64 = 64 * 1024;
 
-/// Lingering reads drop input into a buffer on the stack, this large.
-const LINGER_READ: usize = 64 * 1024;
+/// The loop's landing buffer for idle and lingering reads (lingering drops
+/// input into it); zeroed once, at start.
+pub const LANDING: usize = 64 * 1024;
 
 /// The exchange in progress on a connection. `Invoke` is held inline, not
 /// boxed: the phase lives in the connection's slab entry, which is reused, so
@@ -332,8 +333,8 @@ impl Server {
         let body = capacity > 0;
         let c = &mut self.clients[key];
         if let Phase::Linger { last_read, bytes_left, .. } = &mut c.phase {
-            let mut sink = [0u8; LINGER_READ];
-            let n = io::Read::read(&mut c.sock, &mut sink)?;
+            let sink = &mut self.landing[..];
+            let n = io::Read::read(&mut c.sock, sink)?;
             c.readable = n == sink.len() || c.read_closed;
             *last_read = Instant::now();
             match bytes_left.checked_sub(n as u64) {
@@ -345,16 +346,17 @@ impl Server {
         }
         if !body && c.rbuf.is_empty() {
             // Idle, or waiting for a response: most reads find nothing (or
-            // EOF), so read onto the stack and allocate only for what came.
-            // At most one head's worth (HEAD_READ) is copied.
-            let mut stack = [0u8; HEAD_READ];
-            let n = io::Read::read(&mut c.sock, &mut stack)?;
-            c.readable = n == stack.len() || c.read_closed;
+            // EOF), so read into the loop's landing buffer (shared, zeroed
+            // once) and keep only what came. At most one head's worth
+            // (HEAD_READ) is copied.
+            let landing = &mut self.landing[..HEAD_READ];
+            let n = io::Read::read(&mut c.sock, landing)?;
+            c.readable = n == landing.len() || c.read_closed;
             if n > 0 {
                 // Exactly what came, carved from the scratch arena: the head
                 // and a small body are sliced from it, and a connection
                 // holds no buffer of its own until a body needs reading.
-                c.rbuf = self.scratch.carve(&stack[..n]);
+                c.rbuf = self.scratch.carve(&landing[..n]);
                 c.rbuf_carved = true;
             }
             return Ok(n);

@@ -262,6 +262,9 @@ pub struct Server {
     /// Read buffers of clients and planes, parked while their slices are in
     /// flight and reused once free (`crate::pool`).
     pool: BufPool,
+    /// Where idle and lingering reads land before what came is kept
+    /// (`client::LANDING` bytes, zeroed once: not per read).
+    landing: Box<[u8]>,
     /// Reused between DATA frames (splice pieces of one frame).
     pieces: Vec<crate::splice::Piece>,
     log: Log,
@@ -307,6 +310,7 @@ impl Server {
             flushing_conns: Vec::new(),
             scratch: Scratch::default(),
             pool: BufPool::new(READ_BUFFERS),
+            landing: vec![0; client::LANDING].into_boxed_slice(),
             pieces: Vec::new(),
             log: Log::default(),
             life,

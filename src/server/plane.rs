@@ -9,7 +9,7 @@
 //! healthy; invokes may use a connection as soon as it exists (HTTP/2 lets us
 //! send before the handshake completes), which keeps start-up latency low.
 
-use std::collections::HashMap;
+use crate::idmap::IdMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -122,8 +122,8 @@ pub struct PlaneConn {
     pub sock: UnixStream,
     pub h2: ClientConnection,
     pub rbuf: BytesMut,
-    pub owners: HashMap<StreamRef, Owner>,
-    pub deframers: HashMap<StreamRef, Deframer>,
+    pub owners: IdMap<StreamRef, Owner>,
+    pub deframers: IdMap<StreamRef, Deframer>,
     pub retired: bool,
     /// Registered for writable too, while output waits (see `write_conn`).
     pub write_armed: bool,
@@ -187,8 +187,8 @@ impl Server {
             sock,
             h2,
             rbuf: BytesMut::new(),
-            owners: HashMap::new(),
-            deframers: HashMap::new(),
+            owners: IdMap::default(),
+            deframers: IdMap::default(),
             retired: false,
             write_armed: false,
         });
