@@ -117,7 +117,12 @@ impl Server {
         };
         let timeout = dispatch::function_timeout(&head, origin, self.cfg.timeout);
         // The turn's monotonic clock; the wall clock only for the deadline field.
-        let now = Now { instant: self.now, epoch_ms: crate::sys::epoch_millis() };
+        let epoch_ms = self.epoch_ms.get().unwrap_or_else(|| {
+            let ms = crate::sys::epoch_millis();
+            self.epoch_ms.set(Some(ms));
+            ms
+        });
+        let now = Now { instant: self.now, epoch_ms };
         let call = Invocation::new(head, origin, request_id, choice, timeout, now, self.cfg.max_body);
         let plane_wait_until = now.instant;
         Ok(Invoke { call, conn: None, stream: None, sent_end: false, unreleased: 0, retries: 0, plane_wait_until })

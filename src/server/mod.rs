@@ -280,6 +280,9 @@ pub struct Server {
     /// path (deadlines, idle periods) measures from, instead of reading the
     /// clock again per request.
     now: Instant,
+    /// The wall clock (ms since the epoch) for this turn, read by the first
+    /// invocation that needs it (its `deadline` field), at most once a turn.
+    epoch_ms: std::cell::Cell<Option<f64>>,
 }
 
 impl Server {
@@ -319,6 +322,7 @@ impl Server {
             exit_code: None,
             pre_freeze_at: None,
             now: Instant::now(),
+            epoch_ms: std::cell::Cell::new(None),
         };
         server.start()?;
         Ok(server)
@@ -337,13 +341,15 @@ impl Server {
     pub fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(1024);
         self.flush_dirty();
+        self.now = Instant::now();
         loop {
             // Bytes queued outside a loop turn (the plane connections opened
             // by `start`) are flushed before sleeping: sockets are not
             // registered for writable, so no event would come for them.
             let queued = !self.dirty_conns.is_empty() || !self.dirty_clients.is_empty();
-            // Two clock reads per turn: before sleeping and after waking.
-            let slept_from = Instant::now();
+            // One clock read per turn, after waking: the sleep is timed from
+            // it, so timers are late by at most this turn's own work.
+            let slept_from = self.now;
             let timeout = if self.life.reread.is_empty() && !queued {
                 self.timers.next_timeout(slept_from)
             } else {
@@ -356,6 +362,7 @@ impl Server {
                 }
             }
             self.now = Instant::now();
+            self.epoch_ms.set(None);
             self.notice_freeze(slept_from, timeout);
             for event in events.iter() {
                 // An error or hang-up is heard by reading (sockets are
