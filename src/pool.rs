@@ -77,10 +77,27 @@ impl BufPool {
         if buf.try_reclaim(want) {
             return;
         }
+        let old = self.move_to_fresh(buf, want, size);
+        self.put(old);
+    }
+
+    /// [`BufPool::refill`] for a read buffer that may be `carved` from a
+    /// [`Scratch`] arena: that one moves to a buffer of its own and is not
+    /// parked (see [`BufPool::release`]).
+    pub fn refill_read(&mut self, buf: &mut BytesMut, carved: &mut bool, want: usize, size: usize) {
+        if std::mem::take(carved) {
+            self.move_to_fresh(buf, want, size);
+        } else {
+            self.refill(buf, want, size);
+        }
+    }
+
+    /// Move what `buf` holds into a buffer of at least `size` bytes with room
+    /// for `want` more; the old storage is returned.
+    fn move_to_fresh(&mut self, buf: &mut BytesMut, want: usize, size: usize) -> BytesMut {
         let mut fresh = self.take(size.max(buf.len() + want));
         fresh.extend_from_slice(buf);
-        let old = std::mem::replace(buf, fresh);
-        self.put(old);
+        std::mem::replace(buf, fresh)
     }
 
     pub fn len(&self) -> usize {

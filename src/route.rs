@@ -106,9 +106,9 @@ pub struct FunctionName {
 }
 
 impl FunctionName {
-    /// `None` unless `function_name` accepts `name`.
-    pub fn new(name: &str) -> Option<FunctionName> {
-        let valid = function_name(name.as_bytes())?;
+    /// `None` unless `function_name` accepts `name` (checked here, once).
+    pub fn new(name: &[u8]) -> Option<FunctionName> {
+        let valid = function_name(name)?;
         let mut bytes = [0u8; MAX_FUNCTION_NAME];
         bytes[..valid.len()].copy_from_slice(valid.as_bytes());
         Some(FunctionName { len: valid.len() as u8, bytes })
@@ -133,16 +133,23 @@ impl std::fmt::Debug for FunctionName {
     }
 }
 
+impl std::fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl PartialEq<&str> for FunctionName {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }
 }
 
+#[cfg(test)]
 impl From<&str> for FunctionName {
-    /// For tests and literals: panics on a name `function_name` refuses.
+    /// For tests: panics on a name `function_name` refuses.
     fn from(name: &str) -> FunctionName {
-        FunctionName::new(name).expect("a valid function name")
+        FunctionName::new(name.as_bytes()).expect("a valid function name")
     }
 }
 
@@ -178,7 +185,8 @@ pub fn repeated_single_header<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [
 pub struct Route {
     /// Starts with `/`; no trailing `/` except for the root route.
     pub prefix: String,
-    pub function: String,
+    /// Checked when the routes are parsed: choosing it copies it, no more.
+    pub function: FunctionName,
 }
 
 /// The path routes of HTTP invocations, longest prefix first.
@@ -208,16 +216,16 @@ impl Routes {
                     "{prefix:?} is not a path prefix (starts with /, no empty, . or .. segments, no ? # or spaces)"
                 ));
             }
-            if function_name(function.as_bytes()).is_none() {
+            let Some(function) = FunctionName::new(function.as_bytes()) else {
                 return Err(format!(
                     "{function:?} is not a function name (1-{MAX_FUNCTION_NAME} of A-Z a-z 0-9 - _ . : @)"
                 ));
-            }
+            };
             let prefix = if prefix.len() > 1 { prefix.strip_suffix('/').unwrap_or(prefix) } else { prefix };
             if table.iter().any(|r| r.prefix == prefix) {
                 return Err(format!("{prefix:?} is routed twice"));
             }
-            table.push(Route { prefix: prefix.to_string(), function: function.to_string() });
+            table.push(Route { prefix: prefix.to_string(), function });
         }
         table.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Routes { table, strip })
@@ -308,9 +316,8 @@ impl Policy {
             (None, None) => None,
         };
         if let (true, Some((raw, service))) = (believed, chosen) {
-            let name = function_name(raw).ok_or(InvokeError::BadFunctionName)?;
-            self.allow(name)?;
-            let name = FunctionName::new(name).ok_or(InvokeError::BadFunctionName)?;
+            let name = FunctionName::new(raw).ok_or(InvokeError::BadFunctionName)?;
+            self.allow(&name)?;
             return Ok(Choice { name, service, url_skip: base_skip });
         }
         if !req.origin.is_event() {
@@ -320,14 +327,13 @@ impl Policy {
                 // A root route, or a path left as "/" by the base-path rewrite
                 // (only the root route matches those), strips nothing.
                 let stripped = if self.routes.strip && route.prefix != "/" { route.prefix.len() } else { 0 };
-                let name = FunctionName::new(&route.function).ok_or(InvokeError::BadFunctionName)?;
-                return Ok(Choice { name, service: false, url_skip: base_skip + stripped });
+                return Ok(Choice { name: route.function, service: false, url_skip: base_skip + stripped });
             }
         }
         match default {
             Some(name) => {
-                self.allow(name)?;
-                let name = FunctionName::new(name).ok_or(InvokeError::BadFunctionName)?;
+                let name = FunctionName::new(name.as_bytes()).ok_or(InvokeError::BadFunctionName)?;
+                self.allow(&name)?;
                 Ok(Choice { name, service: false, url_skip: base_skip })
             }
             None if !req.origin.is_event() && !self.routes.is_empty() => Err(InvokeError::NoRoute),

@@ -195,7 +195,7 @@ impl ResponseDecoder {
                         self.pend(&data.split_to(n), pool);
                         continue;
                     }
-                    let len = self.message_len()?;
+                    let len = message_len(&self.pending)?;
                     let payload_have = have - MESSAGE_PREFIX_LEN;
                     let probe_len = probe.min(len);
                     if payload_have < probe_len {
@@ -213,7 +213,7 @@ impl ResponseDecoder {
         // still needs classifying (an empty message completes here).
         if let State::Prefix = self.state {
             if self.pending.len() >= MESSAGE_PREFIX_LEN {
-                let len = self.message_len()?;
+                let len = message_len(&self.pending)?;
                 let probe = if self.head_seen { SHAPE_PROBE.min(len) } else { 0 };
                 if self.pending.len() - MESSAGE_PREFIX_LEN >= probe {
                     self.classify(len, out)?;
@@ -221,10 +221,6 @@ impl ResponseDecoder {
             }
         }
         Ok(())
-    }
-
-    fn message_len(&self) -> Result<usize, SpliceError> {
-        message_len(&self.pending)
     }
 
     /// Decide how to receive a message whose prefix (and probe) is in `pending`.

@@ -29,6 +29,9 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::load::{self, Request};
+
+#[path = "../../tests/support/real_env.rs"]
+mod real_env;
 use crate::procs::{self, loopback, Proc};
 use crate::stats::{median, percentile};
 use crate::{baseline_dir, ensure_npm, fc_bin, first_success, floor, KIB, ROOT};
@@ -67,12 +70,7 @@ impl RunDir {
         if !out.status.success() {
             return Err(format!("real-noslate.sh env: {}", String::from_utf8_lossy(&out.stderr)));
         }
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect();
+        let env = real_env::exports(&String::from_utf8_lossy(&out.stdout));
         let run = RunDir { dir, env };
         // One echo function; a worker kept alive (reservationCount) and one
         // worker taking every request (no scale-out, no queueing at 256), so

@@ -82,18 +82,43 @@ impl OutQueue {
 /// A borrowed header field: name and value.
 pub type Field<'a> = (&'a [u8], &'a [u8]);
 
-/// `count` slots for header fields: a prefix of `inline` (the caller's
-/// stack), or `spilled` grown to `count` when there are more than `N`.
-pub fn field_slots<'s, 'a, const N: usize>(
-    count: usize,
-    inline: &'s mut [Field<'a>; N],
-    spilled: &'s mut Vec<Field<'a>>,
-) -> &'s mut [Field<'a>] {
-    if count <= N {
-        &mut inline[..count]
-    } else {
-        spilled.resize(count, (&[], &[]));
-        spilled
+/// Header fields gathered in one pass: on the stack, or all moved to the
+/// heap (in order) once there are more than `N`.
+pub struct Fields<'a, const N: usize> {
+    inline: [Field<'a>; N],
+    len: usize,
+    spilled: Vec<Field<'a>>,
+}
+
+impl<'a, const N: usize> Fields<'a, N> {
+    pub fn new() -> Self {
+        Fields { inline: [(&[], &[]); N], len: 0, spilled: Vec::new() }
+    }
+
+    pub fn push(&mut self, field: Field<'a>) {
+        if self.len < N {
+            self.inline[self.len] = field;
+        } else {
+            if self.spilled.is_empty() {
+                self.spilled.extend_from_slice(&self.inline);
+            }
+            self.spilled.push(field);
+        }
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[Field<'a>] {
+        if self.len <= N {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+}
+
+impl<const N: usize> Default for Fields<'_, N> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -142,13 +167,15 @@ mod tests {
     }
 
     #[test]
-    fn field_slots_spill_past_the_stack() {
-        let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); 2], Vec::new());
-        assert_eq!(field_slots(2, &mut inline, &mut spilled).len(), 2);
-        assert!(spilled.is_empty());
-        let slots = field_slots(3, &mut inline, &mut spilled);
-        slots[2] = (b"n", b"v");
-        assert_eq!(spilled.len(), 3);
-        assert_eq!(spilled[2], (&b"n"[..], &b"v"[..]));
+    fn fields_spill_past_the_stack() {
+        let mut fields: Fields<'_, 2> = Fields::new();
+        fields.push((b"a", b"1"));
+        fields.push((b"b", b"2"));
+        assert_eq!(fields.as_slice().len(), 2);
+        assert!(fields.spilled.is_empty());
+        fields.push((b"n", b"v"));
+        assert_eq!(fields.spilled.len(), 3);
+        assert_eq!(fields.as_slice()[2], (&b"n"[..], &b"v"[..]));
+        assert_eq!(fields.as_slice()[0], (&b"a"[..], &b"1"[..]));
     }
 }

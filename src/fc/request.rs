@@ -12,7 +12,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::out::{field_slots, Scratch};
+use super::out::{Fields, Scratch};
 use crate::grpc;
 use crate::http1::body::BodyDecoder;
 use crate::http1::chunked::Decoded;
@@ -73,12 +73,9 @@ pub fn first_message(
 ) -> Bytes {
     // The forwarded fields, on the stack unless there are very many (the
     // encoder lower-cases their names as it writes them).
-    let count = head.headers().filter(|(name, _)| forwarded(name, forward_credentials)).count();
-    let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); INLINE_HEADERS], Vec::new());
-    let headers = field_slots(count, &mut inline, &mut spilled);
-    for (slot, field) in headers.iter_mut().zip(head.headers().filter(|(name, _)| forwarded(name, forward_credentials)))
-    {
-        *slot = field;
+    let mut headers: Fields<'_, INLINE_HEADERS> = Fields::new();
+    for field in head.headers().filter(|(name, _)| forwarded(name, forward_credentials)) {
+        headers.push(field);
     }
     // Without FC's x-fc-base-path prefix, and without the route prefix
     // when NOSLATE_FC_ROUTES_STRIP says so (fc-protocol.md §9.5).
@@ -96,7 +93,7 @@ pub fn first_message(
         name: to.function,
         url: Some(&url),
         method: Some(head.method()),
-        headers,
+        headers: headers.as_slice(),
         baggage: &baggage[..=n],
         deadline: Some(to.deadline_ms),
         request_id: Some(to.request_id),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::dispatch::supports_chunked;
 use super::error::{ProtocolError, ResponseError};
-use super::out::{OutQueue, Scratch};
+use super::out::{Fields, OutQueue, Scratch};
 use crate::answers::InvokeError;
 use crate::grpc;
 use crate::h2::HeaderList;
@@ -120,33 +120,17 @@ impl ResponseWriter {
         scratch: &mut Scratch,
     ) {
         let mut length = None;
-        // The fields to write, on the stack unless there are very many
-        // (then all of them move to the heap, in order).
-        let (mut inline, mut spilled) = ([(&b""[..], &b""[..]); INLINE_FIELDS], Vec::new());
-        let mut n = 0;
+        // The fields to write, on the stack unless there are very many.
+        let mut fields: Fields<'_, INLINE_FIELDS> = Fields::new();
         headers(&mut |name, value| {
             if name.eq_ignore_ascii_case(b"content-length") {
                 length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
             }
             if passes(name, value) {
-                if n + 1 < INLINE_FIELDS {
-                    inline[n] = (name, value);
-                } else {
-                    if spilled.is_empty() {
-                        spilled.extend_from_slice(&inline[..n]);
-                    }
-                    spilled.push((name, value));
-                }
-                n += 1;
+                fields.push((name, value));
             }
         });
-        let fields: &mut [(&[u8], &[u8])] = if spilled.is_empty() {
-            inline[n] = (b"x-fc-status", b"200");
-            &mut inline[..=n]
-        } else {
-            spilled.push((b"x-fc-status", b"200"));
-            &mut spilled
-        };
+        fields.push((b"x-fc-status", b"200"));
         let no_body = self.head_request || status == 204 || status == 304 || (100..200).contains(&status);
         let (framing, resp) = if no_body {
             (ResponseFraming::NoBody, Resp::NoBody)
@@ -167,7 +151,7 @@ impl ResponseWriter {
         // Written into the loop's scratch buffer: a refcount, not an
         // allocation, per head.
         scratch.reserve(HEAD_RESERVE);
-        response::write_head(scratch.buf(), status, fields, framing, self.keep_alive);
+        response::write_head(scratch.buf(), status, fields.as_slice(), framing, self.keep_alive);
         out.push(scratch.take());
     }
 

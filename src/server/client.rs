@@ -370,15 +370,8 @@ impl Server {
             // the next ask; what is held (a partial head or chunk line, a
             // body the windows did not take yet) shares the size asked for.
             let class = want.next_power_of_two();
-            let want = want.min(class - c.rbuf.len().min(class / 2));
-            if std::mem::take(&mut c.rbuf_carved) {
-                // Leave the arena for a buffer of its own.
-                let mut fresh = self.pool.take(class.max(c.rbuf.len() + want));
-                fresh.extend_from_slice(&c.rbuf);
-                c.rbuf = fresh;
-            } else {
-                self.pool.refill(&mut c.rbuf, want, class);
-            }
+            let ask = want.min(class - c.rbuf.len().min(class / 2));
+            self.pool.refill_read(&mut c.rbuf, &mut c.rbuf_carved, ask, class);
         }
         let asked = want.min(c.rbuf.capacity() - c.rbuf.len());
         let n = crate::sys::read_into(c.sock.as_raw_fd(), &mut c.rbuf, want)?;

@@ -66,13 +66,7 @@ impl Run {
             .output()
             .expect("real-noslate.sh env");
         assert!(out.status.success(), "real-noslate.sh env: {}", String::from_utf8_lossy(&out.stderr));
-        let env = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect();
+        let env = crate::support::real_env::exports(&String::from_utf8(out.stdout).unwrap());
         let run = Run { dir, env };
         run.write_profiles(&[]);
         run

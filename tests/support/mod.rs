@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proc_tree;
+pub mod real_env;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
