@@ -666,3 +666,49 @@ fn profiles_are_pushed_again_when_the_control_plane_restarts() {
     let (r, _) = initialize(&fc, 10);
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// #19: an invoke of a function in NOSLATE_FUNCTION_PROFILES waits until
+/// the control plane has accepted them (the data plane has them then); a
+/// name outside the profiles goes straight through; when the ready wait
+/// passes first, the answer says what is missing (NotReady).
+#[test]
+fn invokes_of_profile_functions_wait_for_the_profiles() {
+    let dir = TempDir::new("gate");
+    let profiles = write(
+        &dir,
+        "profiles.json",
+        r#"[{"name":"echo","runtime":"nodejs","url":"file:///code/echo","signature":"md5:1","handler":"index.handler"}]"#,
+    );
+    // The fixture binds both planes in a directory of its own; noslate-fc's
+    // socket directory gets the data plane now and the control plane later.
+    let planes = TempDir::new("gate-planes");
+    let peer = Peer::start(&planes, &[]);
+    std::os::unix::fs::symlink(planes.socks().join("dp-0.sock"), dir.socks().join("dp-0.sock")).unwrap();
+    let fc = Fc::start(&dir, &[("NOSLATE_FUNCTION_PROFILES", &profiles), ("NOSLATE_FC_READY_WAIT_MS", "1000")]);
+    let invokes_of = |name: &str| peer.events().iter().filter(|e| e["ev"] == "invoke" && e["name"] == name).count();
+
+    // Outside the profiles: served without a control plane.
+    let r = invoke_at(fc.port, "echo-buffered", b"through").expect("a response");
+    assert_eq!((r.status, r.text().as_str()), (200, "through"));
+
+    // In the profiles: never sent while they are not in force (an event
+    // invocation: FC's 404; an HTTP invocation would get 503).
+    let r = invoke_at(fc.port, "echo", b"early").expect("a response");
+    assert_eq!((r.status, r.header("x-fc-status")), (404, Some("404")), "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("a JSON error");
+    assert_eq!(v["errorName"], "NotReady", "{v}");
+    assert!(v["errorMessage"].as_str().unwrap().contains("cp-0.sock"), "names what is missing: {v}");
+    assert_eq!(invokes_of("echo"), 0, "the data plane saw an invoke before the profiles: {:?}", peer.events());
+
+    // A waiting invoke goes out once the control plane accepted them.
+    let port = fc.port;
+    let waiting = std::thread::spawn(move || invoke_at(port, "echo", b"served"));
+    std::thread::sleep(Duration::from_millis(200));
+    std::os::unix::fs::symlink(planes.socks().join("cp-0.sock"), dir.socks().join("cp-0.sock")).unwrap();
+    let r = waiting.join().unwrap().expect("a response");
+    assert_eq!((r.status, r.text().as_str()), (200, "served"));
+    let events = peer.events();
+    let pushed = events.iter().position(|e| e["ev"] == "setFunctionProfile").expect("profiles pushed");
+    let invoked = events.iter().position(|e| e["ev"] == "invoke" && e["name"] == "echo").expect("echo invoked");
+    assert!(pushed < invoked, "the invoke reached the data plane before the profiles: {events:?}");
+}
