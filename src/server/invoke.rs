@@ -395,12 +395,17 @@ impl Server {
         if now + pause >= until {
             return false;
         }
+        if inv.unknown_backoff.is_zero() {
+            // Once per invoke: a restarted data plane can refuse every
+            // invoke in flight a few times over.
+            eprintln!(
+                "noslate-fc: invoke {}: the data plane does not know {} yet; retrying for up to {:?}",
+                inv.call.request_id,
+                choice.name.as_str(),
+                until - now
+            );
+        }
         inv.unknown_backoff = pause;
-        eprintln!(
-            "noslate-fc: invoke {}: the data plane does not know {} yet; retrying in {pause:?}",
-            inv.call.request_id,
-            choice.name.as_str()
-        );
         let (conn, stream) = (inv.conn.take(), inv.stream.take());
         let unreleased = std::mem::take(&mut inv.unreleased);
         inv.call.response.restart();
