@@ -700,10 +700,15 @@ fn invokes_of_profile_functions_wait_for_the_profiles() {
     assert!(v["errorMessage"].as_str().unwrap().contains("cp-0.sock"), "names what is missing: {v}");
     assert_eq!(invokes_of("echo"), 0, "the data plane saw an invoke before the profiles: {:?}", peer.events());
 
-    // A waiting invoke goes out once the control plane accepted them.
-    let port = fc.port;
-    let waiting = std::thread::spawn(move || invoke_at(port, "echo", b"served"));
-    std::thread::sleep(Duration::from_millis(200));
+    // A waiting invoke goes out once the control plane accepted them. Its
+    // body, sent after the head, is read while it waits and rides in the
+    // first message (which is kept: a refused stream can be sent again).
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: echo\r\ncontent-length: 6\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(b"served").unwrap();
+    let waiting = std::thread::spawn(move || read_response(&mut s));
+    std::thread::sleep(Duration::from_millis(100));
     std::os::unix::fs::symlink(planes.socks().join("cp-0.sock"), dir.socks().join("cp-0.sock")).unwrap();
     let r = waiting.join().unwrap().expect("a response");
     assert_eq!((r.status, r.text().as_str()), (200, "served"));
@@ -711,4 +716,5 @@ fn invokes_of_profile_functions_wait_for_the_profiles() {
     let pushed = events.iter().position(|e| e["ev"] == "setFunctionProfile").expect("profiles pushed");
     let invoked = events.iter().position(|e| e["ev"] == "invoke" && e["name"] == "echo").expect("echo invoked");
     assert!(pushed < invoked, "the invoke reached the data plane before the profiles: {events:?}");
+    assert_eq!(events[invoked]["firstBodyBytes"], 6, "the body in the first message: {}", events[invoked]);
 }

@@ -261,12 +261,15 @@ fn real_stack_with_planes_started_apart_survives_a_data_plane_restart() {
     // a known second. noslate-fc's connection to the control plane stays, so
     // only the NOT_FOUND fallback (#19) keeps the first invoke from
     // Noslated's "No function named echo registered": it must be served.
+    // The invoke is sent while no data plane runs, so it waits and reads its
+    // body meanwhile: the whole body rides in its first message, which is
+    // what lets a refused stream be retried.
     planes.cp.signal(19);
     stack::kill_tree(planes.dp.pid());
     let _ = planes.dp.child.wait();
-    planes.dp = Planes::start_data_plane(&run);
     let r = std::thread::scope(|scope| {
         let first = scope.spawn(|| invoke(&fc, "echo", "", b"after restart"));
+        planes.dp = Planes::start_data_plane(&run);
         std::thread::sleep(Duration::from_secs(1));
         planes.cp.signal(18);
         first.join().unwrap()

@@ -98,6 +98,18 @@ impl Invoke {
         self.send_capacity(server) > 0
     }
 
+    /// Body bytes to read while parked (no stream): a Content-Length body
+    /// that fits the first message is read while the invoke waits, so it
+    /// rides in that message, which the invocation keeps — a stream the
+    /// data plane refuses can then be retried without losing a byte
+    /// (`Server::retry_unknown_function`). Bounded by `INLINE_BODY_MAX`.
+    pub fn parked_body_wanted(&self, buffered: usize) -> usize {
+        if self.conn.is_some() {
+            return 0;
+        }
+        self.call.body.inline_missing(buffered)
+    }
+
     /// How much more body the stream can send at once (0 once the body is
     /// done, or while there is no stream). Body bytes are read from the
     /// client only while this is above zero, so a data plane that takes
