@@ -9,6 +9,15 @@
  *   --dp <sock>  noslated.Host, noslated.data.DataPlane, noslated.data.PushServer
  *   --cp <sock>  noslated.Host, noslated.control.ControlPlane
  *
+ * Strict on names, like Noslated: the data plane answers code 5 `No function
+ * named <name> registered in this node.` for any function it does not know.
+ * It learns functions only from DataPlane/setFunctionProfile, which the
+ * control plane calls (forwards) --profile-delay ms after it answered the
+ * client's ControlPlane/setFunctionProfile with `set: true` (§8.1). The two
+ * planes may run in one process (both flags: forwarded in-process) or in two
+ * (`--cp <sock> --forward-dp <dp sock>` in the second: forwarded over gRPC,
+ * and re-sent whenever the data plane (re)connects, as Noslated does).
+ *
  * Protocol reference: /work/shared/docs/noslated-protocol.md (sections cited
  * below as §N). Message schemas: ./proto/*.proto (reconstructed from §4).
  *
@@ -22,6 +31,7 @@
  *   node noslated-peer.js --dp <sock> [--cp <sock>] [--events <file.jsonl>]
  *        [--max-concurrent-streams N] [--max-session-memory MB (10)]
  *        [--max-message BYTES (10485760)] [--unhealthy] [--verbose]
+ *        [--forward-dp <sock>] [--profile-delay MS (0)] [--service NAME=FUNCTION]...
  *
  * Prints exactly one line `READY` on stdout once every socket is bound.
  * SIGTERM / SIGINT: shut down and exit 0.
@@ -74,7 +84,8 @@ function usage(code) {
   process.stderr.write(
     'usage: node noslated-peer.js --dp <sock> [--cp <sock>] [--events <file.jsonl>]\n' +
       '       [--max-concurrent-streams N] [--max-session-memory MB] [--max-message BYTES]\n' +
-      '       [--unhealthy] [--verbose]\n',
+      '       [--unhealthy] [--verbose] [--forward-dp <sock>] [--profile-delay MS]\n' +
+      '       [--service NAME=FUNCTION]...\n',
   );
   process.exit(code);
 }
@@ -89,6 +100,9 @@ function parseArgs(argv) {
     maxMessage: 10485760,
     unhealthy: false,
     verbose: false,
+    forwardDp: null,
+    profileDelay: 0,
+    services: [],
   };
   const valued = {
     '--dp': 'dp',
@@ -97,8 +111,11 @@ function parseArgs(argv) {
     '--max-concurrent-streams': 'maxConcurrentStreams',
     '--max-session-memory': 'maxSessionMemory',
     '--max-message': 'maxMessage',
+    '--forward-dp': 'forwardDp',
+    '--profile-delay': 'profileDelay',
+    '--service': 'services',
   };
-  const numeric = new Set(['maxConcurrentStreams', 'maxSessionMemory', 'maxMessage']);
+  const numeric = new Set(['maxConcurrentStreams', 'maxSessionMemory', 'maxMessage', 'profileDelay']);
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -123,6 +140,13 @@ function parseArgs(argv) {
           usage(2);
         }
         opts[key] = n;
+      } else if (key === 'services') {
+        const eqAt = value.indexOf('=');
+        if (eqAt <= 0 || eqAt === value.length - 1) {
+          process.stderr.write(`bad --service (want NAME=FUNCTION): ${value}\n`);
+          usage(2);
+        }
+        opts.services.push({ name: value.slice(0, eqAt), functionName: value.slice(eqAt + 1) });
       } else {
         opts[key] = value;
       }
@@ -132,6 +156,14 @@ function parseArgs(argv) {
     }
   }
   if (!opts.dp && !opts.cp) usage(2);
+  if (opts.forwardDp && (!opts.cp || opts.dp)) {
+    process.stderr.write('--forward-dp is for a control-plane-only process (--cp without --dp)\n');
+    usage(2);
+  }
+  if (opts.services.length && !opts.dp) {
+    process.stderr.write('--service needs --dp\n');
+    usage(2);
+  }
   return opts;
 }
 
@@ -541,6 +573,49 @@ function behaviourFor(name) {
   return BEHAVIOURS['not-found'];
 }
 
+/** Does the data plane know this function (has a profile reached it)? */
+function dpKnows(name) {
+  return state.dpProfiles.some((profile) => profile.name === name);
+}
+
+/** The function a service profile selects (§10), or undefined. */
+function serviceFunction(serviceName) {
+  const profiles = state.serviceProfiles.filter((p) => p.name === serviceName);
+  const item = profiles[profiles.length - 1]; // a later profile wins, as in a Map
+  if (!item) return undefined;
+  const fnOf = (kvs) => ((kvs || []).find((kv) => kv.key === 'functionName') || {}).value;
+  if (item.type === 'proportional-load-balance') {
+    const selectors = item.selectors || [];
+    if (!selectors.length) return undefined;
+    const r = Math.random();
+    let sum = 0;
+    for (const s of selectors) {
+      sum += s.proportion || 0;
+      if (r < sum) return fnOf(s.selector);
+    }
+    return fnOf(selectors[selectors.length - 1].selector);
+  }
+  return fnOf(item.selector);
+}
+
+/**
+ * The behaviour of a call, resolved as the real data plane does: a service
+ * through the service profiles (`Service not found.`, code 5, when none), then
+ * the function through the profiles the data plane holds (`No function named
+ * <name> registered in this node.`, code 5, when it does not know it yet).
+ */
+function resolveBehaviour(rpc, name) {
+  let fn = name;
+  if (rpc === 'invokeService') {
+    fn = serviceFunction(name);
+    if (fn === undefined) return errorLeaveOpen({ name: 'Error', message: 'Service not found.', code: 5 });
+  }
+  if (!dpKnows(fn)) {
+    return errorLeaveOpen({ name: 'Error', message: `No function named ${fn} registered in this node.`, code: 5 });
+  }
+  return behaviourFor(fn);
+}
+
 function runHook(ctx, hook, ...args) {
   if (!hook || ctx.closed) return;
   Promise.resolve()
@@ -566,7 +641,7 @@ function makeInvokeHandler(rpc) {
         const head = { ...msg };
         delete head.body;
         ctx.head = head;
-        behaviour = behaviourFor(head.name);
+        behaviour = resolveBehaviour(rpc, head.name);
         ctx.keepBody = !!behaviour.keepBody;
         record('invoke', {
           rpc,
@@ -639,9 +714,76 @@ const state = {
   dpHealthy: !opts.unhealthy,
   cpProfiles: [],
   dpProfiles: [],
-  serviceProfiles: [],
+  // --service NAME=FUNCTION: service profiles set by an operator before start.
+  serviceProfiles: opts.services.map((s) => ({
+    name: s.name,
+    type: 'default',
+    selector: [{ key: 'functionName', value: s.functionName }],
+  })),
   platformEnvs: [],
 };
+
+/** Metadata key the control plane marks its forwarded calls with. */
+const FORWARD_MARK = 'x-fixture-forwarded-by';
+
+/** The data plane takes a profile list (from the control plane, §8.1). */
+function dpApplyProfiles(profiles, forwarded) {
+  state.dpProfiles = profiles;
+  record('profiles-applied', {
+    plane: 'dp',
+    forwarded,
+    names: profiles.map((p) => orNull(p.name)),
+  });
+}
+
+/**
+ * The control plane's side of §8.1: after `set: true` it forwards its whole
+ * list to the data plane, --profile-delay ms later (the window in which an
+ * invoke gets code 5), and again whenever the data plane (re)connects. In one
+ * process the data plane is updated directly; with --forward-dp over gRPC.
+ */
+const forwarder = (() => {
+  let queue = Promise.resolve();
+  const delay = () => new Promise((resolve) => setTimeout(resolve, opts.profileDelay));
+  if (opts.dp && opts.cp) {
+    return {
+      push() {
+        const profiles = state.cpProfiles;
+        queue = queue.then(delay).then(() => dpApplyProfiles(profiles, true));
+      },
+    };
+  }
+  if (!opts.forwardDp) return { push() {} };
+  // grpc-js reconnects with backoff; keep it short so a restarted data plane
+  // gets the list within a fraction of a second, as Noslated's client does.
+  const client = new proto.noslated.data.DataPlane(`unix:${path.resolve(opts.forwardDp)}`, grpc.credentials.createInsecure(), {
+    'grpc.initial_reconnect_backoff_ms': 50,
+    'grpc.max_reconnect_backoff_ms': 200,
+  });
+  const send = (profiles) =>
+    new Promise((resolve) => {
+      const md = new grpc.Metadata();
+      md.set(FORWARD_MARK, 'control-plane');
+      client.setFunctionProfile({ profiles, mode: 'IMMEDIATELY' }, md, { deadline: Date.now() + 5000 }, (err) => {
+        if (err) vlog(`forward to data plane failed: ${err.details || err.message}`);
+        resolve(!err);
+      });
+    });
+  const push = () => {
+    queue = queue.then(delay).then(() => send(state.cpProfiles));
+  };
+  // Noslated's control plane re-sends its list to every data plane that
+  // becomes ready (data_plane_client/manager.ts _onClientReady).
+  const channel = client.getChannel();
+  let last = null;
+  const poll = setInterval(() => {
+    const now = channel.getConnectivityState(true);
+    if (now === grpc.connectivityState.READY && last !== grpc.connectivityState.READY) push();
+    last = now;
+  }, 50);
+  poll.unref();
+  return { push, close: () => client.close() };
+})();
 
 function hostConnectHandler(plane) {
   const livenessChunk = () => {
@@ -703,15 +845,24 @@ function setFunctionProfileHandler(plane) {
   return (call, callback) => {
     const req = call.request;
     const profiles = req.profiles || [];
-    record('setFunctionProfile', {
-      plane,
-      profiles,
-      mode: orNull(req.mode),
-      hasMode: has(req, 'mode'),
-    });
-    if (plane === 'cp') state.cpProfiles = profiles;
-    else state.dpProfiles = profiles;
-    callback(null, { set: true });
+    // The control plane's own forwards are not a client's call (§8.4).
+    const forwarded = plane === 'dp' && call.metadata.get(FORWARD_MARK).length > 0;
+    if (!forwarded) {
+      record('setFunctionProfile', {
+        plane,
+        profiles,
+        mode: orNull(req.mode),
+        hasMode: has(req, 'mode'),
+      });
+    }
+    if (plane === 'cp') {
+      state.cpProfiles = profiles;
+      callback(null, { set: true });
+      forwarder.push();
+    } else {
+      dpApplyProfiles(profiles, forwarded);
+      callback(null, { set: true });
+    }
   };
 }
 
