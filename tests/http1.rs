@@ -169,9 +169,16 @@ fn expect_continue_without_plane_gets_final_status() {
     let mut s = fc.connect();
     s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: f\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
         .unwrap();
-    // No data plane: a final answer instead of 100 Continue.
+    // No data plane: a final answer instead of 100 Continue (an interim
+    // answer would invite a body that is never read).
     let r = read_response(&mut s).unwrap();
-    assert_eq!(r.status, 404);
+    assert!(
+        r.interim.is_empty(),
+        "interim answers: {:?}",
+        r.interim.iter().map(|h| String::from_utf8_lossy(h)).collect::<Vec<_>>()
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("NoDataPlane"), "{}", r.text());
 }
 
 #[test]

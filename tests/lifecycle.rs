@@ -649,12 +649,13 @@ fn profiles_are_pushed_again_when_the_control_plane_restarts() {
         wait_for(Duration::from_secs(5), || (count("setPlatformEnvironmentVariables") == 1).then_some(())).is_some()
     );
 
-    // The control plane dies (socket files stay behind) and comes back.
-    let mut old = peer;
-    kill(old.proc.pid(), "KILL");
-    old.proc.wait_exit(Duration::from_secs(5)).expect("peer did not die");
-    let peer = Peer::start(&dir, &[]);
-    assert_eq!(peer.events, events);
+    // The control plane alone dies (its socket file stays behind) and comes
+    // back, knowing no profile; the data plane lives on.
+    let mut peer = peer;
+    let dp_pid = peer.proc.pid();
+    peer.restart_cp();
+    assert_eq!(peer.proc.pid(), dp_pid);
+    assert!(peer.proc.state().is_some_and(|s| s != 'Z'), "the data plane must still run");
     let repushed = wait_for(Duration::from_secs(5), || {
         read_events(&events).into_iter().filter(|e| e["ev"] == "setFunctionProfile").nth(1)
     })
