@@ -167,7 +167,13 @@ pub enum PeerKind {
 /// How long the fixture's control plane waits after answering `set: true`
 /// before the data plane knows the functions (`--profile-delay`): the window
 /// in which Noslated answers code 5 for a function just pushed (§8.1).
+/// `NOSLATE_TEST_PROFILE_DELAY_MS` changes it (tests/fixtures/plane.sh reads
+/// the same variable), e.g. to measure how a test depends on the window.
 pub const PROFILE_DELAY_MS: u64 = 300;
+
+fn profile_delay_ms() -> String {
+    std::env::var("NOSLATE_TEST_PROFILE_DELAY_MS").unwrap_or_else(|_| PROFILE_DELAY_MS.to_string())
+}
 
 /// The functions every test stack registers (NOSLATE_FUNCTION_PROFILES written
 /// by `Fc::start` unless a test gives its own): the fixture's behaviours, and
@@ -272,7 +278,7 @@ impl Peer {
         if self.cp_extra.iter().any(|a| a.starts_with("--profile-delay")) {
             self.cp_extra.clone()
         } else {
-            let mut args = vec!["--profile-delay".to_string(), PROFILE_DELAY_MS.to_string()];
+            let mut args = vec!["--profile-delay".to_string(), profile_delay_ms()];
             args.extend(self.cp_extra.iter().cloned());
             args
         }
