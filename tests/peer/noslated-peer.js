@@ -32,6 +32,7 @@
  *        [--max-concurrent-streams N] [--max-session-memory MB (10)]
  *        [--max-message BYTES (10485760)] [--unhealthy] [--verbose]
  *        [--forward-dp <sock>] [--profile-delay MS (0)] [--service NAME=FUNCTION]...
+ *        [--known FUNCTION]...
  *
  * Prints exactly one line `READY` on stdout once every socket is bound.
  * SIGTERM / SIGINT: shut down and exit 0.
@@ -85,7 +86,7 @@ function usage(code) {
     'usage: node noslated-peer.js --dp <sock> [--cp <sock>] [--events <file.jsonl>]\n' +
       '       [--max-concurrent-streams N] [--max-session-memory MB] [--max-message BYTES]\n' +
       '       [--unhealthy] [--verbose] [--forward-dp <sock>] [--profile-delay MS]\n' +
-      '       [--service NAME=FUNCTION]...\n',
+      '       [--service NAME=FUNCTION]... [--known FUNCTION]...\n',
   );
   process.exit(code);
 }
@@ -103,6 +104,7 @@ function parseArgs(argv) {
     forwardDp: null,
     profileDelay: 0,
     services: [],
+    known: [],
   };
   const valued = {
     '--dp': 'dp',
@@ -114,6 +116,7 @@ function parseArgs(argv) {
     '--forward-dp': 'forwardDp',
     '--profile-delay': 'profileDelay',
     '--service': 'services',
+    '--known': 'known',
   };
   const numeric = new Set(['maxConcurrentStreams', 'maxSessionMemory', 'maxMessage', 'profileDelay']);
   for (let i = 0; i < argv.length; i++) {
@@ -147,6 +150,8 @@ function parseArgs(argv) {
           usage(2);
         }
         opts.services.push({ name: value.slice(0, eqAt), functionName: value.slice(eqAt + 1) });
+      } else if (key === 'known') {
+        opts.known.push(value);
       } else {
         opts[key] = value;
       }
@@ -160,8 +165,8 @@ function parseArgs(argv) {
     process.stderr.write('--forward-dp is for a control-plane-only process (--cp without --dp)\n');
     usage(2);
   }
-  if (opts.services.length && !opts.dp) {
-    process.stderr.write('--service needs --dp\n');
+  if ((opts.services.length || opts.known.length) && !opts.dp) {
+    process.stderr.write('--service and --known need --dp\n');
     usage(2);
   }
   return opts;
@@ -713,7 +718,9 @@ function makeInvokeHandler(rpc) {
 const state = {
   dpHealthy: !opts.unhealthy,
   cpProfiles: [],
-  dpProfiles: [],
+  // --known NAME: profiles a control plane forwarded before this process's
+  // story starts (for a test that runs a data plane with no control plane).
+  dpProfiles: opts.known.map((name) => ({ name })),
   // --service NAME=FUNCTION: service profiles set by an operator before start.
   serviceProfiles: opts.services.map((s) => ({
     name: s.name,

@@ -604,6 +604,27 @@ function checksFor(kind) {
   }, { isolated: true });
 
   check(
+    '--known: a data plane alone serves exactly the functions it was started with',
+    async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsp-known-'));
+      const p = await startPeer(kind, dir, ['--known', 'echo'], ['dp']);
+      const cc = clients(p);
+      try {
+        let r = await invoke(cc.push, { name: 'echo', method: 'POST', body: Buffer.from('k') });
+        assertEq([r.status.code, responseParts(r).body.toString()], [0, 'k'], 'known');
+        r = await invoke(cc.push, { name: 'inspect' }, [], { stopAfterFirst: true });
+        assertEq(responseParts(r).error.code, 5, 'not known');
+        r.call.cancel();
+      } finally {
+        cc.close();
+        await stopPeer(p);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    { isolated: true, skipFor: ['python'] },
+  );
+
+  check(
     'split planes: the control plane forwards over gRPC, again after a data-plane restart; each plane dies alone',
     async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsp-split-'));
