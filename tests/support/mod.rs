@@ -202,6 +202,7 @@ pub const FIXTURE_FUNCTIONS: &[&str] = &[
     "slow-300",
     "slow-500",
     "slow-1500",
+    "slow-5000",
     "big-100000",
     "big-1048576",
     "big-3000000",
@@ -251,10 +252,16 @@ impl Peer {
         Peer::start_with(kind, dir, extra, &[])
     }
 
-    /// `dp_extra` for the data plane, `cp_extra` for the control plane (e.g.
-    /// `--profile-delay`, which then replaces the default).
-    pub fn start_with(kind: PeerKind, dir: &TempDir, dp_extra: &[&str], cp_extra: &[&str]) -> Peer {
-        let mut peer = Peer {
+    /// A data plane with no control plane (Node fixture); `extra` as for
+    /// `start` (e.g. `--known <function>`, since nothing forwards profiles).
+    pub fn start_dp_only(dir: &TempDir, extra: &[&str]) -> Peer {
+        let mut peer = Peer::bare(PeerKind::Node, dir, extra, &[]);
+        peer.proc = peer.spawn_plane("dp");
+        peer
+    }
+
+    fn bare(kind: PeerKind, dir: &TempDir, dp_extra: &[&str], cp_extra: &[&str]) -> Peer {
+        Peer {
             proc: Proc::placeholder(),
             cp: None,
             events: dir.path().join("events.jsonl"),
@@ -263,7 +270,13 @@ impl Peer {
             cp_sock: dir.socks().join("cp-0.sock"),
             dp_extra: dp_extra.iter().map(|s| s.to_string()).collect(),
             cp_extra: cp_extra.iter().map(|s| s.to_string()).collect(),
-        };
+        }
+    }
+
+    /// `dp_extra` for the data plane, `cp_extra` for the control plane (e.g.
+    /// `--profile-delay`, which then replaces the default).
+    pub fn start_with(kind: PeerKind, dir: &TempDir, dp_extra: &[&str], cp_extra: &[&str]) -> Peer {
+        let mut peer = Peer::bare(kind, dir, dp_extra, cp_extra);
         match kind {
             PeerKind::Node => {
                 peer.proc = peer.spawn_plane("dp");
@@ -773,12 +786,17 @@ pub fn not_registered(function: &str) -> String {
 /// (and, when the function echoes it, the request id) is `Served`; a gateway
 /// error answer is `Transient(error_key)`; anything else is `Wrong`.
 pub fn echo_attempt(fc: &Fc, id: &str) -> Attempt {
+    echo_attempt_at(fc.port, id)
+}
+
+/// `echo_attempt` by port (usable from any thread).
+pub fn echo_attempt_at(port: u16, id: &str) -> Attempt {
     let body = format!("{id}:{}", id.len() * 7919).into_bytes();
     let head = format!(
         "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: echo\r\nx-fc-request-id: {id}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let mut s = match TcpStream::connect(("127.0.0.1", fc.port)) {
+    let mut s = match TcpStream::connect(("127.0.0.1", port)) {
         Ok(s) => s,
         Err(e) => return Attempt::Wrong(format!("{id}: connect: {e}")),
     };
