@@ -426,3 +426,47 @@ fn real_stack_build_is_cached_outside_the_clone() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bin.to_str().unwrap());
 }
+
+/// Profiles with `echo` alone (the instance FC starts for one function).
+fn write_echo_profile(run: &Run) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real/functions/echo");
+    let profile = format!(
+        r#"[{{"name":"echo","runtime":"nodejs","url":"file://{}","signature":"md5:1","handler":"index.handler"}}]"#,
+        dir.display()
+    );
+    std::fs::write(run.profiles_path(), profile).unwrap();
+}
+
+/// #19: without an Initializer, FC sends the first request the moment the
+/// port accepts. Each of 10 fresh instances gets exactly one invoke, sent
+/// then (no `/initialize`, no retry), and must answer it with the echo.
+#[test]
+fn real_stack_first_invoke_the_instant_the_port_accepts() {
+    let _one = stack::serial();
+    let mut outcomes = Vec::new();
+    for i in 0..10 {
+        let run = Run::new("first");
+        write_echo_profile(&run);
+        let real = RealFc::start_in(run, &[]);
+        let body = format!("first invoke {i}");
+        let mut s = real.fc.connect();
+        let head = format!(
+            "POST /invoke HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /invoke\r\nx-fc-request-id: first-{i}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(&[head.as_bytes(), body.as_bytes()].concat()).unwrap();
+        let r = read_response(&mut s).expect("a response to the first invoke");
+        let ok = r.status == 200 && r.complete && r.body == body.as_bytes();
+        outcomes.push((ok, format!("instance {i}: {} {}", r.status, r.text())));
+        if !ok {
+            eprintln!("instance {i} failed:\n{}\n{}", real.fc.proc.stderr_text(), real.run.logs());
+        }
+    }
+    let failed: Vec<&String> = outcomes.iter().filter(|(ok, _)| !ok).map(|(_, why)| why).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 10 first invokes failed:\n{}",
+        failed.len(),
+        failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
+}
