@@ -78,11 +78,21 @@ fn cycle(fc: &Fc, peer: &Peer, tag: &str, pre_freeze: bool) -> Vec<String> {
     peer.proc.signal(SIGSTOP);
     fc.proc.signal(SIGSTOP);
     let stopped = Instant::now();
+    // Really stopped (state T in /proc), or the test would judge nothing.
+    for (name, proc) in [("data plane", &peer.proc), ("noslate-fc", &fc.proc)] {
+        let until = Instant::now() + Duration::from_secs(10);
+        while proc.state() != Some('T') && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(proc.state(), Some('T'), "{tag}: {name} not stopped by SIGSTOP");
+    }
     std::thread::sleep(Duration::from_millis(STOP_MS / 3));
     for (i, s) in during.iter_mut().enumerate() {
         s.write_all(&echo_request(&format!("{tag}-during-{i}"))).unwrap();
     }
     std::thread::sleep(Duration::from_millis(STOP_MS).saturating_sub(stopped.elapsed()));
+    // Still stopped for the whole freeze.
+    assert_eq!((peer.proc.state(), fc.proc.state()), (Some('T'), Some('T')), "{tag}: woke up during the freeze");
     fc.proc.signal(SIGCONT);
     peer.proc.signal(SIGCONT);
     for (i, s) in during.iter_mut().enumerate() {

@@ -12,8 +12,9 @@
  * Strict on names, like Noslated: the data plane answers code 5 `No function
  * named <name> registered in this node.` for any function it does not know.
  * It learns functions only from DataPlane/setFunctionProfile, which the
- * control plane calls (forwards) --profile-delay ms after it answered the
- * client's ControlPlane/setFunctionProfile with `set: true` (§8.1). The two
+ * control plane calls (forwards): before it answers the client's
+ * ControlPlane/setFunctionProfile with `set: true`, as Noslated does, or,
+ * with --profile-delay MS, MS after it (a window where code 5 still comes). The two
  * planes may run in one process (both flags: forwarded in-process) or in two
  * (`--cp <sock> --forward-dp <dp sock>` in the second: forwarded over gRPC,
  * and re-sent whenever the data plane (re)connects, as Noslated does).
@@ -744,10 +745,16 @@ function dpApplyProfiles(profiles, forwarded) {
 }
 
 /**
- * The control plane's side of §8.1: after `set: true` it forwards its whole
- * list to the data plane, --profile-delay ms later (the window in which an
- * invoke gets code 5), and again whenever the data plane (re)connects. In one
- * process the data plane is updated directly; with --forward-dp over gRPC.
+ * The control plane's side of §8.1: it forwards its whole list to the data
+ * plane, and again whenever the data plane (re)connects. Like Noslated, with
+ * --profile-delay 0 it answers `set: true` once the connected data plane has
+ * the list (herald/impl.ts awaits the forward to every available data plane;
+ * with none connected, it answers at once and forwards on connect). With
+ * --profile-delay MS it answers at once and forwards MS later: the window in
+ * which an invoke after `set: true` still gets code 5 (a data-plane client
+ * not ready yet, e.g. after a restart). In one process the data plane is
+ * updated directly; with --forward-dp over gRPC. push() resolves once its
+ * forward is done (or skipped: no data plane connected).
  */
 const forwarder = (() => {
   let queue = Promise.resolve();
@@ -757,10 +764,11 @@ const forwarder = (() => {
       push() {
         const profiles = state.cpProfiles;
         queue = queue.then(delay).then(() => dpApplyProfiles(profiles, true));
+        return queue;
       },
     };
   }
-  if (!opts.forwardDp) return { push() {} };
+  if (!opts.forwardDp) return { push: () => Promise.resolve() };
   // grpc-js reconnects with backoff; keep it short so a restarted data plane
   // gets the list within a fraction of a second, as Noslated's client does.
   const client = new proto.noslated.data.DataPlane(`unix:${path.resolve(opts.forwardDp)}`, grpc.credentials.createInsecure(), {
@@ -776,12 +784,14 @@ const forwarder = (() => {
         resolve(!err);
       });
     });
+  const channel = client.getChannel();
+  const ready = () => channel.getConnectivityState(false) === grpc.connectivityState.READY;
   const push = () => {
-    queue = queue.then(delay).then(() => send(state.cpProfiles));
+    queue = queue.then(delay).then(() => (opts.profileDelay > 0 || ready() ? send(state.cpProfiles) : false));
+    return queue;
   };
   // Noslated's control plane re-sends its list to every data plane that
   // becomes ready (data_plane_client/manager.ts _onClientReady).
-  const channel = client.getChannel();
   let last = null;
   const poll = setInterval(() => {
     const now = channel.getConnectivityState(true);
@@ -864,8 +874,9 @@ function setFunctionProfileHandler(plane) {
     }
     if (plane === 'cp') {
       state.cpProfiles = profiles;
-      callback(null, { set: true });
-      forwarder.push();
+      const forwarded = forwarder.push();
+      if (opts.profileDelay > 0) callback(null, { set: true });
+      else forwarded.then(() => callback(null, { set: true }));
     } else {
       dpApplyProfiles(profiles, forwarded);
       callback(null, { set: true });

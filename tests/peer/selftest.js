@@ -570,6 +570,12 @@ function checksFor(kind) {
     }
   });
 
+  check('--profile-delay 0: set:true comes after the data plane has the list (as Noslated)', async ({ c }) => {
+    assertEq(await unary(c.cp, 'setFunctionProfile', { profiles: FUNCTIONS.map(profileOf), mode: 'IMMEDIATELY' }), { set: true }, 'set');
+    const r = await invoke(c.push, { name: 'echo', method: 'POST', body: Buffer.from('at once') });
+    assertEq([r.status.code, responseParts(r).body.toString()], [0, 'at once'], 'right after set:true');
+  });
+
   check('strict names: a function is unknown until its profile reached the data plane', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsp-strict-'));
     const p = await startPeer(kind, dir, ['--profile-delay', '1000']);
@@ -630,10 +636,16 @@ function checksFor(kind) {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsp-split-'));
       const dpSock = path.join(dir, 'dp.sock');
       let dp = await startPeer(kind, dir, [], ['dp']);
-      const cp = await startPeer(kind, dir, ['--forward-dp', dpSock, '--profile-delay', '100'], ['cp']);
+      const cp = await startPeer(kind, dir, ['--forward-dp', dpSock], ['cp']);
       let cc = clients(dp);
       try {
-        await register(cc, dp, ['echo']);
+        // The data plane is connected: set:true comes after it has the list.
+        const end0 = Date.now() + 5000;
+        while (!readEvents(dp).some((e) => e.ev === 'profiles-applied' && e.forwarded)) {
+          if (Date.now() > end0) throw new Error('the control plane never reached the data plane');
+          await sleep(20);
+        }
+        assertEq(await unary(cc.cp, 'setFunctionProfile', { profiles: [profileOf('echo')], mode: 'IMMEDIATELY' }), { set: true }, 'set');
         const ev = readEvents(dp).filter((e) => e.ev === 'setFunctionProfile');
         assertEq(ev.map((e) => e.plane), ['cp'], 'only the client call is a setFunctionProfile event');
         let r = await invoke(cc.push, { name: 'echo', method: 'POST', body: Buffer.from('one') });

@@ -164,12 +164,14 @@ pub enum PeerKind {
     Python,
 }
 
-/// How long the fixture's control plane waits after answering `set: true`
-/// before the data plane knows the functions (`--profile-delay`): the window
-/// in which Noslated answers code 5 for a function just pushed (§8.1).
-/// `NOSLATE_TEST_PROFILE_DELAY_MS` changes it (tests/fixtures/plane.sh reads
-/// the same variable), e.g. to measure how a test depends on the window.
-pub const PROFILE_DELAY_MS: u64 = 300;
+/// The fixture control plane's `--profile-delay`. 0, as Noslated: `set:
+/// true` comes once the connected data plane has the profiles (and a data
+/// plane that (re)connects gets them right after). A test of the window in
+/// which the data plane does not know a pushed function yet (code 5) asks
+/// for a delay with `Peer::start_with`. `NOSLATE_TEST_PROFILE_DELAY_MS`
+/// changes the default (tests/fixtures/plane.sh reads it too), e.g. to see
+/// which tests depend on the window.
+pub const PROFILE_DELAY_MS: u64 = 0;
 
 fn profile_delay_ms() -> String {
     std::env::var("NOSLATE_TEST_PROFILE_DELAY_MS").unwrap_or_else(|_| PROFILE_DELAY_MS.to_string())

@@ -637,8 +637,10 @@ class State:
         )
 
     def forward(self):
-        """The control plane forwards its list to the data plane --profile-delay
-        ms after `set: true` (section 8.1); only in one process here."""
+        """The control plane forwards its list to the data plane (section 8.1;
+        only in one process here). Returns the forward's future: with
+        --profile-delay 0 the caller awaits it before `set: true`, as Noslated
+        does; with a delay it answers at once and the forward comes later."""
         profiles = list(self.cp_profiles)
         before = self.forwards
 
@@ -649,6 +651,7 @@ class State:
             self.dp_apply(profiles, True)
 
         self.forwards = asyncio.ensure_future(later())
+        return self.forwards
 
 
 STATE = None
@@ -755,7 +758,9 @@ class ControlPlane:
         record_profiles(self.events, "cp", request)
         self.state.cp_profiles = list(request.profiles)
         if self.state.has_dp:
-            self.state.forward()
+            forwarded = self.state.forward()
+            if self.state.profile_delay == 0:
+                await forwarded
         return common_pb2.SetFunctionProfileResponse(set=True)
 
     async def getFunctionProfile(self, request, context):
