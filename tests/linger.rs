@@ -122,13 +122,13 @@ fn read_all_along(s: &TcpStream) -> std::thread::JoinHandle<Vec<u8>> {
     })
 }
 
-/// Exactly one answer, a 413 with a JSON error, and nothing after it.
+/// Exactly one answer, a 413 naming the cause, and nothing after it.
 fn assert_413(answer: &[u8], what: &str) {
     let mut cursor = std::io::Cursor::new(answer);
     let r = read_response(&mut cursor)
         .unwrap_or_else(|| panic!("{what}: no answer: {:?}", String::from_utf8_lossy(answer)));
     assert_eq!(r.status, 413, "{what}: {}", r.text());
-    assert!(r.complete && r.text().contains("errorMessage"), "{what}: {}", r.text());
+    assert!(r.complete && r.text().contains("request body too large"), "{what}: {}", r.text());
     assert!(r.interim.is_empty(), "{what}: interim heads before the 413");
     assert_eq!(cursor.position() as usize, answer.len(), "{what}: bytes after the 413");
 }
