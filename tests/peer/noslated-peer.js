@@ -799,7 +799,20 @@ const forwarder = (() => {
     last = now;
   }, 50);
   poll.unref();
-  return { push, close: () => client.close() };
+  // Noslated's control plane starts (and listens) only once its first
+  // data-plane client is ready (base_plane_client_manager.ts _init, bounded
+  // by planeFirstConnectionTimeout).
+  const firstReady = (timeoutMs) =>
+    new Promise((resolve, reject) => {
+      const until = Date.now() + timeoutMs;
+      const check = () => {
+        if (channel.getConnectivityState(true) === grpc.connectivityState.READY) return resolve();
+        if (Date.now() > until) return reject(new Error('Timeout on waiting first plane client ready'));
+        setTimeout(check, 20);
+      };
+      check();
+    });
+  return { push, firstReady, close: () => client.close() };
 })();
 
 function hostConnectHandler(plane) {
@@ -986,6 +999,7 @@ if (opts.dp) planes.push({ plane: 'dp', sockPath: path.resolve(opts.dp), server:
 if (opts.cp) planes.push({ plane: 'cp', sockPath: path.resolve(opts.cp), server: null });
 
 async function bindAll() {
+  if (forwarder.firstReady) await forwarder.firstReady(30000);
   for (const p of planes) p.server = await bindPlane(p.plane, p.sockPath);
 }
 
