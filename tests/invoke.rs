@@ -585,3 +585,92 @@ fn trickled_body_goes_as_few_large_messages() {
         assert_eq!(end["messages"], 5, "chunked {chunked}: {end}");
     }
 }
+
+/// `x-noslate-service` goes out as `invokeService`, which the data plane
+/// resolves through its service profiles (the fixture's `--service`, as an
+/// operator would have set them): the function's answer, or Noslated's
+/// code 5 errors, named, for an unknown service or function.
+#[test]
+fn invoke_service_end_to_end() {
+    let dir = TempDir::new("service");
+    let peer = Peer::start(&dir, &["--service", "greet=echo", "--service", "ghost=no-such-function"]);
+    let fc = Fc::start(&dir, &[]);
+    fc.wait_ready();
+    let call = |service: &str, id: &str, body: &str| {
+        fc.request(
+            format!(
+                "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-service: {service}\r\nx-fc-request-id: {id}\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let r = call("greet", "svc-1", "hello service");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello service"));
+    assert_eq!(r.header("x-request-id"), Some("svc-1"));
+    let ev = peer.wait_event(Duration::from_secs(5), |e| e["ev"] == "invoke" && e["requestId"] == "svc-1").unwrap();
+    assert_eq!((ev["rpc"].as_str(), ev["name"].as_str()), (Some("invokeService"), Some("greet")));
+    for (service, message) in
+        [("ghost", "No function named no-such-function registered in this node."), ("nope", "Service not found.")]
+    {
+        let r = call(service, &format!("svc-{service}"), "x");
+        assert_eq!(r.status, 404, "{service}: {}", r.text());
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((body["errorMessage"].as_str(), body["errorCode"].as_i64()), (Some(message), Some(5)), "{body}");
+    }
+}
+
+/// A data plane that answers and ends the call before the client has sent
+/// its whole body (`early`): the answer is passed on complete, and the
+/// gateway keeps serving.
+#[test]
+fn plane_answers_before_the_upload_ends() {
+    let (_dir, _peer, fc) = stack("early", &[]);
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: early\r\ncontent-length: 1048576\r\n\r\n").unwrap();
+    s.write_all(&[b'e'; 1000]).unwrap();
+    let r = read_response(&mut s).expect("the early answer");
+    assert_eq!((r.status, r.complete, r.text().as_str()), (200, true, "early"));
+    assert_eq!(fc.invoke("echo", b"after early").text(), "after early");
+}
+
+/// A data plane whose checkHealth says unhealthy (Noslated's circuit
+/// breaker): /initialize says it is not ready and why. Invokes still go to
+/// it, and it decides: an open circuit breaker answers code 9
+/// (`circuit-breaker`), which the gateway passes on as 503.
+#[test]
+fn unhealthy_data_plane_is_not_ready() {
+    let dir = TempDir::new("unhealthy");
+    let peer = Peer::start(&dir, &["--unhealthy"]);
+    let fc = Fc::start(&dir, &[("NOSLATE_FC_READY_WAIT_MS", "1000"), HTTP_MAY_CHOOSE]);
+    let r = fc.request(
+        b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 2\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    // (The plane's own reason, "Circuit Breaker Enabled", is not passed on.)
+    assert!(r.text().contains("dp-0.sock") && r.text().contains("unhealthy"), "names the cause: {}", r.text());
+    assert!(peer.events().iter().any(|e| e["ev"] == "checkHealth" && e["plane"] == "dp"));
+    let r = fc.request(
+        b"POST /f HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: circuit-breaker\r\ncontent-length: 1\r\n\r\nx",
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["errorMessage"], "System circuit breaker opened.", "{body}");
+}
+
+/// In the window where the control plane said `set: true` but the data
+/// plane does not know the function yet (code 5), the first invoke, sent
+/// right after /initialize, is still served: not one error comes back.
+#[test]
+fn first_invoke_in_the_profile_window_is_served() {
+    let dir = TempDir::new("window");
+    let peer = Peer::start_with(PeerKind::Node, &dir, &[], &["--profile-delay", "500"]);
+    let fc = Fc::start(&dir, &[]);
+    fc.wait_ready();
+    let known = peer.events().iter().any(|e| e["ev"] == "profiles-applied" && e["forwarded"] == true);
+    let served = support::until_served("first invoke in the window", Duration::from_secs(10), &[], |n| {
+        support::echo_attempt(&fc, &format!("window-{n}"))
+    });
+    eprintln!("the data plane knew echo at /initialize: {known}; served after {:?}", served.took);
+    assert!(peer.events().iter().any(|e| e["ev"] == "invoke" && e["name"] == "echo"));
+}

@@ -226,7 +226,10 @@ content-length: 5\r\n\r\nhello";
     // The worker's exit is reported, not waited out: not the 504 of the
     // 10 s deadline, and well before it (generous for a loaded machine).
     assert!(matches!(r.status, 502 | 503), "crash before the head: {} {}\n{}", r.status, r.text(), logs());
-    assert!(took < Duration::from_secs(8), "crash before the head answered after {took:?}: the deadline, not the crash");
+    assert!(
+        took < Duration::from_secs(8),
+        "crash before the head answered after {took:?}: the deadline, not the crash"
+    );
     assert_eq!(r.header("x-fc-status"), Some("404"));
     assert!(r.text().contains("errorMessage"), "a JSON error: {}", r.text());
     // A worker that exits mid-response: the response is cut, never completed.
@@ -278,10 +281,11 @@ fn real_stack_with_planes_started_apart_survives_a_data_plane_restart() {
     planes.dp = Planes::start_data_plane(&run);
     // Every try is judged: until the first success only "no data plane
     // yet" may come; a stale, misrouted or any other answer fails.
-    let served = support::until_served("real stack: data plane restarted", Duration::from_secs(60), &["NoDataPlane"], |n| {
-        std::thread::sleep(Duration::from_millis(100));
-        support::echo_attempt(&fc, &format!("after-restart-{n}"))
-    });
+    let served =
+        support::until_served("real stack: data plane restarted", Duration::from_secs(60), &["NoDataPlane"], |n| {
+            std::thread::sleep(Duration::from_millis(100));
+            support::echo_attempt(&fc, &format!("after-restart-{n}"))
+        });
     let body = body_of(3 << 20, 9);
     let r = invoke(&fc, "echo", "", &body);
     assert!(r.status == 200 && r.body == body, "echo after restart: {} ({served:?})", r.status);
@@ -453,12 +457,9 @@ fn real_stack_warm_up_makes_initialize_wait_for_the_worker() {
     let code = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real/functions");
     for name in ["echo", "inspect"] {
         let dir = code.join(name).display().to_string();
-        let of_it = workers.iter().filter(|(_, t)| t.contains(&format!("{dir}\0")) || t.contains(&format!("{dir}/"))).count();
-        assert!(
-            of_it >= 1,
-            "no warm worker of {name} under turf at /initialize: {workers:?}\n{}",
-            real.run.logs()
-        );
+        let of_it =
+            workers.iter().filter(|(_, t)| t.contains(&format!("{dir}\0")) || t.contains(&format!("{dir}/"))).count();
+        assert!(of_it >= 1, "no warm worker of {name} under turf at /initialize: {workers:?}\n{}", real.run.logs());
     }
     let r = invoke(&real.fc, "echo", "", b"warm");
     assert_eq!((r.status, r.text().as_str()), (200, "warm"));
