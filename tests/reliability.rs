@@ -1282,8 +1282,10 @@ fn idle_connections_close_after_the_idle_timeout() {
         busy_took.as_millis()
     );
     assert!(idle_out.is_empty() && busy_out.is_empty(), "idle connections close silently");
-    assert!(idle_took >= Duration::from_millis(400) && idle_took < Duration::from_millis(1500), "{idle_took:?}");
-    assert!(busy_took >= Duration::from_millis(400) && busy_took < Duration::from_millis(1500), "{busy_took:?}");
+    // Not before the 600 ms timeout; and by it, not the 600 s default (a
+    // generous bound for 2 loaded cores).
+    assert!(idle_took >= Duration::from_millis(400) && idle_took < Duration::from_secs(10), "{idle_took:?}");
+    assert!(busy_took >= Duration::from_millis(400) && busy_took < Duration::from_secs(10), "{busy_took:?}");
 }
 
 /// Open a connection and make it do one hook request (so it is surely held).
@@ -1372,7 +1374,7 @@ fn connection_cap_refuses_with_503_and_recovers() {
     // The server sees the 16 closes on its next loop turns: allow it a moment.
     let start = Instant::now();
     while held_connection(low.port).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(3), "no connection accepted after closing the others");
+        assert!(start.elapsed() < Duration::from_secs(10), "no connection accepted after closing the others");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(alive(&mut low));
