@@ -18,8 +18,10 @@ use support::{read_response, Fc, Peer, TempDir};
 
 const SIGCONT: i32 = 18;
 const SIGSTOP: i32 = 19;
-const IDLE_MS: u64 = 500;
-const STOP_MS: u64 = 1500;
+/// Long enough that the test's own warm-up on 2 loaded cores never idles a
+/// connection out before the freeze (500 ms did, at load 25).
+const IDLE_MS: u64 = 2000;
+const STOP_MS: u64 = 3 * IDLE_MS;
 /// Connections that write a request while everything is stopped.
 const DURING: usize = 4;
 /// Connections that stay idle through the stop and write right after it.

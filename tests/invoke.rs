@@ -193,12 +193,13 @@ fn errors_map_to_statuses() {
         }
     }
     // An error before the head leaves the call open (the data plane never
-    // ends it): each of those streams must be cancelled by us, not leaked.
-    // (A retried attempt of one request shows its id again: a set.)
+    // ends it): each of those streams must be cancelled by us (RST_STREAM:
+    // reason "cancelled"), not leaked until the gRPC deadline expires it
+    // (reason "deadline"). (A retried attempt shows its id again: a set.)
     let cancelled = |events: &[serde_json::Value]| -> Vec<String> {
         let mut ids: Vec<String> = events
             .iter()
-            .filter(|e| e["ev"] == "cancelled")
+            .filter(|e| e["ev"] == "cancelled" && e["reason"] == "cancelled")
             .filter_map(|e| e["requestId"].as_str().map(str::to_string))
             .collect();
         ids.sort();
