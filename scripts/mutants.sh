@@ -26,7 +26,7 @@ for f in "${files[@]}"; do
   status=0
   cargo mutants -f "$f" --timeout "${MUTANTS_TIMEOUT:-120}" --jobs "${MUTANTS_JOBS:-1}" \
     --copy-target=true --no-shuffle --output "$dir" -- --lib || status=$?
-  grep -hE '^(MISSED|TIMEOUT)' "$dir/mutants.out/outcomes.json" 2>/dev/null || true
+  cat "$dir/mutants.out/missed.txt" "$dir/mutants.out/timeout.txt" 2>/dev/null || true
   for kind in missed timeout caught unviable; do
     [ -f "$dir/mutants.out/$kind.txt" ] && printf '%s %s: %s\n' "$f" "$kind" "$(wc -l <"$dir/mutants.out/$kind.txt")"
   done
