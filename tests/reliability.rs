@@ -533,81 +533,90 @@ fn peer_killed_between_requests_then_restarted_serves_again_promptly() {
 // ------------------------------------------------- one plane down, the other up
 
 /// Echo invokes on fresh connections until `stop`, each judged; returns
-/// how many were served and every other answer.
+/// how many were served, the transient errors named in `allowed` by name,
+/// and every other answer.
+type Steady = (u64, Vec<(String, usize)>, Vec<String>);
+
 fn steady_client(
-    fc_port: u16,
+    port: u16,
     tag: &'static str,
+    allowed: &'static [&'static str],
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u64, Vec<String>)> {
+) -> std::thread::JoinHandle<Steady> {
     std::thread::spawn(move || {
         let mut served = 0;
+        let mut transient: Vec<(String, usize)> = Vec::new();
         let mut other = Vec::new();
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) && n < 20_000 {
             n += 1;
-            match support::echo_attempt_at(fc_port, &format!("{tag}-{n}")) {
+            match support::echo_attempt_at(port, &format!("{tag}-{n}")) {
                 support::Attempt::Served => served += 1,
+                support::Attempt::Transient(name) if allowed.contains(&name.as_str()) => {
+                    match transient.iter_mut().find(|(k, _)| *k == name) {
+                        Some((_, c)) => *c += 1,
+                        None => transient.push((name, 1)),
+                    }
+                }
                 wrong => other.push(format!("{tag}-{n}: {wrong:?}")),
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        (served, other)
+        (served, transient, other)
     })
 }
 
+/// The control plane dies with the data plane up, and a new one comes (it
+/// knows no profile and forwards that empty list to the data plane, as
+/// Noslated's does). By design (src/server/LIFECYCLE.md, "Function
+/// readiness") invokes of the profiles' functions wait for the profiles to
+/// be in force again and, past the readiness wait, get `NotReady` naming
+/// the control plane; none may ever get the data plane's "No function named
+/// … registered" (issue #19), nor any other answer.
 #[test]
-fn control_plane_down_data_plane_up_keeps_serving_and_a_new_one_gets_the_profiles() {
+fn control_plane_down_data_plane_up_then_a_new_one_gets_the_profiles() {
     let _serial = serial();
-    let (_dir, mut peer, mut fc) = stack("cp-down", &[]);
+    let (_dir, mut peer, mut fc) = stack("cp-down", &[("NOSLATE_FC_READY_WAIT_MS", "1000")]);
     serve_again(&fc, "cp-down: first invoke", &[]);
     let pushes =
         |peer: &Peer| peer.events().iter().filter(|e| e["ev"] == "setFunctionProfile" && e["plane"] == "cp").count();
     assert_eq!(pushes(&peer), 1);
     let stop = Arc::new(AtomicBool::new(false));
-    let client = steady_client(fc.port, "cp-down", stop.clone());
+    let client = steady_client(fc.port, "cp-down", &["NotReady"], stop.clone());
     std::thread::sleep(Duration::from_millis(300));
-    // The control plane dies; the data plane keeps serving what it knows.
     peer.kill_cp();
-    std::thread::sleep(Duration::from_millis(1500));
-    for n in 0..20 {
-        match support::echo_attempt(&fc, &format!("cp-down-alone-{n}")) {
-            support::Attempt::Served => {}
-            other => panic!("with the control plane down, invoke {n}: {other:?}"),
+    // Control plane down, data plane up: a clear NotReady, never code 5.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut not_ready = 0;
+    while not_ready < 3 {
+        assert!(Instant::now() < until, "no NotReady while the control plane is down");
+        let r = fc.invoke("echo", b"cp down");
+        match support::error_key(&r).as_deref() {
+            Some("NotReady") => {
+                assert!(r.text().contains("cp-0.sock"), "names the control plane: {}", r.text());
+                not_ready += 1;
+            }
+            // Sent before noslate-fc saw the control plane go.
+            None if r.status == 200 && r.text() == "cp down" && not_ready == 0 => {}
+            other => panic!("with the control plane down: {other:?} {} {}", r.status, r.text()),
         }
     }
-    // A new control plane knows no profile and forwards that empty list to
-    // the data plane (Noslated does); noslate-fc pushes its profiles again.
+    assert!(peer.proc.state().is_some_and(|s| s != 'Z'), "the data plane must still run");
     peer.restart_cp();
     let start = Instant::now();
     while pushes(&peer) < 2 {
         assert!(start.elapsed() < Duration::from_secs(10), "profiles not pushed to the new control plane");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Until the data plane has them again, and a while after.
-    let applied = |peer: &Peer| {
-        peer.events()
-            .iter()
-            .filter(|e| {
-                e["ev"] == "profiles-applied" && e["names"].as_array().is_some_and(|n| n.iter().any(|n| n == "echo"))
-            })
-            .count()
-    };
-    let start = Instant::now();
-    while applied(&peer) < 2 {
-        assert!(start.elapsed() < Duration::from_secs(10), "the new control plane never forwarded the profiles");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    serve_again(&fc, "cp-down: a new control plane", &["NotReady"]);
+    std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let (served, other) = client.join().unwrap();
-    eprintln!("control plane down and back: {served} invokes served, {} other answers", other.len());
-    // No invoke of a function in the profiles may see the window in which
-    // the data plane does not know it (issue #19), nor any other error.
+    let (served, transient, other) = client.join().unwrap();
+    eprintln!("control plane down and back: {served} invokes served, {transient:?}, {} other answers", other.len());
     assert!(
         other.is_empty(),
-        "{} of {} invokes not served: {:?}",
+        "{} answers neither served nor NotReady: {:?}",
         other.len(),
-        served as usize + other.len(),
         &other[..other.len().min(5)]
     );
     assert!(served > 0);
