@@ -321,6 +321,14 @@ mod tests {
     use super::samples::{self, hex, ERROR, HEAD};
     use super::*;
 
+    /// These texts reach logs and error answers: each names its cause.
+    #[test]
+    fn splice_errors_name_their_cause() {
+        assert_eq!(SpliceError::Compressed.to_string(), "compressed response message (we never accept compression)");
+        assert_eq!(SpliceError::TooLarge(7).to_string(), "response message of 7 bytes exceeds the buffering limit");
+        assert_eq!(SpliceError::BadStatus(99).to_string(), "function returned invalid HTTP status 99");
+    }
+
     fn run(stream: &[u8], split: usize) -> (Vec<u8>, Vec<Piece>) {
         let mut d = ResponseDecoder::default();
         let mut body = Vec::new();

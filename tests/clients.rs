@@ -33,6 +33,13 @@ fn start_fc(dir: &TempDir, env: &[(&str, &str)]) -> Fc {
         .env("SERVER_PORT", "0")
         .env("NOSLATE_FC_LISTEN", "127.0.0.1")
         .env("NOSLATE_FC_SOCK_DIR", dir.socks());
+    // The fixture serves only registered functions, as Noslated does: the
+    // tests' ones and the clients' 3 MiB + 5 download.
+    let profiles = dir.path().join("clients-profiles.json");
+    let big = format!("big-{}", 3 * 1024 * 1024 + 5);
+    let names: Vec<&str> = support::FIXTURE_FUNCTIONS.iter().copied().chain([big.as_str()]).collect();
+    std::fs::write(&profiles, support::profiles_json(&names)).unwrap();
+    cmd.env("NOSLATE_FUNCTION_PROFILES", &profiles);
     for (k, v) in env {
         cmd.env(k, v);
     }

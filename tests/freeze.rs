@@ -18,8 +18,10 @@ use support::{read_response, Fc, Peer, TempDir};
 
 const SIGCONT: i32 = 18;
 const SIGSTOP: i32 = 19;
-const IDLE_MS: u64 = 500;
-const STOP_MS: u64 = 1500;
+/// Long enough that the test's own warm-up on 2 loaded cores never idles a
+/// connection out before the freeze (500 ms did, at load 25).
+const IDLE_MS: u64 = 2000;
+const STOP_MS: u64 = 3 * IDLE_MS;
 /// Connections that write a request while everything is stopped.
 const DURING: usize = 4;
 /// Connections that stay idle through the stop and write right after it.
@@ -78,11 +80,21 @@ fn cycle(fc: &Fc, peer: &Peer, tag: &str, pre_freeze: bool) -> Vec<String> {
     peer.proc.signal(SIGSTOP);
     fc.proc.signal(SIGSTOP);
     let stopped = Instant::now();
+    // Really stopped (state T in /proc), or the test would judge nothing.
+    for (name, proc) in [("data plane", &peer.proc), ("noslate-fc", &fc.proc)] {
+        let until = Instant::now() + Duration::from_secs(10);
+        while proc.state() != Some('T') && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(proc.state(), Some('T'), "{tag}: {name} not stopped by SIGSTOP");
+    }
     std::thread::sleep(Duration::from_millis(STOP_MS / 3));
     for (i, s) in during.iter_mut().enumerate() {
         s.write_all(&echo_request(&format!("{tag}-during-{i}"))).unwrap();
     }
     std::thread::sleep(Duration::from_millis(STOP_MS).saturating_sub(stopped.elapsed()));
+    // Still stopped for the whole freeze.
+    assert_eq!((peer.proc.state(), fc.proc.state()), (Some('T'), Some('T')), "{tag}: woke up during the freeze");
     fc.proc.signal(SIGCONT);
     peer.proc.signal(SIGCONT);
     for (i, s) in during.iter_mut().enumerate() {

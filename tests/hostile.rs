@@ -63,10 +63,13 @@ struct Case {
     expect: Expect,
     /// The fixture must record this request id as cancelled.
     cancelled: Option<String>,
+    /// The raw interim (1xx) heads the first response must come after; every
+    /// other response must come with none.
+    interim: Vec<&'static [u8]>,
 }
 
 fn case(name: &str, steps: Vec<Step>, expect: Expect) -> Case {
-    Case { name: name.to_string(), steps, expect, cancelled: None }
+    Case { name: name.to_string(), steps, expect, cancelled: None, interim: Vec::new() }
 }
 
 /// A refused request: one answer with `status`, then close; the valid
@@ -463,6 +466,7 @@ fn cases() -> Vec<Case> {
         ],
         Expect::Responses(vec![(200, Some(b"body".to_vec()))]),
     ));
+    v.last_mut().unwrap().interim = vec![b"HTTP/1.1 100 Continue\r\n\r\n"];
 
     // ---- Half-closed sockets (shutdown(Write) from the client).
     v.push(case(
@@ -577,6 +581,19 @@ fn run_case(port: u16, case: &Case) -> Result<(), String> {
                 let shown: Vec<String> =
                     responses.iter().take(5).map(|r| format!("{} {}", r.status, r.text())).collect();
                 return Err(format!("statuses {got:?} (first: {shown:?}), want {want_statuses:?}"));
+            }
+            for (i, r) in responses.iter().enumerate() {
+                let want_interim: &[&[u8]] = if i == 0 { &case.interim } else { &[] };
+                if r.interim.iter().map(Vec::as_slice).ne(want_interim.iter().copied()) {
+                    let shown = |hs: &mut dyn Iterator<Item = &[u8]>| -> Vec<String> {
+                        hs.map(|h| String::from_utf8_lossy(h).into_owned()).collect()
+                    };
+                    return Err(format!(
+                        "response {i}: interim heads {:?}, want {:?}",
+                        shown(&mut r.interim.iter().map(Vec::as_slice)),
+                        shown(&mut want_interim.iter().copied())
+                    ));
+                }
             }
             for (i, (r, (_, body))) in responses.iter().zip(want).enumerate() {
                 if let Some(body) = body {

@@ -169,9 +169,16 @@ fn expect_continue_without_plane_gets_final_status() {
     let mut s = fc.connect();
     s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: f\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
         .unwrap();
-    // No data plane: a final answer instead of 100 Continue.
+    // No data plane: a final answer instead of 100 Continue (an interim
+    // answer would invite a body that is never read).
     let r = read_response(&mut s).unwrap();
-    assert_eq!(r.status, 404);
+    assert!(
+        r.interim.is_empty(),
+        "interim answers: {:?}",
+        r.interim.iter().map(|h| String::from_utf8_lossy(h)).collect::<Vec<_>>()
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("NoDataPlane"), "{}", r.text());
 }
 
 #[test]
@@ -205,31 +212,74 @@ fn pipelining_flood_from_a_client_that_does_not_read_is_bounded() {
     let fc = fc(&dir);
     let mut s = fc.connect();
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    // Write up to 20,000 pipelined requests without reading a single answer:
-    // the server stops reading once its answers pile up, so the writes stall.
+    // Write 200,000 pipelined requests (5.8 MB) without reading a single
+    // answer: the server must stop reading once its answers pile up (the
+    // kernel buffers them for us up to our receive buffer and its send
+    // buffer), so the rest stays unread in its socket's receive queue.
     let one = b"GET /pre-freeze HTTP/1.1\r\n\r\n";
-    let mut written = 0;
-    for _ in 0..20_000 {
-        if s.write_all(one).is_err() {
-            break;
+    let batch = one.repeat(1000);
+    let mut sent = 0usize;
+    'flood: for _ in 0..200 {
+        let mut off = 0;
+        while off < batch.len() {
+            match s.write(&batch[off..]) {
+                Ok(n) => {
+                    off += n;
+                    sent += n;
+                }
+                Err(_) => break 'flood, // stalled for 5 s: fine, that is backpressure too
+            }
         }
-        written += 1;
     }
+    let written = sent / one.len();
+    let ours = s.local_addr().unwrap().port();
+    // The server stopped reading: its receive queue for this connection is
+    // not empty, and does not drain while we wait (a server that kept
+    // reading would empty it).
+    let before = server_recv_queue(fc.port, ours).expect("the connection in /proc/net/tcp");
+    std::thread::sleep(Duration::from_secs(1));
+    let after = server_recv_queue(fc.port, ours).expect("the connection in /proc/net/tcp");
+    assert!(before > 0 && after == before, "server receive queue {before} → {after} bytes: it kept reading");
     let rss = fc.proc.rss_kib();
     assert!(rss < 16 * 1024, "RSS {rss} KiB after {written} unread pipelined requests");
     // A well-behaved client is served meanwhile.
     assert_eq!(fc.request(b"GET /pre-freeze HTTP/1.1\r\n\r\n").status, 200);
-    // And the flooder gets every answer, in order, once it reads.
-    let mut answered = 0;
+    // And the flooder gets every answer once it reads (all alike: counted
+    // in big reads, until 5 s of silence).
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    while answered < written {
-        match read_response(&mut s) {
-            Some(r) => {
-                assert_eq!(r.status, 200);
-                answered += 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut tail = Vec::new();
+    let mut answered = 0;
+    loop {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                answered += tail.windows(9).filter(|w| *w == b"HTTP/1.1 ").count();
+                let keep = tail.len().min(8);
+                tail.drain(..tail.len() - keep);
             }
-            None => break,
+        }
+        if answered >= written {
+            break;
         }
     }
+    eprintln!("flood: {written} requests written; server receive queue held {before} bytes; {answered} answers");
     assert_eq!(answered, written);
+}
+
+/// Bytes waiting unread in the server's receive queue of the loopback
+/// connection server port → client port (/proc/net/tcp, IPv4).
+fn server_recv_queue(server: u16, client: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{server:04X}");
+    let remote = format!(":{client:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 4 && f[1].ends_with(&local) && f[2].ends_with(&remote) {
+            u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok()
+        } else {
+            None
+        }
+    })
 }

@@ -155,28 +155,63 @@ fn function_status_and_headers_pass_through() {
 #[test]
 fn errors_map_to_statuses() {
     let (_dir, peer, fc) = stack("errors", &[("NOSLATE_FC_TIMEOUT_MS", "1500"), HTTP_MAY_CHOOSE]);
-    let cases: &[(&str, u16, u16)] = &[
-        ("not-found", 404, 404),
-        ("rate-limit", 404, 429),
-        ("no-worker", 404, 503),
-        ("queue-timeout", 404, 504),
-        ("error-before-head", 404, 502),
-        ("grpc-error", 404, 503),
+    // (function, event status, HTTP-trigger status, errorName, left open by the plane)
+    let cases: &[(&str, u16, u16, &str, bool)] = &[
+        ("not-found", 404, 404, "Error", true),
+        ("rate-limit", 404, 429, "Error", true),
+        ("no-worker", 404, 503, "Error", true),
+        ("queue-timeout", 404, 504, "Error", true),
+        ("error-before-head", 404, 502, "NoslatedError", true),
+        ("head-timeout", 404, 504, "NoslatedError", true),
+        ("circuit-breaker", 404, 503, "Error", true),
+        ("grpc-error", 404, 503, "", false),
     ];
-    for (function, event_status, http_status) in cases {
-        let r = fc.invoke(function, b"x");
+    let mut left_open = Vec::new();
+    for (function, event_status, http_status, error_name, open) in cases {
+        let id = format!("err-{function}-event");
+        let raw = format!(
+            "POST /invoke HTTP/1.1\r\nx-noslate-function: {function}\r\nx-fc-request-id: {id}\r\ncontent-length: 1\r\n\r\nx"
+        );
+        let r = fc.request(raw.as_bytes());
         assert_eq!(r.status, *event_status, "{function}: {}", r.text());
         assert_eq!(r.header("x-fc-status"), Some("404"));
-        assert!(r.text().contains("errorMessage"), "{function}: {}", r.text());
+        let body: serde_json::Value =
+            serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{function}: {e}: {}", r.text()));
+        assert!(body["errorMessage"].as_str().is_some_and(|m| !m.is_empty()), "{function}: {body}");
+        if !error_name.is_empty() {
+            assert_eq!(body["errorName"], *error_name, "{function}: {body}");
+        }
         assert!(!r.text().contains("stack"), "no stack by default");
+        let http_id = format!("err-{function}-http");
         let raw = format!(
-            "POST /f HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: {function}\r\ncontent-length: 1\r\n\r\nx"
+            "POST /f HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: {function}\r\nx-fc-request-id: {http_id}\r\ncontent-length: 1\r\n\r\nx"
         );
         let r = fc.request(raw.as_bytes());
         assert_eq!(r.status, *http_status, "{function} (http): {}", r.text());
+        if *open {
+            left_open.extend([id, http_id]);
+        }
     }
-    // Error before head: the stream is cancelled by us (the data plane never ends it).
-    assert!(peer.wait_event(Duration::from_secs(5), |e| e["ev"] == "cancelled").is_some(), "no cancellation seen");
+    // An error before the head leaves the call open (the data plane never
+    // ends it): each of those streams must be cancelled by us (RST_STREAM:
+    // reason "cancelled"), not leaked until the gRPC deadline expires it
+    // (reason "deadline"). (A retried attempt shows its id again: a set.)
+    let cancelled = |events: &[serde_json::Value]| -> Vec<String> {
+        let mut ids: Vec<String> = events
+            .iter()
+            .filter(|e| e["ev"] == "cancelled" && e["reason"] == "cancelled")
+            .filter_map(|e| e["requestId"].as_str().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    left_open.sort();
+    let start = Instant::now();
+    while cancelled(&peer.events()) != left_open && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cancelled(&peer.events()), left_open, "every stream left open is cancelled, and only those");
 }
 
 #[test]
@@ -195,7 +230,8 @@ fn deadline_gives_504_and_cancels_upstream() {
     let start = Instant::now();
     let r = fc.request(b"GET /slow HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: never\r\n\r\n");
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(start.elapsed() < Duration::from_secs(3));
+    // The 300 ms deadline, not the 10 s default (generous for a loaded machine).
+    assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
     assert!(peer.wait_event(Duration::from_secs(5), |e| e["ev"] == "cancelled").is_some());
 }
 
@@ -304,11 +340,11 @@ fn slow_client_big_response_keeps_rss_bounded() {
     let mut first = [0u8; 4096];
     s.read_exact(&mut first).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // The slow reader reads nothing more until these are done: an invoke
+    // that waited for it would never be answered (the 30 s read timeout).
     for i in 0..20 {
-        let start = Instant::now();
         let r = fc.invoke("echo", format!("other-{i}").as_bytes());
         assert_eq!(r.text(), format!("other-{i}"));
-        assert!(start.elapsed() < Duration::from_secs(2), "other invokes must not wait for the slow one");
     }
     let r = read_response_rest(&mut s, &first);
     assert!(r.complete);
@@ -332,19 +368,15 @@ fn data_plane_killed_mid_stream_gives_502_then_recovers() {
     let r = fc.invoke("crash", b"x");
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(r.text().contains("DataPlaneLost") || r.text().contains("data plane"), "{}", r.text());
-    drop(peer);
-    // Restart: served again soon after the socket reappears.
-    let _peer = Peer::start(&dir, &[]);
-    let start = Instant::now();
-    loop {
-        let r = fc.invoke("echo", b"back");
-        if r.status == 200 {
-            assert_eq!(r.text(), "back");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "not recovered: {}", r.text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The crash took the data plane process down; a new one starts on the
+    // same socket (the control plane lives on and re-sends the profiles).
+    let mut peer = peer;
+    peer.restart_dp();
+    // Every answer until the first success must be "no data plane yet";
+    // a stale, misrouted or other answer fails.
+    support::until_served("after the data plane restart", Duration::from_secs(10), &["NoDataPlane"], |n| {
+        support::echo_attempt(&fc, &format!("recover-{n}"))
+    });
 }
 
 #[test]
@@ -392,12 +424,12 @@ fn slow_reader_does_not_block_others_when_plane_ignores_backpressure() {
     let mut first = [0u8; 4096];
     s.read_exact(&mut first).unwrap();
     std::thread::sleep(Duration::from_millis(500));
+    // The slow reader reads nothing more until these are done: an invoke
+    // that waited for it would never be answered (the 30 s read timeout).
     for i in 0..20 {
-        let start = Instant::now();
         let r = fc.invoke("echo", format!("other-{i}").as_bytes());
         assert_eq!(r.status, 200, "other invoke {i} failed: {}", r.text());
         assert_eq!(r.text(), format!("other-{i}"));
-        assert!(start.elapsed() < Duration::from_secs(2), "other invokes must not wait for the slow one");
     }
     let r = read_response_rest(&mut s, &first);
     assert!(r.complete);
@@ -553,4 +585,93 @@ fn trickled_body_goes_as_few_large_messages() {
         // Head + 64 + 64 + 64 + 8 KiB; chunked: head + (64 + 36) × 2.
         assert_eq!(end["messages"], 5, "chunked {chunked}: {end}");
     }
+}
+
+/// `x-noslate-service` goes out as `invokeService`, which the data plane
+/// resolves through its service profiles (the fixture's `--service`, as an
+/// operator would have set them): the function's answer, or Noslated's
+/// code 5 errors, named, for an unknown service or function.
+#[test]
+fn invoke_service_end_to_end() {
+    let dir = TempDir::new("service");
+    let peer = Peer::start(&dir, &["--service", "greet=echo", "--service", "ghost=no-such-function"]);
+    let fc = Fc::start(&dir, &[]);
+    fc.wait_ready();
+    let call = |service: &str, id: &str, body: &str| {
+        fc.request(
+            format!(
+                "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-service: {service}\r\nx-fc-request-id: {id}\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let r = call("greet", "svc-1", "hello service");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello service"));
+    assert_eq!(r.header("x-request-id"), Some("svc-1"));
+    let ev = peer.wait_event(Duration::from_secs(5), |e| e["ev"] == "invoke" && e["requestId"] == "svc-1").unwrap();
+    assert_eq!((ev["rpc"].as_str(), ev["name"].as_str()), (Some("invokeService"), Some("greet")));
+    for (service, message) in
+        [("ghost", "No function named no-such-function registered in this node."), ("nope", "Service not found.")]
+    {
+        let r = call(service, &format!("svc-{service}"), "x");
+        assert_eq!(r.status, 404, "{service}: {}", r.text());
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((body["errorMessage"].as_str(), body["errorCode"].as_i64()), (Some(message), Some(5)), "{body}");
+    }
+}
+
+/// A data plane that answers and ends the call before the client has sent
+/// its whole body (`early`): the answer is passed on complete, and the
+/// gateway keeps serving.
+#[test]
+fn plane_answers_before_the_upload_ends() {
+    let (_dir, _peer, fc) = stack("early", &[]);
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nx-noslate-function: early\r\ncontent-length: 1048576\r\n\r\n").unwrap();
+    s.write_all(&[b'e'; 1000]).unwrap();
+    let r = read_response(&mut s).expect("the early answer");
+    assert_eq!((r.status, r.complete, r.text().as_str()), (200, true, "early"));
+    assert_eq!(fc.invoke("echo", b"after early").text(), "after early");
+}
+
+/// A data plane whose checkHealth says unhealthy (Noslated's circuit
+/// breaker): /initialize says it is not ready and why. Invokes still go to
+/// it, and it decides: an open circuit breaker answers code 9
+/// (`circuit-breaker`), which the gateway passes on as 503.
+#[test]
+fn unhealthy_data_plane_is_not_ready() {
+    let dir = TempDir::new("unhealthy");
+    let peer = Peer::start(&dir, &["--unhealthy"]);
+    let fc = Fc::start(&dir, &[("NOSLATE_FC_READY_WAIT_MS", "1000"), HTTP_MAY_CHOOSE]);
+    let r = fc.request(
+        b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 2\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    // (The plane's own reason, "Circuit Breaker Enabled", is not passed on.)
+    assert!(r.text().contains("dp-0.sock") && r.text().contains("unhealthy"), "names the cause: {}", r.text());
+    assert!(peer.events().iter().any(|e| e["ev"] == "checkHealth" && e["plane"] == "dp"));
+    let r = fc.request(
+        b"POST /f HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\nx-noslate-function: circuit-breaker\r\ncontent-length: 1\r\n\r\nx",
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["errorMessage"], "System circuit breaker opened.", "{body}");
+}
+
+/// In the window where the control plane said `set: true` but the data
+/// plane does not know the function yet (code 5), the first invoke, sent
+/// right after /initialize, is still served: not one error comes back.
+#[test]
+fn first_invoke_in_the_profile_window_is_served() {
+    let dir = TempDir::new("window");
+    let peer = Peer::start_with(PeerKind::Node, &dir, &[], &["--profile-delay", "500"]);
+    let fc = Fc::start(&dir, &[]);
+    fc.wait_ready();
+    let known = peer.events().iter().any(|e| e["ev"] == "profiles-applied" && e["forwarded"] == true);
+    let served = support::until_served("first invoke in the window", Duration::from_secs(10), &[], |n| {
+        support::echo_attempt(&fc, &format!("window-{n}"))
+    });
+    eprintln!("the data plane knew echo at /initialize: {known}; served after {:?}", served.took);
+    assert!(peer.events().iter().any(|e| e["ev"] == "invoke" && e["name"] == "echo"));
 }

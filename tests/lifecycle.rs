@@ -33,6 +33,11 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// How long a test waits for an event that should come promptly (a child
+/// dying, an exit): generous, because 2 loaded cores can stall a process for
+/// seconds. Tests wait for the event; they never assert a tight time.
+const PROMPTLY: Duration = Duration::from_secs(10);
+
 fn wait_dead(pid: u32, limit: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -217,7 +222,7 @@ fn children_start_in_order_and_log_to_logdir() {
     fc.proc.signal(15);
     let status = fc.proc.wait_exit(Duration::from_secs(10)).expect("exit after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
-    stack.children.assert_all_dead(Duration::from_secs(1));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 /// The defaults: `$NOSLATE_BIN/turf -D -f`, `$NOSLATE_BIN/node $NOSLATE_BIN/data_plane`
@@ -235,8 +240,10 @@ fn default_commands_from_noslate_bin() {
     let peer = support::peer_dir().join("noslated-peer.js");
     for (script, kind) in [("data_plane", "dp"), ("control_plane", "cp")] {
         let js = format!(
-            "const sock = process.env.NOSLATED_WORKDIR + '/socks/{kind}-' + process.env.NOSLATED_PLANE_ID + '.sock';\n\
+            "const socks = process.env.NOSLATED_WORKDIR + '/socks/';\n\
+             const sock = socks + '{kind}-' + process.env.NOSLATED_PLANE_ID + '.sock';\n\
              process.argv.splice(2, 0, '--{kind}', sock);\n\
+             if ('{kind}' === 'cp') process.argv.push('--forward-dp', socks + 'dp-' + process.env.NOSLATED_PLANE_ID + '.sock');\n\
              require({peer:?});\n",
             peer = peer.display().to_string()
         );
@@ -254,23 +261,23 @@ fn default_commands_from_noslate_bin() {
     assert!(std::fs::read_to_string(logs.join("control_plane_out.log")).unwrap().contains("READY"));
     drop(fc);
     // noslate-fc was SIGKILLed: PR_SET_PDEATHSIG takes its children with it.
-    children.assert_all_dead(Duration::from_secs(2));
+    children.assert_all_dead(PROMPTLY);
 }
 
 #[test]
-fn a_child_that_exits_stops_the_others_within_a_second() {
+fn a_child_that_exits_stops_the_others() {
     let stack = Stack::start("crash", &[]);
     stack.fc.wait_ready();
     let dp = stack.children.pid("data_plane");
     let mut fc = stack.fc;
     let start = Instant::now();
     kill(dp, "KILL");
-    let status = fc.proc.wait_exit(Duration::from_secs(1)).expect("noslate-fc still running 1 s after a child died");
+    let status = fc.proc.wait_exit(PROMPTLY).expect("noslate-fc still running 10 s after a child died");
     eprintln!("exited {:?} after the data plane died", start.elapsed());
     assert_ne!(status.code(), Some(0), "must exit non-zero");
     let stderr = fc.proc.stderr_text();
     assert!(stderr.contains(&format!("data_plane (pid {dp}) exited unexpectedly: signal 9")), "{stderr}");
-    stack.children.assert_all_dead(Duration::from_millis(100));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 #[test]
@@ -281,7 +288,7 @@ fn turfd_exiting_on_its_own_is_reported_with_its_code() {
     assert_eq!(status.code(), Some(1));
     let stderr = fc.proc.stderr_text();
     assert!(stderr.contains("turfd (pid") && stderr.contains("exited unexpectedly: exit code 7"), "{stderr}");
-    stack.children.assert_all_dead(Duration::from_millis(100));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 #[test]
@@ -291,13 +298,13 @@ fn children_ignoring_sigterm_are_killed_after_the_grace_period() {
     let mut fc = stack.fc;
     let start = Instant::now();
     fc.proc.signal(15);
-    let status = fc.proc.wait_exit(Duration::from_secs(3)).expect("no exit after the kill grace");
+    let status = fc.proc.wait_exit(PROMPTLY).expect("no exit after the kill grace");
     let took = start.elapsed();
     assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
     assert!(took >= Duration::from_millis(250), "exited after {took:?}: turfd ignores SIGTERM");
-    let stderr = wait_for(Duration::from_secs(2), || Some(fc.proc.stderr_text()).filter(|t| t.contains("signal 9")));
+    let stderr = wait_for(PROMPTLY, || Some(fc.proc.stderr_text()).filter(|t| t.contains("signal 9")));
     assert!(stderr.is_some(), "turfd not SIGKILLed: {}", fc.proc.stderr_text());
-    stack.children.assert_all_dead(Duration::from_millis(100));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 #[test]
@@ -339,13 +346,15 @@ fn children_of(pid: u32) -> Vec<(u32, String)> {
 
 /// As PID 1 of a PID namespace (the container's ENTRYPOINT): SIGTERM is
 /// handled (the kernel drops unhandled ones for init) and orphans that get
-/// re-parented to us are reaped. Skipped where `unshare -p` is not allowed.
+/// re-parented to us are reaped. Needs `unshare -pf` (root, as `.ci/run`
+/// is on its VM): where it is not allowed the test fails, saying so.
 #[test]
 fn as_pid_1_it_handles_sigterm_and_reaps_orphans() {
-    if !Command::new("unshare").args(["-pf", "true"]).status().is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot create a PID namespace here (unshare -pf)");
-        return;
-    }
+    let probe = Command::new("unshare").args(["-pf", "true"]).output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "cannot create a PID namespace here (`unshare -pf true`: {probe:?}); this test needs root (CAP_SYS_ADMIN)"
+    );
     let dir = TempDir::new("pid1");
     let turf = format!("{} -D -f", fixture("fake-turf.sh"));
     let mut cmd = Command::new("unshare");
@@ -362,19 +371,29 @@ fn as_pid_1_it_handles_sigterm_and_reaps_orphans() {
         .stdin(std::process::Stdio::null());
     let mut fc = Fc::spawn(cmd);
     // unshare -f forks noslate-fc as PID 1 of the new namespace.
-    let init = wait_for(Duration::from_secs(2), || children_of(fc.proc.pid()).first().map(|c| c.0))
-        .expect("no noslate-fc under unshare");
+    let init =
+        wait_for(PROMPTLY, || children_of(fc.proc.pid()).first().map(|c| c.0)).expect("no noslate-fc under unshare");
     assert!(fc.proc.stderr_text().contains("started turfd (pid 2)"), "{}", fc.proc.stderr_text());
-    // The orphan (a 0.3 s sleep) exits re-parented to us: it must not stay a zombie.
-    std::thread::sleep(Duration::from_millis(800));
-    let kids = children_of(init);
-    assert_eq!(kids.len(), 1, "only turfd should be left: {kids:?}");
+    // The orphan (a 0.3 s sleep) exits re-parented to us: it must not stay
+    // a zombie. Wait (generously) until only turfd is left, and at least
+    // until the orphan was seen or its 0.3 s are surely over; a zombie would
+    // stay a child for ever.
+    let started = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    let kids = wait_for(PROMPTLY, || {
+        let kids = children_of(init);
+        seen.extend(kids.iter().map(|k| k.0));
+        let orphan_done = seen.len() > 1 || started.elapsed() > Duration::from_secs(1);
+        (orphan_done && kids.len() == 1 && kids[0].1 != "Z").then_some(kids)
+    })
+    .unwrap_or_else(|| children_of(init));
+    assert_eq!(kids.len(), 1, "only turfd should be left: {kids:?} (seen {seen:?})");
     assert!(kids.iter().all(|(_, s)| s != "Z"), "zombies: {kids:?}");
     let turfd = kids[0].0;
     kill(init, "TERM");
-    let status = fc.proc.wait_exit(Duration::from_secs(5)).expect("PID 1 ignored SIGTERM");
+    let status = fc.proc.wait_exit(PROMPTLY).expect("PID 1 ignored SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
-    assert!(wait_dead(turfd, Duration::from_secs(1)), "turfd outlived noslate-fc");
+    assert!(wait_dead(turfd, PROMPTLY), "turfd outlived noslate-fc");
 }
 
 // ---------------------------------------------------------------- draining
@@ -401,7 +420,7 @@ fn sigterm_lets_an_in_flight_invoke_finish_then_exits_0() {
     // The drain period (10 s by default) is not what ends the drain.
     let status = fc.proc.wait_exit(Duration::from_secs(3)).expect("no exit after the in-flight invoke finished");
     assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
-    stack.children.assert_all_dead(Duration::from_secs(1));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 #[test]
@@ -416,9 +435,10 @@ fn a_second_sigterm_exits_at_once() {
     assert!(fc.proc.wait_exit(Duration::from_millis(300)).is_none(), "the first SIGTERM must drain, not exit");
     let start = Instant::now();
     fc.proc.signal(15);
-    fc.proc.wait_exit(Duration::from_secs(1)).expect("the second SIGTERM did not exit at once");
+    // The drain is 30 s: an exit well before it is the second SIGTERM's.
+    fc.proc.wait_exit(PROMPTLY).expect("the second SIGTERM did not exit before the 30 s drain");
     eprintln!("second SIGTERM: exited after {:?}", start.elapsed());
-    stack.children.assert_all_dead(Duration::from_secs(1));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 #[test]
@@ -433,14 +453,15 @@ fn the_drain_period_bounds_a_stuck_invoke() {
     let p = pre_stop.join().unwrap().expect("/pre-stop got no answer");
     assert_eq!(p.status, 200, "{}", p.text());
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(2), "/pre-stop after {took:?}");
+    // Not before the 500 ms drain; and not never (a stuck invoke holds it).
+    assert!(took >= Duration::from_millis(400) && took < PROMPTLY, "/pre-stop after {took:?}");
     let mut fc = stack.fc;
     let status = fc.proc.wait_exit(Duration::from_secs(5)).expect("no exit after the drain period");
     assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
     if let Some(r) = stuck.join().unwrap() {
         assert!(!r.complete || r.status != 200, "the stuck invoke cannot have succeeded: {r:?}");
     }
-    stack.children.assert_all_dead(Duration::from_secs(1));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 #[test]
@@ -454,11 +475,11 @@ fn a_child_dying_during_the_drain_still_answers_pre_stop() {
     std::thread::sleep(Duration::from_millis(200));
     kill(stack.children.pid("turfd"), "KILL");
     let mut fc = stack.fc;
-    let status = fc.proc.wait_exit(Duration::from_secs(2)).expect("no exit after a child died");
+    let status = fc.proc.wait_exit(PROMPTLY).expect("no exit after a child died");
     assert_eq!(status.code(), Some(1), "{}", fc.proc.stderr_text());
     let p = pre_stop.join().unwrap().expect("/pre-stop got no answer");
     assert_eq!(p.status, 200, "{}", p.text());
-    stack.children.assert_all_dead(Duration::from_secs(1));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 #[test]
@@ -488,8 +509,10 @@ fn pre_stop_drains_answers_200_then_exits_0() {
     // The two answers leave in the same loop turn, so the test threads'
     // clocks cannot order them; the log markers can.
     let gap = pre_stop_done.max(invoke_done) - pre_stop_done.min(invoke_done);
+    // Well under the 10 s default drain: /pre-stop does not wait for the
+    // keep-alive connection to close.
     assert!(
-        gap < Duration::from_secs(2),
+        gap < Duration::from_secs(5),
         "/pre-stop came {gap:?} apart from the last invoke's end (the keep-alive connection is still open)"
     );
 
@@ -501,7 +524,7 @@ fn pre_stop_drains_answers_200_then_exits_0() {
     assert!(out.contains("FC PreStop Start RequestId: ps-1"), "{out}");
     assert_eq!(out.matches("FC Invoke End").count(), 2, "{out}");
     assert!(out.rfind("FC Invoke End").unwrap() < end, "/pre-stop answered before the in-flight invoke ended: {out}");
-    stack.children.assert_all_dead(Duration::from_secs(1));
+    stack.children.assert_all_dead(PROMPTLY);
 }
 
 // -------------------------------------------------------------- /initialize
@@ -580,7 +603,7 @@ fn initialize_reports_a_bad_json_file() {
     assert_eq!(r.header("x-fc-status"), Some("404"));
     let why = reason(&r);
     assert!(why.contains("NOSLATE_FUNCTION_PROFILES") && why.contains("not valid JSON"), "{why}");
-    assert!(took < Duration::from_secs(2), "a bad file must not wait for the timeout ({took:?})");
+    assert!(took < Duration::from_secs(8), "a bad file must not wait for the 10 s timeout ({took:?})");
 }
 
 #[test]
@@ -609,10 +632,7 @@ fn initialize_times_out_when_no_plane_comes_up() {
     let (r, took) = initialize(&fc, 1);
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.header("x-fc-status"), Some("404"));
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
-        "x-fc-initialization-timeout: {took:?}"
-    );
+    assert!(took >= Duration::from_millis(900) && took < PROMPTLY, "x-fc-initialization-timeout: {took:?}");
     let why = reason(&r);
     assert!(why.contains("dp-0.sock") && why.contains("not ready"), "{why}");
 }
@@ -649,12 +669,13 @@ fn profiles_are_pushed_again_when_the_control_plane_restarts() {
         wait_for(Duration::from_secs(5), || (count("setPlatformEnvironmentVariables") == 1).then_some(())).is_some()
     );
 
-    // The control plane dies (socket files stay behind) and comes back.
-    let mut old = peer;
-    kill(old.proc.pid(), "KILL");
-    old.proc.wait_exit(Duration::from_secs(5)).expect("peer did not die");
-    let peer = Peer::start(&dir, &[]);
-    assert_eq!(peer.events, events);
+    // The control plane alone dies (its socket file stays behind) and comes
+    // back, knowing no profile; the data plane lives on.
+    let mut peer = peer;
+    let dp_pid = peer.proc.pid();
+    peer.restart_cp();
+    assert_eq!(peer.proc.pid(), dp_pid);
+    assert!(peer.proc.state().is_some_and(|s| s != 'Z'), "the data plane must still run");
     let repushed = wait_for(Duration::from_secs(5), || {
         read_events(&events).into_iter().filter(|e| e["ev"] == "setFunctionProfile").nth(1)
     })

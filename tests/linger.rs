@@ -105,6 +105,34 @@ fn small_unread_body_is_dropped_and_the_connection_kept() {
     }
 }
 
+/// Read everything the server sends on `s` until EOF or reset, from a
+/// thread, while the test writes.
+fn read_all_along(s: &TcpStream) -> std::thread::JoinHandle<Vec<u8>> {
+    let mut r = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    })
+}
+
+/// Exactly one answer, a 413 naming the cause, and nothing after it.
+fn assert_413(answer: &[u8], what: &str) {
+    let mut cursor = std::io::Cursor::new(answer);
+    let r = read_response(&mut cursor)
+        .unwrap_or_else(|| panic!("{what}: no answer: {:?}", String::from_utf8_lossy(answer)));
+    assert_eq!(r.status, 413, "{what}: {}", r.text());
+    assert!(r.complete && r.text().contains("request body too large"), "{what}: {}", r.text());
+    assert!(r.interim.is_empty(), "{what}: interim heads before the 413");
+    assert_eq!(cursor.position() as usize, answer.len(), "{what}: bytes after the 413");
+}
+
 /// Keep writing until the server cuts the connection; how much and how long.
 fn write_until_cut(s: &mut TcpStream, chunk: usize, pause: Duration, give_up: Duration) -> (usize, Duration) {
     let start = Instant::now();
@@ -134,21 +162,26 @@ fn client_sending_past_the_bounds_is_cut() {
         ],
     );
     fc.wait_ready();
-    // Byte bound: an endless fast upload behind a 413.
+    // Byte bound: an endless fast upload behind a 413. What the server
+    // writes is read all along (a reader thread), so the 413 is seen even
+    // though the cut resets the connection.
     let mut s = connect(fc.port);
+    let answer = read_all_along(&s);
     s.write_all(&head("echo", 1 << 40)).unwrap();
     let (sent, _) = write_until_cut(&mut s, 64 * 1024, Duration::ZERO, Duration::from_secs(30));
     // Within the bound plus what the socket buffers hold on both sides.
     assert!(sent >= 2 * 1024 * 1024, "cut before the byte bound: {sent}");
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
+    let answer = answer.join().unwrap();
+    assert_413(&answer, "fast upload");
     // Time bound: a slow but steady upload (each read well within the
     // per-read wait) is cut once the total time passes.
     let mut s = connect(fc.port);
+    let answer = read_all_along(&s);
     s.write_all(&head("echo", 1 << 40)).unwrap();
     let (sent, took) = write_until_cut(&mut s, 1024, Duration::from_millis(50), Duration::from_secs(30));
     assert!(sent < 2 * 1024 * 1024, "cut by bytes, not time: {sent}");
     assert!(took >= Duration::from_millis(1500), "cut before the time bound: {took:?}");
+    assert_413(&answer.join().unwrap(), "slow upload");
     // The answer arrived before the cut, and the server still serves.
     let r = fc.invoke("echo", b"still here");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"still here"[..]));

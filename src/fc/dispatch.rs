@@ -225,6 +225,22 @@ mod tests {
     use crate::fc::testing::head;
 
     #[test]
+    fn request_id_parts_are_cut_at_the_capacity() {
+        let mut id = RequestId::from_bytes(&[b'a'; MAX_REQUEST_ID - 2]);
+        id.push(b"bcdef");
+        assert_eq!(id.as_bytes().len(), MAX_REQUEST_ID);
+        assert!(id.as_bytes().ends_with(b"aabc"));
+        id.push_number(7, 10);
+        assert_eq!(id.as_bytes().len(), MAX_REQUEST_ID, "a full id takes no more");
+        let mut short = RequestId::from_bytes(b"nfc-");
+        short.push_number(0xbeef, 16);
+        short.push(b"-");
+        short.push_number(42, 10);
+        assert_eq!(short.as_bytes(), b"nfc-beef-42");
+        assert_eq!(format!("{short:?}"), "RequestId(nfc-beef-42)");
+    }
+
+    #[test]
     fn routes_by_control_path_then_by_method_and_path() {
         let cases: &[(&str, Route)] = &[
             ("POST /x HTTP/1.1\r\nx-fc-control-path: /invoke\r\n", Route::Invoke(Origin::FcEvent)),

@@ -51,6 +51,18 @@ impl Marker {
 }
 
 #[cfg(test)]
+mod marker_tests {
+    use super::Marker;
+
+    /// FC reads these words in `FC <name> Start/End RequestId: <id>`.
+    #[test]
+    fn marker_names_are_fcs() {
+        let names = [Marker::Invoke, Marker::Initialize, Marker::PreFreeze, Marker::PreStop].map(Marker::name);
+        assert_eq!(names, ["Invoke", "Initialize", "PreFreeze", "PreStop"]);
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod testing {
     use bytes::BytesMut;
 

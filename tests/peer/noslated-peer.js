@@ -9,6 +9,16 @@
  *   --dp <sock>  noslated.Host, noslated.data.DataPlane, noslated.data.PushServer
  *   --cp <sock>  noslated.Host, noslated.control.ControlPlane
  *
+ * Strict on names, like Noslated: the data plane answers code 5 `No function
+ * named <name> registered in this node.` for any function it does not know.
+ * It learns functions only from DataPlane/setFunctionProfile, which the
+ * control plane calls (forwards): before it answers the client's
+ * ControlPlane/setFunctionProfile with `set: true`, as Noslated does, or,
+ * with --profile-delay MS, MS after it (a window where code 5 still comes). The two
+ * planes may run in one process (both flags: forwarded in-process) or in two
+ * (`--cp <sock> --forward-dp <dp sock>` in the second: forwarded over gRPC,
+ * and re-sent whenever the data plane (re)connects, as Noslated does).
+ *
  * Protocol reference: /work/shared/docs/noslated-protocol.md (sections cited
  * below as §N). Message schemas: ./proto/*.proto (reconstructed from §4).
  *
@@ -22,6 +32,8 @@
  *   node noslated-peer.js --dp <sock> [--cp <sock>] [--events <file.jsonl>]
  *        [--max-concurrent-streams N] [--max-session-memory MB (10)]
  *        [--max-message BYTES (10485760)] [--unhealthy] [--verbose]
+ *        [--forward-dp <sock>] [--profile-delay MS (0)] [--service NAME=FUNCTION]...
+ *        [--known FUNCTION]...
  *
  * Prints exactly one line `READY` on stdout once every socket is bound.
  * SIGTERM / SIGINT: shut down and exit 0.
@@ -74,7 +86,8 @@ function usage(code) {
   process.stderr.write(
     'usage: node noslated-peer.js --dp <sock> [--cp <sock>] [--events <file.jsonl>]\n' +
       '       [--max-concurrent-streams N] [--max-session-memory MB] [--max-message BYTES]\n' +
-      '       [--unhealthy] [--verbose]\n',
+      '       [--unhealthy] [--verbose] [--forward-dp <sock>] [--profile-delay MS]\n' +
+      '       [--service NAME=FUNCTION]... [--known FUNCTION]...\n',
   );
   process.exit(code);
 }
@@ -89,6 +102,10 @@ function parseArgs(argv) {
     maxMessage: 10485760,
     unhealthy: false,
     verbose: false,
+    forwardDp: null,
+    profileDelay: 0,
+    services: [],
+    known: [],
   };
   const valued = {
     '--dp': 'dp',
@@ -97,8 +114,12 @@ function parseArgs(argv) {
     '--max-concurrent-streams': 'maxConcurrentStreams',
     '--max-session-memory': 'maxSessionMemory',
     '--max-message': 'maxMessage',
+    '--forward-dp': 'forwardDp',
+    '--profile-delay': 'profileDelay',
+    '--service': 'services',
+    '--known': 'known',
   };
-  const numeric = new Set(['maxConcurrentStreams', 'maxSessionMemory', 'maxMessage']);
+  const numeric = new Set(['maxConcurrentStreams', 'maxSessionMemory', 'maxMessage', 'profileDelay']);
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -123,6 +144,15 @@ function parseArgs(argv) {
           usage(2);
         }
         opts[key] = n;
+      } else if (key === 'services') {
+        const eqAt = value.indexOf('=');
+        if (eqAt <= 0 || eqAt === value.length - 1) {
+          process.stderr.write(`bad --service (want NAME=FUNCTION): ${value}\n`);
+          usage(2);
+        }
+        opts.services.push({ name: value.slice(0, eqAt), functionName: value.slice(eqAt + 1) });
+      } else if (key === 'known') {
+        opts.known.push(value);
       } else {
         opts[key] = value;
       }
@@ -132,6 +162,14 @@ function parseArgs(argv) {
     }
   }
   if (!opts.dp && !opts.cp) usage(2);
+  if (opts.forwardDp && (!opts.cp || opts.dp)) {
+    process.stderr.write('--forward-dp is for a control-plane-only process (--cp without --dp)\n');
+    usage(2);
+  }
+  if ((opts.services.length || opts.known.length) && !opts.dp) {
+    process.stderr.write('--service and --known need --dp\n');
+    usage(2);
+  }
   return opts;
 }
 
@@ -541,6 +579,49 @@ function behaviourFor(name) {
   return BEHAVIOURS['not-found'];
 }
 
+/** Does the data plane know this function (has a profile reached it)? */
+function dpKnows(name) {
+  return state.dpProfiles.some((profile) => profile.name === name);
+}
+
+/** The function a service profile selects (§10), or undefined. */
+function serviceFunction(serviceName) {
+  const profiles = state.serviceProfiles.filter((p) => p.name === serviceName);
+  const item = profiles[profiles.length - 1]; // a later profile wins, as in a Map
+  if (!item) return undefined;
+  const fnOf = (kvs) => ((kvs || []).find((kv) => kv.key === 'functionName') || {}).value;
+  if (item.type === 'proportional-load-balance') {
+    const selectors = item.selectors || [];
+    if (!selectors.length) return undefined;
+    const r = Math.random();
+    let sum = 0;
+    for (const s of selectors) {
+      sum += s.proportion || 0;
+      if (r < sum) return fnOf(s.selector);
+    }
+    return fnOf(selectors[selectors.length - 1].selector);
+  }
+  return fnOf(item.selector);
+}
+
+/**
+ * The behaviour of a call, resolved as the real data plane does: a service
+ * through the service profiles (`Service not found.`, code 5, when none), then
+ * the function through the profiles the data plane holds (`No function named
+ * <name> registered in this node.`, code 5, when it does not know it yet).
+ */
+function resolveBehaviour(rpc, name) {
+  let fn = name;
+  if (rpc === 'invokeService') {
+    fn = serviceFunction(name);
+    if (fn === undefined) return errorLeaveOpen({ name: 'Error', message: 'Service not found.', code: 5 });
+  }
+  if (!dpKnows(fn)) {
+    return errorLeaveOpen({ name: 'Error', message: `No function named ${fn} registered in this node.`, code: 5 });
+  }
+  return behaviourFor(fn);
+}
+
 function runHook(ctx, hook, ...args) {
   if (!hook || ctx.closed) return;
   Promise.resolve()
@@ -566,7 +647,7 @@ function makeInvokeHandler(rpc) {
         const head = { ...msg };
         delete head.body;
         ctx.head = head;
-        behaviour = behaviourFor(head.name);
+        behaviour = resolveBehaviour(rpc, head.name);
         ctx.keepBody = !!behaviour.keepBody;
         record('invoke', {
           rpc,
@@ -638,10 +719,101 @@ function makeInvokeHandler(rpc) {
 const state = {
   dpHealthy: !opts.unhealthy,
   cpProfiles: [],
-  dpProfiles: [],
-  serviceProfiles: [],
+  // --known NAME: profiles a control plane forwarded before this process's
+  // story starts (for a test that runs a data plane with no control plane).
+  dpProfiles: opts.known.map((name) => ({ name })),
+  // --service NAME=FUNCTION: service profiles set by an operator before start.
+  serviceProfiles: opts.services.map((s) => ({
+    name: s.name,
+    type: 'default',
+    selector: [{ key: 'functionName', value: s.functionName }],
+  })),
   platformEnvs: [],
 };
+
+/** Metadata key the control plane marks its forwarded calls with. */
+const FORWARD_MARK = 'x-fixture-forwarded-by';
+
+/** The data plane takes a profile list (from the control plane, §8.1). */
+function dpApplyProfiles(profiles, forwarded) {
+  state.dpProfiles = profiles;
+  record('profiles-applied', {
+    plane: 'dp',
+    forwarded,
+    names: profiles.map((p) => orNull(p.name)),
+  });
+}
+
+/**
+ * The control plane's side of §8.1: it forwards its whole list to the data
+ * plane, and again whenever the data plane (re)connects. Like Noslated, with
+ * --profile-delay 0 it answers `set: true` once the connected data plane has
+ * the list (herald/impl.ts awaits the forward to every available data plane;
+ * with none connected, it answers at once and forwards on connect). With
+ * --profile-delay MS it answers at once and forwards MS later: the window in
+ * which an invoke after `set: true` still gets code 5 (a data-plane client
+ * not ready yet, e.g. after a restart). In one process the data plane is
+ * updated directly; with --forward-dp over gRPC. push() resolves once its
+ * forward is done (or skipped: no data plane connected).
+ */
+const forwarder = (() => {
+  let queue = Promise.resolve();
+  const delay = () => new Promise((resolve) => setTimeout(resolve, opts.profileDelay));
+  if (opts.dp && opts.cp) {
+    return {
+      push() {
+        const profiles = state.cpProfiles;
+        queue = queue.then(delay).then(() => dpApplyProfiles(profiles, true));
+        return queue;
+      },
+    };
+  }
+  if (!opts.forwardDp) return { push: () => Promise.resolve() };
+  // grpc-js reconnects with backoff; keep it short so a restarted data plane
+  // gets the list within a fraction of a second, as Noslated's client does.
+  const client = new proto.noslated.data.DataPlane(`unix:${path.resolve(opts.forwardDp)}`, grpc.credentials.createInsecure(), {
+    'grpc.initial_reconnect_backoff_ms': 50,
+    'grpc.max_reconnect_backoff_ms': 200,
+  });
+  const send = (profiles) =>
+    new Promise((resolve) => {
+      const md = new grpc.Metadata();
+      md.set(FORWARD_MARK, 'control-plane');
+      client.setFunctionProfile({ profiles, mode: 'IMMEDIATELY' }, md, { deadline: Date.now() + 5000 }, (err) => {
+        if (err) vlog(`forward to data plane failed: ${err.details || err.message}`);
+        resolve(!err);
+      });
+    });
+  const channel = client.getChannel();
+  const ready = () => channel.getConnectivityState(false) === grpc.connectivityState.READY;
+  const push = () => {
+    queue = queue.then(delay).then(() => (opts.profileDelay > 0 || ready() ? send(state.cpProfiles) : false));
+    return queue;
+  };
+  // Noslated's control plane re-sends its list to every data plane that
+  // becomes ready (data_plane_client/manager.ts _onClientReady).
+  let last = null;
+  const poll = setInterval(() => {
+    const now = channel.getConnectivityState(true);
+    if (now === grpc.connectivityState.READY && last !== grpc.connectivityState.READY) push();
+    last = now;
+  }, 50);
+  poll.unref();
+  // Noslated's control plane starts (and listens) only once its first
+  // data-plane client is ready (base_plane_client_manager.ts _init, bounded
+  // by planeFirstConnectionTimeout).
+  const firstReady = (timeoutMs) =>
+    new Promise((resolve, reject) => {
+      const until = Date.now() + timeoutMs;
+      const check = () => {
+        if (channel.getConnectivityState(true) === grpc.connectivityState.READY) return resolve();
+        if (Date.now() > until) return reject(new Error('Timeout on waiting first plane client ready'));
+        setTimeout(check, 20);
+      };
+      check();
+    });
+  return { push, firstReady, close: () => client.close() };
+})();
 
 function hostConnectHandler(plane) {
   const livenessChunk = () => {
@@ -703,15 +875,25 @@ function setFunctionProfileHandler(plane) {
   return (call, callback) => {
     const req = call.request;
     const profiles = req.profiles || [];
-    record('setFunctionProfile', {
-      plane,
-      profiles,
-      mode: orNull(req.mode),
-      hasMode: has(req, 'mode'),
-    });
-    if (plane === 'cp') state.cpProfiles = profiles;
-    else state.dpProfiles = profiles;
-    callback(null, { set: true });
+    // The control plane's own forwards are not a client's call (§8.4).
+    const forwarded = plane === 'dp' && call.metadata.get(FORWARD_MARK).length > 0;
+    if (!forwarded) {
+      record('setFunctionProfile', {
+        plane,
+        profiles,
+        mode: orNull(req.mode),
+        hasMode: has(req, 'mode'),
+      });
+    }
+    if (plane === 'cp') {
+      state.cpProfiles = profiles;
+      const forwarded = forwarder.push();
+      if (opts.profileDelay > 0) callback(null, { set: true });
+      else forwarded.then(() => callback(null, { set: true }));
+    } else {
+      dpApplyProfiles(profiles, forwarded);
+      callback(null, { set: true });
+    }
   };
 }
 
@@ -817,6 +999,7 @@ if (opts.dp) planes.push({ plane: 'dp', sockPath: path.resolve(opts.dp), server:
 if (opts.cp) planes.push({ plane: 'cp', sockPath: path.resolve(opts.cp), server: null });
 
 async function bindAll() {
+  if (forwarder.firstReady) await forwarder.firstReady(30000);
   for (const p of planes) p.server = await bindPlane(p.plane, p.sockPath);
 }
 

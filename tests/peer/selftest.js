@@ -84,12 +84,29 @@ function pattern(offset, n) {
   return b;
 }
 
-/** Starts a peer process; resolves once it printed READY. */
-function startPeer(kind, dir, extraArgs = []) {
+/** The functions the suite registers (the data plane is strict on names). */
+const FUNCTIONS = [
+  'echo', 'echo-buffered', 'inspect', 'status-201', 'big-1048576', 'big-fast-1048576', 'big-100000',
+  'slow-300', 'slow-700', 'error-before-head', 'rate-limit', 'no-worker', 'queue-timeout', 'circuit-breaker',
+  'head-timeout', 'error-after-head', 'grpc-error', 'never', 'early', 'crash',
+];
+const profileOf = (name) => ({ name, runtime: 'aworker', url: `file:///code/${name}`, signature: 'md5:0', sourceFile: 'index.js' });
+
+/**
+ * Starts a peer process; resolves once it printed READY. `planes` picks
+ * which planes it serves (default both); `extraArgs` are appended.
+ */
+function startPeer(kind, dir, extraArgs = [], planes = ['dp', 'cp']) {
   const dp = path.join(dir, 'dp.sock');
   const cp = path.join(dir, 'cp.sock');
   const events = path.join(dir, 'events.jsonl');
-  const args = ['--dp', dp, '--cp', cp, '--events', events, ...extraArgs];
+  const args = [
+    ...(planes.includes('dp') ? ['--dp', dp] : []),
+    ...(planes.includes('cp') ? ['--cp', cp] : []),
+    '--events',
+    events,
+    ...extraArgs,
+  ];
   const child =
     kind === 'node'
       ? spawn(process.execPath, [path.join(__dirname, 'noslated-peer.js'), ...args], {
@@ -230,6 +247,18 @@ function invoke(push, head, chunks = [], o = {}) {
     call.write(head);
     if (!o.waitHeadBeforeBody) sendBody();
   });
+}
+
+/** Registers `names` through the control plane and waits until the data plane has them. */
+async function register(c, peer, names) {
+  const applied = () => readEvents(peer).filter((e) => e.ev === 'profiles-applied' && canon(e.names) === canon(names));
+  const before = applied().length;
+  assertEq(await unary(c.cp, 'setFunctionProfile', { profiles: names.map(profileOf), mode: 'IMMEDIATELY' }), { set: true }, 'set');
+  const end = Date.now() + 5000;
+  while (applied().length <= before) {
+    if (Date.now() > end) throw new Error(`the data plane never got ${names.join(',')}`);
+    await sleep(20);
+  }
 }
 
 function responseParts(r) {
@@ -522,16 +551,135 @@ function checksFor(kind) {
     assertEq(responseParts(r).body.toString(), 'early', 'body');
   });
 
-  check('invokeService keyed by service name', async ({ c, peer }) => {
+  check('invokeService resolved through the service profiles (--service)', async ({ c, peer }) => {
     const id = nextId('svc');
-    const r = await invoke(c.push, { name: 'echo', method: 'POST', requestId: id, body: Buffer.from('svc') }, [], {
+    const r = await invoke(c.push, { name: 'svc-echo', method: 'POST', requestId: id, body: Buffer.from('svc') }, [], {
       rpc: 'invokeService',
     });
     assertEq(r.status.code, 0, 'grpc status');
     assertEq(responseParts(r).body.toString(), 'svc', 'body');
     const ev = await waitEvent(peer, (e) => e.ev === 'invoke' && e.requestId === id);
-    assertEq(ev.rpc, 'invokeService', 'rpc');
+    assertEq([ev.rpc, ev.name], ['invokeService', 'svc-echo'], 'rpc, name');
+    for (const [service, error] of [
+      ['svc-ghost', { name: 'Error', message: 'No function named ghost registered in this node.', code: 5 }],
+      ['echo', { name: 'Error', message: 'Service not found.', code: 5 }],
+    ]) {
+      const bad = await invoke(c.push, { name: service }, [], { rpc: 'invokeService', stopAfterFirst: true });
+      assertEq(responseParts(bad).error, error, service);
+      bad.call.cancel();
+    }
   });
+
+  check('--profile-delay 0: set:true comes after the data plane has the list (as Noslated)', async ({ c }) => {
+    assertEq(await unary(c.cp, 'setFunctionProfile', { profiles: FUNCTIONS.map(profileOf), mode: 'IMMEDIATELY' }), { set: true }, 'set');
+    const r = await invoke(c.push, { name: 'echo', method: 'POST', body: Buffer.from('at once') });
+    assertEq([r.status.code, responseParts(r).body.toString()], [0, 'at once'], 'right after set:true');
+  });
+
+  check('strict names: a function is unknown until its profile reached the data plane', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsp-strict-'));
+    const p = await startPeer(kind, dir, ['--profile-delay', '1000']);
+    const cc = clients(p);
+    try {
+      const notYet = { name: 'Error', message: 'No function named echo registered in this node.', code: 5 };
+      let r = await invoke(cc.push, { name: 'echo' }, [], { stopAfterFirst: true });
+      assertEq(responseParts(r).error, notYet, 'before any profile');
+      r.call.cancel();
+      const t0 = Date.now();
+      assertEq(await unary(cc.cp, 'setFunctionProfile', { profiles: [profileOf('echo')], mode: 'IMMEDIATELY' }), { set: true }, 'set');
+      // The control plane has the list at once; the data plane 1000 ms later.
+      assertEq((await unary(cc.cp, 'getFunctionProfile', {})).profiles.map((x) => x.name), ['echo'], 'cp list');
+      r = await invoke(cc.push, { name: 'echo' }, [], { stopAfterFirst: true });
+      assert(Date.now() - t0 < 1000, 'the window closed before the check ran (machine too slow)');
+      assertEq(responseParts(r).error, notYet, 'in the window after set: true');
+      r.call.cancel();
+      const applied = await waitEvent(p, (e) => e.ev === 'profiles-applied' && e.names.includes('echo'), 5000);
+      assertEq(applied.forwarded, true, 'forwarded by the control plane');
+      r = await invoke(cc.push, { name: 'echo', method: 'POST', body: Buffer.from('now') });
+      assertEq([r.status.code, responseParts(r).body.toString()], [0, 'now'], 'after the window');
+      // Replacing the set removes functions (§8.1).
+      await register(cc, p, ['inspect']);
+      r = await invoke(cc.push, { name: 'echo' }, [], { stopAfterFirst: true });
+      assertEq(responseParts(r).error, notYet, 'removed by the next set');
+      r.call.cancel();
+    } finally {
+      cc.close();
+      await stopPeer(p);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, { isolated: true });
+
+  check(
+    '--known: a data plane alone serves exactly the functions it was started with',
+    async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsp-known-'));
+      const p = await startPeer(kind, dir, ['--known', 'echo'], ['dp']);
+      const cc = clients(p);
+      try {
+        let r = await invoke(cc.push, { name: 'echo', method: 'POST', body: Buffer.from('k') });
+        assertEq([r.status.code, responseParts(r).body.toString()], [0, 'k'], 'known');
+        r = await invoke(cc.push, { name: 'inspect' }, [], { stopAfterFirst: true });
+        assertEq(responseParts(r).error.code, 5, 'not known');
+        r.call.cancel();
+      } finally {
+        cc.close();
+        await stopPeer(p);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    { isolated: true, skipFor: ['python'] },
+  );
+
+  check(
+    'split planes: the control plane forwards over gRPC, again after a data-plane restart; each plane dies alone',
+    async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsp-split-'));
+      const dpSock = path.join(dir, 'dp.sock');
+      let dp = await startPeer(kind, dir, [], ['dp']);
+      const cp = await startPeer(kind, dir, ['--forward-dp', dpSock], ['cp']);
+      let cc = clients(dp);
+      try {
+        // The data plane is connected: set:true comes after it has the list.
+        const end0 = Date.now() + 5000;
+        while (!readEvents(dp).some((e) => e.ev === 'profiles-applied' && e.forwarded)) {
+          if (Date.now() > end0) throw new Error('the control plane never reached the data plane');
+          await sleep(20);
+        }
+        assertEq(await unary(cc.cp, 'setFunctionProfile', { profiles: [profileOf('echo')], mode: 'IMMEDIATELY' }), { set: true }, 'set');
+        const ev = readEvents(dp).filter((e) => e.ev === 'setFunctionProfile');
+        assertEq(ev.map((e) => e.plane), ['cp'], 'only the client call is a setFunctionProfile event');
+        let r = await invoke(cc.push, { name: 'echo', method: 'POST', body: Buffer.from('one') });
+        assertEq([r.status.code, responseParts(r).body.toString()], [0, 'one'], 'served');
+        // Data plane down, control plane up: the control plane still answers.
+        process.kill(dp.child.pid, 'SIGKILL');
+        await dp.exited;
+        assertEq(await unary(cc.cp, 'checkHealth', {}), { name: 'ControlPlane', health: true }, 'cp alone');
+        // A new data plane knows nothing until the control plane re-sends.
+        const appliedBefore = readEvents(dp).filter((e) => e.ev === 'profiles-applied').length;
+        cc.close();
+        dp = await startPeer(kind, dir, [], ['dp']);
+        cc = clients(dp);
+        const end = Date.now() + 5000;
+        while (!readEvents(dp).slice().filter((e) => e.ev === 'profiles-applied').slice(appliedBefore).some((e) => e.names.includes('echo'))) {
+          if (Date.now() > end) throw new Error('the control plane did not re-send to the new data plane');
+          await sleep(20);
+        }
+        r = await invoke(cc.push, { name: 'echo', method: 'POST', body: Buffer.from('two') });
+        assertEq([r.status.code, responseParts(r).body.toString()], [0, 'two'], 'served by the new data plane');
+        // Control plane down, data plane up: invokes still served.
+        process.kill(cp.child.pid, 'SIGKILL');
+        await cp.exited;
+        r = await invoke(cc.push, { name: 'echo', method: 'POST', body: Buffer.from('three') });
+        assertEq([r.status.code, responseParts(r).body.toString()], [0, 'three'], 'served without a control plane');
+      } finally {
+        cc.close();
+        await stopPeer(dp);
+        await stopPeer(cp);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    { isolated: true, skipFor: ['python'] },
+  );
 
   check('checkHealth dp and cp', async ({ c, peer }) => {
     assertEq(await unary(c.dp, 'checkHealth', {}), { name: 'DataPlane', health: true }, 'dp');
@@ -567,11 +715,12 @@ function checksFor(kind) {
     ];
     const res = await unary(c.cp, 'setFunctionProfile', { profiles, mode: 'IMMEDIATELY' });
     assertEq(res, { set: true }, 'reply');
-    const ev = await waitEvent(peer, (e) => e.ev === 'setFunctionProfile' && e.plane === 'cp');
+    const ev = await waitEvent(peer, (e) => e.ev === 'setFunctionProfile' && e.plane === 'cp' && e.profiles[0].name === 'hello');
     assertEq(ev.mode, 'IMMEDIATELY', 'mode');
     assertEq(ev.profiles, profiles, 'profiles in event');
     const got = await unary(c.cp, 'getFunctionProfile', {});
     assertEq(got.profiles, profiles, 'getFunctionProfile');
+    await register(c, peer, FUNCTIONS); // the set replaced the suite's functions
   });
 
   check('setPlatformEnvironmentVariables', async ({ c, peer }) => {
@@ -658,6 +807,7 @@ function checksFor(kind) {
       const p = await startPeer(kind, dir);
       const cc = clients(p);
       try {
+        await register(cc, p, ['crash']);
         const r = await invoke(cc.push, { name: 'crash' }, [], { deadlineMs: 5000 });
         assert(
           [grpc.status.UNAVAILABLE, grpc.status.INTERNAL, grpc.status.CANCELLED, grpc.status.UNKNOWN].includes(r.status.code),
@@ -703,7 +853,7 @@ async function runSuite(kind, totals) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `nsp-${kind}-`));
   let peer;
   try {
-    peer = await startPeer(kind, dir);
+    peer = await startPeer(kind, dir, ['--service', 'svc-echo=echo', '--service', 'svc-ghost=ghost']);
   } catch (err) {
     console.log(`FAIL ${kind} start: ${err.message}`);
     totals.failed++;
@@ -712,6 +862,14 @@ async function runSuite(kind, totals) {
   console.log(`PASS ${kind} start (READY, pid ${peer.child.pid})`);
   totals.passed++;
   const c = clients(peer);
+  try {
+    await register(c, peer, FUNCTIONS);
+    console.log(`PASS ${kind} register the suite's functions through the control plane`);
+    totals.passed++;
+  } catch (err) {
+    console.log(`FAIL ${kind} register: ${err.message}`);
+    totals.failed++;
+  }
   for (const ch of checksFor(kind)) {
     const t0 = Date.now();
     try {

@@ -54,8 +54,31 @@ impl Proc {
         self.child.id()
     }
 
+    /// Send `sig` by PID; panics if the kill fails (a signal that was not
+    /// delivered would make a test judge the wrong thing).
     pub fn signal(&self, sig: i32) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        assert!(status.as_ref().is_ok_and(|s| s.success()), "kill -{sig} {} failed: {status:?}", self.pid());
+    }
+
+    /// SIGKILL by PID and reap (no-op if it already exited).
+    pub fn kill_and_wait(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A process that has already exited: a slot to fill at once.
+    fn placeholder() -> Proc {
+        let mut child =
+            Command::new("true").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let _ = child.wait();
+        Proc { child, stderr: Arc::new(Mutex::new(String::new())) }
+    }
+
+    /// The process state letter from /proc/<pid>/stat (R, S, T, Z...).
+    pub fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
     }
 
     /// Wait for exit up to `limit`; None if still running.
@@ -141,10 +164,84 @@ pub enum PeerKind {
     Python,
 }
 
-/// The Noslated test fixture (tests/peer): plays the data and control plane.
+/// The fixture control plane's `--profile-delay`. 0, as Noslated: `set:
+/// true` comes once the connected data plane has the profiles (and a data
+/// plane that (re)connects gets them right after). A test of the window in
+/// which the data plane does not know a pushed function yet (code 5) asks
+/// for a delay with `Peer::start_with`. `NOSLATE_TEST_PROFILE_DELAY_MS`
+/// changes the default (tests/fixtures/plane.sh reads it too), e.g. to see
+/// which tests depend on the window.
+pub const PROFILE_DELAY_MS: u64 = 0;
+
+fn profile_delay_ms() -> String {
+    std::env::var("NOSLATE_TEST_PROFILE_DELAY_MS").unwrap_or_else(|_| PROFILE_DELAY_MS.to_string())
+}
+
+/// The functions every test stack registers (NOSLATE_FUNCTION_PROFILES written
+/// by `Fc::start` unless a test gives its own): the fixture's behaviours, and
+/// the parametric names the tests use. The fixture, like Noslated, answers
+/// code 5 for any other name.
+pub const FIXTURE_FUNCTIONS: &[&str] = &[
+    "echo",
+    "echo-buffered",
+    "inspect",
+    "error-before-head",
+    "head-timeout",
+    "rate-limit",
+    "circuit-breaker",
+    "no-worker",
+    "queue-timeout",
+    "error-after-head",
+    "grpc-error",
+    "never",
+    "crash",
+    "stall",
+    "early",
+    "status-200",
+    "status-201",
+    "status-404",
+    "status-500",
+    "slow-300",
+    "slow-500",
+    "slow-1500",
+    "slow-5000",
+    "big-100000",
+    "big-1048576",
+    "big-3000000",
+    "big-33554432",
+    "big-fast-33554432",
+];
+
+/// A profiles.json document registering `names` (aworker, the minimum the
+/// gateway's schema asks for).
+pub fn profiles_json(names: &[&str]) -> String {
+    let items: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!(
+                r#"{{"name":"{n}","runtime":"aworker","url":"file:///code/{n}","signature":"md5:0","sourceFile":"index.js"}}"#
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// The Noslated test fixture (tests/peer): the data plane and the control
+/// plane. With the Node fixture they are two processes, each killable and
+/// restartable alone; the control plane forwards profiles to the data plane
+/// `PROFILE_DELAY_MS` after `set: true`. The Python fixture runs both planes
+/// in one process (`cp` is None).
 pub struct Peer {
+    /// The data plane (both planes for the Python fixture).
     pub proc: Proc,
+    /// The control plane (Node fixture).
+    pub cp: Option<Proc>,
     pub events: PathBuf,
+    kind: PeerKind,
+    dp_sock: PathBuf,
+    cp_sock: PathBuf,
+    dp_extra: Vec<String>,
+    cp_extra: Vec<String>,
 }
 
 impl Peer {
@@ -152,19 +249,65 @@ impl Peer {
         Peer::start_kind(PeerKind::Node, dir, extra)
     }
 
+    /// `extra` goes to the data plane (`--unhealthy`, `--service`, limits...).
     pub fn start_kind(kind: PeerKind, dir: &TempDir, extra: &[&str]) -> Peer {
-        let events = dir.path().join("events.jsonl");
-        let dp = dir.socks().join("dp-0.sock");
-        let cp = dir.socks().join("cp-0.sock");
-        let mut cmd = match kind {
+        Peer::start_with(kind, dir, extra, &[])
+    }
+
+    /// A data plane with no control plane (Node fixture); `extra` as for
+    /// `start` (e.g. `--known <function>`, since nothing forwards profiles).
+    pub fn start_dp_only(dir: &TempDir, extra: &[&str]) -> Peer {
+        let mut peer = Peer::bare(PeerKind::Node, dir, extra, &[]);
+        peer.proc = peer.spawn_plane("dp");
+        peer
+    }
+
+    fn bare(kind: PeerKind, dir: &TempDir, dp_extra: &[&str], cp_extra: &[&str]) -> Peer {
+        Peer {
+            proc: Proc::placeholder(),
+            cp: None,
+            events: dir.path().join("events.jsonl"),
+            kind,
+            dp_sock: dir.socks().join("dp-0.sock"),
+            cp_sock: dir.socks().join("cp-0.sock"),
+            dp_extra: dp_extra.iter().map(|s| s.to_string()).collect(),
+            cp_extra: cp_extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// `dp_extra` for the data plane, `cp_extra` for the control plane (e.g.
+    /// `--profile-delay`, which then replaces the default).
+    pub fn start_with(kind: PeerKind, dir: &TempDir, dp_extra: &[&str], cp_extra: &[&str]) -> Peer {
+        let mut peer = Peer::bare(kind, dir, dp_extra, cp_extra);
+        match kind {
             PeerKind::Node => {
-                let script = peer_dir().join("noslated-peer.js");
+                peer.proc = peer.spawn_plane("dp");
+                peer.cp = Some(peer.spawn_plane("cp"));
+            }
+            PeerKind::Python => peer.proc = peer.spawn_plane("both"),
+        }
+        peer
+    }
+
+    fn delay_args(&self) -> Vec<String> {
+        if self.cp_extra.iter().any(|a| a.starts_with("--profile-delay")) {
+            self.cp_extra.clone()
+        } else {
+            let mut args = vec!["--profile-delay".to_string(), profile_delay_ms()];
+            args.extend(self.cp_extra.iter().cloned());
+            args
+        }
+    }
+
+    fn spawn_plane(&self, which: &str) -> Proc {
+        let mut cmd = match self.kind {
+            PeerKind::Node => {
                 assert!(
                     peer_dir().join("node_modules/@grpc/grpc-js").exists(),
                     "tests/peer/node_modules missing: run `npm ci` in tests/peer (.ci/run does)"
                 );
                 let mut c = Command::new("node");
-                c.arg(script);
+                c.arg(peer_dir().join("noslated-peer.js"));
                 c
             }
             PeerKind::Python => {
@@ -175,8 +318,20 @@ impl Peer {
                 c
             }
         };
-        cmd.arg("--dp").arg(&dp).arg("--cp").arg(&cp).arg("--events").arg(&events);
-        cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.arg("--events").arg(&self.events);
+        match which {
+            "dp" => {
+                cmd.arg("--dp").arg(&self.dp_sock).args(&self.dp_extra);
+            }
+            "cp" => {
+                cmd.arg("--cp").arg(&self.cp_sock).arg("--forward-dp").arg(&self.dp_sock).args(self.delay_args());
+            }
+            _ => {
+                cmd.arg("--dp").arg(&self.dp_sock).arg("--cp").arg(&self.cp_sock);
+                cmd.args(&self.dp_extra).args(self.delay_args());
+            }
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = cmd.spawn().expect("start peer");
         let stdout = child.stdout.take().unwrap();
         let stderr = collect_stderr(&mut child, None);
@@ -191,9 +346,40 @@ impl Peer {
         });
         let proc = Proc { child, stderr };
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            panic!("peer did not become ready: {}", proc.stderr_text());
+            panic!("peer ({which}) did not become ready: {}", proc.stderr_text());
         }
-        Peer { proc, events }
+        proc
+    }
+
+    /// The control plane process (Node fixture only).
+    pub fn cp(&mut self) -> &mut Proc {
+        self.cp.as_mut().expect("the Python fixture runs both planes in one process")
+    }
+
+    /// SIGKILL the data plane and wait for its exit. Its socket file stays,
+    /// as after a crash.
+    pub fn kill_dp(&mut self) {
+        self.proc.kill_and_wait();
+    }
+
+    /// A new data plane process on the same socket (it knows no function
+    /// until the control plane re-sends the profiles).
+    pub fn restart_dp(&mut self) {
+        self.proc.kill_and_wait();
+        self.proc = self.spawn_plane(if self.kind == PeerKind::Node { "dp" } else { "both" });
+    }
+
+    /// SIGKILL the control plane and wait for its exit.
+    pub fn kill_cp(&mut self) {
+        self.cp().kill_and_wait();
+    }
+
+    /// A new control plane process: it knows no profile and forwards its
+    /// empty list to the data plane at once, as Noslated's does.
+    pub fn restart_cp(&mut self) {
+        self.kill_cp();
+        let fresh = self.spawn_plane("cp");
+        self.cp = Some(fresh);
     }
 
     /// Events the fixture recorded, one JSON object per line.
@@ -234,6 +420,13 @@ impl Fc {
             .env("NOSLATE_FC_LISTEN", "127.0.0.1")
             .env("NOSLATE_FC_SOCK_DIR", dir.socks())
             .env("NOSLATE_FC_READY_WAIT_MS", "3000");
+        // The fixture is strict on names (as Noslated): register the ones
+        // the tests use, unless the test brings its own profiles.
+        if !env.iter().any(|(k, _)| *k == "NOSLATE_FUNCTION_PROFILES") {
+            let file = dir.path().join("fixture-profiles.json");
+            std::fs::write(&file, profiles_json(FIXTURE_FUNCTIONS)).unwrap();
+            cmd.env("NOSLATE_FUNCTION_PROFILES", file);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -351,6 +544,12 @@ pub struct Response {
     /// The body ended properly (last chunk / full length), not by a cut.
     pub complete: bool,
     pub chunked: bool,
+    /// Raw bytes of each interim (1xx) response head that came before this
+    /// one, in order, so tests can assert on them (e.g. that no `100
+    /// Continue` was sent, or exactly one).
+    pub interim: Vec<Vec<u8>>,
+    /// Raw bytes of the final head (status line to the blank line).
+    pub raw_head: Vec<u8>,
 }
 
 impl Response {
@@ -367,14 +566,16 @@ impl Response {
     }
 }
 
-/// Read one HTTP/1.1 response (skipping 1xx) from a stream. A body cut short
-/// is returned with `complete = false`; None if no head arrived.
+/// Read one HTTP/1.1 response from a stream; interim 1xx heads before it are
+/// kept in `interim`. A body cut short is returned with `complete = false`;
+/// None if no final head arrived.
 pub fn read_response<R: Read>(r: &mut R) -> Option<Response> {
     read_response_to(r, None)
 }
 
 pub fn read_response_to<R: Read>(r: &mut R, head_request: Option<bool>) -> Option<Response> {
     let mut reader = ByteReader { inner: r, buf: Vec::new(), pos: 0 };
+    let mut interim = Vec::new();
     loop {
         let head = reader.read_until(b"\r\n\r\n")?;
         let text = String::from_utf8_lossy(&head).into_owned();
@@ -386,9 +587,18 @@ pub fn read_response_to<R: Read>(r: &mut R, head_request: Option<bool>) -> Optio
             .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
             .collect();
         if (100..200).contains(&status) {
+            interim.push(head);
             continue;
         }
-        let mut resp = Response { status, headers, body: Vec::new(), complete: false, chunked: false };
+        let mut resp = Response {
+            status,
+            headers,
+            body: Vec::new(),
+            complete: false,
+            chunked: false,
+            interim: std::mem::take(&mut interim),
+            raw_head: head,
+        };
         if head_request == Some(true) || status == 204 || status == 304 {
             resp.complete = true;
             return Some(resp);
@@ -493,4 +703,128 @@ pub fn pattern(n: usize) -> Vec<u8> {
 pub fn status_of(raw: &[u8]) -> Option<u16> {
     let text = std::str::from_utf8(raw.get(..12)?).ok()?;
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// One try of a retry after a fault, judged by the test.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The right answer, complete.
+    Served,
+    /// A clear error answer, named (see `error_key`).
+    Transient(String),
+    /// Anything else: a wrong, stale or misrouted answer, a cut, no answer.
+    Wrong(String),
+}
+
+/// What `until_served` saw before the first success.
+#[derive(Debug)]
+pub struct Served {
+    pub attempts: usize,
+    /// Each transient error name with how often it came, in first-seen order.
+    pub transient: Vec<(String, usize)>,
+    pub took: Duration,
+}
+
+/// Retry after a fault, judging every try: before the first success only
+/// the errors named in `allowed` may come (they are counted and reported);
+/// any other answer — another error, a wrong or stale body, a cut, no answer
+/// — fails the test at once, as it would fail a user. Gives up after `limit`.
+pub fn until_served(
+    what: &str,
+    limit: Duration,
+    allowed: &[&str],
+    mut attempt: impl FnMut(usize) -> Attempt,
+) -> Served {
+    let start = Instant::now();
+    let mut transient: Vec<(String, usize)> = Vec::new();
+    let mut n = 0;
+    loop {
+        n += 1;
+        match attempt(n) {
+            Attempt::Served => {
+                let served = Served { attempts: n, transient, took: start.elapsed() };
+                eprintln!("{what}: served at attempt {n} after {:?}; before it {:?}", served.took, served.transient);
+                return served;
+            }
+            Attempt::Transient(name) if allowed.contains(&name.as_str()) => {
+                match transient.iter_mut().find(|(k, _)| *k == name) {
+                    Some((_, count)) => *count += 1,
+                    None => transient.push((name, 1)),
+                }
+            }
+            Attempt::Transient(name) => panic!(
+                "{what}: attempt {n} got {name:?}, not an expected transient error (allowed {allowed:?}; before it \
+                 {transient:?})"
+            ),
+            Attempt::Wrong(why) => panic!("{what}: attempt {n} was wrong: {why} (before it {transient:?})"),
+        }
+        assert!(start.elapsed() < limit, "{what}: not served after {limit:?} ({n} attempts: {transient:?})");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The name of a gateway error answer (`x-fc-status: 404` and a JSON body):
+/// its `errorName`, with the `errorMessage` after it when the name is
+/// Noslated's generic `Error`/`NoslatedError`. None if it is not one.
+pub fn error_key(r: &Response) -> Option<String> {
+    if r.header("x-fc-status") != Some("404") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    let name = v["errorName"].as_str()?;
+    match name {
+        "Error" | "NoslatedError" => Some(format!("{name}: {}", v["errorMessage"].as_str().unwrap_or(""))),
+        _ => Some(name.to_string()),
+    }
+}
+
+/// The transient error of an invoke that reached a data plane not knowing
+/// `function` yet (Noslated code 5).
+pub fn not_registered(function: &str) -> String {
+    format!("Error: No function named {function} registered in this node.")
+}
+
+/// One `echo` invoke with a body only `id` produces, judged: the exact body
+/// (and, when the function echoes it, the request id) is `Served`; a gateway
+/// error answer is `Transient(error_key)`; anything else is `Wrong`.
+pub fn echo_attempt(fc: &Fc, id: &str) -> Attempt {
+    echo_attempt_at(fc.port, id)
+}
+
+/// `echo_attempt` by port (usable from any thread).
+pub fn echo_attempt_at(port: u16, id: &str) -> Attempt {
+    let body = format!("{id}:{}", id.len() * 7919).into_bytes();
+    let head = format!(
+        "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: echo\r\nx-fc-request-id: {id}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut s = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => return Attempt::Wrong(format!("{id}: connect: {e}")),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    if let Err(e) = s.write_all(&[head.as_bytes(), &body].concat()) {
+        return Attempt::Wrong(format!("{id}: write: {e}"));
+    }
+    let Some(r) = read_response(&mut s) else { return Attempt::Wrong(format!("{id}: no response")) };
+    judge_echo(&r, id, &body)
+}
+
+/// Judge an echo answer against the body sent (see `echo_attempt`).
+pub fn judge_echo(r: &Response, id: &str, body: &[u8]) -> Attempt {
+    if r.status == 200 {
+        if let Some(echoed) = r.header("x-request-id") {
+            if echoed != id {
+                return Attempt::Wrong(format!("{id}: answered for request {echoed}"));
+            }
+        }
+        if r.complete && r.body == body {
+            return Attempt::Served;
+        }
+        return Attempt::Wrong(format!("{id}: 200 with {:?} (complete: {})", r.text(), r.complete));
+    }
+    match error_key(r) {
+        Some(name) => Attempt::Transient(name),
+        None => Attempt::Wrong(format!("{id}: {} {:?}: {}", r.status, r.header("x-fc-status"), r.text())),
+    }
 }

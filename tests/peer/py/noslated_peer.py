@@ -20,7 +20,8 @@ stop it with exit status 0. The invoke behaviours (chosen by function or
 service name) and the events file format are those of the Node peer; see
 ../README.md. Differences: `big-fast-<n>` behaves like `big-<n>` (grpcio's
 asyncio API always applies flow control to writes) and SIGUSR2 (GOAWAY and
-re-bind) is not implemented.
+re-bind) and `--forward-dp` (the planes as two processes) are not
+implemented.
 """
 
 import argparse
@@ -29,6 +30,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -468,6 +470,43 @@ def behaviour_for(name):
     return BEHAVIOURS["not-found"], False, False
 
 
+def service_function(service_name):
+    """The function a service profile selects (section 10), or None."""
+    items = [p for p in STATE.service_profiles if p.name == service_name]
+    if not items:
+        return None
+    item = items[-1]
+
+    def fn_of(kvs):
+        return next((kv.value for kv in kvs if kv.key == "functionName"), None)
+
+    if item.type == "proportional-load-balance":
+        if not item.selectors:
+            return None
+        r = random.random()
+        total = 0.0
+        for sel in item.selectors:
+            total += sel.proportion
+            if r < total:
+                return fn_of(sel.selector)
+        return fn_of(item.selectors[-1].selector)
+    return fn_of(item.selector)
+
+
+def resolve_behaviour(rpc, name):
+    """As the real data plane: a service through the service profiles, then the
+    function through the profiles this data plane holds (code 5 otherwise)."""
+    fn = name
+    if rpc == "invokeService":
+        fn = service_function(name)
+        if fn is None:
+            return error_leave_open(lambda ctx: dict(name="Error", message="Service not found.", code=5)), False, False
+    if not any(p.name == fn for p in STATE.dp_profiles):
+        message = "No function named %s registered in this node." % fn
+        return error_leave_open(lambda ctx: dict(name="Error", message=message, code=5)), False, False
+    return behaviour_for(fn)
+
+
 class PushServer:
     def __init__(self, events):
         self.events = events
@@ -506,7 +545,7 @@ class PushServer:
                     if first:
                         # decide before the body of this message is counted
                         name = msg.name if msg.HasField("name") else None
-                        run, keep, streams = behaviour_for(name)
+                        run, keep, streams = resolve_behaviour(rpc, name)
                         behaviour["run"] = run
                         ctx.keep_body = keep
                         if streams:
@@ -576,12 +615,46 @@ class PushServer:
 
 
 class State:
-    def __init__(self, unhealthy):
+    def __init__(self, unhealthy, services, profile_delay_ms, events):
         self.dp_healthy = not unhealthy
         self.cp_profiles = []
         self.dp_profiles = []
-        self.service_profiles = []
+        self.service_profiles = [
+            dp_pb2.FunctionService(
+                name=name, type="default", selector=[common_pb2.KeyValuePair(key="functionName", value=fn)]
+            )
+            for name, fn in services
+        ]
         self.platform_envs = []
+        self.profile_delay = profile_delay_ms / 1000.0
+        self.events = events
+        self.forwards = None  # the chain of forwards, kept in order
+
+    def dp_apply(self, profiles, forwarded):
+        self.dp_profiles = profiles
+        self.events.record(
+            "profiles-applied", plane="dp", forwarded=forwarded, names=[opt(p, "name") for p in profiles]
+        )
+
+    def forward(self):
+        """The control plane forwards its list to the data plane (section 8.1;
+        only in one process here). Returns the forward's future: with
+        --profile-delay 0 the caller awaits it before `set: true`, as Noslated
+        does; with a delay it answers at once and the forward comes later."""
+        profiles = list(self.cp_profiles)
+        before = self.forwards
+
+        async def later():
+            if before is not None:
+                await before
+            await asyncio.sleep(self.profile_delay)
+            self.dp_apply(profiles, True)
+
+        self.forwards = asyncio.ensure_future(later())
+        return self.forwards
+
+
+STATE = None
 
 
 def liveness_chunk():
@@ -672,7 +745,7 @@ class DataPlane:
 
     async def setFunctionProfile(self, request, context):
         record_profiles(self.events, "dp", request)
-        self.state.dp_profiles = list(request.profiles)
+        self.state.dp_apply(list(request.profiles), False)
         return common_pb2.SetFunctionProfileResponse(set=True)
 
 
@@ -684,6 +757,10 @@ class ControlPlane:
     async def setFunctionProfile(self, request, context):
         record_profiles(self.events, "cp", request)
         self.state.cp_profiles = list(request.profiles)
+        if self.state.has_dp:
+            forwarded = self.state.forward()
+            if self.state.profile_delay == 0:
+                await forwarded
         return common_pb2.SetFunctionProfileResponse(set=True)
 
     async def getFunctionProfile(self, request, context):
@@ -725,12 +802,23 @@ async def main():
     ap.add_argument("--max-message", type=int, default=10485760)
     ap.add_argument("--unhealthy", action="store_true")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--profile-delay", type=float, default=0, help="ms from set:true to the data plane knowing")
+    ap.add_argument("--service", action="append", default=[], help="NAME=FUNCTION service profile")
     args = ap.parse_args()
     if not args.dp and not args.cp:
         ap.error("give --dp and/or --cp")
+    services = []
+    for item in args.service:
+        name, eq, fn = item.partition("=")
+        if not name or not eq or not fn:
+            ap.error("bad --service (want NAME=FUNCTION): %s" % item)
+        services.append((name, fn))
 
+    global STATE
     events = Events(args.events)
-    state = State(args.unhealthy)
+    state = State(args.unhealthy, services, args.profile_delay, events)
+    state.has_dp = bool(args.dp)
+    STATE = state
     options = [
         ("grpc.max_receive_message_length", args.max_message),
         ("grpc.max_send_message_length", args.max_message),
