@@ -13,9 +13,15 @@ use crate::answers::InvokeError;
 use crate::http1::request::{BodyFraming, RequestHead, Version};
 use crate::route::{Choice, Origin, Policy, Request};
 
-/// `x-fc-function-timeout` above this is ignored (a day): a caller must not
-/// hold a worker longer.
+/// `x-fc-function-timeout` above this is ignored (a day, FC's longest
+/// function timeout, fc-protocol.md §7): a caller must not hold a worker
+/// longer.
 pub const MAX_FUNCTION_TIMEOUT_SECS: u64 = 86_400;
+/// `x-fc-initialization-timeout` above this is ignored (a day, like the
+/// function timeout): an instant that far ahead is still far from
+/// `Instant`'s range, so adding it never overflows (u64::MAX seconds did,
+/// and the panic aborted PID 1).
+pub const MAX_INIT_TIMEOUT_SECS: u64 = 86_400;
 /// Longest `x-fc-request-id` taken as given; longer or unprintable ids are
 /// replaced by one of ours.
 pub const MAX_REQUEST_ID: usize = 256;
@@ -180,16 +186,32 @@ fn given_request_id(head: &RequestHead) -> Option<&[u8]> {
     (!id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(|b| b.is_ascii_graphic())).then_some(id)
 }
 
-/// A header holding whole seconds, 1..=`max`.
+/// A header holding whole seconds, 1..=`max` (anything else, a number past
+/// `u64` included, is as if absent).
 fn seconds(value: Option<&[u8]>, max: u64) -> Option<Duration> {
-    let s = std::str::from_utf8(value?).ok()?.trim().parse::<u64>().ok()?;
+    let s = decimal(value?.trim_ascii())?;
     (s > 0 && s <= max).then(|| Duration::from_secs(s))
+}
+
+/// A plain decimal number: ASCII digits only (no sign, no spaces inside,
+/// `+5` is not a number here though `u64::from_str` takes it), with checked
+/// arithmetic: a value past `u64` is `None`, never a wrap or a panic.
+pub fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// How long `/initialize` waits for readiness: `x-fc-initialization-timeout`
 /// seconds, else the configured wait.
 pub fn init_timeout(head: &RequestHead, default: Duration) -> Duration {
-    seconds(head.header("x-fc-initialization-timeout"), u64::MAX).unwrap_or(default)
+    seconds(head.header("x-fc-initialization-timeout"), MAX_INIT_TIMEOUT_SECS).unwrap_or(default)
 }
 
 /// The function timeout of an invocation: `x-fc-function-timeout` seconds
@@ -286,6 +308,14 @@ mod tests {
         }
         let h = head("POST /initialize HTTP/1.1\r\nx-fc-initialization-timeout:  7 \r\n\r\n");
         assert_eq!(init_timeout(&h, d), Duration::from_secs(7));
+        // u64::MAX seconds once overflowed `Instant + Duration` and aborted
+        // the process: every value past the bound is ignored.
+        for bad in ["18446744073709551615", "18446744073709551616", "86401", "0", "+5", "5s"] {
+            let h = head(&format!("POST /initialize HTTP/1.1\r\nx-fc-initialization-timeout: {bad}\r\n\r\n"));
+            assert_eq!(init_timeout(&h, d), d, "{bad:?}");
+        }
+        let h = head("POST /initialize HTTP/1.1\r\nx-fc-initialization-timeout: 86400\r\n\r\n");
+        assert_eq!(init_timeout(&h, d), Duration::from_secs(86_400));
         assert_eq!(init_timeout(&head("POST /initialize HTTP/1.1\r\n\r\n"), d), d);
     }
 

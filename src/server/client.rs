@@ -84,14 +84,16 @@ pub enum Phase {
     },
     /// Lingering close (nginx's `lingering_close`): the answer is written and
     /// our side shut down; input is read and dropped until the client closes,
-    /// or a bound passes (no input for `NOSLATE_FC_LINGER_TIMEOUT_MS`, all of
-    /// `NOSLATE_FC_LINGER_MS`, more than `NOSLATE_FC_LINGER_BYTES`). Closing
-    /// with unread input would make the kernel send RST, and a client still
-    /// uploading would lose the answer (`Connection reset by peer`).
+    /// or a time bound passes (no input for `NOSLATE_FC_LINGER_TIMEOUT_MS`,
+    /// all of `NOSLATE_FC_LINGER_MS`: nginx's `lingering_timeout` and
+    /// `lingering_time`). Closing with unread input would make the kernel
+    /// send RST, and a client still uploading would lose the answer
+    /// (`Connection reset by peer`). No byte bound: input is dropped into
+    /// the landing buffer, so it costs no memory, and a byte cap cut
+    /// clients uploading more than it before they read.
     Linger {
         until: Instant,
         last_read: Instant,
-        bytes_left: u64,
     },
 }
 
@@ -332,16 +334,11 @@ impl Server {
         };
         let body = capacity > 0;
         let c = &mut self.clients[key];
-        if let Phase::Linger { last_read, bytes_left, .. } = &mut c.phase {
+        if let Phase::Linger { last_read, .. } = &mut c.phase {
             let sink = &mut self.landing[..];
             let n = io::Read::read(&mut c.sock, sink)?;
             c.readable = n == sink.len() || c.read_closed;
             *last_read = Instant::now();
-            match bytes_left.checked_sub(n as u64) {
-                Some(left) => *bytes_left = left,
-                // Still sending past the bound: cut (the caller closes).
-                None => return Err(io::Error::other("lingering close: byte bound passed")),
-            }
             return Ok(n);
         }
         if !body && c.rbuf.is_empty() {
@@ -819,7 +816,7 @@ impl Server {
         c.gen = gen;
         self.pool.release(&mut c.rbuf, &mut c.rbuf_carved);
         c.readable = true;
-        c.phase = Phase::Linger { until: now + self.cfg.linger, last_read: now, bytes_left: self.cfg.linger_bytes };
+        c.phase = Phase::Linger { until: now + self.cfg.linger, last_read: now };
         let at = (now + self.cfg.linger_timeout).min(now + self.cfg.linger);
         self.client_timer_add(key, at, gen, ClientTimer::Linger);
         self.pump_client(key);
