@@ -27,6 +27,7 @@ use crate::fc::dispatch::{self, RequestId, Route};
 use crate::fc::{Marker, OutQueue};
 use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
+use crate::logsafe::Escaped;
 
 /// Read size while a head is expected, and while a body streams.
 const HEAD_READ: usize = 8 * 1024;
@@ -647,7 +648,7 @@ impl Server {
             Ending::Answer(answer) => Some(answer),
             Ending::Failed(err) => {
                 if streamed {
-                    eprintln!("noslate-fc: invoke {request_id} failed: {}", err.log_text());
+                    eprintln!("noslate-fc: invoke {request_id} failed: {}", Escaped(err.log_text()));
                 }
                 if waiting {
                     Some(Answer::invoke_failed(&err, event, self.cfg.expose_stack))
@@ -670,7 +671,7 @@ impl Server {
             }
             Ending::Abandoned(why) => {
                 if streamed {
-                    eprintln!("noslate-fc: invoke {request_id} cancelled: {why}");
+                    eprintln!("noslate-fc: invoke {request_id} cancelled: {}", Escaped(why));
                 }
                 self.log.end(marker, &request_id);
                 return;

@@ -16,6 +16,7 @@ use super::plane::PlaneKind;
 use super::{ClientKey, ConnKey, Server, Timer};
 use crate::answers::{Answer, InvokeError, Readiness};
 use crate::config::{ChildSpec, Config};
+use crate::logsafe::Escaped;
 use crate::sys::{self, ExitStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +91,7 @@ impl Server {
                     self.life.children.push(Child { spec, pid, exited: None });
                 }
                 Err(e) => {
-                    eprintln!("noslate-fc: cannot start {}: {e}", spec.name);
+                    eprintln!("noslate-fc: cannot start {}: {}", spec.name, Escaped(&e));
                     self.kill_children(libc::SIGKILL);
                     return Err(e);
                 }
@@ -125,7 +126,7 @@ impl Server {
                     self.life.profiles_message = Some(msg);
                 }
                 Err(e) => {
-                    eprintln!("noslate-fc: {e}");
+                    eprintln!("noslate-fc: {}", Escaped(&e));
                     self.life.config_error = Some(e);
                 }
             }
@@ -144,7 +145,7 @@ impl Server {
                     self.life.env_message = Some(msg);
                 }
                 Err(e) => {
-                    eprintln!("noslate-fc: {e}");
+                    eprintln!("noslate-fc: {}", Escaped(&e));
                     self.life.config_error.get_or_insert(e);
                 }
             }

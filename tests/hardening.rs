@@ -1,0 +1,127 @@
+//! Issue #20: hardening of a process that is PID 1 of a container serving
+//! the internet. One test per item, through the real binary and the
+//! Noslated test fixture (tests/peer/noslated-peer.js, with the behaviours
+//! of tests/peer/hardening-behaviours.js); RELIABILITY.md and SECURITY.md
+//! name each test.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use support::{read_response, Fc, Peer, Response, TempDir};
+
+fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
+    let dir = TempDir::new(tag);
+    let peer = Peer::start(&dir, &[]);
+    let fc = Fc::start(&dir, env);
+    fc.wait_ready();
+    (dir, peer, fc)
+}
+
+fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON ({}): {}", r.status, r.text()))
+}
+
+/// An HTTP invocation as FC forwards it.
+fn http_get(target: &str, extra: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /http-invoke\r\n{extra}\r\n").into_bytes()
+}
+
+fn alive(fc: &mut Fc) {
+    assert!(fc.proc.child.try_wait().unwrap().is_none(), "noslate-fc exited: {}", fc.proc.stderr_text());
+}
+
+/// Item 1: numbers from headers are bounded and checked. main panicked on
+/// `Instant + Duration` overflow for `x-fc-initialization-timeout:
+/// 18446744073709551615` and the process (PID 1) aborted: no answer.
+#[test]
+fn huge_numbers_in_headers_do_not_kill_the_process() {
+    let (_dir, _peer, mut fc) = stack("hard-numbers", &[]);
+    for value in ["18446744073709551615", "18446744073709551616", "99999999999999999999999999", "86401", "-1", "+5"] {
+        let raw = format!(
+            "POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: {value}\r\ncontent-length: 0\r\n\r\n"
+        );
+        let r = fc.request(raw.as_bytes());
+        assert_eq!(r.status, 200, "{value}: {}", r.text());
+        for header in ["x-fc-function-timeout", "content-length"] {
+            let raw =
+                format!("POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: echo\r\n{header}: {value}\r\n\r\n");
+            let r = fc.raw_exchange(raw.as_bytes());
+            assert!(!r.is_empty(), "{header}: {value}: no answer");
+        }
+        alive(&mut fc);
+    }
+    let r = fc.invoke("echo", b"still here");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"still here"[..]));
+}
+
+/// Item 2: a function's 1xx or 600+ status never goes out as the final
+/// answer. main wrote `HTTP/1.1 101 Switching Protocols` with the function's
+/// headers, no body, and kept the connection (the next request got another
+/// 101).
+#[test]
+fn interim_and_out_of_range_statuses_are_502() {
+    let (_dir, _peer, fc) = stack("hard-status", &[("NOSLATE_FC_FUNCTION_HEADER", "all")]);
+    let mut s = fc.connect();
+    for status in [101, 100, 103, 199, 600, 999] {
+        s.write_all(&http_get("/", &format!("x-noslate-function: status-{status}\r\n"))).unwrap();
+        let r = read_response(&mut s).expect("an answer");
+        assert_eq!(r.status, 502, "status-{status}: {}", r.text());
+        assert_eq!(json(&r)["errorName"], "BadStatus", "status-{status}");
+        assert_eq!(r.header("x-custom"), None, "none of the function's head went out");
+    }
+    // The connection is still in step: a good request on it is served.
+    s.write_all(&http_get("/", "x-noslate-function: status-201\r\n")).unwrap();
+    let r = read_response(&mut s).expect("201");
+    assert_eq!((r.status, r.text().as_str()), (201, "status 201"));
+    for status in [200, 204, 404, 599] {
+        let r = fc.request(&http_get("/", &format!("x-noslate-function: status-{status}\r\n")));
+        assert_eq!(r.status, status);
+    }
+}
+
+/// Item 7: values from outside are escaped in the log. main wrote a
+/// function's error message and a `grpc-message` raw to stderr, so
+/// `x\nFC Invoke End RequestId: forged` printed a forged FC marker line.
+#[test]
+fn log_lines_cannot_be_forged() {
+    let (_dir, _peer, fc) = stack("hard-log", &[]);
+    for function in ["forged-error", "forged-grpc"] {
+        let r = fc.invoke(function, b"");
+        assert_eq!(r.status, 404, "{function}: {}", r.text());
+        // The error body is JSON (escaped there already) and names the cause.
+        assert!(json(&r)["errorMessage"].as_str().unwrap().contains("FC Invoke End RequestId: forged"));
+    }
+    let start = Instant::now();
+    let stderr = loop {
+        let text = fc.proc.stderr_text();
+        if text.matches("forged\\r\\nnext").count() >= 2 || start.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(stderr.matches("x\\nFC Invoke End RequestId: forged\\r\\nnext").count(), 2, "escaped: {stderr}");
+    for line in stderr.lines().chain(fc.stdout_text().lines()) {
+        assert!(!line.starts_with("FC Invoke End RequestId: forged"), "forged marker line: {line:?}");
+        assert!(!line.starts_with("next"), "a value broke the line: {line:?}");
+    }
+}
+
+/// Item 8: a function's response head is bounded. main passed heads up to
+/// the 1 MiB message bound (FC answers 502 BadResponse above 8 KB).
+#[test]
+fn oversized_response_head_is_502() {
+    let (_dir, _peer, fc) = stack("hard-head", &[("NOSLATE_FC_FUNCTION_HEADER", "all")]);
+    let mut s = fc.connect();
+    s.write_all(&http_get("/", "x-noslate-function: big-head\r\n")).unwrap();
+    let r = read_response(&mut s).expect("an answer");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(json(&r)["errorName"], "ResponseHeadTooLarge");
+    assert_eq!(r.header("x-big-0"), None);
+    s.write_all(&http_get("/", "x-noslate-function: echo\r\n")).unwrap();
+    assert_eq!(read_response(&mut s).expect("next").status, 200);
+    let mut rest = Vec::new();
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = s.read_to_end(&mut rest);
+}
