@@ -82,10 +82,14 @@ pub fn reusable_without_body(head: &RequestHead) -> bool {
 }
 
 /// The unread body of a request answered before its body was read: none,
-/// a known length, or unknown (chunked).
+/// a known length that will come, or unknown (chunked, or a body the client
+/// may never send: `Expect: 100-continue` without our 100, RFC 9110
+/// §10.1.1, after which dropping `n` bytes would eat the next request).
 pub fn unread_body(head: &RequestHead) -> Option<u64> {
     match head.framing() {
         BodyFraming::None => Some(0),
+        BodyFraming::Length(0) => Some(0),
+        BodyFraming::Length(_) if head.expects_continue() => None,
         BodyFraming::Length(n) => Some(n),
         BodyFraming::Chunked => None,
     }
@@ -327,6 +331,12 @@ mod tests {
         let close = head("GET / HTTP/1.1\r\nconnection: close\r\n\r\n");
         assert_eq!([unread_body(&none), unread_body(&length), unread_body(&chunked)], [Some(0), Some(5), None]);
         assert_eq!([&none, &length, &chunked, &close].map(reusable_without_body), [true, false, false, false]);
+        // Issue #20 item 3: without our 100, the client may never send the
+        // body; dropping 5 bytes would eat its next request.
+        let expect = head("POST / HTTP/1.1\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n");
+        assert_eq!(unread_body(&expect), None);
+        let empty = head("POST / HTTP/1.1\r\ncontent-length: 0\r\nexpect: 100-continue\r\n\r\n");
+        assert_eq!(unread_body(&empty), Some(0));
         assert!(supports_chunked(&none));
         assert!(!supports_chunked(&head("GET / HTTP/1.0\r\n\r\n")));
     }

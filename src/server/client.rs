@@ -616,7 +616,7 @@ impl Server {
             Phase::Invoke(inv) => {
                 self.detach_stream(&inv);
                 let call = inv.call;
-                let rest = Rest::Body(call.body.unread());
+                let rest = Rest::Body(call.unread_body());
                 let waiting = call.response.writer.is_waiting();
                 let (keep_alive, event) = (call.keep_alive(), call.origin.is_event());
                 // The exchange's reusable storage goes back for the next one.
