@@ -47,6 +47,7 @@ opts! {
     "NOSLATE_FC_FUNCTIONS", "--functions", "", "comma-separated names that may be invoked at all (any other: 404); NOSLATE_FUNCTION and route targets must be among them";
     "NOSLATE_FC_ROUTES", "--routes", "", "HTTP invocation routes by path, e.g. /api/users=users,/=web: longest prefix wins, on path-segment boundaries, after the x-fc-base-path rewrite";
     "NOSLATE_FC_ROUTES_STRIP", "--routes-strip", "false", "the function sees its path without the matched route prefix (/api/users/1 -> /1)";
+    "NOSLATE_FC_BASE_PATH", "--base-path", "", "an x-fc-base-path value to believe besides FC's own default-domain form /2016-08-15/proxy/<service>/<function>/ (any other is ignored: with a custom domain FC sends none, so it is an end user's)";
     "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides it, except on HTTP invocations)";
     "NOSLATE_FC_FORWARD_CREDENTIALS", "--forward-credentials", "false", "forward FC's x-fc-access-key-* / x-fc-security-token headers to the function";
     "NOSLATE_FC_EXPOSE_STACK", "--expose-stack", "false", "include Noslated error stacks in error bodies";
@@ -355,7 +356,20 @@ fn routing(get: &Get<'_>, warnings: &mut Vec<String>) -> Result<(Option<String>,
         None => Routes::default(),
         Some(raw) => Routes::parse(raw, strip).map_err(|e| ConfigError(format!("NOSLATE_FC_ROUTES: {e}")))?,
     };
-    let policy = Policy { header, allowlist, routes };
+    let base_path = match get("NOSLATE_FC_BASE_PATH").map(str::trim) {
+        None => None,
+        Some(raw) => {
+            let trimmed = if raw.len() > 1 { raw.strip_suffix('/').unwrap_or(raw) } else { raw };
+            if trimmed == "/" || Routes::parse(&format!("{trimmed}=x"), false).is_err() {
+                return Err(ConfigError(format!(
+                    "NOSLATE_FC_BASE_PATH: {raw:?} is not a path prefix (starts with /, not just /, no empty, . or .. \
+                     segments, no ? # or spaces)"
+                )));
+            }
+            Some(trimmed.to_string())
+        }
+    };
+    let policy = Policy { header, allowlist, routes, base_path };
     if let Some(f) = function.as_deref().filter(|f| !policy.allows(f)) {
         return Err(ConfigError(format!("NOSLATE_FUNCTION: {f:?} is not in NOSLATE_FC_FUNCTIONS")));
     }
@@ -484,6 +498,17 @@ mod tests {
             ("NOSLATE_FC_MAX_CONNECTIONS", MAX_CONNECTIONS_LIMIT as u64 + 1),
         ] {
             assert!(run(&[], &[(env, &over.to_string())]).is_err(), "{env}={over}");
+        }
+    }
+
+    #[test]
+    fn base_path_setting() {
+        assert_eq!(run(&[], &[]).unwrap().routing.base_path, None);
+        let c = run(&["--base-path", "/app/"], &[]).unwrap();
+        assert_eq!(c.routing.base_path.as_deref(), Some("/app"));
+        for bad in ["/", "app", "/a//b", "/a b", "/a?x", "/../x"] {
+            let err = run(&[], &[("NOSLATE_FC_BASE_PATH", bad)]).unwrap_err();
+            assert!(err.starts_with("NOSLATE_FC_BASE_PATH:"), "{bad:?}: {err}");
         }
     }
 

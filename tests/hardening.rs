@@ -177,3 +177,48 @@ fn early_answer_to_expect_100_continue_closes() {
     let r = read_response(&mut s).expect("200");
     assert_eq!((r.status, r.text().as_str(), r.header("connection")), (200, "hi", None));
 }
+
+/// Item 4: `x-fc-base-path` is believed only in FC's default-domain form
+/// (or as configured). main believed `x-fc-base-path: /app`, so with routes
+/// `/app=echo,/admin=inspect` the request `GET /app/admin/x` reached the
+/// `/admin` route's function.
+#[test]
+fn spoofed_base_path_cannot_step_around_routes() {
+    let (_dir, _peer, fc) = stack("hard-base", &[("NOSLATE_FC_ROUTES", "/app=echo,/admin=inspect")]);
+    let r = fc.request(&http_get("/app/admin/x", "x-fc-base-path: /app\r\nx-fc-request-id: spoof-1\r\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-request-id"), Some("spoof-1"), "served by echo (/app), not inspect (/admin)");
+    // FC's own form is stripped as before.
+    let r =
+        fc.request(&http_get("/2016-08-15/proxy/svc/fn/admin/x?q=1", "x-fc-base-path: /2016-08-15/proxy/svc/fn/\r\n"));
+    assert_eq!(json(&r)["url"], "/admin/x?q=1");
+}
+
+/// Item 6: headers the function must not get. main forwarded headers named
+/// in `Connection`, FC's `x-fc-control-path` / `x-fc-base-path`, and
+/// refused repeats of only four headers it reads.
+#[test]
+fn hop_and_plumbing_headers_do_not_reach_the_function_and_repeats_are_refused() {
+    let (_dir, peer, fc) = stack("hard-headers", &[("NOSLATE_FUNCTION", "inspect")]);
+    let r = fc.request(&http_get(
+        "/2016-08-15/proxy/svc/fn/x",
+        "Connection: x-secret\r\nx-secret: s\r\nx-fc-base-path: /2016-08-15/proxy/svc/fn/\r\nx-fc-region: cn-x\r\nx-kept: k\r\n",
+    ));
+    let seen = json(&r);
+    let names: Vec<String> =
+        seen["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap().to_string()).collect();
+    for dropped in ["x-secret", "connection", "x-fc-control-path", "x-fc-base-path"] {
+        assert!(!names.iter().any(|n| n == dropped), "{dropped} reached the function: {names:?}");
+    }
+    assert!(names.iter().any(|n| n == "x-kept"), "{names:?}");
+    assert_eq!(seen["baggage"][0], serde_json::json!(["fc-region", "cn-x"]), "FC context rides in baggage: {seen}");
+    for name in
+        ["x-fc-request-id", "x-fc-function-timeout", "x-fc-initialization-timeout", "x-fc-region", "x-fc-qualifier"]
+    {
+        let id = format!("rep-{name}");
+        let r = fc.request(&http_get("/x", &format!("x-fc-request-id: {id}\r\n{name}: 1\r\n{name}: 2\r\n")));
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert!(r.text().contains(name), "names the header: {}", r.text());
+        assert!(peer.events().iter().all(|e| e["requestId"] != id.as_str()), "{name}: nothing ran");
+    }
+}

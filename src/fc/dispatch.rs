@@ -278,8 +278,21 @@ mod tests {
                 Route::Ambiguous("x-noslate-function"),
             ),
         ];
+        // Issue #20 item 6: every x-fc-* header noslate-fc reads is refused
+        // when repeated (main refused only the four routing headers).
+        let mut cases = cases.to_vec();
+        let texts: Vec<String> = crate::route::SINGLE_HEADERS
+            .iter()
+            .map(|name| format!("POST /invoke HTTP/1.1\r\n{name}: 1\r\nhost: h\r\n{}: 2\r\n", name.to_uppercase()))
+            .collect();
+        for (text, name) in texts.iter().zip(crate::route::SINGLE_HEADERS) {
+            cases.push((text.as_str(), Route::Ambiguous(name)));
+        }
+        for name in ["x-fc-request-id", "x-fc-function-timeout", "x-fc-initialization-timeout", "x-fc-region"] {
+            assert!(crate::route::SINGLE_HEADERS.contains(&name), "{name}");
+        }
         for (text, want) in cases {
-            assert_eq!(route(&head(&format!("{text}\r\n"))), *want, "{text:?}");
+            assert_eq!(route(&head(&format!("{text}\r\n"))), want, "{text:?}");
         }
     }
 
