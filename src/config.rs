@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::fc::dispatch::TrustedPeers;
 use crate::route::{function_name, FunctionHeader, Policy, Routes, MAX_FUNCTION_NAME};
 
 /// Longest time any `*_MS` setting may give (a day, FC's longest function
@@ -38,6 +39,7 @@ macro_rules! opts {
 opts! {
     "SERVER_PORT", "--port", "9000", "HTTP port FC sends requests to (the function's CAPort)";
     "NOSLATE_FC_LISTEN", "--listen", "0.0.0.0", "address to listen on";
+    "NOSLATE_FC_TRUSTED_PEERS", "--trusted-peers", "remote", "who may speak for FC (run /initialize, /pre-freeze, /pre-stop, send events, choose the function or deadline by header): remote (every peer that is not an address of this container: FC's gateway), any (processes in the container too: development and tests only). Requests from peers not trusted are HTTP invocations of an end user";
     "NOSLATED_WORKDIR", "--workdir", "", "Noslated work directory; sockets are $NOSLATED_WORKDIR/socks/dp-<i>.sock and cp-<i>.sock";
     "NOSLATE_FC_SOCK_DIR", "--sock-dir", "", "explicit Noslated socket directory (overrides NOSLATED_WORKDIR/socks)";
     "NOSLATE_FC_DATA_PLANES", "--data-planes", "1", "number of data planes (dp-0 … dp-N-1)";
@@ -84,6 +86,8 @@ pub struct ChildSpec {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Who may speak for FC (`NOSLATE_FC_TRUSTED_PEERS`).
+    pub trusted_peers: TrustedPeers,
     pub sock_dir: PathBuf,
     pub data_planes: usize,
     pub control_planes: usize,
@@ -229,6 +233,8 @@ impl Config {
         }
         Ok(Config {
             listen: SocketAddr::new(ip, port),
+            trusted_peers: TrustedPeers::parse(get("NOSLATE_FC_TRUSTED_PEERS").unwrap_or("remote"))
+                .map_err(|e| ConfigError(format!("NOSLATE_FC_TRUSTED_PEERS: {e}")))?,
             sock_dir,
             data_planes,
             control_planes,
@@ -499,6 +505,14 @@ mod tests {
         ] {
             assert!(run(&[], &[(env, &over.to_string())]).is_err(), "{env}={over}");
         }
+    }
+
+    #[test]
+    fn trusted_peers_setting() {
+        assert_eq!(run(&[], &[]).unwrap().trusted_peers, TrustedPeers::Remote);
+        assert_eq!(run(&["--trusted-peers", "any"], &[]).unwrap().trusted_peers, TrustedPeers::Any);
+        let err = run(&[], &[("NOSLATE_FC_TRUSTED_PEERS", "loopback")]).unwrap_err();
+        assert!(err.starts_with("NOSLATE_FC_TRUSTED_PEERS:"), "{err}");
     }
 
     #[test]

@@ -222,3 +222,47 @@ fn hop_and_plumbing_headers_do_not_reach_the_function_and_repeats_are_refused() 
         assert!(peer.events().iter().all(|e| e["requestId"] != id.as_str()), "{name}: nothing ran");
     }
 }
+
+/// Item 5: with the default `NOSLATE_FC_TRUSTED_PEERS=remote`, a process in
+/// the container (here: loopback) gets what an end user gets: no hook runs,
+/// no event is marked, the function and deadline headers are ignored, routes
+/// apply. main took a request without `x-fc-control-path` as local and
+/// trusted: anything in the container (a worker through an SSRF bug) could
+/// run `/pre-stop`, `/initialize`, pick any function and hold it for a day.
+#[test]
+fn processes_in_the_container_cannot_stop_the_instance_or_choose() {
+    let (_dir, peer, fc) =
+        stack("hard-peers", &[("NOSLATE_FC_TRUSTED_PEERS", "remote"), ("NOSLATE_FUNCTION", "inspect")]);
+    let requests: [(&str, &str, &str); 7] = [
+        ("GET", "/pre-stop", ""),
+        ("GET", "/pre-freeze", ""),
+        ("POST", "/initialize", ""),
+        ("GET", "/x", "x-fc-control-path: /pre-stop\r\n"),
+        ("GET", "/x", "x-fc-control-path: /initialize\r\n"),
+        ("POST", "/invoke", "x-noslate-function: echo\r\nx-fc-function-timeout: 86400\r\n"),
+        ("POST", "/invoke", "x-fc-control-path: /invoke\r\nx-noslate-function: echo\r\n"),
+    ];
+    for (i, (method, path, extra)) in requests.iter().enumerate() {
+        let id = format!("inside-{i}");
+        let raw =
+            format!("{method} {path} HTTP/1.1\r\nhost: x\r\nx-fc-request-id: {id}\r\ncontent-length: 0\r\n{extra}\r\n");
+        let r = fc.request(raw.as_bytes());
+        assert_eq!(r.status, 200, "{method} {path} {extra:?}: {}", r.text());
+        let seen = json(&r);
+        assert_eq!(seen["name"], "inspect", "the default function, not a header's choice: {seen}");
+        assert_eq!(seen["url"], *path, "the path goes to the function as an end user's");
+        assert_eq!(seen["baggage"][0], serde_json::json!(["fc-invocation-type", "http"]));
+        let deadline = seen["deadline"].as_f64().unwrap();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+        assert!(deadline < now_ms + 60_000.0, "x-fc-function-timeout ignored: {deadline} vs {now_ms}");
+        assert!(peer.wait_event(Duration::from_secs(3), |e| e["requestId"] == id.as_str()).is_some());
+    }
+    let stdout = fc.stdout_text();
+    for hook in ["PreStop", "PreFreeze", "Initialize"] {
+        assert!(!stdout.contains(&format!("FC {hook} Start RequestId: inside-")), "{hook} ran: {stdout}");
+    }
+    // Not draining: still served.
+    let r = fc.request(b"GET /after HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!fc.proc.stderr_text().contains("draining"), "{}", fc.proc.stderr_text());
+}

@@ -51,10 +51,67 @@ pub enum Route {
     Ambiguous(&'static str),
 }
 
-/// Route one request head.
-pub fn route(head: &RequestHead) -> Route {
+/// Who is at the other end of a connection, as far as its address tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// May speak for FC: run hooks, mark events, be local. FC's gateway
+    /// connects from outside the container (fc-protocol.md §1), and so does
+    /// everyone with `NOSLATE_FC_TRUSTED_PEERS=any`.
+    Fc,
+    /// A process inside the container (loopback, or one of the container's
+    /// own addresses) under the default `NOSLATE_FC_TRUSTED_PEERS=remote`:
+    /// a function's worker, perhaps through an SSRF bug. It gets what an end
+    /// user gets.
+    Container,
+}
+
+/// `NOSLATE_FC_TRUSTED_PEERS`: who may speak for FC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrustedPeers {
+    /// Every peer that is not an address of this container (the default).
+    Remote,
+    /// Every peer, processes in the container included (development, tests,
+    /// and setups where nothing untrusted runs in the container).
+    Any,
+}
+
+impl TrustedPeers {
+    pub fn parse(raw: &str) -> Result<TrustedPeers, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "remote" => Ok(TrustedPeers::Remote),
+            "any" => Ok(TrustedPeers::Any),
+            _ => Err(format!("{raw:?} is not one of remote, any")),
+        }
+    }
+
+    /// The peer a connection from `addr` is. `is_own_address` tells whether
+    /// an address belongs to this container (the server passes a check that
+    /// binds a socket to it; a test passes a list).
+    pub fn peer(self, addr: std::net::IpAddr, is_own_address: impl Fn(std::net::IpAddr) -> bool) -> Peer {
+        if self == TrustedPeers::Any {
+            return Peer::Fc;
+        }
+        let addr = match addr {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if addr.is_loopback() || addr.is_unspecified() || is_own_address(addr) {
+            Peer::Container
+        } else {
+            Peer::Fc
+        }
+    }
+}
+
+/// Route one request head from `peer`. A request from inside the container
+/// is an HTTP invocation whatever it says: it runs no hook, marks no event,
+/// and chooses nothing an end user cannot (`Origin::FcHttp`).
+pub fn route(head: &RequestHead, peer: Peer) -> Route {
     if let Some(name) = crate::route::repeated_single_header(head.headers()) {
         return Route::Ambiguous(name);
+    }
+    if peer == Peer::Container {
+        return Route::Invoke(Origin::FcHttp);
     }
     match head.header("x-fc-control-path") {
         Some(b"/invoke") => Route::Invoke(Origin::FcEvent),
@@ -292,8 +349,33 @@ mod tests {
             assert!(crate::route::SINGLE_HEADERS.contains(&name), "{name}");
         }
         for (text, want) in cases {
-            assert_eq!(route(&head(&format!("{text}\r\n"))), want, "{text:?}");
+            assert_eq!(route(&head(&format!("{text}\r\n")), Peer::Fc), want, "{text:?}");
+            // Issue #20 item 5: from inside the container, every request is
+            // an end user's HTTP invocation (repeats are still refused).
+            let inside = if matches!(want, Route::Ambiguous(_)) { want } else { Route::Invoke(Origin::FcHttp) };
+            assert_eq!(route(&head(&format!("{text}\r\n")), Peer::Container), inside, "{text:?}");
         }
+    }
+
+    /// Issue #20 item 5: with the default `remote`, loopback and the
+    /// container's own addresses are the container; FC's gateway, which
+    /// dials the instance's address from outside, is FC.
+    #[test]
+    fn peers_by_address() {
+        use std::net::IpAddr;
+        let own: IpAddr = "21.0.5.7".parse().unwrap();
+        let is_own = |a: IpAddr| a == own;
+        for inside in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "0.0.0.0", "21.0.5.7", "::ffff:21.0.5.7"] {
+            let ip: IpAddr = inside.parse().unwrap();
+            assert_eq!(TrustedPeers::Remote.peer(ip, is_own), Peer::Container, "{inside}");
+            assert_eq!(TrustedPeers::Any.peer(ip, is_own), Peer::Fc, "{inside}");
+        }
+        for outside in ["21.0.5.1", "10.0.0.3", "2001:db8::1", "::ffff:21.0.5.1"] {
+            assert_eq!(TrustedPeers::Remote.peer(outside.parse().unwrap(), is_own), Peer::Fc, "{outside}");
+        }
+        assert_eq!(TrustedPeers::parse(" Remote "), Ok(TrustedPeers::Remote));
+        assert_eq!(TrustedPeers::parse("any"), Ok(TrustedPeers::Any));
+        assert!(TrustedPeers::parse("yes").is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use mio::Interest;
 use super::invoke::{Invoke, Step};
 use super::{ClientKey, ClientTimer, Server, Timer};
 use crate::answers::{Answer, InvokeError};
-use crate::fc::dispatch::{self, RequestId, Route};
+use crate::fc::dispatch::{self, Peer, RequestId, Route};
 use crate::fc::{Marker, OutQueue};
 use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
@@ -140,6 +140,9 @@ pub enum Ending {
 }
 
 pub struct Client {
+    /// Who is at the other end (`NOSLATE_FC_TRUSTED_PEERS`): a process in
+    /// the container gets what an end user gets.
+    pub peer: Peer,
     /// Every timer added for this connection that may still be queued;
     /// cancelled when the exchange ends or the connection closes.
     pub timer_keys: Vec<crate::timer::TimerKey>,
@@ -192,13 +195,14 @@ impl Server {
         loop {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
-                Ok((sock, _)) => {
+                Ok((sock, addr)) => {
                     let _ = sock.set_nodelay(true);
                     if self.clients.len() >= self.max_connections {
                         refuse_overload(sock);
                         continue;
                     }
-                    self.add_client(sock);
+                    let peer = self.cfg.trusted_peers.peer(addr.ip(), own_address);
+                    self.add_client(sock, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -214,7 +218,7 @@ impl Server {
         }
     }
 
-    fn add_client(&mut self, mut sock: TcpStream) {
+    fn add_client(&mut self, mut sock: TcpStream, peer: Peer) {
         let key = self.clients.vacant_key();
         // Readable only: writable interest is added while output waits
         // (`flush_client`), so a peer's reads raise no empty wake-ups.
@@ -224,6 +228,7 @@ impl Server {
         let gen = self.gen();
         self.clients.insert(Client {
             sock,
+            peer,
             gen,
             rbuf: BytesMut::new(),
             rbuf_carved: false,
@@ -527,7 +532,7 @@ impl Server {
         // there is none to skip. A routing header given twice or an unknown
         // control path: nothing runs, the body is not read, it closes.
         let reusable = dispatch::reusable_without_body(&head);
-        match dispatch::route(&head) {
+        match dispatch::route(&head, self.clients[key].peer) {
             Route::Ambiguous(name) => self.queue_answer(key, &Answer::ambiguous(name), false),
             Route::WrongMethod(allow) => self.queue_answer(key, &Answer::wrong_method(allow), reusable),
             Route::BadControlPath => self.queue_answer(key, &Answer::bad_control_path(), false),
@@ -1003,6 +1008,15 @@ impl Server {
             _ => {}
         }
     }
+}
+
+/// Whether `ip` is an address of this container (network namespace): a
+/// socket can be bound to it. Asked once per accepted connection whose peer
+/// is not loopback (FC's, in production), never per request. If the kernel
+/// allowed non-local binds (`ip_nonlocal_bind`), every peer would look local
+/// and nothing could speak for FC: it fails closed.
+fn own_address(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// Over the connection limit: a best-effort 503 and close, without
