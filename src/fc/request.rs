@@ -86,15 +86,9 @@ pub fn first_message(
     // The forwarded fields, on the stack unless there are very many (the
     // encoder lower-cases their names as it writes them).
     let mut headers: Fields<'_, INLINE_HEADERS> = Fields::new();
-    // Most requests name nothing but `close` / `keep-alive` in `Connection`:
-    // only look at its tokens per header when it names something else.
-    let connection_names = head.headers().any(|(n, v)| {
-        n.eq_ignore_ascii_case(b"connection")
-            && v.split(|b| *b == b',').any(|t| {
-                let t = t.trim_ascii();
-                !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
-            })
-    });
+    // Most requests name nothing but `close` / `keep-alive` in `Connection`
+    // (the parser noted it): only then look at its tokens per header.
+    let connection_names = head.connection_options();
     for field in head.headers().filter(|(name, _)| forwarded(name, forward_credentials)) {
         if connection_names && named_by_connection(head, field.0) {
             continue;
