@@ -4,12 +4,14 @@
 //! it, its function headers, its target and `x-fc-base-path` — and the
 //! operator's settings, and returns a function name or a refusal.
 //!
-//! Whom to believe (fc-protocol.md §2, §4): FC marks every request it sends
-//! with `x-fc-control-path`. An event (`/invoke`) comes from an authenticated
-//! FC API caller; a request without a control path can only come from inside
-//! the container (nothing but FC reaches the CAPort); an HTTP invocation
+//! Whom to believe (fc-protocol.md §2, §4): FC marks its invocations with
+//! `x-fc-control-path`. An event (`/invoke`) comes from an authenticated FC
+//! API caller; a request without a control path from a peer that may speak
+//! for FC is FC's own (its hooks carry none) or, with
+//! `NOSLATE_FC_TRUSTED_PEERS=any`, a trusted local caller; an HTTP invocation
 //! (`/http-invoke`) carries an end user's own headers, often from an anonymous
-//! HTTP trigger. So `x-noslate-function` / `x-noslate-service` are believed
+//! HTTP trigger, and so does anything from inside the container under the
+//! default `remote` (`fc::dispatch::route` makes it `FcHttp`). So `x-noslate-function` / `x-noslate-service` are believed
 //! from the first two by default, and from end users only when the operator
 //! says so (`NOSLATE_FC_FUNCTION_HEADER=all`). A header that is not believed
 //! is ignored, as any other header of the end user's: the request is routed
@@ -87,9 +89,9 @@ pub enum Origin {
     FcEvent,
     /// `x-fc-control-path: /http-invoke`: an end user through a trigger.
     FcHttp,
-    /// No control path, `POST /invoke`: the container itself.
+    /// No control path, `POST /invoke`, from a peer that may speak for FC.
     LocalEvent,
-    /// No control path, any other request: the container itself.
+    /// No control path, any other request, from a peer that may speak for FC.
     LocalHttp,
 }
 
