@@ -214,6 +214,7 @@ fn gateway_command(who: Who, socks: &Path, port: u16) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SERVER_PORT", port.to_string())
         .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_TRUSTED_PEERS", "any")
         .env("NOSLATE_FC_SOCK_DIR", socks)
         .env("NOSLATE_FC_CONTROL_PLANES", "0")
         .env("NOSLATE_FUNCTION", "echo");

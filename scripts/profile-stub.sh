@@ -45,7 +45,7 @@ start_gateway() { # who port -> pid
   local who=$1 port=$2
   local cmd=("${FC_BIN:-$PWD/target/release/noslate-fc}")
   [ "$who" = rust ] && cmd=("$E2E" __e2e-rust-gateway)
-  env -i PATH="$PATH" SERVER_PORT="$port" NOSLATE_FC_LISTEN=127.0.0.1 NOSLATE_FC_SOCK_DIR="$TMP/socks" \
+  env -i PATH="$PATH" SERVER_PORT="$port" NOSLATE_FC_LISTEN=127.0.0.1 NOSLATE_FC_TRUSTED_PEERS=any NOSLATE_FC_SOCK_DIR="$TMP/socks" \
     NOSLATE_FC_CONTROL_PLANES=0 NOSLATE_FUNCTION=echo "${cmd[@]}" >/dev/null 2>"$TMP/$who.err" &
   echo $!
 }

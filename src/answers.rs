@@ -111,9 +111,24 @@ impl InvokeError {
             InvokeError::Draining => ("Draining", "noslate-fc is shutting down and takes no new invocations".into()),
             InvokeError::Deadline => ("DeadlineExceeded", "noslated: deadline exceeded".into()),
             InvokeError::PlaneLost(why) => ("DataPlaneLost", format!("noslated: data plane connection lost: {why}")),
-            InvokeError::Protocol(why) => ("ProtocolError", format!("noslated: bad response from data plane: {why}")),
+            InvokeError::Protocol(ProtocolError::Response(ResponseError::BadStatus(_))) => {
+                ("BadStatus", self.protocol_message())
+            }
+            InvokeError::Protocol(ProtocolError::Response(ResponseError::HeadTooLarge)) => {
+                ("ResponseHeadTooLarge", self.protocol_message())
+            }
+            InvokeError::Protocol(_) => ("ProtocolError", self.protocol_message()),
             InvokeError::Status(s) => ("GrpcError", format!("noslated: gRPC status {}: {}", s.code.0, s.message)),
             InvokeError::Noslated(f) => (f.name.as_str(), f.message.clone()),
+        }
+    }
+
+    fn protocol_message(&self) -> String {
+        match self {
+            InvokeError::Protocol(ProtocolError::Response(why @ ResponseError::BadStatus(_)))
+            | InvokeError::Protocol(ProtocolError::Response(why @ ResponseError::HeadTooLarge)) => why.to_string(),
+            InvokeError::Protocol(why) => format!("noslated: bad response from data plane: {why}"),
+            _ => String::new(),
         }
     }
 

@@ -8,7 +8,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::fc::dispatch::TrustedPeers;
 use crate::route::{function_name, FunctionHeader, Policy, Routes, MAX_FUNCTION_NAME};
+
+/// Longest time any `*_MS` setting may give (a day, FC's longest function
+/// timeout): `Instant::now() + Duration` cannot overflow below it, and no
+/// plausible deployment waits longer.
+pub const MAX_SETTING_MS: u64 = 86_400_000;
+/// Largest `NOSLATE_FC_MAX_HEAD` (FC itself refuses heads over 8 KB).
+pub const MAX_HEAD_LIMIT: usize = 1 << 20;
+/// Largest `NOSLATE_FC_MAX_BODY` (FC refuses bodies over 32 MB).
+pub const MAX_BODY_LIMIT: u64 = 1 << 30;
+/// Largest `NOSLATE_FC_MAX_CONNECTIONS` (FC sends at most 200 at once).
+pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
 
 /// One configurable setting.
 pub struct Opt {
@@ -27,6 +39,7 @@ macro_rules! opts {
 opts! {
     "SERVER_PORT", "--port", "9000", "HTTP port FC sends requests to (the function's CAPort)";
     "NOSLATE_FC_LISTEN", "--listen", "0.0.0.0", "address to listen on";
+    "NOSLATE_FC_TRUSTED_PEERS", "--trusted-peers", "remote", "who may speak for FC (run /initialize, /pre-freeze, /pre-stop, send events, choose the function or deadline by header): remote (every peer that is not an address of this container: FC's gateway), any (processes in the container too: development and tests only). Requests from peers not trusted are HTTP invocations of an end user";
     "NOSLATED_WORKDIR", "--workdir", "", "Noslated work directory; sockets are $NOSLATED_WORKDIR/socks/dp-<i>.sock and cp-<i>.sock";
     "NOSLATE_FC_SOCK_DIR", "--sock-dir", "", "explicit Noslated socket directory (overrides NOSLATED_WORKDIR/socks)";
     "NOSLATE_FC_DATA_PLANES", "--data-planes", "1", "number of data planes (dp-0 … dp-N-1)";
@@ -36,6 +49,7 @@ opts! {
     "NOSLATE_FC_FUNCTIONS", "--functions", "", "comma-separated names that may be invoked at all (any other: 404); NOSLATE_FUNCTION and route targets must be among them";
     "NOSLATE_FC_ROUTES", "--routes", "", "HTTP invocation routes by path, e.g. /api/users=users,/=web: longest prefix wins, on path-segment boundaries, after the x-fc-base-path rewrite";
     "NOSLATE_FC_ROUTES_STRIP", "--routes-strip", "false", "the function sees its path without the matched route prefix (/api/users/1 -> /1)";
+    "NOSLATE_FC_BASE_PATH", "--base-path", "", "an x-fc-base-path value to believe besides FC's own default-domain form /2016-08-15/proxy/<service>/<function>/ (any other is ignored: with a custom domain FC sends none, so it is an end user's)";
     "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides it, except on HTTP invocations)";
     "NOSLATE_FC_FORWARD_CREDENTIALS", "--forward-credentials", "false", "forward FC's x-fc-access-key-* / x-fc-security-token headers to the function";
     "NOSLATE_FC_EXPOSE_STACK", "--expose-stack", "false", "include Noslated error stacks in error bodies";
@@ -44,9 +58,8 @@ opts! {
     "NOSLATE_FC_HEADER_TIMEOUT_MS", "--header-timeout-ms", "10000", "time allowed to send a request head (408 after)";
     "NOSLATE_FC_IDLE_TIMEOUT_MS", "--idle-timeout-ms", "600000", "idle keep-alive connections are closed after this";
     "NOSLATE_FC_MAX_CONNECTIONS", "--max-connections", "4096", "client connections held at once (503 and close beyond)";
-    "NOSLATE_FC_LINGER_MS", "--linger-ms", "5000", "lingering close: after an answer sent before the request was read, keep reading and dropping input this long at most (0 = close at once)";
-    "NOSLATE_FC_LINGER_TIMEOUT_MS", "--linger-timeout-ms", "2000", "lingering close: stop when no input arrives for this long";
-    "NOSLATE_FC_LINGER_BYTES", "--linger-bytes", "33554432", "lingering close: cut a client that sends more than this many bytes after the answer";
+    "NOSLATE_FC_LINGER_MS", "--linger-ms", "30000", "lingering close (nginx's lingering_time): after an answer sent before the request was read, keep reading and dropping input this long at most, however many bytes come (0 = close at once)";
+    "NOSLATE_FC_LINGER_TIMEOUT_MS", "--linger-timeout-ms", "5000", "lingering close (nginx's lingering_timeout): stop when no input arrives for this long";
     "NOSLATE_FC_READY_WAIT_MS", "--ready-wait-ms", "10000", "how long an invoke waits for a data plane (and, for a profile's function, the profiles in force) before 503";
     "NOSLATE_FC_INIT_TIMEOUT_MS", "--init-timeout-ms", "60000", "/initialize readiness wait unless x-fc-initialization-timeout is given";
     "NOSLATE_FC_DRAIN_MS", "--drain-ms", "10000", "on /pre-stop or SIGTERM, how long in-flight invokes may finish";
@@ -73,6 +86,8 @@ pub struct ChildSpec {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Who may speak for FC (`NOSLATE_FC_TRUSTED_PEERS`).
+    pub trusted_peers: TrustedPeers,
     pub sock_dir: PathBuf,
     pub data_planes: usize,
     pub control_planes: usize,
@@ -89,10 +104,10 @@ pub struct Config {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
-    /// Lingering close: total time (zero = off), wait per read, byte budget.
+    /// Lingering close: total time (zero = off) and wait per read. Time, not
+    /// bytes, bounds it (nginx's model): dropping input costs no memory.
     pub linger: Duration,
     pub linger_timeout: Duration,
-    pub linger_bytes: u64,
     pub ready_wait: Duration,
     pub init_timeout: Duration,
     pub drain: Duration,
@@ -194,24 +209,32 @@ impl Config {
             )));
         }
         let max_head: usize = parse(get, "NOSLATE_FC_MAX_HEAD")?;
-        if max_head < 256 {
-            return Err(ConfigError("NOSLATE_FC_MAX_HEAD: must be at least 256".into()));
+        if !(256..=MAX_HEAD_LIMIT).contains(&max_head) {
+            return Err(ConfigError(format!("NOSLATE_FC_MAX_HEAD: must be between 256 and {MAX_HEAD_LIMIT}")));
+        }
+        let max_body: u64 = parse(get, "NOSLATE_FC_MAX_BODY")?;
+        if max_body > MAX_BODY_LIMIT {
+            return Err(ConfigError(format!("NOSLATE_FC_MAX_BODY: must be at most {MAX_BODY_LIMIT}")));
+        }
+        let max_connections: usize = parse(get, "NOSLATE_FC_MAX_CONNECTIONS")?;
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&max_connections) {
+            return Err(ConfigError(format!(
+                "NOSLATE_FC_MAX_CONNECTIONS: must be between 1 and {MAX_CONNECTIONS_LIMIT}"
+            )));
         }
         let children = children(get, data_planes, control_planes)?;
         let warm_up = warm_up(get, control_planes)?;
         let mut warnings = Vec::new();
         let (function, routing) = routing(get, &mut warnings)?;
-        let linger = Duration::from_millis(parse(get, "NOSLATE_FC_LINGER_MS")?);
+        let linger = Duration::from_millis(bounded_ms(get, "NOSLATE_FC_LINGER_MS")?);
         let linger_timeout = millis(get, "NOSLATE_FC_LINGER_TIMEOUT_MS")?;
         if !linger.is_zero() && linger_timeout > linger {
             return Err(ConfigError("NOSLATE_FC_LINGER_TIMEOUT_MS: must not exceed NOSLATE_FC_LINGER_MS".into()));
         }
-        let linger_bytes: u64 = parse(get, "NOSLATE_FC_LINGER_BYTES")?;
-        if linger_bytes == 0 {
-            return Err(ConfigError("NOSLATE_FC_LINGER_BYTES: must be greater than 0".into()));
-        }
         Ok(Config {
             listen: SocketAddr::new(ip, port),
+            trusted_peers: TrustedPeers::parse(get("NOSLATE_FC_TRUSTED_PEERS").unwrap_or("remote"))
+                .map_err(|e| ConfigError(format!("NOSLATE_FC_TRUSTED_PEERS: {e}")))?,
             sock_dir,
             data_planes,
             control_planes,
@@ -222,13 +245,12 @@ impl Config {
             forward_credentials: parse_bool(get, "NOSLATE_FC_FORWARD_CREDENTIALS")?,
             expose_stack: parse_bool(get, "NOSLATE_FC_EXPOSE_STACK")?,
             max_head,
-            max_body: parse(get, "NOSLATE_FC_MAX_BODY")?,
+            max_body,
             header_timeout: millis(get, "NOSLATE_FC_HEADER_TIMEOUT_MS")?,
             idle_timeout: millis(get, "NOSLATE_FC_IDLE_TIMEOUT_MS")?,
-            max_connections: parse(get, "NOSLATE_FC_MAX_CONNECTIONS")?,
+            max_connections,
             linger,
             linger_timeout,
-            linger_bytes,
             ready_wait: millis(get, "NOSLATE_FC_READY_WAIT_MS")?,
             init_timeout: millis(get, "NOSLATE_FC_INIT_TIMEOUT_MS")?,
             drain: millis(get, "NOSLATE_FC_DRAIN_MS")?,
@@ -277,8 +299,18 @@ fn parse<T: std::str::FromStr>(get: &Get<'_>, env: &str) -> Result<T, ConfigErro
     raw.trim().parse().map_err(|_| ConfigError(format!("{env}: {raw:?} is not a valid non-negative number")))
 }
 
-fn millis(get: &Get<'_>, env: &str) -> Result<Duration, ConfigError> {
+/// Milliseconds, 0..=`MAX_SETTING_MS`.
+fn bounded_ms(get: &Get<'_>, env: &str) -> Result<u64, ConfigError> {
     let ms: u64 = parse(get, env)?;
+    if ms > MAX_SETTING_MS {
+        return Err(ConfigError(format!("{env}: must be at most {MAX_SETTING_MS} (a day)")));
+    }
+    Ok(ms)
+}
+
+/// Milliseconds, 1..=`MAX_SETTING_MS`.
+fn millis(get: &Get<'_>, env: &str) -> Result<Duration, ConfigError> {
+    let ms = bounded_ms(get, env)?;
     if ms == 0 {
         return Err(ConfigError(format!("{env}: must be greater than 0")));
     }
@@ -330,7 +362,20 @@ fn routing(get: &Get<'_>, warnings: &mut Vec<String>) -> Result<(Option<String>,
         None => Routes::default(),
         Some(raw) => Routes::parse(raw, strip).map_err(|e| ConfigError(format!("NOSLATE_FC_ROUTES: {e}")))?,
     };
-    let policy = Policy { header, allowlist, routes };
+    let base_path = match get("NOSLATE_FC_BASE_PATH").map(str::trim) {
+        None => None,
+        Some(raw) => {
+            let trimmed = if raw.len() > 1 { raw.strip_suffix('/').unwrap_or(raw) } else { raw };
+            if trimmed == "/" || Routes::parse(&format!("{trimmed}=x"), false).is_err() {
+                return Err(ConfigError(format!(
+                    "NOSLATE_FC_BASE_PATH: {raw:?} is not a path prefix (starts with /, not just /, no empty, . or .. \
+                     segments, no ? # or spaces)"
+                )));
+            }
+            Some(trimmed.to_string())
+        }
+    };
+    let policy = Policy { header, allowlist, routes, base_path };
     if let Some(f) = function.as_deref().filter(|f| !policy.allows(f)) {
         return Err(ConfigError(format!("NOSLATE_FUNCTION: {f:?} is not in NOSLATE_FC_FUNCTIONS")));
     }
@@ -425,6 +470,59 @@ mod tests {
             Ok(Command::Run(c)) => Ok(*c),
             Ok(_) => Err("not run".into()),
             Err(e) => Err(e.0),
+        }
+    }
+
+    /// Every number a setting gives is bounded: the largest `u64`, one past
+    /// it, and one past each bound are refused with the variable named, and
+    /// the largest accepted durations can be added to `Instant::now()`.
+    #[test]
+    fn numeric_settings_are_bounded() {
+        let numeric: Vec<&str> =
+            OPTIONS.iter().map(|o| o.env).filter(|e| e.ends_with("_MS") || e.starts_with("NOSLATE_FC_MAX_")).collect();
+        assert!(numeric.len() >= 12, "{numeric:?}");
+        for env in &numeric {
+            for huge in ["18446744073709551615", "18446744073709551616", "99999999999999999999999"] {
+                let err = run(&[], &[(env, huge)]).expect_err(env);
+                assert!(err.starts_with(env), "{env}={huge}: {err}");
+            }
+        }
+        let ms = MAX_SETTING_MS.to_string();
+        for env in numeric.iter().filter(|e| e.ends_with("_MS")) {
+            let over = (MAX_SETTING_MS + 1).to_string();
+            assert!(run(&[], &[(env, &over)]).is_err(), "{env}={over}");
+            // At the bound: accepted (the lingering pair must stay ordered).
+            let env_set = [(*env, ms.as_str()), ("NOSLATE_FC_LINGER_MS", ms.as_str())];
+            let c = run(&[], &env_set).unwrap_or_else(|e| panic!("{env}={ms}: {e}"));
+            for d in [c.timeout, c.header_timeout, c.idle_timeout, c.linger, c.linger_timeout, c.ready_wait] {
+                assert!(std::time::Instant::now().checked_add(d).is_some());
+            }
+        }
+        for (env, over) in [
+            ("NOSLATE_FC_MAX_HEAD", MAX_HEAD_LIMIT as u64 + 1),
+            ("NOSLATE_FC_MAX_BODY", MAX_BODY_LIMIT + 1),
+            ("NOSLATE_FC_MAX_CONNECTIONS", MAX_CONNECTIONS_LIMIT as u64 + 1),
+        ] {
+            assert!(run(&[], &[(env, &over.to_string())]).is_err(), "{env}={over}");
+        }
+    }
+
+    #[test]
+    fn trusted_peers_setting() {
+        assert_eq!(run(&[], &[]).unwrap().trusted_peers, TrustedPeers::Remote);
+        assert_eq!(run(&["--trusted-peers", "any"], &[]).unwrap().trusted_peers, TrustedPeers::Any);
+        let err = run(&[], &[("NOSLATE_FC_TRUSTED_PEERS", "loopback")]).unwrap_err();
+        assert!(err.starts_with("NOSLATE_FC_TRUSTED_PEERS:"), "{err}");
+    }
+
+    #[test]
+    fn base_path_setting() {
+        assert_eq!(run(&[], &[]).unwrap().routing.base_path, None);
+        let c = run(&["--base-path", "/app/"], &[]).unwrap();
+        assert_eq!(c.routing.base_path.as_deref(), Some("/app"));
+        for bad in ["/", "app", "/a//b", "/a b", "/a?x", "/../x"] {
+            let err = run(&[], &[("NOSLATE_FC_BASE_PATH", bad)]).unwrap_err();
+            assert!(err.starts_with("NOSLATE_FC_BASE_PATH:"), "{bad:?}: {err}");
         }
     }
 
@@ -542,14 +640,13 @@ mod tests {
     #[test]
     fn lingering_close_settings() {
         let c = run(&[], &[]).unwrap();
-        assert_eq!(c.linger, Duration::from_millis(5000));
-        assert_eq!(c.linger_timeout, Duration::from_millis(2000));
-        assert_eq!(c.linger_bytes, 32 * 1024 * 1024);
-        let c = run(&["--linger-ms", "800", "--linger-timeout-ms=300", "--linger-bytes", "1024"], &[]).unwrap();
-        assert_eq!(
-            (c.linger, c.linger_timeout, c.linger_bytes),
-            (Duration::from_millis(800), Duration::from_millis(300), 1024)
-        );
+        // nginx's lingering_time and lingering_timeout defaults.
+        assert_eq!(c.linger, Duration::from_millis(30_000));
+        assert_eq!(c.linger_timeout, Duration::from_millis(5000));
+        let c = run(&["--linger-ms", "800", "--linger-timeout-ms=300"], &[]).unwrap();
+        assert_eq!((c.linger, c.linger_timeout), (Duration::from_millis(800), Duration::from_millis(300)));
+        // The byte bound is gone: its flag is unknown.
+        assert!(run(&["--linger-bytes", "1024"], &[]).unwrap_err().contains("unknown argument"));
         // 0 switches lingering off; the per-read wait is then not checked against it.
         assert_eq!(run(&[], &[("NOSLATE_FC_LINGER_MS", "0")]).unwrap().linger, Duration::ZERO);
         let err = |env: &[(&str, &str)]| run(&[], env).unwrap_err();
@@ -558,8 +655,6 @@ mod tests {
         assert!(err(&[("NOSLATE_FC_LINGER_TIMEOUT_MS", "0")]).starts_with("NOSLATE_FC_LINGER_TIMEOUT_MS:"));
         assert!(err(&[("NOSLATE_FC_LINGER_MS", "100"), ("NOSLATE_FC_LINGER_TIMEOUT_MS", "200")])
             .starts_with("NOSLATE_FC_LINGER_TIMEOUT_MS:"));
-        assert!(err(&[("NOSLATE_FC_LINGER_BYTES", "0")]).starts_with("NOSLATE_FC_LINGER_BYTES:"));
-        assert!(err(&[("NOSLATE_FC_LINGER_BYTES", "1e9")]).starts_with("NOSLATE_FC_LINGER_BYTES:"));
     }
 
     #[test]

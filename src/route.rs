@@ -4,12 +4,14 @@
 //! it, its function headers, its target and `x-fc-base-path` — and the
 //! operator's settings, and returns a function name or a refusal.
 //!
-//! Whom to believe (fc-protocol.md §2, §4): FC marks every request it sends
-//! with `x-fc-control-path`. An event (`/invoke`) comes from an authenticated
-//! FC API caller; a request without a control path can only come from inside
-//! the container (nothing but FC reaches the CAPort); an HTTP invocation
+//! Whom to believe (fc-protocol.md §2, §4): FC marks its invocations with
+//! `x-fc-control-path`. An event (`/invoke`) comes from an authenticated FC
+//! API caller; a request without a control path from a peer that may speak
+//! for FC is FC's own (its hooks carry none) or, with
+//! `NOSLATE_FC_TRUSTED_PEERS=any`, a trusted local caller; an HTTP invocation
 //! (`/http-invoke`) carries an end user's own headers, often from an anonymous
-//! HTTP trigger. So `x-noslate-function` / `x-noslate-service` are believed
+//! HTTP trigger, and so does anything from inside the container under the
+//! default `remote` (`fc::dispatch::route` makes it `FcHttp`). So `x-noslate-function` / `x-noslate-service` are believed
 //! from the first two by default, and from end users only when the operator
 //! says so (`NOSLATE_FC_FUNCTION_HEADER=all`). A header that is not believed
 //! is ignored, as any other header of the end user's: the request is routed
@@ -25,10 +27,27 @@ use crate::answers::InvokeError;
 
 /// Longest function name accepted, from a header or from configuration.
 pub const MAX_FUNCTION_NAME: usize = 128;
+/// Longest FC service (with its qualifier) or function name in FC's
+/// default-domain base path (FC names are at most 64–128 characters).
+const MAX_FC_NAME: usize = 256;
 
-/// Request headers that decide where a request goes: a second copy makes the
+/// Request headers noslate-fc reads — where a request goes, its id, its
+/// timeouts, the FC context it passes on as baggage: a second copy makes the
 /// request ambiguous (which one did FC set?), so it is refused whole.
-pub const SINGLE_HEADERS: &[&str] = &["x-fc-control-path", "x-fc-base-path", "x-noslate-function", "x-noslate-service"];
+pub const SINGLE_HEADERS: &[&str] = &[
+    "x-fc-control-path",
+    "x-fc-base-path",
+    "x-noslate-function",
+    "x-noslate-service",
+    "x-fc-request-id",
+    "x-fc-function-timeout",
+    "x-fc-initialization-timeout",
+    "x-fc-region",
+    "x-fc-account-id",
+    "x-fc-qualifier",
+    "x-fc-function-name",
+    "x-fc-service-name",
+];
 
 /// `NOSLATE_FC_FUNCTION_HEADER`: whose `x-noslate-function` is believed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,9 +89,9 @@ pub enum Origin {
     FcEvent,
     /// `x-fc-control-path: /http-invoke`: an end user through a trigger.
     FcHttp,
-    /// No control path, `POST /invoke`: the container itself.
+    /// No control path, `POST /invoke`, from a peer that may speak for FC.
     LocalEvent,
-    /// No control path, any other request: the container itself.
+    /// No control path, any other request, from a peer that may speak for FC.
     LocalHttp,
 }
 
@@ -169,6 +188,10 @@ pub fn function_name(raw: &[u8]) -> Option<&str> {
 pub fn repeated_single_header<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Option<&'static str> {
     let mut seen = [false; SINGLE_HEADERS.len()];
     for (name, _) in headers {
+        // All of them start with `x-`: most headers are passed over here.
+        if !name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"x-")) {
+            continue;
+        }
         if let Some(i) = SINGLE_HEADERS.iter().position(|s| name.eq_ignore_ascii_case(s.as_bytes())) {
             if seen[i] {
                 return Some(SINGLE_HEADERS[i]);
@@ -270,11 +293,14 @@ pub struct Policy {
     /// `NOSLATE_FC_FUNCTIONS`: when set, the only names that may be invoked.
     pub allowlist: Option<Vec<String>>,
     pub routes: Routes,
+    /// `NOSLATE_FC_BASE_PATH`: an `x-fc-base-path` believed besides FC's own
+    /// default-domain form (without a trailing `/`).
+    pub base_path: Option<String>,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { header: FunctionHeader::Event, allowlist: None, routes: Routes::default() }
+        Policy { header: FunctionHeader::Event, allowlist: None, routes: Routes::default(), base_path: None }
     }
 }
 
@@ -304,7 +330,8 @@ impl Policy {
     /// Choose the function: a believed header, else (not for events) the
     /// longest matching route, else `default`.
     pub fn choose(&self, req: &Request<'_>, default: Option<&str>) -> Result<Choice, InvokeError> {
-        let base_skip = if req.origin.is_event() { 0 } else { base_path_skip(req.target, req.base_path) };
+        let base = req.base_path.filter(|b| self.believes_base_path(b));
+        let base_skip = if req.origin.is_event() { 0 } else { base_path_skip(req.target, base) };
         let believed = match self.header {
             FunctionHeader::Off => false,
             FunctionHeader::Event => req.origin.trusted(),
@@ -339,6 +366,32 @@ impl Policy {
             None if !req.origin.is_event() && !self.routes.is_empty() => Err(InvokeError::NoRoute),
             None => Err(InvokeError::NoFunction),
         }
+    }
+
+    /// Whether an `x-fc-base-path` is FC's (fc-protocol.md §2, F5): FC sets
+    /// it only on its default domain, as `/2016-08-15/proxy/<service>/<function>/`
+    /// (the service possibly with `.<qualifier>`); with a custom domain it
+    /// sends none, so an end user's own copy would arrive as is. Believing
+    /// any value let `x-fc-base-path: /app` turn `/app/admin/x` into
+    /// `/admin/x` and reach the `/admin` route. Only FC's form, or the base
+    /// the operator configured, can be stripped: FC's prefix never holds an
+    /// application path, so stripping it reaches nothing a plain path could
+    /// not.
+    pub fn believes_base_path(&self, base: &[u8]) -> bool {
+        let trimmed = base.strip_suffix(b"/").unwrap_or(base);
+        if self.base_path.as_deref().is_some_and(|b| b.as_bytes() == trimmed) {
+            return true;
+        }
+        let Some(rest) = trimmed.strip_prefix(b"/2016-08-15/proxy/") else { return false };
+        let mut segments = rest.split(|b| *b == b'/');
+        let name = |s: Option<&[u8]>| {
+            s.is_some_and(|s| {
+                !s.is_empty()
+                    && s.len() <= MAX_FC_NAME
+                    && s.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+            })
+        };
+        name(segments.next()) && name(segments.next()) && segments.next().is_none()
     }
 
     /// Whether `name` may be invoked at all.
@@ -392,6 +445,7 @@ mod tests {
             header,
             allowlist: allow.map(|a| a.iter().map(|s| s.to_string()).collect()),
             routes: if routes.is_empty() { Routes::default() } else { Routes::parse(routes, strip).unwrap() },
+            base_path: None,
         }
     }
 
@@ -522,6 +576,35 @@ mod tests {
         // Events keep their target whole.
         let got = name(&keep, &r(b"/2016-08-15/proxy/svc/fn/invoke", Origin::FcEvent), Some("d")).unwrap();
         assert_eq!(got.1, "/2016-08-15/proxy/svc/fn/invoke");
+    }
+
+    /// Issue #20 item 4: only FC's default-domain form of `x-fc-base-path`
+    /// (or the operator's `NOSLATE_FC_BASE_PATH`) is stripped. main believed
+    /// `x-fc-base-path: /app`, and `/app/admin/x` reached the `/admin` route.
+    #[test]
+    fn only_fcs_base_path_form_is_believed() {
+        let mut p = policy(FunctionHeader::Event, None, "/app=web,/admin=admin", false);
+        let r = |target: &'static [u8], base: &'static [u8]| Request {
+            base_path: Some(base),
+            ..req(Origin::FcHttp, None, target)
+        };
+        for spoof in
+            [&b"/app"[..], b"/app/", b"/", b"/2016-08-15/proxy/s", b"/2016-08-15/proxy/s/f/g", b"/2016-08-15/proxy//f"]
+        {
+            let got = name(&p, &r(b"/app/admin/x", spoof), None).unwrap();
+            assert_eq!(got, ("web".into(), "/app/admin/x".into()), "{:?}", String::from_utf8_lossy(spoof));
+        }
+        for fc in [&b"/2016-08-15/proxy/svc/fn/"[..], b"/2016-08-15/proxy/svc.LATEST/fn", b"/2016-08-15/proxy/s_1/f-2/"]
+        {
+            assert!(p.believes_base_path(fc), "{:?}", String::from_utf8_lossy(fc));
+        }
+        let got = name(&p, &r(b"/2016-08-15/proxy/svc/fn/admin/x", b"/2016-08-15/proxy/svc/fn/"), None).unwrap();
+        assert_eq!(got, ("admin".into(), "/admin/x".into()));
+        // The operator's own base path is believed too, exactly.
+        p.base_path = Some("/app".into());
+        let got = name(&p, &r(b"/app/admin/x", b"/app/"), None).unwrap();
+        assert_eq!(got, ("admin".into(), "/admin/x".into()));
+        assert_eq!(name(&p, &r(b"/app/admin/x", b"/ap"), None).unwrap().0, "web");
     }
 
     #[test]

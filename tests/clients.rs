@@ -32,6 +32,7 @@ fn start_fc(dir: &TempDir, env: &[(&str, &str)]) -> Fc {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SERVER_PORT", "0")
         .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_TRUSTED_PEERS", "any")
         .env("NOSLATE_FC_SOCK_DIR", dir.socks());
     // The fixture serves only registered functions, as Noslated does: the
     // tests' ones and the clients' 3 MiB + 5 download.

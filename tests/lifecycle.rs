@@ -363,6 +363,7 @@ fn as_pid_1_it_handles_sigterm_and_reaps_orphans() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SERVER_PORT", "0")
         .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_TRUSTED_PEERS", "any")
         .env("NOSLATE_FC_SOCK_DIR", dir.socks())
         .env("NOSLATE_FC_TURF_CMD", &turf)
         .env("FAKE_TURF_ORPHAN", "1")

@@ -1361,6 +1361,7 @@ fn connection_cap_refuses_with_503_and_recovers() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SERVER_PORT", "0")
         .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_TRUSTED_PEERS", "any")
         .env("NOSLATE_FC_SOCK_DIR", dir.socks())
         .env("NOSLATE_FC_READY_WAIT_MS", "200")
         .stdout(std::process::Stdio::piped())

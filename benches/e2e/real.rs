@@ -217,6 +217,7 @@ fn fc_command(run: &RunDir, port: u16, supervise: bool) -> Command {
     let mut c = run.command(fc_bin(), supervise);
     c.env("SERVER_PORT", port.to_string())
         .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_TRUSTED_PEERS", "any")
         .env("NOSLATE_FUNCTION", "echo")
         .env("NOSLATE_FUNCTION_PROFILES", run.profiles());
     c
@@ -228,6 +229,7 @@ fn seed_command(run: &RunDir, port: u16, push_profiles: bool) -> Command {
         .env("NOSLATED_SDK", sdk_path(Path::new(&run.var("NOSLATE_BIN"))))
         .env("SERVER_PORT", port.to_string())
         .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_TRUSTED_PEERS", "any")
         .env("NOSLATE_FUNCTION", "echo");
     if push_profiles {
         c.env("NOSLATE_FUNCTION_PROFILES", run.profiles());
@@ -241,6 +243,7 @@ fn rust_command(run: &RunDir, port: u16) -> Command {
     c.arg(crate::RUST_GATEWAY_ARG)
         .env("SERVER_PORT", port.to_string())
         .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+        .env("NOSLATE_FC_TRUSTED_PEERS", "any")
         .env("NOSLATE_FC_SOCK_DIR", run.sock(""))
         .env("NOSLATE_FUNCTION", "echo");
     c
@@ -743,6 +746,7 @@ fn cold_once(who: Who, tag: &str, warm_up: bool) -> Result<Cold, String> {
                 .env("NOSLATED_SDK", sdk_path(Path::new(&run.var("NOSLATE_BIN"))))
                 .env("SERVER_PORT", port.to_string())
                 .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+                .env("NOSLATE_FC_TRUSTED_PEERS", "any")
                 .env("NOSLATE_FUNCTION", "echo")
                 .env("NOSLATE_FUNCTION_PROFILES", run.profiles());
             c

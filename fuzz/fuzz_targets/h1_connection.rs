@@ -46,12 +46,12 @@ use noslate_fc::route::{function_name, function_url, FunctionHeader, Origin, Pol
 /// allowed, well-formed name and a URL cut inside the target; a refusal
 /// names a cause. (SECURITY.md's "function choice" lines.)
 fn check_function_choice(head: &RequestHead) {
-    let dispatch::Route::Invoke(origin) = dispatch::route(head) else { return };
+    let dispatch::Route::Invoke(origin) = dispatch::route(head, dispatch::Peer::Fc) else { return };
     let allowlist = Some(vec!["users".into(), "api".into(), "web".into(), "echo".into()]);
     for header in [FunctionHeader::Event, FunctionHeader::All, FunctionHeader::Off] {
         for strip in [false, true] {
             let routes = Routes::parse("/api/users=users,/api=api,/=web", strip).expect("valid routes");
-            let policy = Policy { header, allowlist: allowlist.clone(), routes };
+            let policy = Policy { header, allowlist: allowlist.clone(), routes, base_path: None };
             for default in [None, Some("echo")] {
                 let chosen = dispatch::choose(head, origin, &policy, default);
                 if let Ok(choice) = &chosen {
@@ -222,7 +222,7 @@ fn describe(head: &RequestHead) -> String {
         head.keep_alive(),
         head.expects_continue(),
         headers,
-        dispatch::route(head),
+        dispatch::route(head, dispatch::Peer::Fc),
     )
 }
 

@@ -13,9 +13,15 @@ use crate::answers::InvokeError;
 use crate::http1::request::{BodyFraming, RequestHead, Version};
 use crate::route::{Choice, Origin, Policy, Request};
 
-/// `x-fc-function-timeout` above this is ignored (a day): a caller must not
-/// hold a worker longer.
+/// `x-fc-function-timeout` above this is ignored (a day, FC's longest
+/// function timeout, fc-protocol.md §7): a caller must not hold a worker
+/// longer.
 pub const MAX_FUNCTION_TIMEOUT_SECS: u64 = 86_400;
+/// `x-fc-initialization-timeout` above this is ignored (a day, like the
+/// function timeout): an instant that far ahead is still far from
+/// `Instant`'s range, so adding it never overflows (u64::MAX seconds did,
+/// and the panic aborted PID 1).
+pub const MAX_INIT_TIMEOUT_SECS: u64 = 86_400;
 /// Longest `x-fc-request-id` taken as given; longer or unprintable ids are
 /// replaced by one of ours.
 pub const MAX_REQUEST_ID: usize = 256;
@@ -45,10 +51,67 @@ pub enum Route {
     Ambiguous(&'static str),
 }
 
-/// Route one request head.
-pub fn route(head: &RequestHead) -> Route {
+/// Who is at the other end of a connection, as far as its address tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// May speak for FC: run hooks, mark events, be local. FC's gateway
+    /// connects from outside the container (fc-protocol.md §1), and so does
+    /// everyone with `NOSLATE_FC_TRUSTED_PEERS=any`.
+    Fc,
+    /// A process inside the container (loopback, or one of the container's
+    /// own addresses) under the default `NOSLATE_FC_TRUSTED_PEERS=remote`:
+    /// a function's worker, perhaps through an SSRF bug. It gets what an end
+    /// user gets.
+    Container,
+}
+
+/// `NOSLATE_FC_TRUSTED_PEERS`: who may speak for FC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrustedPeers {
+    /// Every peer that is not an address of this container (the default).
+    Remote,
+    /// Every peer, processes in the container included (development, tests,
+    /// and setups where nothing untrusted runs in the container).
+    Any,
+}
+
+impl TrustedPeers {
+    pub fn parse(raw: &str) -> Result<TrustedPeers, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "remote" => Ok(TrustedPeers::Remote),
+            "any" => Ok(TrustedPeers::Any),
+            _ => Err(format!("{raw:?} is not one of remote, any")),
+        }
+    }
+
+    /// The peer a connection from `addr` is. `is_own_address` tells whether
+    /// an address belongs to this container (the server passes a check that
+    /// binds a socket to it; a test passes a list).
+    pub fn peer(self, addr: std::net::IpAddr, is_own_address: impl Fn(std::net::IpAddr) -> bool) -> Peer {
+        if self == TrustedPeers::Any {
+            return Peer::Fc;
+        }
+        let addr = match addr {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if addr.is_loopback() || addr.is_unspecified() || is_own_address(addr) {
+            Peer::Container
+        } else {
+            Peer::Fc
+        }
+    }
+}
+
+/// Route one request head from `peer`. A request from inside the container
+/// is an HTTP invocation whatever it says: it runs no hook, marks no event,
+/// and chooses nothing an end user cannot (`Origin::FcHttp`).
+pub fn route(head: &RequestHead, peer: Peer) -> Route {
     if let Some(name) = crate::route::repeated_single_header(head.headers()) {
         return Route::Ambiguous(name);
+    }
+    if peer == Peer::Container {
+        return Route::Invoke(Origin::FcHttp);
     }
     match head.header("x-fc-control-path") {
         Some(b"/invoke") => Route::Invoke(Origin::FcEvent),
@@ -76,10 +139,14 @@ pub fn reusable_without_body(head: &RequestHead) -> bool {
 }
 
 /// The unread body of a request answered before its body was read: none,
-/// a known length, or unknown (chunked).
+/// a known length that will come, or unknown (chunked, or a body the client
+/// may never send: `Expect: 100-continue` without our 100, RFC 9110
+/// §10.1.1, after which dropping `n` bytes would eat the next request).
 pub fn unread_body(head: &RequestHead) -> Option<u64> {
     match head.framing() {
         BodyFraming::None => Some(0),
+        BodyFraming::Length(0) => Some(0),
+        BodyFraming::Length(_) if head.expects_continue() => None,
         BodyFraming::Length(n) => Some(n),
         BodyFraming::Chunked => None,
     }
@@ -180,16 +247,32 @@ fn given_request_id(head: &RequestHead) -> Option<&[u8]> {
     (!id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(|b| b.is_ascii_graphic())).then_some(id)
 }
 
-/// A header holding whole seconds, 1..=`max`.
+/// A header holding whole seconds, 1..=`max` (anything else, a number past
+/// `u64` included, is as if absent).
 fn seconds(value: Option<&[u8]>, max: u64) -> Option<Duration> {
-    let s = std::str::from_utf8(value?).ok()?.trim().parse::<u64>().ok()?;
+    let s = decimal(value?.trim_ascii())?;
     (s > 0 && s <= max).then(|| Duration::from_secs(s))
+}
+
+/// A plain decimal number: ASCII digits only (no sign, no spaces inside,
+/// `+5` is not a number here though `u64::from_str` takes it), with checked
+/// arithmetic: a value past `u64` is `None`, never a wrap or a panic.
+pub fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// How long `/initialize` waits for readiness: `x-fc-initialization-timeout`
 /// seconds, else the configured wait.
 pub fn init_timeout(head: &RequestHead, default: Duration) -> Duration {
-    seconds(head.header("x-fc-initialization-timeout"), u64::MAX).unwrap_or(default)
+    seconds(head.header("x-fc-initialization-timeout"), MAX_INIT_TIMEOUT_SECS).unwrap_or(default)
 }
 
 /// The function timeout of an invocation: `x-fc-function-timeout` seconds
@@ -268,9 +351,47 @@ mod tests {
                 Route::Ambiguous("x-noslate-function"),
             ),
         ];
-        for (text, want) in cases {
-            assert_eq!(route(&head(&format!("{text}\r\n"))), *want, "{text:?}");
+        // Issue #20 item 6: every x-fc-* header noslate-fc reads is refused
+        // when repeated (main refused only the four routing headers).
+        let mut cases = cases.to_vec();
+        let texts: Vec<String> = crate::route::SINGLE_HEADERS
+            .iter()
+            .map(|name| format!("POST /invoke HTTP/1.1\r\n{name}: 1\r\nhost: h\r\n{}: 2\r\n", name.to_uppercase()))
+            .collect();
+        for (text, name) in texts.iter().zip(crate::route::SINGLE_HEADERS) {
+            cases.push((text.as_str(), Route::Ambiguous(name)));
         }
+        for name in ["x-fc-request-id", "x-fc-function-timeout", "x-fc-initialization-timeout", "x-fc-region"] {
+            assert!(crate::route::SINGLE_HEADERS.contains(&name), "{name}");
+        }
+        for (text, want) in cases {
+            assert_eq!(route(&head(&format!("{text}\r\n")), Peer::Fc), want, "{text:?}");
+            // Issue #20 item 5: from inside the container, every request is
+            // an end user's HTTP invocation (repeats are still refused).
+            let inside = if matches!(want, Route::Ambiguous(_)) { want } else { Route::Invoke(Origin::FcHttp) };
+            assert_eq!(route(&head(&format!("{text}\r\n")), Peer::Container), inside, "{text:?}");
+        }
+    }
+
+    /// Issue #20 item 5: with the default `remote`, loopback and the
+    /// container's own addresses are the container; FC's gateway, which
+    /// dials the instance's address from outside, is FC.
+    #[test]
+    fn peers_by_address() {
+        use std::net::IpAddr;
+        let own: IpAddr = "21.0.5.7".parse().unwrap();
+        let is_own = |a: IpAddr| a == own;
+        for inside in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "0.0.0.0", "21.0.5.7", "::ffff:21.0.5.7"] {
+            let ip: IpAddr = inside.parse().unwrap();
+            assert_eq!(TrustedPeers::Remote.peer(ip, is_own), Peer::Container, "{inside}");
+            assert_eq!(TrustedPeers::Any.peer(ip, is_own), Peer::Fc, "{inside}");
+        }
+        for outside in ["21.0.5.1", "10.0.0.3", "2001:db8::1", "::ffff:21.0.5.1"] {
+            assert_eq!(TrustedPeers::Remote.peer(outside.parse().unwrap(), is_own), Peer::Fc, "{outside}");
+        }
+        assert_eq!(TrustedPeers::parse(" Remote "), Ok(TrustedPeers::Remote));
+        assert_eq!(TrustedPeers::parse("any"), Ok(TrustedPeers::Any));
+        assert!(TrustedPeers::parse("yes").is_err());
     }
 
     #[test]
@@ -302,6 +423,14 @@ mod tests {
         }
         let h = head("POST /initialize HTTP/1.1\r\nx-fc-initialization-timeout:  7 \r\n\r\n");
         assert_eq!(init_timeout(&h, d), Duration::from_secs(7));
+        // u64::MAX seconds once overflowed `Instant + Duration` and aborted
+        // the process: every value past the bound is ignored.
+        for bad in ["18446744073709551615", "18446744073709551616", "86401", "0", "+5", "5s"] {
+            let h = head(&format!("POST /initialize HTTP/1.1\r\nx-fc-initialization-timeout: {bad}\r\n\r\n"));
+            assert_eq!(init_timeout(&h, d), d, "{bad:?}");
+        }
+        let h = head("POST /initialize HTTP/1.1\r\nx-fc-initialization-timeout: 86400\r\n\r\n");
+        assert_eq!(init_timeout(&h, d), Duration::from_secs(86_400));
         assert_eq!(init_timeout(&head("POST /initialize HTTP/1.1\r\n\r\n"), d), d);
     }
 
@@ -313,6 +442,12 @@ mod tests {
         let close = head("GET / HTTP/1.1\r\nconnection: close\r\n\r\n");
         assert_eq!([unread_body(&none), unread_body(&length), unread_body(&chunked)], [Some(0), Some(5), None]);
         assert_eq!([&none, &length, &chunked, &close].map(reusable_without_body), [true, false, false, false]);
+        // Issue #20 item 3: without our 100, the client may never send the
+        // body; dropping 5 bytes would eat its next request.
+        let expect = head("POST / HTTP/1.1\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n");
+        assert_eq!(unread_body(&expect), None);
+        let empty = head("POST / HTTP/1.1\r\ncontent-length: 0\r\nexpect: 100-continue\r\n\r\n");
+        assert_eq!(unread_body(&empty), Some(0));
         assert!(supports_chunked(&none));
         assert!(!supports_chunked(&head("GET / HTTP/1.0\r\n\r\n")));
     }

@@ -21,6 +21,12 @@ pub enum ResponseError {
     EndedInsideMessage,
     /// The stream ended OK without a response head.
     NoHead,
+    /// The function answered a status that is not final (RFC 9110 §15:
+    /// only 200–599 may end an exchange; a 1xx or 600+ never reaches the
+    /// client).
+    BadStatus(u16),
+    /// The function's response head is over `response::MAX_RESPONSE_HEAD`.
+    HeadTooLarge,
 }
 
 impl fmt::Display for ResponseError {
@@ -30,6 +36,8 @@ impl fmt::Display for ResponseError {
             ResponseError::ShorterThanContentLength => "body shorter than content-length",
             ResponseError::EndedInsideMessage => "stream ended inside a message",
             ResponseError::NoHead => "No headers received",
+            ResponseError::BadStatus(status) => return write!(f, "the function answered status {status}, not 200-599"),
+            ResponseError::HeadTooLarge => "the function's response head is over 16 KiB",
         })
     }
 }

@@ -123,6 +123,17 @@ impl Invocation {
         due
     }
 
+    /// The unread rest of the body that the client will send: unknown
+    /// (None) when it expects 100-continue and was not sent our 100 — it may
+    /// send no body at all after a final answer (RFC 9110 §10.1.1), so the
+    /// rest cannot be dropped to find the next request.
+    pub fn unread_body(&self) -> Option<u64> {
+        match self.body.unread() {
+            Some(n) if n > 0 && self.head.expects_continue() && !self.continue_sent => None,
+            rest => rest,
+        }
+    }
+
     /// Whether the connection may carry another request afterwards.
     pub fn keep_alive(&self) -> bool {
         self.response.writer.keep_alive()
@@ -175,7 +186,12 @@ mod tests {
         let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n", true);
         assert_eq!(inv.grpc_path(), b"/noslated.data.PushServer/invokeService");
         inv.first_message(&mut BytesMut::new(), false, &mut Scratch::default());
+        // Issue #20 item 3: before our 100 the client may never send the
+        // body, so its rest is unknown (the connection closes after an
+        // answer); after it, the client sends it and it can be dropped.
+        assert_eq!(inv.unread_body(), None);
         assert!(inv.take_continue());
+        assert_eq!(inv.unread_body(), Some(2));
         assert!(!inv.take_continue());
     }
 }

@@ -28,9 +28,13 @@ pub const CHUNK_MAX: usize = 64 * 1024;
 /// Forwarded request header fields kept on the stack; more spill to the heap.
 const INLINE_HEADERS: usize = 64;
 
-/// Hop-by-hop headers never forwarded (RFC 9110 §7.6.1), and FC's credentials
+/// Hop-by-hop headers never forwarded (RFC 9110 §7.6.1; also any header the
+/// request's `Connection` names), FC's plumbing (which request type, which
+/// default-domain prefix: read here, and told to the function as
+/// `fc-invocation-type` and the rewritten `url`), and FC's credentials
 /// unless the operator allows them (fc-protocol.md §3).
 const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"trailer"];
+const PLUMBING: &[&[u8]] = &[b"x-fc-control-path", b"x-fc-base-path"];
 const CREDENTIALS: &[&[u8]] = &[b"x-fc-access-key-id", b"x-fc-access-key-secret", b"x-fc-security-token"];
 /// FC context headers that travel as baggage, and their baggage keys.
 const BAGGAGE: [(&str, &[u8]); 5] = [
@@ -55,10 +59,18 @@ pub struct InvokeTarget<'a> {
 
 /// Whether a request header is forwarded to the function.
 fn forwarded(name: &[u8], forward_credentials: bool) -> bool {
-    let hop = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    let hop = HOP_BY_HOP.iter().chain(PLUMBING).any(|h| name.eq_ignore_ascii_case(h))
         || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-"));
     let secret = !forward_credentials && CREDENTIALS.iter().any(|h| name.eq_ignore_ascii_case(h));
     !hop && !secret
+}
+
+/// Whether `name` is listed in a `Connection` header of `head` (RFC 9110
+/// §7.6.1: such headers are for this hop only, and are dropped).
+fn named_by_connection(head: &RequestHead, name: &[u8]) -> bool {
+    head.headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .any(|(_, value)| value.split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(name)))
 }
 
 /// The first `InvokeRequest` up to its body: gRPC prefix, head fields and,
@@ -74,7 +86,13 @@ pub fn first_message(
     // The forwarded fields, on the stack unless there are very many (the
     // encoder lower-cases their names as it writes them).
     let mut headers: Fields<'_, INLINE_HEADERS> = Fields::new();
+    // Most requests name nothing but `close` / `keep-alive` in `Connection`
+    // (the parser noted it): only then look at its tokens per header.
+    let connection_names = head.connection_options();
     for field in head.headers().filter(|(name, _)| forwarded(name, forward_credentials)) {
+        if connection_names && named_by_connection(head, field.0) {
+            continue;
+        }
         headers.push(field);
     }
     // Without FC's x-fc-base-path prefix, and without the route prefix
@@ -261,7 +279,7 @@ mod tests {
             if creds {
                 want.push(b"x-fc-access-key-id");
             }
-            want.extend([b"x-fc-region" as &[u8], b"x-fc-base-path", b"x-custom"]);
+            want.extend([b"x-fc-region" as &[u8], b"x-custom"]);
             assert_eq!(names, want);
             assert_eq!(m.headers[1].1, b"A", "values as received");
             let kind: &[u8] = if origin.is_event() { b"event" } else { b"http" };
@@ -271,6 +289,25 @@ mod tests {
             );
             bytes.clear();
         }
+    }
+
+    /// Issue #20 item 6: headers named in `Connection` (RFC 9110 §7.6.1)
+    /// and FC's plumbing (`x-fc-control-path`, `x-fc-base-path`) never reach
+    /// the function; FC's context rides in baggage. main forwarded all three.
+    #[test]
+    fn connection_named_and_plumbing_headers_are_dropped() {
+        let h = head(concat!(
+            "GET /base/x HTTP/1.1\r\nHost: h\r\nConnection: X-Secret, keep-alive\r\nx-secret: s\r\n",
+            "connection: other\r\nOther: o\r\nx-fc-control-path: /http-invoke\r\nx-fc-base-path: /base\r\n",
+            "x-fc-region: r\r\nx-kept: k\r\n\r\n"
+        ));
+        let bytes = first_message(&h, &target(Origin::FcHttp, 5), false, 0, &mut Scratch::default());
+        let msgs = messages(&bytes);
+        let m = InvokeRequest::decode(&msgs[0]).unwrap();
+        let names: Vec<&[u8]> = m.headers.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, [b"host" as &[u8], b"x-fc-region", b"x-kept"]);
+        assert_eq!(m.baggage[0], (b"fc-region" as &[u8], b"r" as &[u8]));
+        assert_eq!(m.url, Some("/x"));
     }
 
     #[test]

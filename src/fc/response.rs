@@ -4,7 +4,8 @@
 //!
 //! [`ResponseWriter`] frames the function's head and body (fc-protocol.md
 //! §6.2): chunked coding, or `Content-Length` when the function set one, or
-//! until close for HTTP/1.0, or no body (HEAD, 1xx, 204, 304).
+//! until close for HTTP/1.0, or no body (HEAD, 204, 304). Only a final
+//! status (200–599) and a bounded head are passed on.
 //! [`ResponseSplice`] feeds DATA to `splice::ResponseDecoder` and the pieces
 //! to the writer, and judges the gRPC head and trailers. Body bytes are never
 //! copied: they go to the queue as slices of the DATA payloads, each chunk
@@ -28,6 +29,17 @@ use crate::splice::{Piece, ResponseDecoder};
 const INLINE_FIELDS: usize = 32;
 /// Room made in the scratch buffer before a head is written into it.
 const HEAD_RESERVE: usize = 1024;
+/// Largest function response head we pass on, counted as the header lines
+/// we would write (name, `: `, value, CRLF). FC answers `502 BadResponse`
+/// above 8 KB of response headers (fc-protocol.md §6.2, F14); twice that
+/// leaves room for an uncertain limit, and a function sending up to the 1 MiB
+/// gRPC message bound gets our own clear 502 instead of FC's.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Statuses a function may answer with: a final status (RFC 9110 §15).
+/// An interim 1xx as the final answer would leave the client waiting for
+/// another (or, with 101, switch protocols on a connection we keep), and
+/// 600–999 is no HTTP status at all.
+pub const FINAL_STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
 /// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
 /// layer writes its own framing.
 const RESPONSE_DROP: &[&[u8]] = &[
@@ -51,7 +63,7 @@ pub enum Resp {
     Length(u64),
     /// HTTP/1.0 without a length: the body ends when we close.
     UntilClose,
-    /// HEAD request, 1xx, 204 or 304: headers only.
+    /// HEAD request, 204 or 304: headers only.
     NoBody,
     /// The response is complete.
     Done,
@@ -112,26 +124,39 @@ impl ResponseWriter {
     /// forbids, plus `x-fc-status: 200`) and our framing. `headers` lists
     /// the function's header pairs to the callback it is given (the pairs
     /// stay where they are: nothing is collected unless there are very many).
+    ///
+    /// Refused, with nothing written (the invocation can still be answered
+    /// with a 502): a status outside `FINAL_STATUSES`, and a head over
+    /// `MAX_RESPONSE_HEAD`.
     pub fn head<'h>(
         &mut self,
         status: u16,
         headers: impl Fn(&mut dyn FnMut(&'h [u8], &'h [u8])),
         out: &mut OutQueue,
         scratch: &mut Scratch,
-    ) {
+    ) -> Result<(), ResponseError> {
+        if !FINAL_STATUSES.contains(&status) {
+            return Err(ResponseError::BadStatus(status));
+        }
         let mut length = None;
-        // The fields to write, on the stack unless there are very many.
+        let mut head_len = 0usize;
+        // The fields to write, on the stack unless there are very many; none
+        // once the head is known to be too large.
         let mut fields: Fields<'_, INLINE_FIELDS> = Fields::new();
         headers(&mut |name, value| {
             if name.eq_ignore_ascii_case(b"content-length") {
-                length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+                length = crate::fc::dispatch::decimal(value.trim_ascii());
             }
-            if passes(name, value) {
+            if passes(name, value) && head_len <= MAX_RESPONSE_HEAD {
+                head_len = head_len.saturating_add(name.len() + value.len() + 4);
                 fields.push((name, value));
             }
         });
+        if head_len > MAX_RESPONSE_HEAD {
+            return Err(ResponseError::HeadTooLarge);
+        }
         fields.push((b"x-fc-status", b"200"));
-        let no_body = self.head_request || status == 204 || status == 304 || (100..200).contains(&status);
+        let no_body = self.head_request || status == 204 || status == 304;
         let (framing, resp) = if no_body {
             (ResponseFraming::NoBody, Resp::NoBody)
         } else if let Some(n) = length {
@@ -153,6 +178,7 @@ impl ResponseWriter {
         scratch.reserve(HEAD_RESERVE);
         response::write_head(scratch.buf(), status, fields.as_slice(), framing, self.keep_alive);
         out.push(scratch.take());
+        Ok(())
     }
 
     /// A body slice, framed as the head said. More than the function's
@@ -276,7 +302,10 @@ impl ResponseSplice {
                 continue;
             }
             match piece {
-                Piece::Head { status, result } => self.writer.head(status, result_headers(&result), out, scratch),
+                Piece::Head { status, result } => {
+                    failed =
+                        self.writer.head(status, result_headers(&result), out, scratch).err().map(InvokeError::from)
+                }
                 Piece::Body(b) => failed = self.writer.body(b, out, scratch).err().map(InvokeError::from),
                 Piece::Error(f) => failed = Some(InvokeError::Noslated(f)),
             }
@@ -373,13 +402,59 @@ mod tests {
             let names: Vec<String> = (0..count).map(|i| format!("h{i}")).collect();
             let headers: Vec<(Bytes, Bytes)> =
                 names.iter().map(|n| (Bytes::from(n.clone()), Bytes::from(format!("v-{n}")))).collect();
-            ResponseWriter::new(&h).head(200, pairs(&headers), &mut out, &mut scratch);
+            ResponseWriter::new(&h).head(200, pairs(&headers), &mut out, &mut scratch).unwrap();
             let text = queued(&out);
             let lines: Vec<&str> = text.split("\r\n").skip(1).take(names.len() + 1).collect();
             let want: Vec<String> =
                 names.iter().map(|n| format!("{n}: v-{n}")).chain(["x-fc-status: 200".to_string()]).collect();
             assert_eq!(lines, want, "{count} headers");
         }
+    }
+
+    /// Issue #20 item 2: a 1xx or 600+ status from the function is refused
+    /// before any byte of the head is written (main wrote
+    /// `HTTP/1.1 101 Switching Protocols` as the final answer and kept the
+    /// connection).
+    #[test]
+    fn only_final_statuses_pass() {
+        let h = head("GET / HTTP/1.1\r\n\r\n");
+        let headers = [(Bytes::from_static(b"upgrade"), Bytes::from_static(b"websocket"))];
+        for status in [0, 1, 100, 101, 103, 199, 600, 999, 1000, u16::MAX] {
+            let (mut out, mut scratch) = (OutQueue::default(), Scratch::default());
+            let mut w = ResponseWriter::new(&h);
+            assert_eq!(w.head(status, pairs(&headers), &mut out, &mut scratch), Err(ResponseError::BadStatus(status)));
+            assert_eq!((queued(&out), w.is_waiting()), (String::new(), true), "{status}: nothing written");
+            let err = InvokeError::from(ResponseError::BadStatus(status));
+            assert_eq!(err.http_status(), 502);
+            assert!(String::from_utf8(err.json_body(false)).unwrap().contains("\"BadStatus\""));
+        }
+        for status in [200, 204, 404, 599] {
+            let (mut out, mut scratch) = (OutQueue::default(), Scratch::default());
+            assert_eq!(ResponseWriter::new(&h).head(status, pairs(&headers), &mut out, &mut scratch), Ok(()));
+            assert!(queued(&out).starts_with(&format!("HTTP/1.1 {status} ")), "{status}");
+        }
+    }
+
+    /// Issue #20 item 8: a response head over `MAX_RESPONSE_HEAD` is refused
+    /// before any byte of it is written (main passed heads up to the 1 MiB
+    /// message bound).
+    #[test]
+    fn response_head_is_bounded() {
+        let h = head("GET / HTTP/1.1\r\n\r\n");
+        let value = Bytes::from(vec![b'v'; 1000]);
+        for (count, ok) in [(15, true), (17, false), (1000, false)] {
+            let headers: Vec<(Bytes, Bytes)> =
+                (0..count).map(|i| (Bytes::from(format!("h{i:04}")), value.clone())).collect();
+            let (mut out, mut scratch) = (OutQueue::default(), Scratch::default());
+            let got = ResponseWriter::new(&h).head(200, pairs(&headers), &mut out, &mut scratch);
+            if ok {
+                assert_eq!(got, Ok(()), "{count}");
+            } else {
+                assert_eq!((got, queued(&out)), (Err(ResponseError::HeadTooLarge), String::new()), "{count}");
+            }
+        }
+        let err = InvokeError::from(ResponseError::HeadTooLarge);
+        assert_eq!(err.http_status(), 502);
     }
 
     #[test]
@@ -391,7 +466,7 @@ mod tests {
             (Bytes::from_static(b"Content-Length"), Bytes::from_static(b"3")),
             (Bytes::from_static(b"x-fc-x"), Bytes::from_static(b"1")),
         ];
-        w.head(201, pairs(&headers), &mut out, &mut scratch);
+        w.head(201, pairs(&headers), &mut out, &mut scratch).unwrap();
         assert_eq!(w.state(), Resp::Length(3));
         let text = queued(&out);
         assert!(text.starts_with("HTTP/1.1 201 Created\r\n") && text.contains("Content-Length: 3\r\n"), "{text}");
@@ -399,7 +474,7 @@ mod tests {
         assert_eq!(w.body(Bytes::from_static(b"ab"), &mut out, &mut scratch), Ok(()));
         assert_eq!(w.end(&mut out), Err(ResponseError::ShorterThanContentLength));
         let mut w = ResponseWriter::new(&h);
-        w.head(200, pairs(&headers), &mut out, &mut scratch);
+        w.head(200, pairs(&headers), &mut out, &mut scratch).unwrap();
         assert_eq!(
             w.body(Bytes::from_static(b"abcd"), &mut out, &mut scratch),
             Err(ResponseError::LongerThanContentLength)

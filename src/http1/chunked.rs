@@ -8,9 +8,10 @@
 //! in the buffer; the decoder remembers how far it already looked for their
 //! end, so a body arriving one byte at a time costs O(n).
 //!
-//! Invariants: the sum of chunk sizes never exceeds `max_body` (checked when a
-//! size line is read, before its data arrives); size lines and the trailer
-//! section are bounded; after `End` the bytes of the next pipelined request
+//! Invariants: the sum of chunk sizes and chunk-extension bytes never
+//! exceeds `max_body` (checked when a size line is read, before its data
+//! arrives), and extension bytes alone never exceed `MAX_CHUNK_EXTENSIONS`
+//! per body; size lines and the trailer section are bounded; after `End` the bytes of the next pipelined request
 //! are untouched in the buffer.
 
 use std::fmt;
@@ -23,6 +24,12 @@ use super::RequestError;
 /// Longest chunk-size line without its CRLF. RFC 9112 §7.1.1 sets no bound
 /// on extensions, and we ignore them, so allow a generous page of them.
 pub const MAX_CHUNK_SIZE_LINE: usize = 4096;
+
+/// Most chunk-extension bytes (after the size digits, up to the CRLF) in one
+/// body, all lines together (hyper's `CHUNKED_EXTENSIONS_LIMIT`). Without a
+/// total, 4 KiB of extensions per one-byte chunk made a body within the
+/// limit cost thousands of times its size in framing to read.
+pub const MAX_CHUNK_EXTENSIONS: u64 = 16 * 1024;
 
 /// Largest trailer section, CRLFs included, after the last chunk. Trailer
 /// fields are ignored (RFC 9112 §7.1.2 allows discarding them); the bound
@@ -49,8 +56,10 @@ pub enum ChunkedError {
     BadTrailer,
     /// Trailer section longer than [`MAX_TRAILER_SECTION`].
     TrailerTooLarge,
-    /// Sum of chunk sizes exceeds the body limit.
+    /// Sum of chunk sizes (and extension bytes) exceeds the body limit.
     BodyTooLarge,
+    /// Extension bytes of the body exceed [`MAX_CHUNK_EXTENSIONS`].
+    ExtensionsTooLarge,
 }
 
 impl ChunkedError {
@@ -66,6 +75,7 @@ impl ChunkedError {
             ChunkedError::BadTrailer => "invalid trailer field",
             ChunkedError::TrailerTooLarge => "trailer section too large",
             ChunkedError::BodyTooLarge => "request body too large",
+            ChunkedError::ExtensionsTooLarge => "chunk extensions too large",
         }
     }
 }
@@ -119,8 +129,10 @@ enum State {
 #[derive(Clone, Debug)]
 pub struct ChunkedDecoder {
     state: State,
-    /// Sum of chunk sizes announced so far.
+    /// Sum of chunk sizes and extension bytes announced so far.
     total: u64,
+    /// Extension bytes seen so far.
+    extensions: u64,
     max_body: u64,
     /// Bytes at the front of the buffer already searched for the current
     /// line's LF.
@@ -129,7 +141,7 @@ pub struct ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new(max_body: u64) -> Self {
-        ChunkedDecoder { state: State::SizeLine, total: 0, max_body, scanned: 0 }
+        ChunkedDecoder { state: State::SizeLine, total: 0, extensions: 0, max_body, scanned: 0 }
     }
 
     /// Whether the last chunk and the trailer section were consumed.
@@ -161,10 +173,15 @@ impl ChunkedDecoder {
                     let Some(lf) = self.find_line(buf, MAX_CHUNK_SIZE_LINE + 2, ChunkedError::SizeLineTooLong)? else {
                         return Ok(Decoded::NeedMore);
                     };
-                    let size = parse_size_line(buf.get(..lf - 1).unwrap_or_default())?;
+                    let (size, ext) = parse_size_line(buf.get(..lf - 1).unwrap_or_default())?;
+                    self.extensions += ext as u64;
+                    if self.extensions > MAX_CHUNK_EXTENSIONS {
+                        return Err(ChunkedError::ExtensionsTooLarge);
+                    }
                     self.total = self
                         .total
                         .checked_add(size)
+                        .and_then(|total| total.checked_add(ext as u64))
                         .filter(|&total| total <= self.max_body)
                         .ok_or(ChunkedError::BodyTooLarge)?;
                     buf.advance(lf + 1);
@@ -237,8 +254,9 @@ impl ChunkedDecoder {
     }
 }
 
-/// `chunk-size [ chunk-ext ]` without the CRLF (RFC 9112 §7.1, §7.1.1).
-fn parse_size_line(line: &[u8]) -> Result<u64, ChunkedError> {
+/// `chunk-size [ chunk-ext ]` without the CRLF (RFC 9112 §7.1, §7.1.1): the
+/// size, and how many bytes follow it (the extensions, with their BWS).
+fn parse_size_line(line: &[u8]) -> Result<(u64, usize), ChunkedError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
         return Err(ChunkedError::BadChunkSize);
@@ -253,14 +271,14 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ChunkedError> {
         size.checked_mul(16).and_then(|size| size.checked_add(u64::from(value))).ok_or(ChunkedError::ChunkSizeOverflow)
     })?;
     if rest.is_empty() {
-        return Ok(size);
+        return Ok((size, 0));
     }
     // Only BWS and then `;` may follow the size.
     if skip_bws(rest).first() != Some(&b';') {
         return Err(ChunkedError::BadChunkSize);
     }
     parse_extensions(rest)?;
-    Ok(size)
+    Ok((size, rest.len()))
 }
 
 /// `*( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )`, validated and
@@ -449,6 +467,34 @@ mod tests {
         let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\n"[..]);
         assert!(matches!(decoder.decode(&mut buf, 100), Ok(Decoded::Data(_))));
         assert_eq!(decoder.decode(&mut buf, 100), Ok(Decoded::End));
+    }
+
+    /// Issue #20 item 8: extension bytes count towards the body limit and
+    /// have a total of their own; main let 4 KiB of them ride on every
+    /// one-byte chunk, uncounted.
+    #[test]
+    fn extension_bytes_count_towards_limits() {
+        // 5 data bytes + ";a=b" (4) is over a 8-byte limit.
+        let mut buf = BytesMut::from(&b"5;a=b\r\nhello\r\n0\r\n\r\n"[..]);
+        assert_eq!(ChunkedDecoder::new(8).decode(&mut buf, 100), Err(ChunkedError::BodyTooLarge));
+        let mut buf = BytesMut::from(&b"5;a=b\r\nhello\r\n0\r\n\r\n"[..]);
+        assert!(matches!(ChunkedDecoder::new(9).decode(&mut buf, 100), Ok(Decoded::Data(_))));
+        // One-byte chunks each with a 1 KiB extension: refused once the
+        // extensions pass their total, far below the 1 MiB body limit.
+        let ext = "x".repeat(1024 - 3);
+        let mut body = Vec::new();
+        for _ in 0..32 {
+            body.extend_from_slice(format!("1;a={ext}\r\nz\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(decode_whole(&body), Outcome::Err(ChunkedError::ExtensionsTooLarge));
+        let mut small = Vec::new();
+        for _ in 0..15 {
+            small.extend_from_slice(format!("1;a={ext}\r\nz\r\n").as_bytes());
+        }
+        small.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(decode_whole(&small), Outcome::End(vec![b'z'; 15], vec![]));
+        assert_eq!(RequestError::from(ChunkedError::ExtensionsTooLarge).status(), 400);
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub struct RequestHead {
     framing: BodyFraming,
     keep_alive: bool,
     expects_continue: bool,
+    connection_options: bool,
 }
 
 impl RequestHead {
@@ -124,6 +125,14 @@ impl RequestHead {
     /// expectation MUST be ignored in an HTTP/1.0 request.
     pub fn expects_continue(&self) -> bool {
         self.expects_continue
+    }
+
+    /// A `Connection` header names something besides `close` and
+    /// `keep-alive`: header names that are for this hop only (RFC 9110
+    /// §7.6.1). Found in the parse's one pass, so a forwarder need not look
+    /// for them in the common case.
+    pub fn connection_options(&self) -> bool {
+        self.connection_options
     }
 
     /// Length of the head in bytes, request line through the empty line.
@@ -222,6 +231,7 @@ impl HeadParser {
             framing: parsed.framing,
             keep_alive: parsed.keep_alive,
             expects_continue: parsed.expects_continue,
+            connection_options: parsed.connection_options,
         }))
     }
 
@@ -347,6 +357,7 @@ struct ParsedHead {
     framing: BodyFraming,
     keep_alive: bool,
     expects_continue: bool,
+    connection_options: bool,
 }
 
 /// Validate a complete head (request line through the empty line).
@@ -400,11 +411,15 @@ fn parse_head(
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expects_continue = false;
+    let mut connection_options = false;
     for header in request.headers.iter() {
         if header.name.eq_ignore_ascii_case("connection") {
             for token in list_elements(header.value) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                let is_close = token.eq_ignore_ascii_case(b"close");
+                let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                close |= is_close;
+                keep_alive_token |= is_keep_alive;
+                connection_options |= !token.is_empty() && !is_close && !is_keep_alive;
             }
         } else if header.name.eq_ignore_ascii_case("expect") {
             expects_continue |= header.value.eq_ignore_ascii_case(b"100-continue");
@@ -414,7 +429,7 @@ fn parse_head(
     let expects_continue = expects_continue && version == Version::Http11;
 
     headers.extend(request.headers.iter().map(|h| (range_in(head, h.name.as_bytes()), range_in(head, h.value))));
-    Ok(ParsedHead { method, target, path_len, version, framing, keep_alive, expects_continue })
+    Ok(ParsedHead { method, target, path_len, version, framing, keep_alive, expects_continue, connection_options })
 }
 
 fn httparse_reason(err: httparse::Error) -> &'static str {
@@ -917,6 +932,9 @@ mod tests {
     #[test]
     fn expect_continue() {
         assert!(ok(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expects_continue());
+        // Connection options besides close / keep-alive (RFC 9110 §7.6.1).
+        assert!(!ok(b"GET / HTTP/1.1\r\nConnection: Keep-Alive, close\r\n\r\n").connection_options());
+        assert!(ok(b"GET / HTTP/1.1\r\nConnection: keep-alive, X-Secret\r\n\r\n").connection_options());
         assert!(!ok(b"POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n").expects_continue());
         assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expects_continue());
     }

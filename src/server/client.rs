@@ -23,10 +23,11 @@ use mio::Interest;
 use super::invoke::{Invoke, Step};
 use super::{ClientKey, ClientTimer, Server, Timer};
 use crate::answers::{Answer, InvokeError};
-use crate::fc::dispatch::{self, RequestId, Route};
+use crate::fc::dispatch::{self, Peer, RequestId, Route};
 use crate::fc::{Marker, OutQueue};
 use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
+use crate::logsafe::Escaped;
 
 /// Read size while a head is expected, and while a body streams.
 const HEAD_READ: usize = 8 * 1024;
@@ -84,14 +85,16 @@ pub enum Phase {
     },
     /// Lingering close (nginx's `lingering_close`): the answer is written and
     /// our side shut down; input is read and dropped until the client closes,
-    /// or a bound passes (no input for `NOSLATE_FC_LINGER_TIMEOUT_MS`, all of
-    /// `NOSLATE_FC_LINGER_MS`, more than `NOSLATE_FC_LINGER_BYTES`). Closing
-    /// with unread input would make the kernel send RST, and a client still
-    /// uploading would lose the answer (`Connection reset by peer`).
+    /// or a time bound passes (no input for `NOSLATE_FC_LINGER_TIMEOUT_MS`,
+    /// all of `NOSLATE_FC_LINGER_MS`: nginx's `lingering_timeout` and
+    /// `lingering_time`). Closing with unread input would make the kernel
+    /// send RST, and a client still uploading would lose the answer
+    /// (`Connection reset by peer`). No byte bound: input is dropped into
+    /// the landing buffer, so it costs no memory, and a byte cap cut
+    /// clients uploading more than it before they read.
     Linger {
         until: Instant,
         last_read: Instant,
-        bytes_left: u64,
     },
 }
 
@@ -137,6 +140,9 @@ pub enum Ending {
 }
 
 pub struct Client {
+    /// Who is at the other end (`NOSLATE_FC_TRUSTED_PEERS`): a process in
+    /// the container gets what an end user gets.
+    pub peer: Peer,
     /// Every timer added for this connection that may still be queued;
     /// cancelled when the exchange ends or the connection closes.
     pub timer_keys: Vec<crate::timer::TimerKey>,
@@ -189,13 +195,14 @@ impl Server {
         loop {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
-                Ok((sock, _)) => {
+                Ok((sock, addr)) => {
                     let _ = sock.set_nodelay(true);
                     if self.clients.len() >= self.max_connections {
                         refuse_overload(sock);
                         continue;
                     }
-                    self.add_client(sock);
+                    let peer = self.cfg.trusted_peers.peer(addr.ip(), own_address);
+                    self.add_client(sock, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -211,7 +218,7 @@ impl Server {
         }
     }
 
-    fn add_client(&mut self, mut sock: TcpStream) {
+    fn add_client(&mut self, mut sock: TcpStream, peer: Peer) {
         let key = self.clients.vacant_key();
         // Readable only: writable interest is added while output waits
         // (`flush_client`), so a peer's reads raise no empty wake-ups.
@@ -221,6 +228,7 @@ impl Server {
         let gen = self.gen();
         self.clients.insert(Client {
             sock,
+            peer,
             gen,
             rbuf: BytesMut::new(),
             rbuf_carved: false,
@@ -335,16 +343,11 @@ impl Server {
         };
         let body = capacity > 0;
         let c = &mut self.clients[key];
-        if let Phase::Linger { last_read, bytes_left, .. } = &mut c.phase {
+        if let Phase::Linger { last_read, .. } = &mut c.phase {
             let sink = &mut self.landing[..];
             let n = io::Read::read(&mut c.sock, sink)?;
             c.readable = n == sink.len() || c.read_closed;
             *last_read = Instant::now();
-            match bytes_left.checked_sub(n as u64) {
-                Some(left) => *bytes_left = left,
-                // Still sending past the bound: cut (the caller closes).
-                None => return Err(io::Error::other("lingering close: byte bound passed")),
-            }
             return Ok(n);
         }
         if !body && c.rbuf.is_empty() {
@@ -534,7 +537,7 @@ impl Server {
         // there is none to skip. A routing header given twice or an unknown
         // control path: nothing runs, the body is not read, it closes.
         let reusable = dispatch::reusable_without_body(&head);
-        match dispatch::route(&head) {
+        match dispatch::route(&head, self.clients[key].peer) {
             Route::Ambiguous(name) => self.queue_answer(key, &Answer::ambiguous(name), false),
             Route::WrongMethod(allow) => self.queue_answer(key, &Answer::wrong_method(allow), reusable),
             Route::BadControlPath => self.queue_answer(key, &Answer::bad_control_path(), false),
@@ -623,7 +626,7 @@ impl Server {
             Phase::Invoke(inv) => {
                 self.detach_stream(&inv);
                 let call = inv.call;
-                let rest = Rest::Body(call.body.unread());
+                let rest = Rest::Body(call.unread_body());
                 let waiting = call.response.writer.is_waiting();
                 let (keep_alive, event) = (call.keep_alive(), call.origin.is_event());
                 // The exchange's reusable storage goes back for the next one.
@@ -655,7 +658,7 @@ impl Server {
             Ending::Answer(answer) => Some(answer),
             Ending::Failed(err) => {
                 if streamed {
-                    eprintln!("noslate-fc: invoke {request_id} failed: {}", err.log_text());
+                    eprintln!("noslate-fc: invoke {request_id} failed: {}", Escaped(err.log_text()));
                 }
                 if waiting {
                     Some(Answer::invoke_failed(&err, event, self.cfg.expose_stack))
@@ -678,7 +681,7 @@ impl Server {
             }
             Ending::Abandoned(why) => {
                 if streamed {
-                    eprintln!("noslate-fc: invoke {request_id} cancelled: {why}");
+                    eprintln!("noslate-fc: invoke {request_id} cancelled: {}", Escaped(why));
                 }
                 self.log.end(marker, &request_id);
                 return;
@@ -824,7 +827,7 @@ impl Server {
         c.gen = gen;
         self.pool.release(&mut c.rbuf, &mut c.rbuf_carved);
         c.readable = true;
-        c.phase = Phase::Linger { until: now + self.cfg.linger, last_read: now, bytes_left: self.cfg.linger_bytes };
+        c.phase = Phase::Linger { until: now + self.cfg.linger, last_read: now };
         let at = (now + self.cfg.linger_timeout).min(now + self.cfg.linger);
         self.client_timer_add(key, at, gen, ClientTimer::Linger);
         self.pump_client(key);
@@ -1014,6 +1017,15 @@ impl Server {
             _ => {}
         }
     }
+}
+
+/// Whether `ip` is an address of this container (network namespace): a
+/// socket can be bound to it. Asked once per accepted connection whose peer
+/// is not loopback (FC's, in production), never per request. If the kernel
+/// allowed non-local binds (`ip_nonlocal_bind`), every peer would look local
+/// and nothing could speak for FC: it fails closed.
+fn own_address(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// Over the connection limit: a best-effort 503 and close, without

@@ -17,6 +17,7 @@ use super::plane::PlaneKind;
 use super::{ClientKey, ConnKey, Server, Timer};
 use crate::answers::{Answer, InvokeError, Readiness};
 use crate::config::{ChildSpec, Config};
+use crate::logsafe::Escaped;
 use crate::sys::{self, ExitStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +101,7 @@ impl Server {
                     self.life.children.push(Child { spec, pid, exited: None });
                 }
                 Err(e) => {
-                    eprintln!("noslate-fc: cannot start {}: {e}", spec.name);
+                    eprintln!("noslate-fc: cannot start {}: {}", spec.name, Escaped(&e));
                     self.kill_children(libc::SIGKILL);
                     return Err(e);
                 }
@@ -137,7 +138,7 @@ impl Server {
                     self.life.profiles_message = Some(msg);
                 }
                 Err(e) => {
-                    eprintln!("noslate-fc: {e}");
+                    eprintln!("noslate-fc: {}", Escaped(&e));
                     self.life.config_error = Some(e);
                 }
             }
@@ -156,7 +157,7 @@ impl Server {
                     self.life.env_message = Some(msg);
                 }
                 Err(e) => {
-                    eprintln!("noslate-fc: {e}");
+                    eprintln!("noslate-fc: {}", Escaped(&e));
                     self.life.config_error.get_or_insert(e);
                 }
             }

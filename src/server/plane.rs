@@ -10,6 +10,7 @@
 //! send before the handshake completes), which keeps start-up latency low.
 
 use crate::idmap::IdMap;
+use crate::logsafe::Escaped;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -515,7 +516,7 @@ impl Server {
     fn unary_failed(&mut self, key: ConnKey, call: Unary, why: String) {
         let Some(pc) = self.conns.get(key) else { return };
         let plane = pc.plane;
-        eprintln!("noslate-fc: {} {call:?} failed: {why}", self.planes[plane].path.display());
+        eprintln!("noslate-fc: {} {call:?} failed: {}", self.planes[plane].path.display(), Escaped(&why));
         self.planes[plane].last_error = Some(format!("{call:?}: {why}"));
         if call == Unary::WorkerStats && self.planes[plane].active == Some(key) {
             self.timers.add(Instant::now() + WARM_UP_POLL, Timer::WarmUpPoll { plane });
@@ -609,7 +610,7 @@ impl Server {
         let Some(pc) = self.conns.get_mut(key) else { return };
         let plane = pc.plane;
         let owners: Vec<(StreamRef, Owner)> = pc.owners.drain().collect();
-        eprintln!("noslate-fc: {}: {fault}", self.planes[plane].path.display());
+        eprintln!("noslate-fc: {}: {}", self.planes[plane].path.display(), Escaped(&fault));
         self.drop_conn(key);
         self.planes[plane].last_error = Some(fault.to_string());
         for (_, owner) in owners {

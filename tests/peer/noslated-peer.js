@@ -530,6 +530,8 @@ const BEHAVIOURS = {
     },
   },
 };
+// Issue #20's hardening behaviours live in their own file.
+Object.assign(BEHAVIOURS, require('./hardening-behaviours.js'));
 
 function behaviourFor(name) {
   if (typeof name === 'string') {

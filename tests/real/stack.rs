@@ -122,6 +122,7 @@ impl Run {
             .env("HOME", std::env::var("HOME").unwrap_or_default())
             .env("SERVER_PORT", "0")
             .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+            .env("NOSLATE_FC_TRUSTED_PEERS", "any")
             .env("NOSLATE_FUNCTION_PROFILES", self.profiles_path());
         for (k, v) in &self.env {
             if supervise || k != "NOSLATE_BIN" {

@@ -418,6 +418,7 @@ impl Fc {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("SERVER_PORT", "0")
             .env("NOSLATE_FC_LISTEN", "127.0.0.1")
+            .env("NOSLATE_FC_TRUSTED_PEERS", "any")
             .env("NOSLATE_FC_SOCK_DIR", dir.socks())
             .env("NOSLATE_FC_READY_WAIT_MS", "3000");
         // The fixture is strict on names (as Noslated): register the ones
