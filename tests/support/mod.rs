@@ -210,6 +210,18 @@ pub const FIXTURE_FUNCTIONS: &[&str] = &[
     "big-3000000",
     "big-33554432",
     "big-fast-33554432",
+    // tests/hardening.rs (tests/peer/hardening-behaviours.js)
+    "status-100",
+    "status-101",
+    "status-103",
+    "status-199",
+    "status-600",
+    "status-999",
+    "status-204",
+    "status-599",
+    "big-head",
+    "forged-error",
+    "forged-grpc",
 ];
 
 /// A profiles.json document registering `names` (aworker, the minimum the
