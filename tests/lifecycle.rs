@@ -740,3 +740,46 @@ fn invokes_of_profile_functions_wait_for_the_profiles() {
     assert!(pushed < invoked, "the invoke reached the data plane before the profiles: {events:?}");
     assert_eq!(events[invoked]["firstBodyBytes"], 6, "the body in the first message: {}", events[invoked]);
 }
+
+/// #19, the fallback's bounds: a function of the profiles that the data
+/// plane does not know (the fixture's `not-found` answers Noslated's
+/// NOT_FOUND) is sent again after pauses, the same first message with its
+/// body each time, until the ready wait is used up; then Noslated's 404 goes
+/// to the caller. A name outside the profiles gets that 404 at once.
+#[test]
+fn a_profile_function_the_data_plane_does_not_know_is_retried_within_the_ready_wait() {
+    let profile = |name: &str| {
+        format!(
+            r#"[{{"name":"{name}","runtime":"nodejs","url":"file:///code/x","signature":"md5:1","handler":"index.handler"}}]"#
+        )
+    };
+    let attempts = |peer: &Peer| -> Vec<Value> {
+        peer.events().into_iter().filter(|e| e["ev"] == "invoke" && e["name"] == "not-found").collect()
+    };
+    for in_profiles in [true, false] {
+        let dir = TempDir::new("unknown");
+        let profiles = write(&dir, "profiles.json", &profile(if in_profiles { "not-found" } else { "echo" }));
+        let peer = Peer::start(&dir, &[]);
+        let fc = Fc::start(&dir, &[("NOSLATE_FUNCTION_PROFILES", &profiles), ("NOSLATE_FC_READY_WAIT_MS", "1500")]);
+        let (r, _) = initialize(&fc, 10);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = invoke_at(fc.port, "not-found", b"again").expect("a response");
+        assert_eq!(r.status, 404, "{}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).expect("a JSON error");
+        assert_eq!((v["errorName"].as_str(), v["errorCode"].as_i64()), (Some("Error"), Some(5)), "{v}");
+        let sent = attempts(&peer);
+        if !in_profiles {
+            assert_eq!(sent.len(), 1, "outside the profiles: not retried");
+            continue;
+        }
+        // Pauses of 20, 40, 80, 160, then 250 ms within 1.5 s: a handful.
+        assert!((3..=12).contains(&sent.len()), "retried a bounded few times: {} attempts", sent.len());
+        let bodies: Vec<&Value> = sent.iter().map(|e| &e["firstBodyBytes"]).collect();
+        assert!(bodies.iter().all(|b| **b == 5), "the body in every first message: {bodies:?}");
+        assert!(
+            fc.proc.stderr_text().matches("does not know not-found yet").count() == 1,
+            "logged once: {}",
+            fc.proc.stderr_text()
+        );
+    }
+}

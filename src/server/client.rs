@@ -321,8 +321,9 @@ impl Server {
         }
         match &c.phase {
             Phase::Idle => c.out.len() < MAX_PENDING_OUTPUT,
-            // A body only as the stream takes it; after the body, a little,
-            // to notice a client that goes away (or pipelines).
+            // A body only as the stream takes it (while parked, one that fits
+            // the first message); after the body, a little, to notice a
+            // client that goes away (or pipelines).
             Phase::Invoke(inv) if !inv.call.body.is_done() => {
                 inv.wants_body(self) || inv.parked_body_wanted(c.rbuf.len()) > 0
             }

@@ -16,9 +16,12 @@
 //! stream has send capacity (`h2::ClientConnection::send_capacity`: what the
 //! windows take at once, or a small queue allowance under a budget shared by
 //! all streams), so request memory is bounded by the h2 budgets, not by the
-//! number of clients; above `CLIENT_HIGH_WATER` bytes queued to the client we
-//! stop returning flow-control window to the data plane, so response memory
-//! is bounded by the stream and connection windows.
+//! number of clients — except that an invoke parked for readiness holds a
+//! body of at most `INLINE_BODY_MAX` (64 KiB each, within
+//! NOSLATE_FC_MAX_CONNECTIONS), to send it whole in the first message, which
+//! is kept for a retry. Above `CLIENT_HIGH_WATER` bytes queued to the client
+//! we stop returning flow-control window to the data plane, so response
+//! memory is bounded by the stream and connection windows.
 
 use std::time::{Duration, Instant};
 
