@@ -464,7 +464,9 @@ impl Server {
             }
             match &mut c.phase {
                 Phase::Invoke(inv) if inv.conn.is_none() => {
-                    inv.plane_wait_until = inv.plane_wait_until.max(now + wait);
+                    if let Some(until) = &mut inv.wait_until {
+                        *until = (*until).max(now + wait);
+                    }
                 }
                 // A client that uploaded during the stop still gets its answer.
                 Phase::Linger { until, last_read, .. } => {
@@ -961,6 +963,10 @@ impl Server {
             ClientTimer::Deadline => self.fail_invoke(key, InvokeError::Deadline),
             ClientTimer::PlaneWait => {
                 let step = self.invoke_plane_wait_expired(key);
+                self.settle(key, step);
+            }
+            ClientTimer::Retry => {
+                let step = self.invoke_retry_due(key);
                 self.settle(key, step);
             }
             ClientTimer::Init => {
