@@ -15,9 +15,17 @@
 # the package lock of a build that worked), else the same pinned commits
 # fetched from GitHub with git. The build lands in a cache outside the clone
 # ($NOSLATE_REAL_CACHE, default ~/.cache/noslate-fc/real-noslate/<key>), keyed
-# by the sources, this script's build steps and the Node version, so it is rebuilt only when
-# one of them changes. Layout of <key>/bin is the Noslate base image's
-# $NOSLATE_BIN: turf, node, data_plane, control_plane.
+# by the sources, this script's build steps, scripts/noslate-pack.js, the
+# esbuild and Node versions, so it is rebuilt only when one of them changes.
+# Layout of <key>/bin is the Noslate base image's $NOSLATE_BIN: turf, node,
+# data_plane, control_plane, where the two planes are the packed ones
+# (src/noslated/pack/: esbuild bundles run through V8's code cache, which a
+# training run at the end of the build writes; the control plane starts each
+# Node.js worker with the packed starter). <key>/bin-plain is the same stack
+# laid out the seed's way (Noslated's own bin/ scripts over tsc's output), for
+# the cold-start bench's before/after. The code cache belongs to the node in
+# bin/ and to the planes' V8 flags (none): a plane started with another Node.js
+# or other flags warns on stderr and compiles without it.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"

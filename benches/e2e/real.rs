@@ -11,10 +11,14 @@
 //!   gateway over the same planes, and the floor (the same invoke straight to
 //!   the data plane's socket, `floor.rs`). 64 B and 64 KiB echo at 1, 32 and
 //!   256 connections, rounds alternating, order rotated.
-//! - `BENCH_REAL=cold`: exec of an ENTRYPOINT → first successful invoke,
-//!   noslate-fc supervising the stack (`NOSLATE_BIN` set) against the seed's
-//!   way (benches/baseline/seed-entrypoint.sh: turf, both planes, then the
-//!   seed gateway pushing the profiles with `setFunctionProfile`).
+//! - `BENCH_REAL=cold`: exec of an ENTRYPOINT → the 200 of ONE invoke sent
+//!   on the first connection the port accepts (no retry, no `/initialize`;
+//!   a non-200 fails the bench), noslate-fc supervising the stack
+//!   (`NOSLATE_BIN` set) on the packed layout `real-noslate.sh build` makes
+//!   and on the seed's layout (`bin-plain`), against the seed's way
+//!   (benches/baseline/seed-entrypoint.sh: turf, both planes, then the seed
+//!   gateway pushing the profiles with `setFunctionProfile`), plus warm-up
+//!   runs (`/initialize` first) for the first request through a fresh worker.
 //! - `BENCH_REAL=profile`: noslate-fc over the real planes at 1 and 32
 //!   connections under `perf stat` (task-clock; /proc utime+stime beside it)
 //!   and `strace -c -f` (syscalls per invoke).
@@ -678,10 +682,12 @@ enum Way {
     Fc,
     /// The same with NOSLATE_FC_WARM_UP=echo and a `POST /initialize` first.
     FcWarmUp,
+    /// Warm-up on the plain layout (the first request's before/after).
+    FcPlainWarmUp,
 }
 
 impl Way {
-    const ALL: [Way; 4] = [Way::Seed, Way::FcPlain, Way::Fc, Way::FcWarmUp];
+    const ALL: [Way; 5] = [Way::Seed, Way::FcPlain, Way::Fc, Way::FcWarmUp, Way::FcPlainWarmUp];
 
     fn key(self) -> &'static str {
         match self {
@@ -689,7 +695,12 @@ impl Way {
             Way::FcPlain => "noslate-fc, plain layout",
             Way::Fc => "noslate-fc, packed layout",
             Way::FcWarmUp => "noslate-fc, packed, warm-up",
+            Way::FcPlainWarmUp => "noslate-fc, plain, warm-up",
         }
+    }
+
+    fn warm_up(self) -> bool {
+        matches!(self, Way::FcWarmUp | Way::FcPlainWarmUp)
     }
 }
 
@@ -776,9 +787,9 @@ impl Drop for Tree {
 fn cold_once(way: Way, tag: &str, bins: &Bins) -> Result<Cold, String> {
     let run = RunDir::new(tag)?;
     let port = procs::free_port()?;
-    let bin = if matches!(way, Way::Seed | Way::FcPlain) { &bins.plain } else { &bins.packed };
+    let bin = if matches!(way, Way::Seed | Way::FcPlain | Way::FcPlainWarmUp) { &bins.plain } else { &bins.packed };
     let mut cmd = match way {
-        Way::Fc | Way::FcPlain | Way::FcWarmUp => fc_command(&run, port, true),
+        Way::Fc | Way::FcPlain | Way::FcWarmUp | Way::FcPlainWarmUp => fc_command(&run, port, true),
         Way::Seed => {
             let mut c = run.command("bash", true);
             c.arg(baseline_dir().join("seed-entrypoint.sh"))
@@ -791,7 +802,7 @@ fn cold_once(way: Way, tag: &str, bins: &Bins) -> Result<Cold, String> {
         }
     };
     cmd.env("NOSLATE_BIN", bin);
-    if way == Way::FcWarmUp {
+    if way.warm_up() {
         cmd.env("NOSLATE_FC_WARM_UP", "echo");
     }
     let mut cold = Cold { initialized: f64::NAN, warm_p50_us: f64::NAN, ..Cold::default() };
@@ -840,7 +851,7 @@ fn cold_once(way: Way, tag: &str, bins: &Bins) -> Result<Cold, String> {
             std::thread::sleep(Duration::from_micros(200));
         };
         let req = fc_invoke(port);
-        if way == Way::FcWarmUp {
+        if way.warm_up() {
             drop(first);
             let init = b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /initialize\r\n\
                          x-fc-initialization-timeout: 60\r\ncontent-length: 0\r\n\r\n";
@@ -930,16 +941,16 @@ pub fn cold(quick: bool) -> Result<(), String> {
          noslate-fc: the binary with NOSLATE_BIN set (it starts turf and both planes and pushes \
          NOSLATE_FUNCTION_PROFILES), on bin-plain (before #19) and on the packed layout (after). One echo function \
          with reservationCount 1. Cold runs: ONE `POST /invoke` (x-fc-control-path: /invoke, 64 B) on the first \
-         connection the port accepts, no /initialize, no retry; a non-200 fails the bench. Warm-up: \
-         NOSLATE_FC_WARM_UP=echo, POST /initialize once the port accepts, then one invoke, then 30 warm ones \
-         (one connection each).\n",
+         connection the port accepts, no /initialize, no retry; a non-200 fails the bench. Warm-up (on both \
+         layouts): NOSLATE_FC_WARM_UP=echo, POST /initialize once the port accepts, then one invoke, then 30 warm \
+         ones (one connection each).\n",
         utc_now(),
         machine(),
         loadavg(),
         loads.join(", ")
     );
     let _ = writeln!(r, "| Milestone (ms after exec, median of {n}) | {} |", Way::ALL.map(|w| w.key()).join(" | "));
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
     type Get = fn(&Cold) -> f64;
     let rows: [(&str, Get); 11] = [
         ("turf socket", |c| c.turf_sock),
@@ -970,15 +981,17 @@ pub fn cold(quick: bool) -> Result<(), String> {
             .collect();
         let _ = writeln!(r, "| {label} | {} |", cells.join(" | "));
     }
-    let warm_key = Way::FcWarmUp.key();
-    let first = med(warm_key, |c| c.first_200 - c.initialized) * 1000.0;
-    let warm = med(warm_key, |c| c.warm_p50_us);
-    let _ = writeln!(
-        r,
-        "\nWarm-up: first invoke after /initialize {first:.0} µs against a warm invoke's p50 of {warm:.0} µs \
-         ({:.2}×; the goal is ≤ 2×).",
-        first / warm
-    );
+    for way in [Way::FcWarmUp, Way::FcPlainWarmUp] {
+        let first = med(way.key(), |c| c.first_200 - c.initialized) * 1000.0;
+        let warm = med(way.key(), |c| c.warm_p50_us);
+        let _ = writeln!(
+            r,
+            "\n{}: first invoke after /initialize {first:.0} µs against a warm invoke's p50 of {warm:.0} µs \
+             ({:.2}×; the goal is ≤ 2×).",
+            way.key(),
+            first / warm
+        );
+    }
     let firsts = |k: &str| -> String {
         all.get(k)
             .map(|v| v.iter().map(|c| format!("{:.0}", c.first_200)).collect::<Vec<_>>().join(", "))
