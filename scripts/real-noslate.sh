@@ -150,6 +150,7 @@ build() {
   pack "$out"
   ln -sf "$src/noslated/pack/data_plane" "$out/bin/data_plane"
   ln -sf "$src/noslated/pack/control_plane" "$out/bin/control_plane"
+  printf '{"turf":{"bin":"%s"}}\n' "$src/turf/build/turf" >"$out/noslated-config.json"
   train "$out" >"$out/train.log" 2>&1 || {
     tail -30 "$out/train.log" >&2
     die "the code-cache training run failed (log: $out/train.log)"
