@@ -255,24 +255,35 @@ fn real_stack_with_planes_started_apart_survives_a_data_plane_restart() {
     assert_eq!(r.status, 200, "/initialize: {}\n{}", r.text(), run.logs());
     functional_suite(&fc, &run);
 
-    // The data plane dies and a new one starts on the same socket path.
+    // The data plane dies and a new one starts on the same socket path. It
+    // has no profiles until the control plane reconnects to it and pushes
+    // them; the control plane is stopped (SIGSTOP) meanwhile, so that takes
+    // a known second. noslate-fc's connection to the control plane stays, so
+    // only the NOT_FOUND fallback (#19) keeps the first invoke from
+    // Noslated's "No function named echo registered": it must be served.
+    // The invoke is sent while no data plane runs, so it waits and reads its
+    // body meanwhile: the whole body rides in its first message, which is
+    // what lets a refused stream be retried.
+    planes.cp.signal(19);
     stack::kill_tree(planes.dp.pid());
     let _ = planes.dp.child.wait();
-    planes.dp = Planes::start_data_plane(&run);
-    let start = Instant::now();
-    let mut last = String::new();
-    loop {
-        let r = invoke(&fc, "echo", "", b"after restart");
-        if r.status == 200 && r.body == b"after restart" {
-            break;
-        }
-        last = format!("{} {}", r.status, r.text());
-        assert!(start.elapsed() < Duration::from_secs(60), "never served after the restart: {last}\n{}", run.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let r = std::thread::scope(|scope| {
+        let first = scope.spawn(|| invoke(&fc, "echo", "", b"after restart"));
+        planes.dp = Planes::start_data_plane(&run);
+        std::thread::sleep(Duration::from_secs(1));
+        planes.cp.signal(18);
+        first.join().unwrap()
+    });
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "after restart"),
+        "first invoke after the restart\n{}\n{}",
+        fc.proc.stderr_text(),
+        run.logs()
+    );
     let body = body_of(3 << 20, 9);
     let r = invoke(&fc, "echo", "", &body);
-    assert!(r.status == 200 && r.body == body, "echo after restart: {} ({last})", r.status);
+    assert!(r.status == 200 && r.body == body, "echo after restart: {}", r.status);
     drop(fc);
     drop(planes);
 }
@@ -485,6 +496,7 @@ fn real_stack_first_invoke_the_instant_the_port_accepts() {
         write_profiles_of(&run, &[("echo", "echo")]);
         let real = RealFc::start_in(run, &[]);
         let body = format!("first invoke {i}");
+        let sent = Instant::now();
         let mut s = real.fc.connect();
         let head = format!(
             "POST /invoke HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /invoke\r\nx-fc-request-id: first-{i}\r\ncontent-length: {}\r\n\r\n",
@@ -493,6 +505,8 @@ fn real_stack_first_invoke_the_instant_the_port_accepts() {
         s.write_all(&[head.as_bytes(), body.as_bytes()].concat()).unwrap();
         let r = read_response(&mut s).expect("a response to the first invoke");
         let ok = r.status == 200 && r.complete && r.body == body.as_bytes();
+        // For the record (cold start is measured by scripts/bench-e2e.sh).
+        eprintln!("instance {i}: {} after {} ms", r.status, sent.elapsed().as_millis());
         outcomes.push((ok, format!("instance {i}: {} {}", r.status, r.text())));
         if !ok {
             eprintln!("instance {i} failed:\n{}\n{}", real.fc.proc.stderr_text(), real.run.logs());

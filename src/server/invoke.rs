@@ -16,9 +16,12 @@
 //! stream has send capacity (`h2::ClientConnection::send_capacity`: what the
 //! windows take at once, or a small queue allowance under a budget shared by
 //! all streams), so request memory is bounded by the h2 budgets, not by the
-//! number of clients; above `CLIENT_HIGH_WATER` bytes queued to the client we
-//! stop returning flow-control window to the data plane, so response memory
-//! is bounded by the stream and connection windows.
+//! number of clients — except that an invoke parked for readiness holds a
+//! body of at most `INLINE_BODY_MAX` (64 KiB each, within
+//! NOSLATE_FC_MAX_CONNECTIONS), to send it whole in the first message, which
+//! is kept for a retry. Above `CLIENT_HIGH_WATER` bytes queued to the client
+//! we stop returning flow-control window to the data plane, so response
+//! memory is bounded by the stream and connection windows.
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +99,18 @@ pub struct Invoke {
 impl Invoke {
     pub fn wants_body(&self, server: &Server) -> bool {
         self.send_capacity(server) > 0
+    }
+
+    /// Body bytes to read while parked (no stream): a Content-Length body
+    /// that fits the first message is read while the invoke waits, so it
+    /// rides in that message, which the invocation keeps — a stream the
+    /// data plane refuses can then be retried without losing a byte
+    /// (`Server::retry_unknown_function`). Bounded by `INLINE_BODY_MAX`.
+    pub fn parked_body_wanted(&self, buffered: usize) -> usize {
+        if self.conn.is_some() {
+            return 0;
+        }
+        self.call.body.inline_missing(buffered)
     }
 
     /// How much more body the stream can send at once (0 once the body is
@@ -395,12 +410,17 @@ impl Server {
         if now + pause >= until {
             return false;
         }
+        if inv.unknown_backoff.is_zero() {
+            // Once per invoke: a restarted data plane can refuse every
+            // invoke in flight a few times over.
+            eprintln!(
+                "noslate-fc: invoke {}: the data plane does not know {} yet; retrying for up to {:?}",
+                inv.call.request_id,
+                choice.name.as_str(),
+                until - now
+            );
+        }
         inv.unknown_backoff = pause;
-        eprintln!(
-            "noslate-fc: invoke {}: the data plane does not know {} yet; retrying in {pause:?}",
-            inv.call.request_id,
-            choice.name.as_str()
-        );
         let (conn, stream) = (inv.conn.take(), inv.stream.take());
         let unreleased = std::mem::take(&mut inv.unreleased);
         inv.call.response.restart();
