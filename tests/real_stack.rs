@@ -516,6 +516,36 @@ fn real_stack_build_is_cached_outside_the_clone() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bin.to_str().unwrap());
 }
 
+/// `real-noslate.sh build` lays out the packed planes by default (#19):
+/// `$NOSLATE_BIN/data_plane` and `control_plane` are the loaders in
+/// src/noslated/pack/, each beside the V8 code cache of the build's training
+/// run, and V8 takes those caches when noslate-fc starts the planes with its
+/// default commands (a plane's loader warns on its stderr when V8 rejects the
+/// cache: another Node.js, or V8 flags other than the training run's).
+#[test]
+fn real_stack_planes_run_packed_with_their_code_cache() {
+    let _one = stack::serial();
+    let bin = stack::noslate_bin();
+    for name in ["data_plane", "control_plane"] {
+        let loader = std::fs::canonicalize(bin.join(name)).unwrap();
+        assert!(
+            loader.parent().is_some_and(|d| d.ends_with("src/noslated/pack")),
+            "$NOSLATE_BIN/{name} is not the packed loader: {}",
+            loader.display()
+        );
+        let cache = loader.with_file_name(format!("{name}.js.cache"));
+        assert!(cache.metadata().is_ok_and(|m| m.len() > 0), "no code cache {}", cache.display());
+    }
+    let real = RealFc::start("packed", &[]);
+    real.wait_initialized();
+    let r = invoke(&real.fc, "echo", "", b"packed");
+    assert_eq!((r.status, r.text().as_str()), (200, "packed"), "{}", real.run.logs());
+    for log in ["data_plane_out.log", "control_plane_out.log"] {
+        let text = std::fs::read_to_string(real.run.dir.join("logs").join(log)).unwrap_or_default();
+        assert!(!text.contains("was rejected"), "{log}: V8 rejected the code cache:\n{text}");
+    }
+}
+
 /// A profiles file of `(name, folder of tests/real/functions)` pairs.
 fn write_profiles_of(run: &Run, functions: &[(&str, &str)]) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real/functions");
