@@ -4,7 +4,7 @@
 //! it, its function headers, its target and `x-fc-base-path` — and the
 //! operator's settings, and returns a function name or a refusal.
 //!
-//! Whom to believe (fc-protocol.md §2, §4): FC marks every request it sends
+//! Whom to believe (docs/fc-contract.md §4): FC marks every request it sends
 //! with `x-fc-control-path`. An event (`/invoke`) comes from an authenticated
 //! FC API caller; a request without a control path can only come from inside
 //! the container (nothing but FC reaches the CAPort); an HTTP invocation
@@ -356,7 +356,7 @@ impl Policy {
 }
 
 /// How much of `target` FC's default-domain prefix `x-fc-base-path` covers
-/// (fc-protocol.md §2, §9.5): all of the base (without its trailing `/`)
+/// (docs/fc-contract.md §6): all of the base (without its trailing `/`)
 /// when the target is the base itself or under it, else nothing — `/a/bc`
 /// is not under `/a/b`.
 fn base_path_skip(target: &[u8], base: Option<&[u8]>) -> usize {

@@ -2,8 +2,8 @@
 //! stream (gRPC head, DATA, trailers) becomes HTTP/1.1 response bytes in the
 //! client's [`OutQueue`].
 //!
-//! [`ResponseWriter`] frames the function's head and body (fc-protocol.md
-//! §6.2): chunked coding, or `Content-Length` when the function set one, or
+//! [`ResponseWriter`] frames the function's head and body (docs/fc-contract.md
+//! §8.2): chunked coding, or `Content-Length` when the function set one, or
 //! until close for HTTP/1.0, or no body (HEAD, 1xx, 204, 304).
 //! [`ResponseSplice`] feeds DATA to `splice::ResponseDecoder` and the pieces
 //! to the writer, and judges the gRPC head and trailers. Body bytes are never
@@ -28,7 +28,7 @@ use crate::splice::{Piece, ResponseDecoder};
 const INLINE_FIELDS: usize = 32;
 /// Room made in the scratch buffer before a head is written into it.
 const HEAD_RESERVE: usize = 1024;
-/// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
+/// Response headers FC manages itself (docs/fc-contract.md §8.2); our HTTP/1.1
 /// layer writes its own framing.
 const RESPONSE_DROP: &[&[u8]] = &[
     b"connection",

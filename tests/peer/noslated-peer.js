@@ -9,8 +9,8 @@
  *   --dp <sock>  noslated.Host, noslated.data.DataPlane, noslated.data.PushServer
  *   --cp <sock>  noslated.Host, noslated.control.ControlPlane
  *
- * Protocol reference: /work/shared/docs/noslated-protocol.md (sections cited
- * below as §N). Message schemas: ./proto/*.proto (reconstructed from §4).
+ * Protocol reference: docs/noslated-protocol.md (sections cited
+ * below as §N). Message schemas: ./proto/*.proto (reconstructed from §6).
  *
  * The response of PushServer.invoke / invokeService is chosen by the function
  * (or service) NAME in the first InvokeRequest; see BEHAVIOURS below and
@@ -65,7 +65,7 @@ const LOADER_OPTIONS = {
 
 /** Response body chunk size for buffered / generated responses. */
 const BODY_CHUNK = 64 * 1024;
-/** Noslated's default request deadline when the head has none (§4.2, §6). */
+/** Noslated's default request deadline when the head has none (§6.4, §8). */
 const DEFAULT_DEADLINE_MS = 10000;
 
 // ---------------------------------------------------------------- arguments
@@ -356,7 +356,7 @@ async function writeChunked(ctx, buf) {
   }
 }
 
-/** error{...} and then the call is left OPEN, like the real push server (§5.4). */
+/** error{...} and then the call is left OPEN, like the real push server (§7.3). */
 function errorLeaveOpen(error) {
   return {
     onHead(ctx) {
@@ -447,7 +447,7 @@ const BEHAVIOURS = {
     code: 5,
   })),
   'error-after-head': {
-    // Like push_server.ts when the worker's body stream fails (§5.5): the
+    // Like push_server.ts when the worker's body stream fails (§7.4): the
     // error goes in-stream and the call still ends with grpc-status 0, without
     // waiting for the request body to end.
     onHead(ctx) {
@@ -613,7 +613,7 @@ function makeInvokeHandler(rpc) {
       ctx.wake();
       if (behaviour) runHook(ctx, behaviour.onEnd);
       // A half-close before any message: the real handler waits for a head
-      // forever (§5.1); so do we.
+      // forever (§7.1); so do we.
     });
 
     call.on('cancelled', (reason) => {
@@ -645,7 +645,7 @@ const state = {
 
 function hostConnectHandler(plane) {
   const livenessChunk = () => {
-    const now = Date.now() >>> 0; // uint32: truncated like Noslated (§4.5)
+    const now = Date.now() >>> 0; // uint32: truncated like Noslated (§6.6)
     const data = LivenessProbeEventData.encode(
       LivenessProbeEventData.create({
         timestamp: now,
