@@ -2,9 +2,9 @@
 //! idea): one place maps each failure to a status code and a short JSON body,
 //! so no failure path can forget to answer.
 //!
-//! Event invocations follow FC's convention (fc-protocol.md §5, §9.4): a
+//! Event invocations follow FC's convention (docs/fc-contract.md §7, §12.3): a
 //! failed invocation is `404` with `x-fc-status: 404`. HTTP invocations reach
-//! end users, so they get the precise code (noslated-protocol.md §7.5).
+//! end users, so they get the precise code (docs/noslated-protocol.md §9.4).
 //!
 //! [`Answer`] is every complete response we make up — error answers, the
 //! hooks' bodies (`/initialize`, `/pre-freeze`, `/pre-stop`), protocol
@@ -293,7 +293,7 @@ impl Answer {
     }
 }
 
-/// noslated-protocol.md §7.5: `code` is a gRPC status for `Error` and an
+/// docs/noslated-protocol.md §9.2, §9.4: `code` is a gRPC status for `Error` and an
 /// aworker CanonicalCode for `NoslatedError`.
 fn noslated_status(f: &Failure) -> u16 {
     let code = f.code.unwrap_or(0);

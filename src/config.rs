@@ -389,7 +389,7 @@ fn routing(get: &Get<'_>, warnings: &mut Vec<String>) -> Result<(Option<String>,
 }
 
 /// The supervised children: turfd, then every data plane, then every control
-/// plane (fc-protocol.md §9.1). Without NOSLATE_BIN only explicit commands run.
+/// plane (docs/fc-contract.md §13). Without NOSLATE_BIN only explicit commands run.
 fn children(get: &Get<'_>, data_planes: usize, control_planes: usize) -> Result<Vec<ChildSpec>, ConfigError> {
     let bin = get("NOSLATE_BIN");
     let log_dir = get("NOSLATE_LOGDIR").map(PathBuf::from);

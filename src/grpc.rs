@@ -1,4 +1,4 @@
-//! gRPC over HTTP/2, the parts above HTTP/2 frames (protocol doc §2.3–2.5,
+//! gRPC over HTTP/2, the parts above HTTP/2 frames (docs/noslated-protocol.md §4.2–4.5,
 //! gRPC `PROTOCOL-HTTP2.md`), sans-IO.
 //!
 //! This module owns:
@@ -26,10 +26,10 @@ pub const MESSAGE_PREFIX_LEN: usize = 5;
 
 /// Largest message payload Noslated accepts: its 10 MiB limit
 /// (`grpc.max_{send,receive}_message_length` = 10485760) is compared with
-/// prefix + payload (doc §2.3).
+/// prefix + payload (docs/noslated-protocol.md §4.2).
 pub const MAX_MESSAGE_LEN: usize = 10 * 1024 * 1024 - MESSAGE_PREFIX_LEN;
 
-/// Largest number `grpc-timeout` may carry: "1 to 8 ASCII digits" (doc §2.4).
+/// Largest number `grpc-timeout` may carry: "1 to 8 ASCII digits" (docs/noslated-protocol.md §4.3).
 const MAX_TIMEOUT_DIGITS_VALUE: u64 = 99_999_999;
 
 // ---------------------------------------------------------------------------
@@ -85,7 +85,7 @@ pub fn message_prefix(len: u32) -> [u8; MESSAGE_PREFIX_LEN] {
 }
 
 /// Reassembles length-prefixed messages from the DATA payloads of one
-/// stream. Message and DATA-frame boundaries are independent (doc §2.3).
+/// stream. Message and DATA-frame boundaries are independent (docs/noslated-protocol.md §4.2).
 #[derive(Debug)]
 pub struct Deframer {
     max_len: usize,
@@ -268,7 +268,7 @@ impl fmt::Display for TimeoutValue {
 /// (saturating at 99999999H). Rounding up never shortens the deadline.
 ///
 /// Note: the grpc-js 1.8.8 server truncates the value to a 32-bit number of
-/// milliseconds (doc §2.4); callers should stay below about 24.8 days.
+/// milliseconds (docs/noslated-protocol.md §4.3); callers should stay below about 24.8 days.
 pub fn encode_timeout(ms: u64) -> TimeoutValue {
     let ms = ms.max(1);
     if ms <= MAX_TIMEOUT_DIGITS_VALUE {
@@ -304,7 +304,7 @@ pub fn parse_timeout(v: &[u8]) -> Option<Duration> {
 // Status
 // ---------------------------------------------------------------------------
 
-/// A gRPC status code (doc §2.5). Values outside 0..=16 are kept as
+/// A gRPC status code (docs/noslated-protocol.md §4.5). Values outside 0..=16 are kept as
 /// received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Code(pub u32);
@@ -449,7 +449,7 @@ fn parse_status(v: &[u8]) -> Option<Code> {
 /// Checks a response head: `:status` must be 200 and `content-type` must
 /// start with `application/grpc` (ASCII case-insensitive, as grpc-js
 /// checks a prefix). Otherwise returns the error status a gRPC client
-/// synthesizes (doc §2.5, gRPC `http-grpc-status-mapping.md`).
+/// synthesizes (docs/noslated-protocol.md §4.4, §4.5, gRPC `http-grpc-status-mapping.md`).
 pub fn check_response_head<'a>(fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<(), Status> {
     const GRPC_CONTENT_TYPE: &[u8] = b"application/grpc";
     let mut status = None;
@@ -522,7 +522,7 @@ pub fn percent_decode(v: &[u8]) -> String {
     }
 }
 
-/// The request HEADERS of a gRPC call to Noslated (noslated-protocol.md §2.2):
+/// The request HEADERS of a gRPC call to Noslated (docs/noslated-protocol.md §4.1):
 /// lower-case names, `:authority localhost` as grpc-js uses for unix targets.
 pub fn request_fields<'a>(path: &'a [u8], timeout: &'a TimeoutValue) -> [(&'a [u8], &'a [u8]); 7] {
     [

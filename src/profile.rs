@@ -1,15 +1,15 @@
 //! Function profiles and platform environment variables: user JSON →
-//! validated → protobuf messages (protocol doc §8, §9).
+//! validated → protobuf messages (docs/noslated-protocol.md §10, §11).
 //!
-//! The planes validate nothing (doc §8.3, §9), so this module applies the
+//! The planes validate nothing (docs/noslated-protocol.md §10.3, §11), so this module applies the
 //! Node SDK's JSON Schema (`function_profile_schema.json`) plus the extra
-//! checks the doc recommends (URL scheme, exact runtime names, int32
+//! checks of docs/noslated-protocol.md §10.3 (URL scheme, exact runtime names, int32
 //! integrality and range), and the SDK's platform-env rules. The first
 //! failing rule is reported as one line, `<path>: <rule>`, and the whole
 //! document is rejected, as the SDK does.
 //!
 //! Mapping keeps presence: a key present with `false`, `0` or `""` becomes
-//! `Some(..)` so it is sent on the wire (doc §4.0); an absent key is `None`.
+//! `Some(..)` so it is sent on the wire (docs/noslated-protocol.md §6.1); an absent key is `None`.
 //! Keys the schema allows but the messages lack (extra keys in `worker`,
 //! `resourceLimit`, `rateLimit`, environment items) are dropped, as
 //! protobufjs drops them. This is the only module that uses `serde_json`.
@@ -23,10 +23,10 @@ use crate::proto::{
     SetPlatformEnvironmentVariablesRequest,
 };
 
-/// `SetFunctionProfileRequest.mode` to send; the planes ignore it (§8.4).
+/// `SetFunctionProfileRequest.mode` to send; the planes ignore it (docs/noslated-protocol.md §6.3).
 pub const SET_FUNCTION_PROFILE_MODE: &str = "IMMEDIATELY";
 
-/// Prefixes reserved for the platform itself (doc §9).
+/// Prefixes reserved for the platform itself (docs/noslated-protocol.md §11).
 const RESERVED_ENV_PREFIXES: [&str; 2] = ["NOSLATED_", "NOSLATE_"];
 
 /// A rejected profile or platform-env document: where, and which rule.
@@ -87,7 +87,7 @@ const SHRINK_STRATEGIES: &[&str] = &["FILO", "FIFO", "LCC"];
 const DISPATCH_MODES: &[&str] = &["least-request-count", "round-robin"];
 const CONCURRENCY_STATS_MODES: &[&str] = &["instant", "periodic_max", "periodic_avg"];
 
-/// Parses and validates a `profiles.json` document (doc §8.2, §8.3).
+/// Parses and validates a `profiles.json` document (docs/noslated-protocol.md §10.3).
 pub fn parse_profiles(json: &[u8]) -> Result<Vec<FunctionProfile>> {
     let root = "profiles";
     let doc = parse_json(json, root)?;
@@ -111,7 +111,7 @@ pub fn parse_profiles(json: &[u8]) -> Result<Vec<FunctionProfile>> {
 }
 
 /// Encodes a `SetFunctionProfileRequest` carrying `profiles` with mode
-/// `IMMEDIATELY` (doc §8.4).
+/// `IMMEDIATELY` (docs/noslated-protocol.md §6.3).
 pub fn encode_set_function_profile(profiles: &[FunctionProfile], dst: &mut Vec<u8>) {
     proto::encode_set_function_profile_request(profiles, Some(SET_FUNCTION_PROFILE_MODE), dst);
 }
@@ -155,7 +155,7 @@ fn parse_profile(item: &Value, path: &str) -> Result<FunctionProfile> {
     })
 }
 
-/// `url` must name a code location the control plane can fetch (doc §8.3):
+/// `url` must name a code location the control plane can fetch (docs/noslated-protocol.md §10.3):
 /// an absolute `file:///` directory, or an `http(s)://` zip.
 fn url(v: &Value, path: &str) -> Result<String> {
     let url = string(v, path)?;
@@ -292,7 +292,7 @@ fn number<'v>(v: &'v Value, path: &str) -> Result<&'v Number> {
 }
 
 /// An `int32` field: an integral JSON number within int32 range (the Node
-/// side would silently truncate or wrap, doc §8.3).
+/// side would silently truncate or wrap, docs/noslated-protocol.md §10.3).
 fn int32(v: &Value, path: &str) -> Result<i32> {
     let n = number(v, path)?;
     let range = || ProfileError::new(path, "must be within int32 range (-2147483648..=2147483647)");
@@ -360,11 +360,11 @@ fn json_equal(a: &Value, b: &Value) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// Platform environment variables (doc §9)
+// Platform environment variables (docs/noslated-protocol.md §11)
 // ---------------------------------------------------------------------------
 
 /// Parses the platform environment: either `[{"key": .., "value": ..}, ..]`
-/// or `{"KEY": "value", ..}`. Applies the SDK's rules (doc §9): keys must be
+/// or `{"KEY": "value", ..}`. Applies the SDK's rules (docs/noslated-protocol.md §11): keys must be
 /// non-empty strings not starting with `NOSLATED_`/`NOSLATE_`; values must
 /// be strings, with null or absent meaning `""`. Order is kept (object keys
 /// come out sorted); the planes let the last duplicate win.
@@ -481,7 +481,7 @@ mod tests {
     use super::*;
     use crate::proto::{Message, SetFunctionProfileRequest};
 
-    /// The doc's §8.2 example.
+    /// A document with every kind of member (docs/noslated-protocol.md §10.3).
     const EXAMPLE: &str = r#"[
       {
         "name": "hello-json",

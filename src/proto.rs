@@ -1,5 +1,5 @@
 //! Protobuf (proto3) wire format for exactly the Noslated messages this proxy
-//! uses (protocol doc §4).
+//! uses (docs/noslated-protocol.md §6).
 //!
 //! The module owns two layers:
 //!
@@ -10,7 +10,7 @@
 //!
 //! Invariants:
 //!
-//! * **Presence** (doc §4.0): every optional scalar is an `Option`. `Some(0)`,
+//! * **Presence** (docs/noslated-protocol.md §6.1): every optional scalar is an `Option`. `Some(0)`,
 //!   `Some(false)` and `Some("")` are written, `None` is omitted. Decoding
 //!   maps "field seen" to `Some`. Repeated fields are plain `Vec`s, since an
 //!   empty repeated field and an absent one are the same bytes on the wire.
@@ -67,7 +67,7 @@ pub enum DecodeError {
     WrongWireType { field: u32 },
     /// A `string` field that is not valid UTF-8.
     InvalidUtf8 { field: u32 },
-    /// A `oneof` with none of its members set (`InvokeResponse`, doc §5.6).
+    /// A `oneof` with none of its members set (`InvokeResponse`, docs/noslated-protocol.md §6.4).
     EmptyOneof,
 }
 
@@ -195,7 +195,7 @@ pub fn bool_field_len(field: u32) -> usize {
 }
 
 /// `int32` travels sign-extended to 64 bits, so negatives take 10 bytes
-/// (doc §4.0).
+/// (docs/noslated-protocol.md §6.1).
 #[inline]
 fn int32_wire(v: i32) -> u64 {
     i64::from(v) as u64
@@ -668,7 +668,7 @@ macro_rules! owned_message {
 }
 
 // ---------------------------------------------------------------------------
-// noslated common messages (doc §4.1)
+// noslated common messages (docs/noslated-protocol.md §6.2, §6.3)
 // ---------------------------------------------------------------------------
 
 /// `noslated.Empty`: zero bytes. Decoding skips any (unknown) field.
@@ -743,7 +743,7 @@ owned_message! {
 }
 
 owned_message! {
-    /// `noslated.FunctionProfileWorker` (doc §4.1, all 23 fields).
+    /// `noslated.FunctionProfileWorker` (docs/noslated-protocol.md §6.3, all 23 fields).
     pub struct FunctionProfileWorker {
         1 opt initialization_timeout: Option<i32>,
         2 opt max_activate_requests: Option<i32>,
@@ -790,7 +790,7 @@ owned_message! {
 }
 
 owned_message! {
-    /// `noslated.control.BrokerStats`: the fields warm-up reads (doc §4.3);
+    /// `noslated.control.BrokerStats`: the fields warm-up reads (docs/noslated-protocol.md §6.5);
     /// the profile and worker list are skipped.
     pub struct BrokerStats {
         1 opt name: Option<String>,
@@ -801,7 +801,7 @@ owned_message! {
 }
 
 owned_message! {
-    /// `noslated.control.WorkerStatsSnapshotResponse` (doc §4.3).
+    /// `noslated.control.WorkerStatsSnapshotResponse` (docs/noslated-protocol.md §6.5).
     pub struct WorkerStatsSnapshotResponse {
         1 msgs brokers: Vec<BrokerStats>,
     }
@@ -829,7 +829,7 @@ pub fn set_function_profile_request_len(profiles: &[FunctionProfile], mode: Opti
 }
 
 owned_message! {
-    /// `noslated.SetFunctionProfileResponse`; `Some(true)` is success (doc §8.4).
+    /// `noslated.SetFunctionProfileResponse`; `Some(true)` is success (docs/noslated-protocol.md §10.2).
     pub struct SetFunctionProfileResponse {
         1 opt set: Option<bool>,
     }
@@ -865,7 +865,7 @@ impl SetPlatformEnvironmentVariablesRequest {
 
 owned_message! {
     /// `noslated.control.SetPlatformEnvironmentVariablesResponse`; `Some(true)`
-    /// is success (doc §9).
+    /// is success (docs/noslated-protocol.md §11).
     pub struct SetPlatformEnvironmentVariablesResponse {
         1 opt set: Option<bool>,
     }
@@ -906,7 +906,7 @@ impl<'a> PlaneHealthyResponse<'a> {
 }
 
 // ---------------------------------------------------------------------------
-// Invoke messages (doc §4.2, §5)
+// Invoke messages (docs/noslated-protocol.md §6.4, §7)
 // ---------------------------------------------------------------------------
 
 /// The first `noslated.data.InvokeRequest` of an invoke stream, built from
@@ -953,7 +953,7 @@ impl InvokeRequestHead<'_> {
     /// Writes every head field, then (when `body_len > 0`) the field-7 key
     /// and length, but not the body bytes: the caller appends exactly
     /// `body_len` bytes of body. `requestId` (8) therefore precedes the body
-    /// (7); decoders accept any order (doc §4.0).
+    /// (7); decoders accept any order (docs/noslated-protocol.md §6.1).
     pub fn encode_with_body_prefix(&self, body_len: usize, dst: &mut Vec<u8>) {
         put_string(dst, 1, self.name);
         if let Some(u) = self.url {
@@ -1066,7 +1066,7 @@ pub fn body_chunk_prefix(body_len: usize) -> BodyChunkPrefix {
 /// (a test peer can send non-UTF-8 headers on purpose).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InvokeResult<'a> {
-    /// HTTP status; absent or 0 means 200 (doc §4.2).
+    /// HTTP status; absent or 0 means 200 (docs/noslated-protocol.md §6.4).
     pub status: Option<i32>,
     /// Raw header pairs (UTF-8 is not checked: they become HTTP bytes).
     pub headers: Vec<(&'a [u8], &'a [u8])>,
@@ -1117,7 +1117,7 @@ impl<'a> InvokeResult<'a> {
     }
 }
 
-/// `noslated.data.InvokeErrorResponse` (doc §4.2, §7).
+/// `noslated.data.InvokeErrorResponse` (docs/noslated-protocol.md §6.4, §9).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InvokeError<'a> {
     pub name: Option<&'a str>,
@@ -1127,7 +1127,7 @@ pub struct InvokeError<'a> {
     pub peer_stack: Option<&'a str>,
     pub operation: Option<&'a str>,
     /// gRPC status when `name == "Error"`, aworker `CanonicalCode` when
-    /// `name == "NoslatedError"` (doc §7.2).
+    /// `name == "NoslatedError"` (docs/noslated-protocol.md §9.2).
     pub code: Option<i32>,
 }
 
@@ -1209,7 +1209,7 @@ impl<'a> ResponseMember<'a> {
 
 impl<'a> InvokeResponse<'a> {
     /// Decodes one response message. The last oneof member seen wins;
-    /// neither set is [`DecodeError::EmptyOneof`] (malformed, doc §5.6).
+    /// neither set is [`DecodeError::EmptyOneof`] (malformed, docs/noslated-protocol.md §6.4).
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         Ok(match ResponseMember::decode(buf)? {
             ResponseMember::Error(e) => InvokeResponse::Error(e),
@@ -1297,7 +1297,7 @@ mod tests {
         s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
     }
 
-    /// §5.7: the framed InvokeRequest head.
+    /// docs/noslated-protocol.md §7.6: the framed InvokeRequest head.
     const DOC_INVOKE_REQUEST: &str = "00 00 00 00 40
         0a 05 68 65 6c 6c 6f
         12 01 2f
@@ -1643,7 +1643,7 @@ mod tests {
 
     #[test]
     fn worker_field_numbers_and_types() {
-        // One field at a time, to pin the table against doc §4.1.
+        // One field at a time, to pin the table against docs/noslated-protocol.md §6.3.
         let cases: Vec<(FunctionProfileWorker, &str)> = vec![
             (FunctionProfileWorker { initialization_timeout: Some(1), ..Default::default() }, "08 01"),
             (FunctionProfileWorker { max_activate_requests: Some(1), ..Default::default() }, "10 01"),
@@ -1829,7 +1829,7 @@ mod tests {
                 assert_eq!(body_only_result(&payload[..cut], payload.len()), Some(off));
             }
         }
-        // The doc's chunk.
+        // The worked body chunk (docs/noslated-protocol.md §7.6).
         let doc = hex(DOC_BODY_CHUNK);
         assert_eq!(body_only_result(&doc[5..], 6), Some(4));
         // Non-minimal varints still give the right offset.

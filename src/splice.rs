@@ -295,7 +295,7 @@ fn message_len(prefix: &[u8]) -> Result<usize, SpliceError> {
     Ok(u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize)
 }
 
-/// Worked bytes from noslated-protocol.md §5.7, for this module's tests and
+/// Worked bytes from docs/noslated-protocol.md §7.6, for this module's tests and
 /// the FC core's.
 #[cfg(test)]
 pub(crate) mod samples {

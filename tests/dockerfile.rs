@@ -97,7 +97,7 @@ fn dockerfile_structure() {
     let exposed: Vec<&str> =
         run.iter().filter(|i| i.keyword == "EXPOSE").flat_map(|i| i.args.split_whitespace()).collect();
     assert_eq!(exposed, [default_port()], "EXPOSE equals the default SERVER_PORT");
-    assert_eq!(default_port(), "9000", "FC's CAPort convention (fc-protocol.md §9.1)");
+    assert_eq!(default_port(), "9000", "FC's CAPort convention (docs/fc-contract.md §2)");
 }
 
 #[test]

@@ -413,7 +413,7 @@ fn broken_chunked_framing_is_refused() {
 
 /// The data plane writes responses without waiting for flow control and
 /// Node refuses new streams on a connection above 10 MB of queued data
-/// (noslated-protocol.md §2.1). A slow reader of a big response must not
+/// (docs/noslated-protocol.md §3.2). A slow reader of a big response must not
 /// starve everyone else sharing the data plane.
 #[test]
 fn slow_reader_does_not_block_others_when_plane_ignores_backpressure() {
@@ -436,7 +436,7 @@ fn slow_reader_does_not_block_others_when_plane_ignores_backpressure() {
     assert!(r.body == pattern(32 << 20), "big body differs");
 }
 
-/// noslated-protocol.md §14: Node 20 drops a connection after ~1,000 client
+/// docs/noslated-protocol.md §3.4: Node 20 drops a connection after ~1,000 client
 /// resets. 20,000 sequential invokes (no resets: finished streams are never
 /// reset), then 5,000 of which every third fails before its head (each needs
 /// a cancel) — all answered correctly, no failure.

@@ -56,7 +56,7 @@ if (!SOCK_DIR) {
 
 // ------------------------------------------------------- NoslatedClient-like
 
-/** Channel options Noslated passes to grpc-js (noslated-protocol.md §2.1, §2.3). */
+/** Channel options Noslated passes to grpc-js (docs/noslated-protocol.md §3.2, §4.2). */
 const CHANNEL_OPTIONS = {
   'grpc.max_receive_message_length': 10 * 1024 * 1024,
   'grpc.max_send_message_length': 10 * 1024 * 1024,

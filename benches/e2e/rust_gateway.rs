@@ -21,8 +21,8 @@
 //!   `result{body}` slice; window is returned as hyper pulls, so a slow client
 //!   slows the data plane down instead of growing a buffer.
 //!
-//! Same routing and first message as noslate-fc (docs: fc-protocol.md §9.4,
-//! noslated-protocol.md §5): `POST /invoke` (or `x-fc-control-path: /invoke`)
+//! Same routing and first message as noslate-fc (docs/fc-contract.md §12,
+//! docs/noslated-protocol.md §7): `POST /invoke` (or `x-fc-control-path: /invoke`)
 //! is an event, anything else an HTTP invocation; the function is
 //! `x-noslate-function` for events and local requests (no control path), else
 //! `NOSLATE_FUNCTION`; name, url (request target), method, headers minus
@@ -229,7 +229,7 @@ async fn invoke(gw: &Gateway, req: Request<Incoming>) -> Result<Response<GwBody>
     };
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1e3;
 
-    // The first InvokeRequest: the head fields (noslated-protocol.md §4.2).
+    // The first InvokeRequest: the head fields (docs/noslated-protocol.md §6.4).
     let mut m = Vec::with_capacity(256);
     wire::put_bytes(&mut m, 1, &function);
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -359,7 +359,7 @@ async fn send_flow(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> 
     Ok(())
 }
 
-/// An `InvokeResponse` (noslated-protocol.md §4.2).
+/// An `InvokeResponse` (docs/noslated-protocol.md §6.4).
 enum Message<'a> {
     Error(Failure),
     Result { status: u64, headers: Vec<(&'a [u8], &'a [u8])>, body: &'a [u8] },

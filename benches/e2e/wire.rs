@@ -1,5 +1,5 @@
 //! Just enough protobuf and gRPC framing for the fast stub and the floor
-//! client (noslated-protocol.md §2.3, §4.2, §5.7). Deliberately independent
+//! client (docs/noslated-protocol.md §4.2, §6.4, §7.6). Deliberately independent
 //! of noslate-fc's own `proto`/`grpc` modules: the stub must not share code
 //! with the thing it measures.
 
@@ -228,7 +228,7 @@ impl Deframer {
     }
 }
 
-/// The worked bytes of noslated-protocol.md §5.7, checked at start-up (a
+/// The worked bytes of docs/noslated-protocol.md §7.6, checked at start-up (a
 /// `harness = false` bench has no unit tests).
 pub fn self_check() {
     assert_eq!(&result_body(b"hi")[..], [0, 0, 0, 0, 6, 0x12, 4, 0x1a, 2, b'h', b'i']);

@@ -1,4 +1,4 @@
-//! What a request head asks for (fc-protocol.md §2, §4): a lifecycle hook,
+//! What a request head asks for (docs/fc-contract.md §3, §6): a lifecycle hook,
 //! an event or HTTP invocation (from FC or from inside the container), or a
 //! refusal — plus the values a head carries for its exchange: the request
 //! id and the timeouts.
@@ -277,7 +277,7 @@ pub fn init_timeout(head: &RequestHead, default: Duration) -> Duration {
 
 /// The function timeout of an invocation: `x-fc-function-timeout` seconds
 /// from a trusted caller, else the configured one. FC never sends the header
-/// (fc-protocol.md §7): it is for trusted callers, and an end user must not
+/// (docs/fc-contract.md §9): it is for trusted callers, and an end user must not
 /// hold a worker for a day.
 pub fn function_timeout(head: &RequestHead, origin: Origin, default: Duration) -> Duration {
     let given = head.header("x-fc-function-timeout").filter(|_| origin.trusted());

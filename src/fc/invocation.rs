@@ -19,7 +19,7 @@ use crate::http1::request::RequestHead;
 use crate::route::{Choice, Origin};
 
 /// `grpc-timeout` is the deadline plus this, so the data plane's own timeout
-/// fires first with a meaningful error (noslated-protocol.md §6).
+/// fires first with a meaningful error (docs/noslated-protocol.md §8).
 pub const GRPC_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
 /// One instant on both clocks: the monotonic one (timers) and the wall

@@ -29,7 +29,7 @@ pub use out::{OutQueue, Scratch};
 pub use request::{BodyStep, RequestBody};
 pub use response::{Progress, Resp, ResponseSplice, ResponseWriter};
 
-/// FC's log markers on stdout (fc-protocol.md §8): a Start and an End line
+/// FC's log markers on stdout (docs/fc-contract.md §11): a Start and an End line
 /// around every invocation and hook, with the request id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Marker {

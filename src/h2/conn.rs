@@ -26,7 +26,7 @@
 //!   (plus padding and frames we discard, which no one else will release);
 //! * a stream that ended normally in both directions is never reset, and a
 //!   stream whose response is complete is finished with END_STREAM rather than
-//!   RST_STREAM: the peer counts our resets (protocol notes §14);
+//!   RST_STREAM: the peer counts our resets (docs/noslated-protocol.md §3.4);
 //! * a [`StreamRef`] stays valid until [`Event::Closed`] for it is polled.
 
 use std::collections::VecDeque;
@@ -910,7 +910,7 @@ impl ClientConnection {
     /// server may still be working on it: a stream that never got an id
     /// needs nothing, and one whose response is complete is finished with
     /// an empty END_STREAM DATA instead, which costs none of the peer's
-    /// reset allowance (§14). Ended streams are never reset.
+    /// reset allowance (docs/noslated-protocol.md §3.4). Ended streams are never reset.
     pub fn reset(&mut self, stream: StreamRef, code: ErrorCode) {
         let Some(s) = self.streams.get(stream) else {
             return;

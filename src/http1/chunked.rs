@@ -33,7 +33,7 @@ pub const MAX_CHUNK_EXTENSIONS: u64 = 16 * 1024;
 
 /// Largest trailer section, CRLFs included, after the last chunk. Trailer
 /// fields are ignored (RFC 9112 §7.1.2 allows discarding them); the bound
-/// matches the 8 KB head limit of the FC contract (fc-protocol.md §6.1).
+/// matches the 8 KB head limit of the FC contract (docs/fc-contract.md §8.1).
 pub const MAX_TRAILER_SECTION: usize = 8192;
 
 /// Why a chunked body was refused.

@@ -27,18 +27,18 @@ pub use response::{reason_phrase, write_head, ChunkHead, ResponseFraming};
 use std::fmt;
 
 /// Request head (request line + fields) size limit: FC docs state 8 KB for
-/// all keys and values (fc-protocol.md §6.1; an older page says 4 KB, so we
+/// all keys and values (docs/fc-contract.md §8.1; an older page says 4 KB, so we
 /// design for the larger figure).
 pub const DEFAULT_MAX_HEAD: usize = 8192;
-/// Path including the query string: 4 KB (fc-protocol.md §6.1).
+/// Path including the query string: 4 KB (docs/fc-contract.md §8.1).
 pub const DEFAULT_MAX_TARGET: usize = 4096;
-/// Synchronous invocation body limit: 32 MB (fc-protocol.md §6.1).
+/// Synchronous invocation body limit: 32 MB (docs/fc-contract.md §8.1).
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 /// Field-line count bound. FC does not state one; 128 lines of at least
 /// `x:\r\n` still fit well inside the 8 KB head, so this only stops abuse.
 pub const DEFAULT_MAX_HEADERS: usize = 128;
 
-/// Limits (defaults from the FC contract, fc-protocol.md §6.1).
+/// Limits (defaults from the FC contract, docs/fc-contract.md §8.1).
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Longest accepted head, request line through the empty line, in bytes.

@@ -10,7 +10,7 @@
 //! [`ResponseFraming`] argument. Caller headers that would contradict it
 //! (`Content-Length`, `Transfer-Encoding`, `Connection`, `Keep-Alive`) are
 //! dropped, as are headers whose bytes could split the response (RFC 9110
-//! §5.5: CR, LF, NUL); fc-protocol.md §6.2 also asks the proxy to own these.
+//! §5.5: CR, LF, NUL); docs/fc-contract.md §8.2 also asks the proxy to own these.
 
 use bytes::{BufMut, BytesMut};
 

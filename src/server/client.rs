@@ -522,7 +522,7 @@ impl Server {
         self.mark_client(key);
     }
 
-    /// Route one request head (fc-protocol.md §2, §4; `fc::dispatch`).
+    /// Route one request head (docs/fc-contract.md §3; `fc::dispatch`).
     fn on_request(&mut self, key: ClientKey, head: RequestHead) {
         self.clients[key].gen = self.gen();
         // The head arrived: its slowloris timer (and any other of the last
@@ -569,7 +569,7 @@ impl Server {
             Route::PreFreeze => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::PreFreeze, &request_id);
-                // FC freezes the instance after this answer (fc-protocol.md §2).
+                // FC freezes the instance after this answer (docs/fc-contract.md §10.2).
                 self.pre_freeze_at = Some(Instant::now());
                 self.clients[key].phase = Phase::Answered {
                     marker: Marker::PreFreeze,

@@ -330,7 +330,7 @@ impl Server {
 
     /// Unhook the invoke's stream: forget the owner, credit what was read,
     /// and cancel it unless it ended normally in both directions (a finished
-    /// stream is never reset: Node counts resets, noslated-protocol.md §14).
+    /// stream is never reset: Node counts resets, docs/noslated-protocol.md §3.4).
     pub(super) fn detach_stream(&mut self, inv: &Invoke) {
         let (Some(conn), Some(stream)) = (inv.conn, inv.stream) else { return };
         let Some(pc) = self.conns.get_mut(conn) else { return };

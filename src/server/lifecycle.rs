@@ -366,7 +366,7 @@ fn spawn(spec: &ChildSpec, cfg: &Config) -> std::io::Result<i32> {
     if let Some(id) = spec.plane_id {
         cmd.env("NOSLATED_PLANE_ID", id.to_string());
     }
-    // The planes must bind the sockets we connect to (§1.2).
+    // The planes must bind the sockets we connect to (docs/noslated-protocol.md §2.2).
     if std::env::var_os("NOSLATED_WORKDIR").is_none() && cfg.sock_dir.ends_with("socks") {
         if let Some(work) = cfg.sock_dir.parent() {
             cmd.env("NOSLATED_WORKDIR", work);

@@ -3,7 +3,7 @@
 //!
 //! A plane has at most one *active* connection that takes new streams. A
 //! connection that got GOAWAY, or that has sent many RST_STREAMs (Node's
-//! HTTP/2 drops a connection after ~1,000 resets, noslated-protocol.md §14),
+//! HTTP/2 drops a connection after ~1,000 resets, docs/noslated-protocol.md §3.4),
 //! is *retired*: it finishes its streams while a fresh one takes new work, and
 //! closes when empty. Readiness of a plane = connected and `checkHealth` said
 //! healthy; invokes may use a connection as soon as it exists (HTTP/2 lets us
@@ -147,7 +147,7 @@ impl Server {
             Ok(sock) => self.add_conn(plane, sock),
             Err(e) => {
                 // ENOENT before the plane's first start, ECONNREFUSED on a
-                // stale socket file: both mean "not up yet" (§1.1).
+                // stale socket file: both mean "not up yet" (docs/noslated-protocol.md §2.4).
                 p.last_error = Some(format!("{}: {e}", p.path.display()));
                 self.schedule_retry(plane);
             }
@@ -404,7 +404,7 @@ impl Server {
                     }
                 }
                 Event::GoAway { last_stream_id, code, .. } => {
-                    // Routine (§14): stop using this connection for new
+                    // Routine (docs/noslated-protocol.md §3.4): stop using this connection for new
                     // streams, let it finish, and connect afresh now.
                     eprintln!("noslate-fc: plane connection got GOAWAY({code}, last stream {last_stream_id})");
                     self.retire_conn(key);

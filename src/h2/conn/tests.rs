@@ -196,7 +196,7 @@ fn handshake() {
         ]
     );
     assert!(!server.conn.peer_settings_received());
-    // Node's observed preface: an empty SETTINGS (§14).
+    // Node's observed preface: an empty SETTINGS (docs/noslated-protocol.md §3.1).
     server.settings(&[]).unwrap();
     assert!(server.conn.peer_settings_received());
     assert_eq!(server.frames(), vec![Frame::Settings { ack: true, params: vec![] }]);
@@ -1102,7 +1102,7 @@ fn round_robin_between_streams_when_the_connection_window_opens() {
     }
 }
 
-/// nghttp2 indexes and Huffman-codes its responses (§14): a block on a
+/// nghttp2 indexes and Huffman-codes its responses (docs/noslated-protocol.md §3.3): a block on a
 /// stream we already dropped must still update the dynamic table that
 /// later blocks refer to.
 #[test]

@@ -6,7 +6,7 @@ The same fake planes as ../noslated-peer.js, but on an independent HTTP/2 +
 gRPC + protobuf stack (grpcio's C core, CPython protobuf), so that noslate-fc is
 not only tested against the Node.js implementation it was written for.
 
-Protocol reference: /work/shared/docs/noslated-protocol.md. The Python modules
+Protocol reference: docs/noslated-protocol.md (sections cited as §N). The Python modules
 are generated from ../proto/*.proto with grpc_tools.protoc into a temporary
 directory at start-up; no generated code is committed.
 
@@ -596,7 +596,7 @@ class PushServer:
             first_wait = asyncio.ensure_future(ctx.first.wait())
             await asyncio.wait({first_wait, reader}, return_when=asyncio.FIRST_COMPLETED)
             if not ctx.first.is_set():
-                # half-close before any message: wait for a head forever (§5.1)
+                # half-close before any message: wait for a head forever (§7.1)
                 first_wait.cancel()
                 await forever()
             await behaviour["run"](ctx)
