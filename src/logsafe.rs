@@ -1,7 +1,7 @@
 //! Log values that cannot forge log lines.
 //!
 //! FC collects stdout and stderr line by line, and its `FC Invoke Start/End
-//! RequestId:` markers are lines too (fc-protocol.md §8). A value that came
+//! RequestId:` markers are lines too (docs/fc-contract.md §11). A value that came
 //! from outside — a Noslated error message a function chose, a
 //! `grpc-message` (percent-decoded, so `%0A` is a newline), an error from a
 //! plane — is written through [`Escaped`]: every control character becomes a

@@ -4,7 +4,7 @@
 //! it, its function headers, its target and `x-fc-base-path` — and the
 //! operator's settings, and returns a function name or a refusal.
 //!
-//! Whom to believe (fc-protocol.md §2, §4): FC marks its invocations with
+//! Whom to believe (docs/fc-contract.md §4): FC marks its invocations with
 //! `x-fc-control-path`. An event (`/invoke`) comes from an authenticated FC
 //! API caller; a request without a control path from a peer that may speak
 //! for FC is FC's own (its hooks carry none) or, with
@@ -368,7 +368,7 @@ impl Policy {
         }
     }
 
-    /// Whether an `x-fc-base-path` is FC's (fc-protocol.md §2, F5): FC sets
+    /// Whether an `x-fc-base-path` is FC's (docs/fc-contract.md §3, F5): FC sets
     /// it only on its default domain, as `/2016-08-15/proxy/<service>/<function>/`
     /// (the service possibly with `.<qualifier>`); with a custom domain it
     /// sends none, so an end user's own copy would arrive as is. Believing
@@ -409,7 +409,7 @@ impl Policy {
 }
 
 /// How much of `target` FC's default-domain prefix `x-fc-base-path` covers
-/// (fc-protocol.md §2, §9.5): all of the base (without its trailing `/`)
+/// (docs/fc-contract.md §6): all of the base (without its trailing `/`)
 /// when the target is the base itself or under it, else nothing — `/a/bc`
 /// is not under `/a/b`.
 fn base_path_skip(target: &[u8], base: Option<&[u8]>) -> usize {

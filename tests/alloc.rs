@@ -89,7 +89,18 @@ fn steady_state_allocations_per_invoke_are_pinned() {
     let profiles = dir.path().join("profiles.json");
     std::fs::write(&profiles, support::profiles_json(&["echo"])).unwrap();
     let profiles = profiles.to_str().unwrap().to_string();
-    let args = ["--port", "0", "--listen", "127.0.0.1", "--trusted-peers", "any", "--sock-dir", &sock_dir, "--profiles", &profiles];
+    let args = [
+        "--port",
+        "0",
+        "--listen",
+        "127.0.0.1",
+        "--trusted-peers",
+        "any",
+        "--sock-dir",
+        &sock_dir,
+        "--profiles",
+        &profiles,
+    ];
     let Ok(Cli::Run(cfg)) = Config::from_args(args.iter().map(|s| s.to_string()), |_| None) else { panic!("config") };
     let mut server = Server::new(*cfg).expect("server");
     let port = server.local_addr().unwrap().port();

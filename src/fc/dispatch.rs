@@ -14,7 +14,7 @@ use crate::http1::request::{BodyFraming, RequestHead, Version};
 use crate::route::{Choice, Origin, Policy, Request};
 
 /// `x-fc-function-timeout` above this is ignored (a day, FC's longest
-/// function timeout, fc-protocol.md §7): a caller must not hold a worker
+/// function timeout, docs/fc-contract.md §9): a caller must not hold a worker
 /// longer.
 pub const MAX_FUNCTION_TIMEOUT_SECS: u64 = 86_400;
 /// `x-fc-initialization-timeout` above this is ignored (a day, like the
@@ -55,7 +55,7 @@ pub enum Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     /// May speak for FC: run hooks, mark events, be local. FC's gateway
-    /// connects from outside the container (fc-protocol.md §1), and so does
+    /// connects from outside the container (docs/fc-contract.md §2), and so does
     /// everyone with `NOSLATE_FC_TRUSTED_PEERS=any`.
     Fc,
     /// A process inside the container (loopback, or one of the container's

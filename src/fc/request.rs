@@ -1,5 +1,5 @@
 //! The request half of an invocation, sans-IO: an HTTP/1.1 request head
-//! becomes the first `InvokeRequest` (fc-protocol.md §3, README "Routing"),
+//! becomes the first `InvokeRequest` (docs/fc-contract.md §12.1, README "Routing"),
 //! and the body becomes `InvokeRequest{body}` messages.
 //!
 //! The first message carries the head fields, and the whole body when it is
@@ -32,7 +32,7 @@ const INLINE_HEADERS: usize = 64;
 /// request's `Connection` names), FC's plumbing (which request type, which
 /// default-domain prefix: read here, and told to the function as
 /// `fc-invocation-type` and the rewritten `url`), and FC's credentials
-/// unless the operator allows them (fc-protocol.md §3).
+/// unless the operator allows them (docs/fc-contract.md §5).
 const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"trailer"];
 const PLUMBING: &[&[u8]] = &[b"x-fc-control-path", b"x-fc-base-path"];
 const CREDENTIALS: &[&[u8]] = &[b"x-fc-access-key-id", b"x-fc-access-key-secret", b"x-fc-security-token"];
@@ -96,7 +96,7 @@ pub fn first_message(
         headers.push(field);
     }
     // Without FC's x-fc-base-path prefix, and without the route prefix
-    // when NOSLATE_FC_ROUTES_STRIP says so (fc-protocol.md §9.5).
+    // when NOSLATE_FC_ROUTES_STRIP says so (docs/fc-contract.md §6).
     let url = crate::route::function_url(head.target(), to.url_skip);
     let mut baggage: [(&[u8], &[u8]); BAGGAGE.len() + 1] = [(b"", b""); BAGGAGE.len() + 1];
     let mut n = 0;

@@ -2,8 +2,8 @@
 //! stream (gRPC head, DATA, trailers) becomes HTTP/1.1 response bytes in the
 //! client's [`OutQueue`].
 //!
-//! [`ResponseWriter`] frames the function's head and body (fc-protocol.md
-//! §6.2): chunked coding, or `Content-Length` when the function set one, or
+//! [`ResponseWriter`] frames the function's head and body (docs/fc-contract.md
+//! §8.2): chunked coding, or `Content-Length` when the function set one, or
 //! until close for HTTP/1.0, or no body (HEAD, 204, 304). Only a final
 //! status (200–599) and a bounded head are passed on.
 //! [`ResponseSplice`] feeds DATA to `splice::ResponseDecoder` and the pieces
@@ -31,7 +31,7 @@ const INLINE_FIELDS: usize = 32;
 const HEAD_RESERVE: usize = 1024;
 /// Largest function response head we pass on, counted as the header lines
 /// we would write (name, `: `, value, CRLF). FC answers `502 BadResponse`
-/// above 8 KB of response headers (fc-protocol.md §6.2, F14); twice that
+/// above 8 KB of response headers (docs/fc-contract.md §8.2); twice that
 /// leaves room for an uncertain limit, and a function sending up to the 1 MiB
 /// gRPC message bound gets our own clear 502 instead of FC's.
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -40,7 +40,7 @@ pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// another (or, with 101, switch protocols on a connection we keep), and
 /// 600–999 is no HTTP status at all.
 pub const FINAL_STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
-/// Response headers FC manages itself (fc-protocol.md §6.2); our HTTP/1.1
+/// Response headers FC manages itself (docs/fc-contract.md §8.2); our HTTP/1.1
 /// layer writes its own framing.
 const RESPONSE_DROP: &[&[u8]] = &[
     b"connection",

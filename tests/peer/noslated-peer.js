@@ -19,8 +19,8 @@
  * (`--cp <sock> --forward-dp <dp sock>` in the second: forwarded over gRPC,
  * and re-sent whenever the data plane (re)connects, as Noslated does).
  *
- * Protocol reference: /work/shared/docs/noslated-protocol.md (sections cited
- * below as §N). Message schemas: ./proto/*.proto (reconstructed from §4).
+ * Protocol reference: docs/noslated-protocol.md (sections cited
+ * below as §N). Message schemas: ./proto/*.proto (reconstructed from §6).
  *
  * The response of PushServer.invoke / invokeService is chosen by the function
  * (or service) NAME in the first InvokeRequest; see BEHAVIOURS below and
@@ -77,7 +77,7 @@ const LOADER_OPTIONS = {
 
 /** Response body chunk size for buffered / generated responses. */
 const BODY_CHUNK = 64 * 1024;
-/** Noslated's default request deadline when the head has none (§4.2, §6). */
+/** Noslated's default request deadline when the head has none (§6.4, §8). */
 const DEFAULT_DEADLINE_MS = 10000;
 
 // ---------------------------------------------------------------- arguments
@@ -394,7 +394,7 @@ async function writeChunked(ctx, buf) {
   }
 }
 
-/** error{...} and then the call is left OPEN, like the real push server (§5.4). */
+/** error{...} and then the call is left OPEN, like the real push server (§7.3). */
 function errorLeaveOpen(error) {
   return {
     onHead(ctx) {
@@ -485,7 +485,7 @@ const BEHAVIOURS = {
     code: 5,
   })),
   'error-after-head': {
-    // Like push_server.ts when the worker's body stream fails (§5.5): the
+    // Like push_server.ts when the worker's body stream fails (§7.4): the
     // error goes in-stream and the call still ends with grpc-status 0, without
     // waiting for the request body to end.
     onHead(ctx) {
@@ -586,7 +586,7 @@ function dpKnows(name) {
   return state.dpProfiles.some((profile) => profile.name === name);
 }
 
-/** The function a service profile selects (§10), or undefined. */
+/** The function a service profile selects (§6.6), or undefined. */
 function serviceFunction(serviceName) {
   const profiles = state.serviceProfiles.filter((p) => p.name === serviceName);
   const item = profiles[profiles.length - 1]; // a later profile wins, as in a Map
@@ -696,7 +696,7 @@ function makeInvokeHandler(rpc) {
       ctx.wake();
       if (behaviour) runHook(ctx, behaviour.onEnd);
       // A half-close before any message: the real handler waits for a head
-      // forever (§5.1); so do we.
+      // forever (§7.1); so do we.
     });
 
     call.on('cancelled', (reason) => {
@@ -736,7 +736,7 @@ const state = {
 /** Metadata key the control plane marks its forwarded calls with. */
 const FORWARD_MARK = 'x-fixture-forwarded-by';
 
-/** The data plane takes a profile list (from the control plane, §8.1). */
+/** The data plane takes a profile list (from the control plane, §10.1). */
 function dpApplyProfiles(profiles, forwarded) {
   state.dpProfiles = profiles;
   record('profiles-applied', {
@@ -819,7 +819,7 @@ const forwarder = (() => {
 
 function hostConnectHandler(plane) {
   const livenessChunk = () => {
-    const now = Date.now() >>> 0; // uint32: truncated like Noslated (§4.5)
+    const now = Date.now() >>> 0; // uint32: truncated like Noslated (§6.6)
     const data = LivenessProbeEventData.encode(
       LivenessProbeEventData.create({
         timestamp: now,
@@ -877,7 +877,7 @@ function setFunctionProfileHandler(plane) {
   return (call, callback) => {
     const req = call.request;
     const profiles = req.profiles || [];
-    // The control plane's own forwards are not a client's call (§8.4).
+    // The control plane's own forwards are not a client's call (§5).
     const forwarded = plane === 'dp' && call.metadata.get(FORWARD_MARK).length > 0;
     if (!forwarded) {
       record('setFunctionProfile', {

@@ -597,7 +597,7 @@ function checksFor(kind) {
       assertEq(applied.forwarded, true, 'forwarded by the control plane');
       r = await invoke(cc.push, { name: 'echo', method: 'POST', body: Buffer.from('now') });
       assertEq([r.status.code, responseParts(r).body.toString()], [0, 'now'], 'after the window');
-      // Replacing the set removes functions (§8.1).
+      // Replacing the set removes functions (docs/noslated-protocol.md §10.1).
       await register(cc, p, ['inspect']);
       r = await invoke(cc.push, { name: 'echo' }, [], { stopAfterFirst: true });
       assertEq(responseParts(r).error, notYet, 'removed by the next set');
