@@ -68,6 +68,9 @@ pub struct ChildSpec {
     pub argv: Vec<String>,
     pub log_file: Option<PathBuf>,
     pub plane_id: Option<usize>,
+    /// Whether SIGTERM stops it, so a grace period is of use. Not turfd's:
+    /// its SIGTERM handler calls `tf_exit_all()`, which only returns ENOTSUP.
+    pub stops_on_sigterm: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -365,18 +368,30 @@ fn children(get: &Get<'_>, data_planes: usize, control_planes: usize) -> Result<
     let mut out = Vec::new();
     let log = |name: &str| log_dir.as_ref().map(|d| d.join(name));
     if let Some(argv) = command("NOSLATE_FC_TURF_CMD", bin.map(|b| format!("{b}/turf -D -f")))? {
-        out.push(ChildSpec { name: "turfd", argv, log_file: log("turf.log"), plane_id: None });
+        out.push(ChildSpec { name: "turfd", argv, log_file: log("turf.log"), plane_id: None, stops_on_sigterm: false });
     }
     if let Some(argv) = command("NOSLATE_FC_DATA_PLANE_CMD", node("data_plane"))? {
         for i in 0..data_planes {
             let file = if i == 0 { "data_plane_out.log".to_string() } else { format!("data_plane_{i}_out.log") };
-            out.push(ChildSpec { name: "data_plane", argv: argv.clone(), log_file: log(&file), plane_id: Some(i) });
+            out.push(ChildSpec {
+                name: "data_plane",
+                argv: argv.clone(),
+                log_file: log(&file),
+                plane_id: Some(i),
+                stops_on_sigterm: true,
+            });
         }
     }
     if let Some(argv) = command("NOSLATE_FC_CONTROL_PLANE_CMD", node("control_plane"))? {
         for i in 0..control_planes {
             let file = if i == 0 { "control_plane_out.log".to_string() } else { format!("control_plane_{i}_out.log") };
-            out.push(ChildSpec { name: "control_plane", argv: argv.clone(), log_file: log(&file), plane_id: Some(i) });
+            out.push(ChildSpec {
+                name: "control_plane",
+                argv: argv.clone(),
+                log_file: log(&file),
+                plane_id: Some(i),
+                stops_on_sigterm: true,
+            });
         }
     }
     Ok(out)

@@ -4,8 +4,10 @@
 //!
 //! Shutdown (`/pre-stop`, SIGTERM, SIGINT): stop taking invokes (503), let
 //! in-flight ones finish up to the drain period, answer `/pre-stop`, SIGTERM
-//! the children, SIGKILL whatever is left after their grace period, exit 0 once
-//! every child is reaped. A second signal exits at once. A child that dies on
+//! the planes, SIGKILL whatever is left after their grace period, exit 0 once
+//! every child is reaped. turfd ignores SIGTERM, so it gets no grace: it is
+//! SIGKILLed as soon as the planes are gone (they may still stop workers
+//! through it while closing), and its workers die with it (PDEATHSIG). A second signal exits at once. A child that dies on
 //! its own stops everything with exit code 1, as the seed's start.sh intends.
 
 use std::fs::OpenOptions;
@@ -244,6 +246,7 @@ impl Server {
                 self.stop_children();
             }
         }
+        self.kill_the_deaf();
         self.maybe_exit();
     }
 
@@ -281,7 +284,8 @@ impl Server {
         self.stop_children();
     }
 
-    /// SIGTERM every child, SIGKILL after the grace period.
+    /// SIGTERM every child that stops on it, SIGKILL after the grace period;
+    /// the others are SIGKILLed once those have exited.
     fn stop_children(&mut self) {
         if self.life.stage == Stage::Stopping {
             return;
@@ -289,9 +293,24 @@ impl Server {
         self.life.stage = Stage::Stopping;
         self.answer_pre_stops();
         self.close_planes();
-        self.kill_children(libc::SIGTERM);
+        for child in self.life.children.iter().filter(|c| c.exited.is_none() && c.spec.stops_on_sigterm) {
+            sys::kill_group(child.pid, libc::SIGTERM);
+        }
         self.timers.add(Instant::now() + self.cfg.kill_grace, Timer::KillChildren);
+        self.kill_the_deaf();
         self.maybe_exit();
+    }
+
+    /// Stopping, and every child that stops on SIGTERM has: SIGKILL the rest
+    /// (turfd), which would only wait out the grace period.
+    fn kill_the_deaf(&mut self) {
+        let live = || self.life.children.iter().filter(|c| c.exited.is_none());
+        if self.life.stage != Stage::Stopping || live().any(|c| c.spec.stops_on_sigterm) {
+            return;
+        }
+        for child in live() {
+            sys::kill_group(child.pid, libc::SIGKILL);
+        }
     }
 
     /// The grace period is over: SIGKILL cannot be ignored, and the SIGCHLD
