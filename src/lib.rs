@@ -15,6 +15,7 @@ pub mod h2;
 pub mod hpack;
 pub mod http1;
 pub mod idmap;
+pub mod instance;
 pub mod pool;
 pub mod profile;
 pub mod proto;

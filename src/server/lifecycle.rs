@@ -85,8 +85,9 @@ impl Server {
     pub(super) fn start(&mut self) -> std::io::Result<()> {
         self.load_profile_files();
         let specs = self.cfg.children.clone();
+        let pool = memory_pool(&specs);
         for spec in specs {
-            match spawn(&spec, &self.cfg) {
+            match spawn(&spec, &self.cfg, pool.as_deref()) {
                 Ok(pid) => {
                     eprintln!("noslate-fc: started {} (pid {pid}): {}", spec.name, spec.argv.join(" "));
                     self.life.children.push(Child { spec, pid, exited: None });
@@ -340,9 +341,22 @@ impl Server {
     }
 }
 
+/// Noslated's worker pool sized to the instance (src/instance.rs), for the
+/// planes we start, unless the user set NOSLATED_VIRTUAL_MEMORY_POOL_SIZE.
+fn memory_pool(specs: &[ChildSpec]) -> Option<String> {
+    if std::env::var_os(POOL_VAR).is_some() || !specs.iter().any(|s| s.plane_id.is_some()) {
+        return None;
+    }
+    let (bytes, source) = crate::instance::memory_limit()?;
+    eprintln!("noslate-fc: {POOL_VAR}={bytes} ({} MiB: the memory limit in {source})", bytes >> 20);
+    Some(bytes.to_string())
+}
+
+const POOL_VAR: &str = "NOSLATED_VIRTUAL_MEMORY_POOL_SIZE";
+
 /// Start one child: own process group, dies with us, output to its log file
 /// (or our stderr when no log directory is configured).
-fn spawn(spec: &ChildSpec, cfg: &Config) -> std::io::Result<i32> {
+fn spawn(spec: &ChildSpec, cfg: &Config, pool: Option<&str>) -> std::io::Result<i32> {
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..]).stdin(Stdio::null());
     if let Some(file) = &spec.log_file {
@@ -357,6 +371,9 @@ fn spawn(spec: &ChildSpec, cfg: &Config) -> std::io::Result<i32> {
     }
     if let Some(id) = spec.plane_id {
         cmd.env("NOSLATED_PLANE_ID", id.to_string());
+    }
+    if let Some(bytes) = pool {
+        cmd.env(POOL_VAR, bytes);
     }
     // The planes must bind the sockets we connect to (§1.2).
     if std::env::var_os("NOSLATED_WORKDIR").is_none() && cfg.sock_dir.ends_with("socks") {
