@@ -36,8 +36,11 @@ RUN RUSTFLAGS="-C target-feature=+crt-static" \
 # ($NOSLATE_PATH of Noslate's base image); $NOSLATE_BIN is its bin/.
 FROM ${NODE_BUILD_IMAGE} AS noslate
 WORKDIR /build
-COPY scripts/real-noslate.sh scripts/
+COPY scripts/ scripts/
 COPY image/sources/ sources/
+# turf's build embeds its spec with xxd, which not every build image has.
+RUN command -v xxd >/dev/null \
+ || (apt-get update -qq && apt-get install -y -qq --no-install-recommends xxd && rm -rf /var/lib/apt/lists/*)
 RUN NOSLATE_SHARED=/build/sources NOSLATE_REAL_CACHE=/build/cache \
     bash scripts/real-noslate.sh build-into /usr/local/noslate \
  && rm -rf /build/cache

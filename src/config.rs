@@ -50,7 +50,7 @@ opts! {
     "NOSLATE_FC_READY_WAIT_MS", "--ready-wait-ms", "10000", "how long an invoke waits for a data plane before 503";
     "NOSLATE_FC_INIT_TIMEOUT_MS", "--init-timeout-ms", "60000", "/initialize readiness wait unless x-fc-initialization-timeout is given";
     "NOSLATE_FC_DRAIN_MS", "--drain-ms", "10000", "on /pre-stop or SIGTERM, how long in-flight invokes may finish";
-    "NOSLATE_FC_KILL_GRACE_MS", "--kill-grace-ms", "3000", "after SIGTERM to the children, wait this long before SIGKILL";
+    "NOSLATE_FC_KILL_GRACE_MS", "--kill-grace-ms", "3000", "after SIGTERM to the planes, wait this long before SIGKILL (turfd ignores SIGTERM: it is SIGKILLed once they are gone)";
     "NOSLATE_BIN", "--noslate-bin", "", "Noslate binaries; when set, noslate-fc starts turfd and the planes itself";
     "NOSLATE_LOGDIR", "--log-dir", "", "children's log files (turf.log, data_plane_out.log, control_plane_out.log)";
     "NOSLATE_FC_TURF_CMD", "--turf-cmd", "", "turfd command line (default \"$NOSLATE_BIN/turf -D -f\"; \"off\" disables)";
