@@ -259,7 +259,9 @@ fn the_image_serves_fc_from_initialize_to_stop() {
     assert!(ok >= 8 * 10, "only {ok} echoes in the soak's time");
 
     // Freeze the whole container (cgroup freezer) for longer than the idle
-    // timeout, then thaw: the kept-alive connection still serves.
+    // timeout, then thaw: the kept-alive connection still serves. (A fresh
+    // one: the first has been idle through the soak, longer than the timeout.)
+    let mut s = c.connect();
     let r = hook(&mut s, "/pre-freeze", "pf-1");
     assert_eq!(r.status, 200, "/pre-freeze: {}", r.text());
     podman_ok(&["pause", &c.name]);
@@ -329,4 +331,25 @@ fn a_killed_plane_ends_the_container_at_once() {
     assert_ne!(c.exit_code(), 0, "the container must exit non-zero:\n{logs}");
     assert!(logs.contains(&format!("data_plane (pid {pid}) exited unexpectedly: signal 9")), "{logs}");
     assert!(took < FC_BOUND, "the container exited {took:?} after the plane died (FC's bound: {FC_BOUND:?}):\n{logs}");
+}
+
+/// SIGTERM alone (no `/pre-stop` first), with a worker running: the planes
+/// stop on it, turfd and the worker are killed at once, exit 0 before FC's
+/// bound, so the runtime never needs its SIGKILL.
+#[test]
+fn sigterm_alone_stops_the_container_at_once() {
+    let c = Container::run("term", &[]);
+    let init = c.initialize();
+    assert_eq!(init.status, 200, "/initialize: {}\n{}", init.text(), c.logs());
+    let mut s = c.connect();
+    let body = body_of(1000, 4);
+    assert_echo(invoke(&mut s, false, "before-stop", &body), &body, "invoke");
+    let sent = now_ns();
+    podman_ok(&["stop", "-t", "10", &c.name]);
+    let took = Duration::from_nanos(c.finished_at_ns().saturating_sub(sent) as u64);
+    println!("SIGTERM: PID 1 exited {took:?} after the stop command was issued");
+    let logs = c.logs();
+    assert_eq!(c.exit_code(), 0, "stop did not exit 0:\n{logs}");
+    assert!(logs.contains("SIGTERM: draining"), "{logs}");
+    assert!(took < FC_BOUND, "stop took {took:?} (FC's bound: {FC_BOUND:?}):\n{logs}");
 }
