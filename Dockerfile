@@ -40,7 +40,9 @@ RUN RUSTFLAGS="-C target-feature=+crt-static" \
 # ($NOSLATE_PATH of Noslate's base image); $NOSLATE_BIN is its bin/.
 FROM ${NODE_BUILD_IMAGE} AS noslate
 WORKDIR /build
-COPY scripts/ scripts/
+# real-noslate.sh and the files of its build (`*noslate*`), not the other
+# scripts, so a change to those does not rebuild Noslate.
+COPY scripts/*noslate* scripts/
 COPY image/sources/ sources/
 # turf's build embeds its spec with xxd, which not every build image has.
 RUN command -v xxd >/dev/null \

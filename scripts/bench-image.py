@@ -95,18 +95,29 @@ def memory(image, name, invokes):
     idle = usage_mib(name)
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     body = b"x" * 1024
+    failed = []
     t = time.monotonic()
     for i in range(invokes):
-        c.request("POST", "/invoke", body=body, headers=dict(INVOKE, **{"x-fc-request-id": f"m-{i}"}))
-        r = c.getresponse()
-        data = r.read()
-        if r.status != 200 or data != body:
-            sys.exit(f"{image}: invoke {i} failed: {r.status} {data[:200]!r}")
+        try:
+            c.request("POST", "/invoke", body=body, headers=dict(INVOKE, **{"x-fc-request-id": f"m-{i}"}))
+            r = c.getresponse()
+            data = r.read()
+            ok = r.status == 200 and data == body
+            why = f"{r.status} {data[:120]!r}"
+        except (OSError, http.client.HTTPException) as e:
+            c.close()
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            ok, why = False, repr(e)
+        if not ok:
+            failed.append(f"{i}: {why}")
     took = time.monotonic() - t
     time.sleep(3)
     after = usage_mib(name)
     podman("rm", "-f", "-t", "0", name)
-    return idle, after, took
+    if failed:
+        print(f"{image}: {len(failed)} of {invokes} invokes failed, first: {failed[0]}, last: {failed[-1]}",
+              file=sys.stderr)
+    return idle, after, took, len(failed)
 
 
 def main():
@@ -126,11 +137,13 @@ def main():
             name = f"bench-image-{k}-{os.getpid()}"
             starts[k].append(first_invoke(img, name))
             podman("rm", "-f", "-t", "0", name)
+    print(json.dumps(starts), file=sys.stderr)
     for k in images:
         out[f"{k}_first_invoke_s"] = [round(s, 3) for s in starts[k]]
         out[f"{k}_first_invoke_median_s"] = round(statistics.median(starts[k]), 3)
     for k, img in images.items():
-        idle, after, took = memory(img, f"bench-image-mem-{k}-{os.getpid()}", a.invokes)
+        idle, after, took, failed = memory(img, f"bench-image-mem-{k}-{os.getpid()}", a.invokes)
+        out[f"{k}_failed_of_{a.invokes}"] = failed
         out[f"{k}_idle_mib"] = round(idle, 1)
         out[f"{k}_after_{a.invokes}_mib"] = round(after, 1)
         out[f"{k}_{a.invokes}_invokes_s"] = round(took, 1)
