@@ -12,7 +12,10 @@
 #                                   noslate-fc vs the Rust baseline vs the floor
 #                                   (about 7 minutes;
 #                                   target/e2e/real-report.md)
-#   scripts/bench-e2e.sh --cold     real stack: ENTRYPOINT exec -> first invoke,
+#   scripts/bench-e2e.sh --cold     real stack: ENTRYPOINT exec -> the 200 of ONE
+#                                   invoke sent when the port accepts (a non-200
+#                                   fails), seed way vs noslate-fc on the seed's
+#                                   and the packed layout, plus warm-up runs;
 #                                   7 runs each (target/e2e/cold-report.md)
 #   scripts/bench-e2e.sh --profile  real stack: noslate-fc under perf stat and
 #                                   strace -c at 1 and 32 connections

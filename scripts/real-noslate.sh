@@ -19,9 +19,17 @@
 # the package lock of a build that worked), else the same pinned commits
 # fetched from GitHub with git. The build lands in a cache outside the clone
 # ($NOSLATE_REAL_CACHE, default ~/.cache/noslate-fc/real-noslate/<key>), keyed
-# by the sources, this script's build steps and the Node version, so it is rebuilt only when
-# one of them changes. Layout of <key>/bin is the Noslate base image's
-# $NOSLATE_BIN: turf, node, data_plane, control_plane.
+# by the sources, this script's build steps, scripts/noslate-pack.js, the
+# esbuild and Node versions, so it is rebuilt only when one of them changes.
+# Layout of <key>/bin is the Noslate base image's $NOSLATE_BIN: turf, node,
+# data_plane, control_plane, where the two planes are the packed ones
+# (src/noslated/pack/: esbuild bundles run through V8's code cache, which a
+# training run at the end of the build writes; the control plane starts each
+# Node.js worker with the packed starter). <key>/bin-plain is the same stack
+# laid out the seed's way (Noslated's own bin/ scripts over tsc's output), for
+# the cold-start bench's before/after. The code cache belongs to the node in
+# bin/ and to the planes' V8 flags (none): a plane started with another Node.js
+# or other flags warns on stderr and compiles without it.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,6 +39,8 @@ shared="${NOSLATE_SHARED:-$root/../shared/noslate}"
 NOSLATED_COMMIT=72345a576b5da4006e326139181dc3e4170126c3
 TURF_COMMIT=1d6b2c54ce51c83e4fb91cdcac107fcb3ce86de9
 AWORKER_COMMIT=b071b83181d70b67f1ed90adc66532b1b9e8f329
+# esbuild (npm) bundles the planes at build time (pack below).
+ESBUILD_VERSION=0.24.2
 
 die() { echo "real-noslate: $*" >&2; exit 1; }
 
@@ -49,8 +59,10 @@ cache_key() {
     else
       echo "git $NOSLATED_COMMIT $TURF_COMMIT $AWORKER_COMMIT"
     fi
-    declare -f fetch_sources build | sha256sum | cut -d' ' -f1
+    declare -f fetch_sources build pack train | sha256sum | cut -d' ' -f1
     node --version
+    echo "esbuild $ESBUILD_VERSION"
+    sha256sum <"$here/noslate-pack.js"
   } | sha256sum | cut -c1-16
 }
 
@@ -128,13 +140,25 @@ build() {
     die "noslated build failed (log: $out/noslated-build.log)"
   }
 
-  # $NOSLATE_BIN as the base image lays it out.
-  mkdir -p "$out/bin"
-  ln -sf "$src/turf/build/turf" "$out/bin/turf"
-  ln -sf "$(command -v node)" "$out/bin/node"
-  ln -sf "$src/noslated/bin/data_plane" "$out/bin/data_plane"
-  ln -sf "$src/noslated/bin/control_plane" "$out/bin/control_plane"
+  # $NOSLATE_BIN as the base image lays it out (bin-plain: Noslated's own
+  # bin/ scripts over tsc's output, the seed's way, kept for the before/after
+  # of benches/e2e/real.rs; bin: the packed planes, below).
+  local dir
+  for dir in bin bin-plain; do
+    mkdir -p "$out/$dir"
+    ln -sf "$src/turf/build/turf" "$out/$dir/turf"
+    ln -sf "$(command -v node)" "$out/$dir/node"
+  done
+  ln -sf "$src/noslated/bin/data_plane" "$out/bin-plain/data_plane"
+  ln -sf "$src/noslated/bin/control_plane" "$out/bin-plain/control_plane"
+  pack "$out"
+  ln -sf "$src/noslated/pack/data_plane" "$out/bin/data_plane"
+  ln -sf "$src/noslated/pack/control_plane" "$out/bin/control_plane"
   printf '{"turf":{"bin":"%s"}}\n' "$src/turf/build/turf" >"$out/noslated-config.json"
+  train "$out" >"$out/train.log" 2>&1 || {
+    tail -30 "$out/train.log" >&2
+    die "the code-cache training run failed (log: $out/train.log)"
+  }
   touch "$out/ok"
   echo "$out/bin"
 }
@@ -167,13 +191,52 @@ build_into() { # $1 = install dir (absent or empty)
   echo "$dest/bin"
 }
 
+# Start-up packaging (issue #19; scripts/noslate-pack.js says why): the
+# planes and the worker starter bundled by esbuild into src/noslated/pack/.
+pack() { # $1 = build dir
+  local out="$1"
+  mkdir -p "$out/tools"
+  echo '{"private":true}' >"$out/tools/package.json"
+  (cd "$out/tools" && npm install --no-audit --no-fund --loglevel=error --no-save "esbuild@$ESBUILD_VERSION") \
+    >"$out/pack.log" 2>&1 &&
+    node "$here/noslate-pack.js" bundle "$out/src/noslated" "$out/tools" >>"$out/pack.log" 2>&1 || {
+    tail -30 "$out/pack.log" >&2
+    die "packing the planes failed (log: $out/pack.log)"
+  }
+}
+
+# A training run of the packed stack: each loader writes V8's code cache
+# (pack/<name>.js.cache) for what its process compiled while starting, taking
+# a profile, starting a worker and serving one invoke. Same node, same flags
+# as every later start, or V8 rejects the cache.
+train() { # $1 = build dir
+  local out="$1" run name ok=1
+  run="$(mktemp -d /tmp/noslate-pack-train.XXXXXX)"
+  mkdir -p "$run/fn"
+  printf '%s\n' "exports.handler = (ctx, req, res) => { res.writeHead(200); req.pipe(res); };" >"$run/fn/index.js"
+  (
+    export NOSLATE_PACK_WRITE_CACHE=1
+    start "$run" "$out" >/dev/null
+    trap 'stop "$run"' EXIT
+    eval "$(print_env "$run" "$out")"
+    node "$here/noslate-pack.js" train "$out/src/noslated" "$run/fn"
+  ) || ok=
+  for name in data_plane control_plane starter; do
+    [ -s "$out/src/noslated/pack/$name.js.cache" ] || { echo "no code cache for $name" >&2; ok=; }
+  done
+  [ -n "$ok" ] && rm -rf "$run"
+  [ -n "$ok" ] || { echo "training run's logs: $run/logs" >&2; return 1; }
+}
+
 # The environment shared by turf, both planes, noslate-fc and any SDK client.
 # Noslated books 512 MiB of a 1 GiB virtual pool per worker by default, so
 # only two functions could have a worker at once; the tests run eight.
-print_env() { # $1 = run dir
-  local run="$1" out
-  out="$(cache_dir)"
-  [ -f "$out/ok" ] || die "not built: run '$0 build' first"
+print_env() { # $1 = run dir, $2 = build dir (default: the built cache)
+  local run="$1" out="${2:-}"
+  if [ -z "$out" ]; then
+    out="$(cache_dir)"
+    [ -f "$out/ok" ] || die "not built: run '$0 build' first"
+  fi
   mkdir -p "$run/noslated/socks" "$run/turf/runtime/nodejs/bin" "$run/turf/sandbox" "$run/turf/overlay" "$run/logs"
   ln -sf "$(command -v node)" "$run/turf/runtime/nodejs/bin/node"
   # turf from this build (noslated's default is a prebuilt one in its bin/),
@@ -203,11 +266,11 @@ wait_for() { # path, seconds, what
   die "$3 did not create $1 within $2 s (logs: $run/logs)"
 }
 
-start() { # $1 = run dir
+start() { # $1 = run dir, $2 = build dir (default: the built cache)
   run="$1"
   mkdir -p "$run"
   run="$(cd "$run" && pwd)"
-  eval "$(print_env "$run")"
+  eval "$(print_env "$run" "${2:-}")"
   # turf must not be a session leader (it setpgid()s before each spawn).
   "$NOSLATE_BIN/turf" -D -f >"$run/logs/turf.log" 2>&1 &
   echo $! >"$run/turf.pid"
@@ -218,7 +281,7 @@ start() { # $1 = run dir
   echo $! >"$run/control_plane.pid"
   wait_for "$NOSLATED_WORKDIR/socks/dp-0.sock" 30 "the data plane"
   wait_for "$NOSLATED_WORKDIR/socks/cp-0.sock" 30 "the control plane"
-  print_env "$run"
+  print_env "$run" "${2:-}"
 }
 
 stop() { # $1 = run dir

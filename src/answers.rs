@@ -31,6 +31,10 @@ pub enum InvokeError {
     NoRoute,
     /// No data plane connected within the readiness wait.
     NoDataPlane,
+    /// The function is in NOSLATE_FUNCTION_PROFILES, and the profiles were
+    /// not in force within the readiness wait (the reason says what was
+    /// missing).
+    ProfilesNotReady(String),
     /// We are shutting down (`/pre-stop` or SIGTERM).
     Draining,
     /// Noslated reported a failure in the stream.
@@ -51,7 +55,7 @@ impl InvokeError {
         match self {
             InvokeError::NoFunction | InvokeError::BadFunctionName => 400,
             InvokeError::FunctionNotAllowed(_) | InvokeError::NoRoute => 404,
-            InvokeError::NoDataPlane | InvokeError::Draining => 503,
+            InvokeError::NoDataPlane | InvokeError::ProfilesNotReady(_) | InvokeError::Draining => 503,
             InvokeError::Deadline => 504,
             InvokeError::PlaneLost(_) | InvokeError::Protocol(_) => 502,
             InvokeError::Status(status) => match status.code.0 {
@@ -63,6 +67,14 @@ impl InvokeError {
             },
             InvokeError::Noslated(f) => noslated_status(f),
         }
+    }
+
+    /// Noslated's answer for a function its data plane does not have
+    /// (`DataFlowController.getBroker`: `RpcError` NOT_FOUND, sent before
+    /// anything of the request reached a function).
+    pub fn is_function_unknown(&self) -> bool {
+        matches!(self, InvokeError::Noslated(f)
+            if f.name == "Error" && f.code == Some(5) && f.message.starts_with("No function named "))
     }
 
     /// The status FC should see for an event invocation: its own failure
@@ -93,6 +105,9 @@ impl InvokeError {
             }
             InvokeError::NoRoute => ("NoRoute", "no function serves this path".into()),
             InvokeError::NoDataPlane => ("NoDataPlane", "noslated: no data plane connected".into()),
+            InvokeError::ProfilesNotReady(why) => {
+                ("NotReady", format!("noslated: the function profiles are not in force yet: {why}"))
+            }
             InvokeError::Draining => ("Draining", "noslate-fc is shutting down and takes no new invocations".into()),
             InvokeError::Deadline => ("DeadlineExceeded", "noslated: deadline exceeded".into()),
             InvokeError::PlaneLost(why) => ("DataPlaneLost", format!("noslated: data plane connection lost: {why}")),
@@ -334,11 +349,22 @@ mod tests {
         assert_eq!(failure("NoslatedError", "… INTERNAL_ERROR …", Some(1)).http_status(), 502);
         assert_eq!(InvokeError::NoDataPlane.http_status(), 503);
         assert_eq!(InvokeError::NoDataPlane.event_status(), 404);
+        let not_ready = InvokeError::ProfilesNotReady("cp-0.sock not ready".into());
+        assert_eq!((not_ready.http_status(), not_ready.event_status()), (503, 404));
         assert_eq!(InvokeError::NoFunction.event_status(), 400);
         assert_eq!(InvokeError::Deadline.http_status(), 504);
         let not_allowed = InvokeError::FunctionNotAllowed("x".into());
         assert_eq!((not_allowed.http_status(), not_allowed.event_status()), (404, 404));
         assert_eq!((InvokeError::NoRoute.http_status(), InvokeError::NoRoute.event_status()), (404, 404));
+    }
+
+    #[test]
+    fn only_noslated_not_found_for_a_function_is_function_unknown() {
+        assert!(failure("Error", "No function named x registered in this node.", Some(5)).is_function_unknown());
+        assert!(!failure("Error", "No function named x registered in this node.", Some(2)).is_function_unknown());
+        assert!(!failure("Error", "not found", Some(5)).is_function_unknown(), "a function's own code 5");
+        assert!(!failure("NoslatedError", "No function named x", Some(5)).is_function_unknown());
+        assert!(!InvokeError::Status(Status { code: crate::grpc::Code(5), message: "x".into() }).is_function_unknown());
     }
 
     #[test]

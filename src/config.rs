@@ -47,7 +47,7 @@ opts! {
     "NOSLATE_FC_LINGER_MS", "--linger-ms", "5000", "lingering close: after an answer sent before the request was read, keep reading and dropping input this long at most (0 = close at once)";
     "NOSLATE_FC_LINGER_TIMEOUT_MS", "--linger-timeout-ms", "2000", "lingering close: stop when no input arrives for this long";
     "NOSLATE_FC_LINGER_BYTES", "--linger-bytes", "33554432", "lingering close: cut a client that sends more than this many bytes after the answer";
-    "NOSLATE_FC_READY_WAIT_MS", "--ready-wait-ms", "10000", "how long an invoke waits for a data plane before 503";
+    "NOSLATE_FC_READY_WAIT_MS", "--ready-wait-ms", "10000", "how long an invoke waits for a data plane (and, for a profile's function, the profiles in force) before 503";
     "NOSLATE_FC_INIT_TIMEOUT_MS", "--init-timeout-ms", "60000", "/initialize readiness wait unless x-fc-initialization-timeout is given";
     "NOSLATE_FC_DRAIN_MS", "--drain-ms", "10000", "on /pre-stop or SIGTERM, how long in-flight invokes may finish";
     "NOSLATE_FC_KILL_GRACE_MS", "--kill-grace-ms", "3000", "after SIGTERM to the planes, wait this long before SIGKILL (turfd ignores SIGTERM: it is SIGKILLed once they are gone)";

@@ -716,3 +716,98 @@ fn profiles_are_pushed_again_when_the_control_plane_restarts() {
     let (r, _) = initialize(&fc, 10);
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// #19: an invoke of a function in NOSLATE_FUNCTION_PROFILES waits until
+/// the control plane has accepted them (the data plane has them then); a
+/// name outside the profiles goes straight through; when the ready wait
+/// passes first, the answer says what is missing (NotReady).
+#[test]
+fn invokes_of_profile_functions_wait_for_the_profiles() {
+    let dir = TempDir::new("gate");
+    let profiles = write(
+        &dir,
+        "profiles.json",
+        r#"[{"name":"echo","runtime":"nodejs","url":"file:///code/echo","signature":"md5:1","handler":"index.handler"}]"#,
+    );
+    // The fixture binds both planes in a directory of its own; noslate-fc's
+    // socket directory gets the data plane now and the control plane later.
+    let planes = TempDir::new("gate-planes");
+    let peer = Peer::start(&planes, &[]);
+    std::os::unix::fs::symlink(planes.socks().join("dp-0.sock"), dir.socks().join("dp-0.sock")).unwrap();
+    let fc = Fc::start(&dir, &[("NOSLATE_FUNCTION_PROFILES", &profiles), ("NOSLATE_FC_READY_WAIT_MS", "1000")]);
+    let invokes_of = |name: &str| peer.events().iter().filter(|e| e["ev"] == "invoke" && e["name"] == name).count();
+
+    // Outside the profiles: served without a control plane.
+    let r = invoke_at(fc.port, "echo-buffered", b"through").expect("a response");
+    assert_eq!((r.status, r.text().as_str()), (200, "through"));
+
+    // In the profiles: never sent while they are not in force (an event
+    // invocation: FC's 404; an HTTP invocation would get 503).
+    let r = invoke_at(fc.port, "echo", b"early").expect("a response");
+    assert_eq!((r.status, r.header("x-fc-status")), (404, Some("404")), "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("a JSON error");
+    assert_eq!(v["errorName"], "NotReady", "{v}");
+    assert!(v["errorMessage"].as_str().unwrap().contains("cp-0.sock"), "names what is missing: {v}");
+    assert_eq!(invokes_of("echo"), 0, "the data plane saw an invoke before the profiles: {:?}", peer.events());
+
+    // A waiting invoke goes out once the control plane accepted them. Its
+    // body, sent after the head, is read while it waits and rides in the
+    // first message (which is kept: a refused stream can be sent again).
+    let mut s = fc.connect();
+    s.write_all(b"POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: echo\r\ncontent-length: 6\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(b"served").unwrap();
+    let waiting = std::thread::spawn(move || read_response(&mut s));
+    std::thread::sleep(Duration::from_millis(100));
+    std::os::unix::fs::symlink(planes.socks().join("cp-0.sock"), dir.socks().join("cp-0.sock")).unwrap();
+    let r = waiting.join().unwrap().expect("a response");
+    assert_eq!((r.status, r.text().as_str()), (200, "served"));
+    let events = peer.events();
+    let pushed = events.iter().position(|e| e["ev"] == "setFunctionProfile").expect("profiles pushed");
+    let invoked = events.iter().position(|e| e["ev"] == "invoke" && e["name"] == "echo").expect("echo invoked");
+    assert!(pushed < invoked, "the invoke reached the data plane before the profiles: {events:?}");
+    assert_eq!(events[invoked]["firstBodyBytes"], 6, "the body in the first message: {}", events[invoked]);
+}
+
+/// #19, the fallback's bounds: a function of the profiles that the data
+/// plane does not know (the fixture's `not-found` answers Noslated's
+/// NOT_FOUND) is sent again after pauses, the same first message with its
+/// body each time, until the ready wait is used up; then Noslated's 404 goes
+/// to the caller. A name outside the profiles gets that 404 at once.
+#[test]
+fn a_profile_function_the_data_plane_does_not_know_is_retried_within_the_ready_wait() {
+    let profile = |name: &str| {
+        format!(
+            r#"[{{"name":"{name}","runtime":"nodejs","url":"file:///code/x","signature":"md5:1","handler":"index.handler"}}]"#
+        )
+    };
+    let attempts = |peer: &Peer| -> Vec<Value> {
+        peer.events().into_iter().filter(|e| e["ev"] == "invoke" && e["name"] == "not-found").collect()
+    };
+    for in_profiles in [true, false] {
+        let dir = TempDir::new("unknown");
+        let profiles = write(&dir, "profiles.json", &profile(if in_profiles { "not-found" } else { "echo" }));
+        let peer = Peer::start(&dir, &[]);
+        let fc = Fc::start(&dir, &[("NOSLATE_FUNCTION_PROFILES", &profiles), ("NOSLATE_FC_READY_WAIT_MS", "1500")]);
+        let (r, _) = initialize(&fc, 10);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = invoke_at(fc.port, "not-found", b"again").expect("a response");
+        assert_eq!(r.status, 404, "{}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).expect("a JSON error");
+        assert_eq!((v["errorName"].as_str(), v["errorCode"].as_i64()), (Some("Error"), Some(5)), "{v}");
+        let sent = attempts(&peer);
+        if !in_profiles {
+            assert_eq!(sent.len(), 1, "outside the profiles: not retried");
+            continue;
+        }
+        // Pauses of 20, 40, 80, 160, then 250 ms within 1.5 s: a handful.
+        assert!((3..=12).contains(&sent.len()), "retried a bounded few times: {} attempts", sent.len());
+        let bodies: Vec<&Value> = sent.iter().map(|e| &e["firstBodyBytes"]).collect();
+        assert!(bodies.iter().all(|b| **b == 5), "the body in every first message: {bodies:?}");
+        assert!(
+            fc.proc.stderr_text().matches("does not know not-found yet").count() == 1,
+            "logged once: {}",
+            fc.proc.stderr_text()
+        );
+    }
+}

@@ -255,24 +255,35 @@ fn real_stack_with_planes_started_apart_survives_a_data_plane_restart() {
     assert_eq!(r.status, 200, "/initialize: {}\n{}", r.text(), run.logs());
     functional_suite(&fc, &run);
 
-    // The data plane dies and a new one starts on the same socket path.
+    // The data plane dies and a new one starts on the same socket path. It
+    // has no profiles until the control plane reconnects to it and pushes
+    // them; the control plane is stopped (SIGSTOP) meanwhile, so that takes
+    // a known second. noslate-fc's connection to the control plane stays, so
+    // only the NOT_FOUND fallback (#19) keeps the first invoke from
+    // Noslated's "No function named echo registered": it must be served.
+    // The invoke is sent while no data plane runs, so it waits and reads its
+    // body meanwhile: the whole body rides in its first message, which is
+    // what lets a refused stream be retried.
+    planes.cp.signal(19);
     stack::kill_tree(planes.dp.pid());
     let _ = planes.dp.child.wait();
-    planes.dp = Planes::start_data_plane(&run);
-    let start = Instant::now();
-    let mut last = String::new();
-    loop {
-        let r = invoke(&fc, "echo", "", b"after restart");
-        if r.status == 200 && r.body == b"after restart" {
-            break;
-        }
-        last = format!("{} {}", r.status, r.text());
-        assert!(start.elapsed() < Duration::from_secs(60), "never served after the restart: {last}\n{}", run.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let r = std::thread::scope(|scope| {
+        let first = scope.spawn(|| invoke(&fc, "echo", "", b"after restart"));
+        planes.dp = Planes::start_data_plane(&run);
+        std::thread::sleep(Duration::from_secs(1));
+        planes.cp.signal(18);
+        first.join().unwrap()
+    });
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "after restart"),
+        "first invoke after the restart\n{}\n{}",
+        fc.proc.stderr_text(),
+        run.logs()
+    );
     let body = body_of(3 << 20, 9);
     let r = invoke(&fc, "echo", "", &body);
-    assert!(r.status == 200 && r.body == body, "echo after restart: {} ({last})", r.status);
+    assert!(r.status == 200 && r.body == body, "echo after restart: {}", r.status);
     drop(fc);
     drop(planes);
 }
@@ -425,4 +436,269 @@ fn real_stack_build_is_cached_outside_the_clone() {
         std::process::Command::new("bash").arg(root.join("scripts/real-noslate.sh")).arg("build").output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bin.to_str().unwrap());
+}
+
+/// `real-noslate.sh build` lays out the packed planes by default (#19):
+/// `$NOSLATE_BIN/data_plane` and `control_plane` are the loaders in
+/// src/noslated/pack/, each beside the V8 code cache of the build's training
+/// run, and V8 takes those caches when noslate-fc starts the planes with its
+/// default commands (a plane's loader warns on its stderr when V8 rejects the
+/// cache: another Node.js, or V8 flags other than the training run's).
+#[test]
+fn real_stack_planes_run_packed_with_their_code_cache() {
+    let _one = stack::serial();
+    let bin = stack::noslate_bin();
+    for name in ["data_plane", "control_plane"] {
+        let loader = std::fs::canonicalize(bin.join(name)).unwrap();
+        assert!(
+            loader.parent().is_some_and(|d| d.ends_with("src/noslated/pack")),
+            "$NOSLATE_BIN/{name} is not the packed loader: {}",
+            loader.display()
+        );
+        let cache = loader.with_file_name(format!("{name}.js.cache"));
+        assert!(cache.metadata().is_ok_and(|m| m.len() > 0), "no code cache {}", cache.display());
+    }
+    let real = RealFc::start("packed", &[]);
+    real.wait_initialized();
+    let r = invoke(&real.fc, "echo", "", b"packed");
+    assert_eq!((r.status, r.text().as_str()), (200, "packed"), "{}", real.run.logs());
+    for log in ["data_plane_out.log", "control_plane_out.log"] {
+        let text = std::fs::read_to_string(real.run.dir.join("logs").join(log)).unwrap_or_default();
+        assert!(!text.contains("was rejected"), "{log}: V8 rejected the code cache:\n{text}");
+    }
+}
+
+/// A profiles file of `(name, folder of tests/real/functions)` pairs.
+fn write_profiles_of(run: &Run, functions: &[(&str, &str)]) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real/functions");
+    let profiles: Vec<String> = functions
+        .iter()
+        .map(|(name, folder)| {
+            format!(
+                r#"{{"name":"{name}","runtime":"nodejs","url":"file://{}","signature":"md5:1","handler":"index.handler"}}"#,
+                root.join(folder).display()
+            )
+        })
+        .collect();
+    std::fs::write(run.profiles_path(), format!("[{}]", profiles.join(","))).unwrap();
+}
+
+/// #19: without an Initializer, FC sends the first request the moment the
+/// port accepts. Each of 10 fresh instances gets exactly one invoke, sent
+/// then (no `/initialize`, no retry), and must answer it with the echo.
+#[test]
+fn real_stack_first_invoke_the_instant_the_port_accepts() {
+    let _one = stack::serial();
+    let mut outcomes = Vec::new();
+    for i in 0..10 {
+        let run = Run::new("first");
+        // The instance FC starts for one function.
+        write_profiles_of(&run, &[("echo", "echo")]);
+        let real = RealFc::start_in(run, &[]);
+        let body = format!("first invoke {i}");
+        let sent = Instant::now();
+        let mut s = real.fc.connect();
+        let head = format!(
+            "POST /invoke HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /invoke\r\nx-fc-request-id: first-{i}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(&[head.as_bytes(), body.as_bytes()].concat()).unwrap();
+        let r = read_response(&mut s).expect("a response to the first invoke");
+        let ok = r.status == 200 && r.complete && r.body == body.as_bytes();
+        // For the record (cold start is measured by scripts/bench-e2e.sh).
+        eprintln!("instance {i}: {} after {} ms", r.status, sent.elapsed().as_millis());
+        outcomes.push((ok, format!("instance {i}: {} {}", r.status, r.text())));
+        if !ok {
+            eprintln!("instance {i} failed:\n{}\n{}", real.fc.proc.stderr_text(), real.run.logs());
+        }
+    }
+    let failed: Vec<&String> = outcomes.iter().filter(|(ok, _)| !ok).map(|(_, why)| why).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 10 first invokes failed:\n{}",
+        failed.len(),
+        failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// What one load client saw.
+#[derive(Default)]
+struct Tally {
+    echoed: usize,
+    unknown: usize,
+    unexpected: Vec<String>,
+}
+
+/// #19: the control plane killed and restarted under load (planes started
+/// apart). A new control plane first pushes its own, empty, profiles to the
+/// data plane, and noslate-fc pushes them again only once it can reach it:
+/// no invoke of a function in the profiles may see Noslated's "No function
+/// named … registered" meanwhile. A function the data plane already served
+/// keeps its broker through that window, so functions never invoked before
+/// (`fresh-*`, the echo code under other names) are invoked right after the
+/// new control plane listens, besides keep-alive clients invoking `echo`
+/// throughout. A function outside the profiles still gets that 404 straight
+/// away. Every answer is counted; any other fails the test.
+#[test]
+fn real_stack_control_plane_restart_under_load_loses_no_profiled_function() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const CLIENTS: usize = 4;
+    const PER_CLIENT: usize = 3000;
+    const LOAD_LIMIT: Duration = Duration::from_secs(120);
+    const FRESH: [&str; 3] = ["fresh-0", "fresh-1", "fresh-2"];
+
+    let _one = stack::serial();
+    let run = Run::new("cprestart");
+    let mut profiles = vec![("echo", "echo")];
+    profiles.extend(FRESH.iter().map(|name| (*name, "echo")));
+    write_profiles_of(&run, &profiles);
+    let mut planes = Planes::start(&run);
+    let fc = Fc::spawn(run.command(false, &[("NOSLATE_FC_READY_WAIT_MS", "30000")]));
+    let initialize = || {
+        let r = fc.request(
+            b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 60\r\ncontent-length: 0\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "/initialize: {}\n{}", r.text(), run.logs());
+    };
+    initialize();
+    let r = invoke(&fc, "echo", "", b"warm");
+    assert_eq!((r.status, r.text().as_str()), (200, "warm"), "{}", run.logs());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let port = fc.port;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let connect = || {
+                    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                    s
+                };
+                let mut s = connect();
+                let mut tally = Tally::default();
+                let start = Instant::now();
+                for i in 0..PER_CLIENT {
+                    if stop.load(Ordering::Relaxed) || start.elapsed() > LOAD_LIMIT {
+                        break;
+                    }
+                    // Client 0 mixes in a function outside the profiles.
+                    let unknown = c == 0 && i % 4 == 3;
+                    let function = if unknown { "no-such-function" } else { "echo" };
+                    let body = format!("client {c} invoke {i}");
+                    let head = format!(
+                        "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: {function}\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let sent = s.write_all(&[head.as_bytes(), body.as_bytes()].concat());
+                    let r = sent.ok().and_then(|_| read_response(&mut s));
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    let Some(r) = r else {
+                        tally.unexpected.push(format!("{body} ({function}): no response"));
+                        s = connect();
+                        continue;
+                    };
+                    let expected = if unknown {
+                        r.status == 404 && r.text().contains("No function named no-such-function")
+                    } else {
+                        r.status == 200 && r.complete && r.body == body.as_bytes()
+                    };
+                    match (expected, unknown) {
+                        (true, true) => tally.unknown += 1,
+                        (true, false) => tally.echoed += 1,
+                        (false, _) => tally.unexpected.push(format!("{body} ({function}): {} {}", r.status, r.text())),
+                    }
+                    if !r.complete || r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                        s = connect();
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+
+    let wait_answers = |n: usize, what: &str| {
+        let start = Instant::now();
+        while answered.load(Ordering::Relaxed) < n {
+            assert!(start.elapsed() < Duration::from_secs(60), "load stalled {what}\n{}", fc.proc.stderr_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_answers(200, "before the restart");
+    stack::kill_tree(planes.cp.pid());
+    let _ = planes.cp.child.wait();
+    let at_kill = answered.load(Ordering::Relaxed);
+    planes.cp = Planes::start_control_plane(&run);
+    // The new control plane listens only after its push of no profiles to
+    // the data plane; noslate-fc reconnects within its backoff (≤ 500 ms).
+    // The first invokes of the fresh functions go out over that window.
+    let listening = Instant::now();
+    let fresh: Vec<_> = FRESH
+        .iter()
+        .zip([0u64, 20, 60])
+        .map(|(name, after_ms)| {
+            let at = listening + Duration::from_millis(after_ms);
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let mut s = fc.connect();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let body = format!("first invoke of {name}");
+            let head = format!(
+                "POST /invoke HTTP/1.1\r\nhost: x\r\nx-noslate-function: {name}\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(&[head.as_bytes(), body.as_bytes()].concat()).unwrap();
+            std::thread::spawn(move || {
+                let r = read_response(&mut s);
+                match r {
+                    Some(r) if r.status == 200 && r.complete && r.body == body.as_bytes() => Ok(()),
+                    Some(r) => Err(format!("{body}: {} {}", r.status, r.text())),
+                    None => Err(format!("{body}: no response")),
+                }
+            })
+        })
+        .collect();
+    // /initialize answers 200 again once the profiles are pushed again.
+    initialize();
+    let at_ready = answered.load(Ordering::Relaxed);
+    wait_answers(at_ready + 400, "after the restart");
+    stop.store(true, Ordering::Relaxed);
+
+    let mut total = Tally::default();
+    let mut fresh_ok = 0;
+    let mut unexpected = Vec::new();
+    for t in fresh {
+        match t.join().unwrap() {
+            Ok(()) => fresh_ok += 1,
+            Err(why) => unexpected.push(why),
+        }
+    }
+    for t in clients {
+        let t = t.join().unwrap();
+        total.echoed += t.echoed;
+        total.unknown += t.unknown;
+        total.unexpected.extend(t.unexpected);
+    }
+    eprintln!(
+        "control-plane restart under load: {fresh_ok} fresh functions served, {} echoed, \
+         {} unknown-function 404s, {} unexpected; {} answers between the kill and the profiles in force again",
+        total.echoed,
+        total.unknown,
+        total.unexpected.len() + unexpected.len(),
+        at_ready - at_kill
+    );
+    unexpected.extend(total.unexpected.iter().cloned());
+    assert!(
+        unexpected.is_empty(),
+        "{} unexpected answers:\n{}\n{}",
+        unexpected.len(),
+        unexpected.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+        fc.proc.stderr_text()
+    );
+    let counted = total.echoed + total.unknown + total.unexpected.len();
+    assert_eq!(counted, answered.load(Ordering::Relaxed), "every answer is counted");
+    assert!(total.unknown > 0 && counted >= at_ready + 400, "the load ran: {counted} answers");
+    drop(fc);
+    drop(planes);
 }

@@ -11,10 +11,14 @@
 //!   gateway over the same planes, and the floor (the same invoke straight to
 //!   the data plane's socket, `floor.rs`). 64 B and 64 KiB echo at 1, 32 and
 //!   256 connections, rounds alternating, order rotated.
-//! - `BENCH_REAL=cold`: exec of an ENTRYPOINT → first successful invoke,
-//!   noslate-fc supervising the stack (`NOSLATE_BIN` set) against the seed's
-//!   way (benches/baseline/seed-entrypoint.sh: turf, both planes, then the
-//!   seed gateway pushing the profiles with `setFunctionProfile`).
+//! - `BENCH_REAL=cold`: exec of an ENTRYPOINT → the 200 of ONE invoke sent
+//!   on the first connection the port accepts (no retry, no `/initialize`;
+//!   a non-200 fails the bench), noslate-fc supervising the stack
+//!   (`NOSLATE_BIN` set) on the packed layout `real-noslate.sh build` makes
+//!   and on the seed's layout (`bin-plain`), against the seed's way
+//!   (benches/baseline/seed-entrypoint.sh: turf, both planes, then the seed
+//!   gateway pushing the profiles with `setFunctionProfile`), plus warm-up
+//!   runs (`/initialize` first) for the first request through a fresh worker.
 //! - `BENCH_REAL=profile`: noslate-fc over the real planes at 1 and 32
 //!   connections under `perf stat` (task-clock; /proc utime+stime beside it)
 //!   and `strace -c -f` (syscalls per invoke).
@@ -658,8 +662,46 @@ struct Cold {
     worker_spawned: f64,
     worker_ready: f64,
     port: f64,
+    /// Warm-up runs only: `POST /initialize` answered 200.
     initialized: f64,
-    first_invoke: f64,
+    /// The one invoke's 200 (cold runs: sent on the first accepted
+    /// connection; warm-up runs: the first after `/initialize`).
+    first_200: f64,
+    /// Warm-up runs only: p50 of the invokes after the first, µs.
+    warm_p50_us: f64,
+}
+
+/// The ways of starting an instance the cold bench compares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// benches/baseline/seed-entrypoint.sh on Noslated's own layout.
+    Seed,
+    /// noslate-fc on Noslated's own layout (`bin-plain`): before #19.
+    FcPlain,
+    /// noslate-fc on the packed layout `real-noslate.sh build` makes.
+    Fc,
+    /// The same with NOSLATE_FC_WARM_UP=echo and a `POST /initialize` first.
+    FcWarmUp,
+    /// Warm-up on the plain layout (the first request's before/after).
+    FcPlainWarmUp,
+}
+
+impl Way {
+    const ALL: [Way; 5] = [Way::Seed, Way::FcPlain, Way::Fc, Way::FcWarmUp, Way::FcPlainWarmUp];
+
+    fn key(self) -> &'static str {
+        match self {
+            Way::Seed => "seed way",
+            Way::FcPlain => "noslate-fc, plain layout",
+            Way::Fc => "noslate-fc, packed layout",
+            Way::FcWarmUp => "noslate-fc, packed, warm-up",
+            Way::FcPlainWarmUp => "noslate-fc, plain, warm-up",
+        }
+    }
+
+    fn warm_up(self) -> bool {
+        matches!(self, Way::FcWarmUp | Way::FcPlainWarmUp)
+    }
 }
 
 fn epoch_ms() -> f64 {
@@ -716,6 +758,20 @@ fn http(port: u16, req: &[u8], timeout: Duration) -> Result<u16, String> {
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("bad answer: {text}"))
 }
 
+/// The invoke FC sends when no Initializer is configured: `POST /invoke`
+/// with `x-fc-control-path: /invoke`, a 64 B body.
+fn fc_invoke(port: u16) -> Request {
+    let body = load::pattern(64);
+    let head = format!(
+        "POST /invoke HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nx-fc-control-path: /invoke\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut bytes = head.into_bytes();
+    let body_at = bytes.len();
+    bytes.extend_from_slice(&body);
+    Request { bytes, body_at }
+}
+
 /// A process and everything below it, killed by PID on drop.
 struct Tree(Proc);
 
@@ -725,22 +781,19 @@ impl Drop for Tree {
     }
 }
 
-/// One cold start; `warm_up` runs noslate-fc with NOSLATE_FC_WARM_UP=echo.
-fn cold_once(who: Who, tag: &str, warm_up: bool) -> Result<Cold, String> {
+/// One cold start of `way`. Cold runs send ONE invoke on the first connection
+/// the port accepts (no retry, no `/initialize`): anything but a 200 fails the
+/// bench, as it would fail FC's first request.
+fn cold_once(way: Way, tag: &str, bins: &Bins) -> Result<Cold, String> {
     let run = RunDir::new(tag)?;
     let port = procs::free_port()?;
-    let cmd = match who {
-        Who::Fc => {
-            let mut c = fc_command(&run, port, true);
-            if warm_up {
-                c.env("NOSLATE_FC_WARM_UP", "echo");
-            }
-            c
-        }
-        _ => {
+    let bin = if matches!(way, Way::Seed | Way::FcPlain | Way::FcPlainWarmUp) { &bins.plain } else { &bins.packed };
+    let mut cmd = match way {
+        Way::Fc | Way::FcPlain | Way::FcWarmUp | Way::FcPlainWarmUp => fc_command(&run, port, true),
+        Way::Seed => {
             let mut c = run.command("bash", true);
             c.arg(baseline_dir().join("seed-entrypoint.sh"))
-                .env("NOSLATED_SDK", sdk_path(Path::new(&run.var("NOSLATE_BIN"))))
+                .env("NOSLATED_SDK", sdk_path(bin))
                 .env("SERVER_PORT", port.to_string())
                 .env("NOSLATE_FC_LISTEN", "127.0.0.1")
                 .env("NOSLATE_FUNCTION", "echo")
@@ -748,9 +801,13 @@ fn cold_once(who: Who, tag: &str, warm_up: bool) -> Result<Cold, String> {
             c
         }
     };
-    let mut cold = Cold::default();
+    cmd.env("NOSLATE_BIN", bin);
+    if way.warm_up() {
+        cmd.env("NOSLATE_FC_WARM_UP", "echo");
+    }
+    let mut cold = Cold { initialized: f64::NAN, warm_p50_us: f64::NAN, ..Cold::default() };
     let (t0, e0) = (Instant::now(), epoch_ms());
-    let tree = Tree(Proc::spawn(who.key(), cmd, &run.log(&format!("{}-entry.log", who.key())), None)?);
+    let tree = Tree(Proc::spawn(way.key(), cmd, &run.log("entry.log"), None)?);
     let proc = &tree.0;
     let since = move |t: Instant| t.duration_since(t0).as_secs_f64() * 1000.0;
     let limit = Duration::from_secs(90);
@@ -782,44 +839,55 @@ fn cold_once(who: Who, tag: &str, warm_up: bool) -> Result<Cold, String> {
             seen
         })
     };
-    let stop_sampler = |cold: &mut Cold| {
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(seen) = sampler.join() {
-            [cold.turf_sock, cold.dp_sock, cold.cp_sock, cold.worker_spawned] = seen;
+    let measured = (|| -> Result<(), String> {
+        let first = loop {
+            if let Ok(s) = std::net::TcpStream::connect(loopback(port)) {
+                cold.port = since(Instant::now());
+                break s;
+            }
+            if t0.elapsed() > limit {
+                return Err("the port never accepted".into());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        let req = fc_invoke(port);
+        if way.warm_up() {
+            drop(first);
+            let init = b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /initialize\r\n\
+                         x-fc-initialization-timeout: 60\r\ncontent-length: 0\r\n\r\n";
+            match http(port, init, limit)? {
+                200 => cold.initialized = since(Instant::now()),
+                other => return Err(format!("/initialize answered {other}")),
+            }
+            let conn = std::net::TcpStream::connect(loopback(port)).map_err(|e| e.to_string())?;
+            match load::request_on(conn, &req, limit)? {
+                200 => cold.first_200 = since(Instant::now()),
+                other => return Err(format!("the first invoke after /initialize answered {other}")),
+            }
+            // Warm invokes, each on its own connection as FC sends them.
+            let mut us = Vec::new();
+            for _ in 0..30 {
+                let t = Instant::now();
+                let conn = std::net::TcpStream::connect(loopback(port)).map_err(|e| e.to_string())?;
+                match load::request_on(conn, &req, Duration::from_secs(10))? {
+                    200 => us.push(t.elapsed().as_secs_f64() * 1e6),
+                    other => return Err(format!("a warm invoke answered {other}")),
+                }
+            }
+            cold.warm_p50_us = median(&us);
+        } else {
+            match load::request_on(first, &req, limit)? {
+                200 => cold.first_200 = since(Instant::now()),
+                other => return Err(format!("the one invoke sent when the port accepted answered {other}")),
+            }
         }
-    };
-    let result = loop {
-        if std::net::TcpStream::connect(loopback(port)).is_ok() {
-            break Ok(since(Instant::now()));
-        }
-        if t0.elapsed() > limit {
-            break Err(format!("{}: port never accepted\n{}", who.key(), proc.log_tail()));
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    };
-    cold.port = match result {
-        Ok(v) => v,
-        Err(e) => {
-            stop_sampler(&mut cold);
-            return Err(e);
-        }
-    };
-    let init = b"POST /initialize HTTP/1.1\r\nhost: x\r\nx-fc-initialization-timeout: 60\r\ncontent-length: 0\r\n\r\n";
-    match http(port, init, limit) {
-        Ok(200) => cold.initialized = since(Instant::now()),
-        other => {
-            stop_sampler(&mut cold);
-            return Err(format!("{}: /initialize: {other:?}\n{}", who.key(), proc.log_tail()));
-        }
+        Ok(())
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(seen) = sampler.join() {
+        [cold.turf_sock, cold.dp_sock, cold.cp_sock, cold.worker_spawned] = seen;
     }
-    match first_success(port, t0, limit) {
-        Ok((_, ready)) => cold.first_invoke = ready.as_secs_f64() * 1000.0,
-        Err(e) => {
-            stop_sampler(&mut cold);
-            return Err(format!("{}: {e}\n{}", who.key(), proc.log_tail()));
-        }
-    }
-    stop_sampler(&mut cold);
+    measured.map_err(|e| format!("{}: {e}\n{}", way.key(), proc.log_tail()))?;
     // The planes write their logs lazily: wait (at most 5 s) for the lines.
     let t = Instant::now();
     loop {
@@ -833,74 +901,107 @@ fn cold_once(who: Who, tag: &str, warm_up: bool) -> Result<Cold, String> {
     Ok(cold)
 }
 
+/// The two layouts `real-noslate.sh build` makes.
+struct Bins {
+    packed: PathBuf,
+    plain: PathBuf,
+}
+
 pub fn cold(quick: bool) -> Result<(), String> {
     let n = if quick { 2 } else { 7 };
     let started = utc_now();
     let load_start = loadavg();
-    build()?;
+    let packed = build()?;
+    let plain = packed.with_file_name("bin-plain");
+    if !plain.join("data_plane").exists() {
+        return Err(format!("{} is missing: rebuild with scripts/real-noslate.sh build", plain.display()));
+    }
+    let bins = Bins { packed, plain };
     ensure_npm(&baseline_dir(), "express")?;
     let mut all: BTreeMap<&str, Vec<Cold>> = BTreeMap::new();
+    let mut loads = Vec::new();
     for i in 0..n {
-        let whos = [(Who::Fc, false), (Who::Seed, false), (Who::Fc, true)];
-        for j in 0..whos.len() {
-            let (who, warm_up) = whos[(i + j) % whos.len()];
-            let key = if warm_up { "noslate-fc warm-up" } else { who.key() };
-            let c = cold_once(who, &format!("cold{i}{j}"), warm_up)?;
-            eprintln!("e2e-cold: {key:<18} {c:?} load {}", loadavg());
-            all.entry(key).or_default().push(c);
+        // Alternating, the order rotated each round.
+        for j in 0..Way::ALL.len() {
+            let way = Way::ALL[(i + j) % Way::ALL.len()];
+            let c = cold_once(way, &format!("cold{i}{j}"), &bins)?;
+            let load = loadavg();
+            eprintln!("e2e-cold: {:<28} {c:?} load {load}", way.key());
+            loads.push(load.split_whitespace().next().unwrap_or("").to_string());
+            all.entry(way.key()).or_default().push(c);
         }
     }
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "Run of {started} – {}; {}; load average at the start {load_start}, at the end {}. {n} cold starts each, \
-         alternating; medians, ms after the exec of the ENTRYPOINT. noslate-fc: the binary with NOSLATE_BIN set \
-         (it starts turf and both planes, pushes NOSLATE_FUNCTION_PROFILES). Seed: benches/baseline/seed-entrypoint.sh \
-         (turf, both planes, then `node seed-sdk.js`, which calls agent.start() and setFunctionProfile). Both: one \
-         echo function with reservationCount 1; the harness waits for the port, sends POST /initialize, then invokes \
-         until one succeeds. noslate-fc warm-up: the same with NOSLATE_FC_WARM_UP=echo, so /initialize answers \
-         once the control plane reports the echo worker ready.\n",
+        "Run of {started} – {}; {}; load average at the start {load_start}, at the end {}; 1-minute load after \
+         each run: {}. {n} cold starts each, alternating (order rotated); medians, ms after the exec of the \
+         ENTRYPOINT. Seed way: benches/baseline/seed-entrypoint.sh (turf, both planes, then `node seed-sdk.js`, \
+         which calls agent.start() and setFunctionProfile before it listens) on Noslated's own layout (bin-plain). \
+         noslate-fc: the binary with NOSLATE_BIN set (it starts turf and both planes and pushes \
+         NOSLATE_FUNCTION_PROFILES), on bin-plain (before #19) and on the packed layout (after). One echo function \
+         with reservationCount 1. Cold runs: ONE `POST /invoke` (x-fc-control-path: /invoke, 64 B) on the first \
+         connection the port accepts, no /initialize, no retry; a non-200 fails the bench. Warm-up (on both \
+         layouts): NOSLATE_FC_WARM_UP=echo, POST /initialize once the port accepts, then one invoke, then 30 warm \
+         ones (one connection each).\n",
         utc_now(),
         machine(),
-        loadavg()
+        loadavg(),
+        loads.join(", ")
     );
-    let _ = writeln!(r, "| Milestone (ms after exec, median of {n}) | seed way | noslate-fc | noslate-fc warm-up |");
-    let _ = writeln!(r, "|---|---:|---:|---:|");
+    let _ = writeln!(r, "| Milestone (ms after exec, median of {n}) | {} |", Way::ALL.map(|w| w.key()).join(" | "));
+    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
     type Get = fn(&Cold) -> f64;
-    let rows: [(&str, Get); 10] = [
+    let rows: [(&str, Get); 11] = [
         ("turf socket", |c| c.turf_sock),
         ("data plane socket", |c| c.dp_sock),
-        ("control plane socket (both planes listening)", |c| c.cp_sock),
+        ("control plane socket", |c| c.cp_sock),
+        ("both planes listen", |c| c.dp_sock.max(c.cp_sock)),
+        ("gateway port accepts", |c| c.port),
         ("profiles accepted (control plane log)", |c| c.profiles_set),
         ("worker process spawned", |c| c.worker_spawned),
-        ("gateway port accepts", |c| c.port),
         ("worker ready (control plane log)", |c| c.worker_ready),
-        ("POST /initialize answered 200", |c| c.initialized),
-        ("first successful invoke", |c| c.first_invoke),
-        ("first invoke after /initialize (its latency)", |c| c.first_invoke - c.initialized),
+        ("POST /initialize answered 200 (warm-up)", |c| c.initialized),
+        ("**first 200**", |c| c.first_200),
+        ("first invoke after /initialize (its latency, warm-up)", |c| c.first_200 - c.initialized),
     ];
+    let med =
+        |k: &str, get: Get| median(&all.get(k).map(|v| v.iter().map(get).collect::<Vec<_>>()).unwrap_or_default());
     for (label, get) in rows {
-        let med = |k: &str| median(&all.get(k).map(|v| v.iter().map(get).collect::<Vec<_>>()).unwrap_or_default());
+        let cells: Vec<String> = Way::ALL
+            .iter()
+            .map(|w| {
+                let v = med(w.key(), get);
+                if v.is_finite() {
+                    format!("{v:.1}")
+                } else {
+                    "–".into()
+                }
+            })
+            .collect();
+        let _ = writeln!(r, "| {label} | {} |", cells.join(" | "));
+    }
+    for way in [Way::FcWarmUp, Way::FcPlainWarmUp] {
+        let first = med(way.key(), |c| c.first_200 - c.initialized) * 1000.0;
+        let warm = med(way.key(), |c| c.warm_p50_us);
         let _ = writeln!(
             r,
-            "| {label} | {:.1} | {:.1} | {:.1} |",
-            med("seed"),
-            med("noslate-fc"),
-            med("noslate-fc warm-up")
+            "\n{}: first invoke after /initialize {first:.0} µs against a warm invoke's p50 of {warm:.0} µs \
+             ({:.2}×; the goal is ≤ 2×).",
+            way.key(),
+            first / warm
         );
     }
     let firsts = |k: &str| -> String {
         all.get(k)
-            .map(|v| v.iter().map(|c| format!("{:.0}", c.first_invoke)).collect::<Vec<_>>().join(", "))
+            .map(|v| v.iter().map(|c| format!("{:.0}", c.first_200)).collect::<Vec<_>>().join(", "))
             .unwrap_or_default()
     };
-    let _ = writeln!(
-        r,
-        "\nEvery run's exec → first invoke (ms): seed {}; noslate-fc {}; noslate-fc warm-up {}.",
-        firsts("seed"),
-        firsts("noslate-fc"),
-        firsts("noslate-fc warm-up")
-    );
+    for w in Way::ALL {
+        let _ = writeln!(r, "\nEvery run's exec → first 200 (ms), {}: {}.", w.key(), firsts(w.key()));
+    }
+    let goal = med(Way::Fc.key(), |c| c.first_200);
+    let _ = writeln!(r, "\nGoal exec → first 200 ≤ 600 ms (packed, median): {goal:.0} ms.");
     write_out(if quick { "cold-report-quick.md" } else { "cold-report.md" }, &r)?;
     println!("{r}");
     Ok(())

@@ -140,6 +140,18 @@ impl RequestBody {
         }
     }
 
+    /// How many more bytes must be buffered (`buffered` are) before the
+    /// whole body can ride in the first message; 0 when it can already, or
+    /// never will (chunked, over `INLINE_BODY_MAX`, taken already).
+    pub fn inline_missing(&self, buffered: usize) -> usize {
+        match self.decoder {
+            BodyDecoder::Length { remaining } if !self.done && remaining as usize <= INLINE_BODY_MAX => {
+                (remaining as usize).saturating_sub(buffered)
+            }
+            _ => 0,
+        }
+    }
+
     /// The body for the first message: all of a Content-Length body of at
     /// most `INLINE_BODY_MAX` when it is all buffered already, else nothing.
     pub fn take_inline(&mut self, rbuf: &mut BytesMut) -> Bytes {
@@ -281,6 +293,21 @@ mod tests {
         let big = RequestBody::new(BodyFraming::Length(INLINE_BODY_MAX as u64 + 1), u64::MAX)
             .take_inline(&mut BytesMut::from(&vec![0u8; INLINE_BODY_MAX + 1][..]));
         assert!(big.is_empty(), "too large to inline");
+    }
+
+    #[test]
+    fn inline_missing_counts_what_a_small_length_body_still_lacks() {
+        let small = RequestBody::new(BodyFraming::Length(5), u64::MAX);
+        assert_eq!((small.inline_missing(0), small.inline_missing(3), small.inline_missing(9)), (5, 2, 0));
+        let mut taken = RequestBody::new(BodyFraming::Length(5), u64::MAX);
+        taken.take_inline(&mut BytesMut::from(&b"hello"[..]));
+        assert_eq!(taken.inline_missing(0), 0, "already in the first message");
+        let edge = RequestBody::new(BodyFraming::Length(INLINE_BODY_MAX as u64), u64::MAX);
+        assert_eq!(edge.inline_missing(1), INLINE_BODY_MAX - 1);
+        let big = RequestBody::new(BodyFraming::Length(INLINE_BODY_MAX as u64 + 1), u64::MAX);
+        assert_eq!(big.inline_missing(0), 0, "too large to inline");
+        assert_eq!(RequestBody::new(BodyFraming::Chunked, u64::MAX).inline_missing(0), 0);
+        assert_eq!(RequestBody::new(BodyFraming::None, u64::MAX).inline_missing(0), 0);
     }
 
     /// Feed `wire` split at `split`, move the body into messages; the

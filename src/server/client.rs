@@ -313,9 +313,12 @@ impl Server {
         }
         match &c.phase {
             Phase::Idle => c.out.len() < MAX_PENDING_OUTPUT,
-            // A body only as the stream takes it; after the body, a little,
-            // to notice a client that goes away (or pipelines).
-            Phase::Invoke(inv) if !inv.call.body.is_done() => inv.wants_body(self),
+            // A body only as the stream takes it (while parked, one that fits
+            // the first message); after the body, a little, to notice a
+            // client that goes away (or pipelines).
+            Phase::Invoke(inv) if !inv.call.body.is_done() => {
+                inv.wants_body(self) || inv.parked_body_wanted(c.rbuf.len()) > 0
+            }
             Phase::Invoke(_) => c.rbuf.len() < HEAD_READ,
             // Keep reading a little to notice a client that goes away.
             Phase::Init { .. } | Phase::PreStop { .. } | Phase::Answered { .. } => c.rbuf.len() < HEAD_READ,
@@ -326,8 +329,9 @@ impl Server {
     fn read_client(&mut self, key: ClientKey) -> io::Result<usize> {
         // Only a body being forwarded needs the large buffer; an invoke that
         // waits for its response reads just to notice EOF (or pipelining).
-        let capacity = match &self.clients[key].phase {
-            Phase::Invoke(inv) => inv.send_capacity(self),
+        let c = &self.clients[key];
+        let capacity = match &c.phase {
+            Phase::Invoke(inv) => inv.send_capacity(self).max(inv.parked_body_wanted(c.rbuf.len())),
             _ => 0,
         };
         let body = capacity > 0;
@@ -464,7 +468,9 @@ impl Server {
             }
             match &mut c.phase {
                 Phase::Invoke(inv) if inv.conn.is_none() => {
-                    inv.plane_wait_until = inv.plane_wait_until.max(now + wait);
+                    if let Some(until) = &mut inv.wait_until {
+                        *until = (*until).max(now + wait);
+                    }
                 }
                 // A client that uploaded during the stop still gets its answer.
                 Phase::Linger { until, last_read, .. } => {
@@ -961,6 +967,10 @@ impl Server {
             ClientTimer::Deadline => self.fail_invoke(key, InvokeError::Deadline),
             ClientTimer::PlaneWait => {
                 let step = self.invoke_plane_wait_expired(key);
+                self.settle(key, step);
+            }
+            ClientTimer::Retry => {
+                let step = self.invoke_retry_due(key);
                 self.settle(key, step);
             }
             ClientTimer::Init => {

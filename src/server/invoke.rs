@@ -16,11 +16,14 @@
 //! stream has send capacity (`h2::ClientConnection::send_capacity`: what the
 //! windows take at once, or a small queue allowance under a budget shared by
 //! all streams), so request memory is bounded by the h2 budgets, not by the
-//! number of clients; above `CLIENT_HIGH_WATER` bytes queued to the client we
-//! stop returning flow-control window to the data plane, so response memory
-//! is bounded by the stream and connection windows.
+//! number of clients — except that an invoke parked for readiness holds a
+//! body of at most `INLINE_BODY_MAX` (64 KiB each, within
+//! NOSLATE_FC_MAX_CONNECTIONS), to send it whole in the first message, which
+//! is kept for a retry. Above `CLIENT_HIGH_WATER` bytes queued to the client
+//! we stop returning flow-control window to the data plane, so response
+//! memory is bounded by the stream and connection windows.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -43,6 +46,12 @@ const UPSTREAM_HIGH_WATER: usize = 256 * 1024;
 const CLIENT_HIGH_WATER: usize = 256 * 1024;
 /// A stream refused before any processing is retried this often.
 const MAX_RETRIES: u8 = 3;
+/// Pauses before retrying a function of the profiles that the data plane
+/// did not know (`Server::retry_unknown_function`): short, since the window
+/// is usually a control plane's push in flight; capped so a data plane that
+/// gets the profiles late is tried again within a quarter second.
+const UNKNOWN_RETRY_MIN: Duration = Duration::from_millis(20);
+const UNKNOWN_RETRY_MAX: Duration = Duration::from_millis(250);
 
 /// What an invoke step came to.
 #[derive(Debug)]
@@ -75,14 +84,33 @@ pub struct Invoke {
     /// DATA bytes received but not yet credited back to the data plane.
     pub unreleased: usize,
     pub retries: u8,
-    /// While parked without a data plane: give up (503/404) at this time;
-    /// moved on by a thaw (`Server::thaw`).
-    pub plane_wait_until: Instant,
+    /// Every wait for readiness (a data plane; for a function of the
+    /// profiles, the profiles in force, or a retry after the data plane did
+    /// not know it) ends by this time: set when the invoke first waits, so
+    /// all its waits share one `NOSLATE_FC_READY_WAIT_MS`; moved on by a thaw
+    /// (`Server::thaw`).
+    pub wait_until: Option<Instant>,
+    /// A `PlaneWait` timer is pending for this invoke.
+    wait_armed: bool,
+    /// The last pause before retrying a function the data plane did not know.
+    unknown_backoff: Duration,
 }
 
 impl Invoke {
     pub fn wants_body(&self, server: &Server) -> bool {
         self.send_capacity(server) > 0
+    }
+
+    /// Body bytes to read while parked (no stream): a Content-Length body
+    /// that fits the first message is read while the invoke waits, so it
+    /// rides in that message, which the invocation keeps — a stream the
+    /// data plane refuses can then be retried without losing a byte
+    /// (`Server::retry_unknown_function`). Bounded by `INLINE_BODY_MAX`.
+    pub fn parked_body_wanted(&self, buffered: usize) -> usize {
+        if self.conn.is_some() {
+            return 0;
+        }
+        self.call.body.inline_missing(buffered)
     }
 
     /// How much more body the stream can send at once (0 once the body is
@@ -124,26 +152,60 @@ impl Server {
         });
         let now = Now { instant: self.now, epoch_ms };
         let call = Invocation::new(head, origin, request_id, choice, timeout, now, self.cfg.max_body);
-        let plane_wait_until = now.instant;
-        Ok(Invoke { call, conn: None, stream: None, sent_end: false, unreleased: 0, retries: 0, plane_wait_until })
+        Ok(Invoke {
+            call,
+            conn: None,
+            stream: None,
+            sent_end: false,
+            unreleased: 0,
+            retries: 0,
+            wait_until: None,
+            wait_armed: false,
+            unknown_backoff: Duration::ZERO,
+        })
     }
 
-    /// Put a waiting invoke on a data plane connection, or wait for one.
+    /// Put a waiting invoke on a data plane connection, or wait for one (and,
+    /// for a function of the profiles, for the profiles to be in force).
     pub(super) fn dispatch_invoke(&mut self, key: ClientKey) -> Step {
-        let Some(conn) = self.pick_data_conn() else {
-            let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
-            let (gen, at) = (c.gen, Instant::now() + self.cfg.ready_wait);
-            if let Some(inv) = c.phase.invoke_mut() {
-                inv.plane_wait_until = at;
-            }
-            self.client_timer_add(key, at, gen, super::ClientTimer::PlaneWait);
-            self.life.waiting_plane.push((key, gen));
+        let Some(inv) = self.clients.get(key).and_then(|c| c.phase.invoke()) else { return Step::Continue };
+        if inv.conn.is_some() {
+            // Already on a stream (a wake-up that came twice).
             return Step::Continue;
+        }
+        let held = self.awaits_profiles(&inv.call);
+        let Some(conn) = (if held { None } else { self.pick_data_conn() }) else {
+            return self.park_invoke(key);
         };
         match self.open_invoke_stream(key, conn) {
             Ok(()) => self.pump_invoke_body(key),
             Err(e) => Step::Failed(InvokeError::PlaneLost(PlaneFault::Open(e))),
         }
+    }
+
+    /// Whether this invocation must wait for the profiles: its function is
+    /// one of NOSLATE_FUNCTION_PROFILES and they are not in force. Other
+    /// names go straight through (Noslated's 404 is their right answer);
+    /// so do services, whose function Noslated chooses.
+    fn awaits_profiles(&self, call: &Invocation) -> bool {
+        !call.choice.service && !self.profiles_in_force() && self.life.in_profiles(call.choice.name.as_str())
+    }
+
+    /// Wait for readiness: woken by `wake_plane_waiters`, given up by the
+    /// `PlaneWait` timer at `wait_until`.
+    fn park_invoke(&mut self, key: ClientKey) -> Step {
+        let wait = self.cfg.ready_wait;
+        let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
+        let gen = c.gen;
+        let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
+        let until = *inv.wait_until.get_or_insert_with(|| Instant::now() + wait);
+        if !std::mem::replace(&mut inv.wait_armed, true) {
+            self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
+        }
+        if !self.life.waiting_plane.contains(&(key, gen)) {
+            self.life.waiting_plane.push((key, gen));
+        }
+        Step::Continue
     }
 
     /// HEADERS + the first `InvokeRequest` (with the body when it is small
@@ -257,6 +319,9 @@ impl Server {
         let result = inv.call.response.on_data(data, &mut c.out, &mut self.scratch, &mut self.pieces, &mut self.pool);
         self.mark_client(key);
         if let Err(e) = result {
+            if e.is_function_unknown() && self.retry_unknown_function(key) {
+                return Step::Continue;
+            }
             return Step::Failed(e);
         }
         self.release_window(key);
@@ -294,21 +359,98 @@ impl Server {
         }
     }
 
-    /// The wait for a data plane may be over: fail it (or re-arm after a thaw).
+    /// The readiness wait may be over: fail a parked invoke (or re-arm after
+    /// a thaw). An invoke on a stream by now lets the timer go; it is armed
+    /// again if the invoke waits again.
     pub(super) fn invoke_plane_wait_expired(&mut self, key: ClientKey) -> Step {
-        let Some(c) = self.clients.get(key) else { return Step::Continue };
-        let until = match c.phase.invoke() {
-            Some(inv) if inv.conn.is_none() => inv.plane_wait_until,
+        let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
+        let gen = c.gen;
+        let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
+        inv.wait_armed = false;
+        let until = match inv.wait_until {
+            Some(until) if inv.conn.is_none() => until,
             _ => return Step::Continue,
         };
-        let gen = c.gen;
         if Instant::now() < until {
             // Thawed since: the wait restarted (the plane was stopped too).
+            inv.wait_armed = true;
             self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
             return Step::Continue;
         }
         self.life.waiting_plane.retain(|w| *w != (key, gen));
+        let Some(inv) = self.clients.get(key).and_then(|c| c.phase.invoke()) else { return Step::Continue };
+        if self.awaits_profiles(&inv.call) {
+            return Step::Failed(InvokeError::ProfilesNotReady(self.readiness_problem()));
+        }
         Step::Failed(InvokeError::NoDataPlane)
+    }
+
+    /// The data plane answered that it has no such function, for a function
+    /// of the profiles: it has not got them yet, whatever the control plane
+    /// said (a data plane restarted and not yet reached by the control
+    /// plane; a push the control plane failed and only logged). Retry after
+    /// a pause (doubling, `UNKNOWN_RETRY_MIN`..`UNKNOWN_RETRY_MAX`) within the
+    /// readiness wait, if nothing of the request is lost by it: Noslated
+    /// refused before giving anything to a function, and the invocation still
+    /// holds every byte it sent (`Invocation::retryable`: the first message,
+    /// inline body included; no body message went out). The stream is
+    /// cancelled (Noslated never ends it). False: answer with the 404.
+    fn retry_unknown_function(&mut self, key: ClientKey) -> bool {
+        let now = Instant::now();
+        let wait = self.cfg.ready_wait;
+        let Some(c) = self.clients.get_mut(key) else { return false };
+        let gen = c.gen;
+        let Some(inv) = c.phase.invoke_mut() else { return false };
+        let choice = &inv.call.choice;
+        if choice.service || !self.life.in_profiles(choice.name.as_str()) || !inv.call.retryable() {
+            return false;
+        }
+        let until = *inv.wait_until.get_or_insert(now + wait);
+        let pause = (inv.unknown_backoff * 2).clamp(UNKNOWN_RETRY_MIN, UNKNOWN_RETRY_MAX);
+        if now + pause >= until {
+            return false;
+        }
+        if inv.unknown_backoff.is_zero() {
+            // Once per invoke: a restarted data plane can refuse every
+            // invoke in flight a few times over.
+            eprintln!(
+                "noslate-fc: invoke {}: the data plane does not know {} yet; retrying for up to {:?}",
+                inv.call.request_id,
+                choice.name.as_str(),
+                until - now
+            );
+        }
+        inv.unknown_backoff = pause;
+        let (conn, stream) = (inv.conn.take(), inv.stream.take());
+        let unreleased = std::mem::take(&mut inv.unreleased);
+        inv.call.response.restart();
+        inv.sent_end = false;
+        if let (Some(conn), Some(stream)) = (conn, stream) {
+            if let Some(pc) = self.conns.get_mut(conn) {
+                pc.owners.remove(&stream);
+                pc.h2.release(stream, unreleased);
+                pc.h2.reset(stream, ErrorCode::CANCEL);
+                self.mark_conn(conn);
+                self.conn_maybe_retire(conn);
+            }
+        }
+        self.client_timer_add(key, now + pause, gen, super::ClientTimer::Retry);
+        true
+    }
+
+    /// The pause after an unknown function is over: dispatch again (it
+    /// waits for the profiles again if they are not in force).
+    pub(super) fn invoke_retry_due(&mut self, key: ClientKey) -> Step {
+        let parked = self.clients.get(key).and_then(|c| c.phase.invoke()).is_some_and(|inv| inv.conn.is_none());
+        if !parked {
+            return Step::Continue;
+        }
+        let step = self.dispatch_invoke(key);
+        if matches!(step, Step::Continue) {
+            // Body bytes left in the socket while the stream was gone.
+            self.pump_client(key);
+        }
+        step
     }
 
     /// The stream failed underneath an invoke (reset, GOAWAY, connection

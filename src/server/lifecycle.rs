@@ -10,6 +10,7 @@
 //! through it while closing), and its workers die with it (PDEATHSIG). A second signal exits at once. A child that dies on
 //! its own stops everything with exit code 1, as the seed's start.sh intends.
 
+use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -43,6 +44,9 @@ pub struct Lifecycle {
     pub profiles_message: Option<Vec<u8>>,
     pub env_message: Option<Vec<u8>>,
     pub profile_count: usize,
+    /// The names in NOSLATE_FUNCTION_PROFILES: invokes of these wait for the
+    /// profiles to be in force (`Server::profiles_in_force`).
+    profile_names: HashSet<Box<str>>,
     pub env_count: usize,
     pub config_error: Option<String>,
     pub reread: Vec<ConnKey>,
@@ -62,6 +66,7 @@ impl Lifecycle {
             profiles_message: None,
             env_message: None,
             profile_count: 0,
+            profile_names: HashSet::new(),
             env_count: 0,
             config_error: None,
             reread: Vec::new(),
@@ -77,6 +82,11 @@ impl Lifecycle {
 
     pub fn stopping(&self) -> bool {
         self.stage == Stage::Stopping
+    }
+
+    /// Whether `name` is a function of NOSLATE_FUNCTION_PROFILES.
+    pub fn in_profiles(&self, name: &str) -> bool {
+        !self.profile_names.is_empty() && self.profile_names.contains(name)
     }
 }
 
@@ -125,6 +135,8 @@ impl Server {
                     let mut msg = Vec::new();
                     crate::profile::encode_set_function_profile(&profiles, &mut msg);
                     self.life.profile_count = profiles.len();
+                    self.life.profile_names =
+                        profiles.iter().filter_map(|p| p.name.as_deref()).map(Into::into).collect();
                     self.life.profiles_message = Some(msg);
                 }
                 Err(e) => {
@@ -152,6 +164,20 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Whether the functions of NOSLATE_FUNCTION_PROFILES can be served: every
+    /// control plane accepted the profile and environment pushes on its
+    /// current connection. That `set: true` is a data plane's too: the
+    /// control plane listens only once its first data-plane client is ready,
+    /// and answers `setFunctionProfile` after pushing the profiles to every
+    /// data plane it is connected to (LIFECYCLE.md, "Function readiness").
+    pub(super) fn profiles_in_force(&self) -> bool {
+        let (profiles, env) = (self.life.profiles_message.is_some(), self.life.env_message.is_some());
+        self.planes
+            .iter()
+            .filter(|p| p.kind == PlaneKind::Control)
+            .all(|p| p.active.is_some() && p.healthy && (!profiles || p.profiles_pushed) && (!env || p.env_pushed))
     }
 
     /// What still stands between us and readiness (None = ready).

@@ -198,8 +198,10 @@ enum ClientTimer {
     Idle,
     /// The invocation's deadline (504).
     Deadline,
-    /// Waiting for a data plane (503).
+    /// The readiness wait: a data plane, or the profiles in force (503).
     PlaneWait,
+    /// The pause before retrying a function the data plane did not know.
+    Retry,
     /// `/initialize` readiness wait (404).
     Init,
     /// The bound of a lingering close or of a small body's discard.

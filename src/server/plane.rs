@@ -225,7 +225,8 @@ impl Server {
         None
     }
 
-    /// Invokes parked until a data plane appears: try them now.
+    /// Invokes parked until a data plane appears (or the profiles are in
+    /// force): try them now.
     pub(super) fn wake_plane_waiters(&mut self) {
         let waiting = std::mem::take(&mut self.life.waiting_plane);
         for (key, gen) in waiting {
@@ -474,6 +475,10 @@ impl Server {
                     }
                     if call == Unary::PushProfiles && !self.cfg.warm_up.is_empty() {
                         self.unary(key, Unary::WorkerStats);
+                    }
+                    // Invokes of the profiles' functions wait for this.
+                    if self.profiles_in_force() {
+                        self.wake_plane_waiters();
                     }
                 }
             }

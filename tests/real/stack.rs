@@ -206,7 +206,8 @@ fn wait_socket(path: &Path, limit: Duration, run: &Run) {
     let start = Instant::now();
     while !path.exists() {
         assert!(start.elapsed() < limit, "{} did not appear\n{}", path.display(), run.logs());
-        std::thread::sleep(Duration::from_millis(20));
+        // Short: a test may time its next step from the socket's appearance.
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -218,11 +219,17 @@ impl Planes {
         let turf = spawn_logged(run, &[&format!("{bin}/turf"), "-D", "-f"], "turf.log");
         wait_socket(&turf_sock, Duration::from_secs(10), run);
         let dp = Planes::start_data_plane(run);
-        let node = format!("{bin}/node");
-        let cp = spawn_logged(run, &[&node, &format!("{bin}/control_plane")], "control_plane_out.log");
-        let socks = Path::new(run.var("NOSLATED_WORKDIR")).join("socks");
-        wait_socket(&socks.join("cp-0.sock"), Duration::from_secs(30), run);
+        let cp = Planes::start_control_plane(run);
         Planes { turf, dp, cp }
+    }
+
+    pub fn start_control_plane(run: &Run) -> Proc {
+        let bin = run.var("NOSLATE_BIN");
+        let sock = Path::new(run.var("NOSLATED_WORKDIR")).join("socks/cp-0.sock");
+        let _ = std::fs::remove_file(&sock);
+        let cp = spawn_logged(run, &[&format!("{bin}/node"), &format!("{bin}/control_plane")], "control_plane_out.log");
+        wait_socket(&sock, Duration::from_secs(30), run);
+        cp
     }
 
     pub fn start_data_plane(run: &Run) -> Proc {
