@@ -154,7 +154,7 @@ make_context() { # $1 = dir
 }
 
 build() { # $1 = target
-  local target="${1:-image}" rust nodeb node ctx key tag start
+  local target="${1:-image}" rust nodeb node key tag start
   case "$target" in image | seed) ;; *) die "unknown target $target (image or seed)" ;; esac
   check_tools
   write_conf
@@ -162,7 +162,10 @@ build() { # $1 = target
   rust="$(make_base rust none 0 1 ca-certificates rustc-web cargo-web gcc libc6-dev)"
   nodeb="$(make_base node-build node+npm 0 1 ca-certificates gcc g++ make python3 xxd)"
   node="$(make_base node node 1 0 ca-certificates)"
-  ctx="$cache/context"
+  # A context of its own per run: two clones may build at once.
+  mkdir -p "$cache"
+  ctx="$(mktemp -d "$cache/context.XXXXXX")"
+  trap 'rm -rf "$ctx"' EXIT # (ctx is global: the trap runs after build returns)
   make_context "$ctx"
   key="$( (cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     echo "$rust $nodeb $node") | sha256sum | cut -c1-16)"
@@ -176,6 +179,12 @@ build() { # $1 = target
       --build-arg RUST_IMAGE="$rust" --build-arg NODE_BUILD_IMAGE="$nodeb" --build-arg NODE_IMAGE="$node" \
       -t "$tag" -f "$ctx/Dockerfile" "$ctx" >&2 || die "podman build failed"
     log "built $tag in $((SECONDS - start)) s"
+    # Older builds of this target are untagged, so the store does not grow
+    # with every change (layers still in use stay as build cache).
+    local old
+    for old in $(podman images --format '{{.Repository}}:{{.Tag}}' "${tag%:*}"); do
+      [ "$old" = "$tag" ] || podman rmi "$old" >/dev/null 2>&1 || true
+    done
   fi
   echo "$tag"
 }
