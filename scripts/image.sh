@@ -149,7 +149,7 @@ make_context() { # $1 = dir
     cp "$shared"/noslated-*.tar.gz "$shared"/turf-*.tar.gz "$shared"/aworker-proto-*.tar.gz \
       "$shared"/noslated-package.json "$shared"/noslated-package-lock.json "$ctx/image/sources/"
   else
-    log "no $shared: the image build fetches the Noslate sources from GitHub"
+    log "no $shared: the image build fetches the Noslate sources from GitHub (needs git in NODE_BUILD_IMAGE, which the local base leaves out, and GitHub access)"
   fi
 }
 
