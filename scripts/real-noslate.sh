@@ -4,6 +4,10 @@
 # and benchmarks. Nothing of it is copied into this repository.
 #
 #   scripts/real-noslate.sh build        build (or reuse) the stack; prints NOSLATE_BIN
+#   scripts/real-noslate.sh build-into DIR
+#                                        the same build, installed self-contained in
+#                                        DIR as the Noslate base image lays out
+#                                        $NOSLATE_PATH (the Dockerfile runs this)
 #   scripts/real-noslate.sh env RUNDIR   print the exports for a run in RUNDIR
 #                                        (work dirs made there); `eval` them
 #   scripts/real-noslate.sh start RUNDIR start turfd and both planes in RUNDIR
@@ -159,6 +163,34 @@ build() {
   echo "$out/bin"
 }
 
+# The build above, installed for an image: DIR is the noslated package root
+# ($NOSLATE_PATH, /usr/local/noslate in Noslate's base image) with production
+# dependencies only, and DIR/bin is $NOSLATE_BIN: data_plane, control_plane
+# (whatever the build's bin/ points them at), turf and libturf.so. `node` is
+# the image's to link: it comes from the runtime base, not from here.
+build_into() { # $1 = install dir (absent or empty)
+  local dest="$1" out noslated rel name
+  [ ! -e "$dest" ] || [ -z "$(ls -A "$dest")" ] || die "build-into: $dest is not empty"
+  out="$(build)" || exit 1
+  out="$(dirname "$out")"
+  noslated="$out/src/noslated"
+  mkdir -p "$dest"
+  dest="$(cd "$dest" && pwd)"
+  # Everything of the package but its sources, tests and tools.
+  tar -C "$noslated" --exclude=./src --exclude=./test --exclude=./benchmark --exclude=./fixtures \
+    --exclude=./tools --exclude=./typings --exclude='./tsconfig*' -cf - . | tar -C "$dest" -xf -
+  (cd "$dest" && npm prune --omit=dev --no-audit --no-fund --loglevel=error) >&2 ||
+    die "build-into: npm prune failed"
+  for name in data_plane control_plane; do
+    rel="$(readlink -f "$out/bin/$name")"
+    rel="${rel#"$noslated"/}"
+    [ "$rel" = "bin/$name" ] || ln -sf "../$rel" "$dest/bin/$name"
+  done
+  rm -f "$dest/bin/turf" "$dest/bin/turfd" # noslated's prebuilt turf: ours replaces it
+  cp "$out/src/turf/build/turf" "$out/src/turf/build/libturf.so" "$dest/bin/"
+  echo "$dest/bin"
+}
+
 # Start-up packaging (issue #19; scripts/noslate-pack.js says why): the
 # planes and the worker starter bundled by esbuild into src/noslated/pack/.
 pack() { # $1 = build dir
@@ -270,9 +302,10 @@ stop() { # $1 = run dir
 
 case "${1:-}" in
   build) build ;;
+  build-into) [ -n "${2:-}" ] || die "usage: $0 build-into DIR"; build_into "$2" ;;
   env) [ -n "${2:-}" ] || die "usage: $0 env RUNDIR"; print_env "$(mkdir -p "$2" && cd "$2" && pwd)" ;;
   start) [ -n "${2:-}" ] || die "usage: $0 start RUNDIR"; start "$2" ;;
   stop) [ -n "${2:-}" ] || die "usage: $0 stop RUNDIR"; stop "$2" ;;
   key) cache_key ;;
-  *) echo "usage: $0 build | env RUNDIR | start RUNDIR | stop RUNDIR | key" >&2; exit 2 ;;
+  *) echo "usage: $0 build | build-into DIR | env RUNDIR | start RUNDIR | stop RUNDIR | key" >&2; exit 2 ;;
 esac

@@ -63,7 +63,7 @@ opts! {
     "NOSLATE_FC_READY_WAIT_MS", "--ready-wait-ms", "10000", "how long an invoke waits for a data plane (and, for a profile's function, the profiles in force) before 503";
     "NOSLATE_FC_INIT_TIMEOUT_MS", "--init-timeout-ms", "60000", "/initialize readiness wait unless x-fc-initialization-timeout is given";
     "NOSLATE_FC_DRAIN_MS", "--drain-ms", "10000", "on /pre-stop or SIGTERM, how long in-flight invokes may finish";
-    "NOSLATE_FC_KILL_GRACE_MS", "--kill-grace-ms", "3000", "after SIGTERM to the children, wait this long before SIGKILL";
+    "NOSLATE_FC_KILL_GRACE_MS", "--kill-grace-ms", "3000", "after SIGTERM to the planes, wait this long before SIGKILL (turfd ignores SIGTERM: it is SIGKILLed once they are gone)";
     "NOSLATE_BIN", "--noslate-bin", "", "Noslate binaries; when set, noslate-fc starts turfd and the planes itself";
     "NOSLATE_LOGDIR", "--log-dir", "", "children's log files (turf.log, data_plane_out.log, control_plane_out.log)";
     "NOSLATE_FC_TURF_CMD", "--turf-cmd", "", "turfd command line (default \"$NOSLATE_BIN/turf -D -f\"; \"off\" disables)";
@@ -81,6 +81,9 @@ pub struct ChildSpec {
     pub argv: Vec<String>,
     pub log_file: Option<PathBuf>,
     pub plane_id: Option<usize>,
+    /// Whether SIGTERM stops it, so a grace period is of use. Not turfd's:
+    /// its SIGTERM handler calls `tf_exit_all()`, which only returns ENOTSUP.
+    pub stops_on_sigterm: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -410,18 +413,30 @@ fn children(get: &Get<'_>, data_planes: usize, control_planes: usize) -> Result<
     let mut out = Vec::new();
     let log = |name: &str| log_dir.as_ref().map(|d| d.join(name));
     if let Some(argv) = command("NOSLATE_FC_TURF_CMD", bin.map(|b| format!("{b}/turf -D -f")))? {
-        out.push(ChildSpec { name: "turfd", argv, log_file: log("turf.log"), plane_id: None });
+        out.push(ChildSpec { name: "turfd", argv, log_file: log("turf.log"), plane_id: None, stops_on_sigterm: false });
     }
     if let Some(argv) = command("NOSLATE_FC_DATA_PLANE_CMD", node("data_plane"))? {
         for i in 0..data_planes {
             let file = if i == 0 { "data_plane_out.log".to_string() } else { format!("data_plane_{i}_out.log") };
-            out.push(ChildSpec { name: "data_plane", argv: argv.clone(), log_file: log(&file), plane_id: Some(i) });
+            out.push(ChildSpec {
+                name: "data_plane",
+                argv: argv.clone(),
+                log_file: log(&file),
+                plane_id: Some(i),
+                stops_on_sigterm: true,
+            });
         }
     }
     if let Some(argv) = command("NOSLATE_FC_CONTROL_PLANE_CMD", node("control_plane"))? {
         for i in 0..control_planes {
             let file = if i == 0 { "control_plane_out.log".to_string() } else { format!("control_plane_{i}_out.log") };
-            out.push(ChildSpec { name: "control_plane", argv: argv.clone(), log_file: log(&file), plane_id: Some(i) });
+            out.push(ChildSpec {
+                name: "control_plane",
+                argv: argv.clone(),
+                log_file: log(&file),
+                plane_id: Some(i),
+                stops_on_sigterm: true,
+            });
         }
     }
     Ok(out)

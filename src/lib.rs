@@ -15,6 +15,7 @@ pub mod h2;
 pub mod hpack;
 pub mod http1;
 pub mod idmap;
+pub mod instance;
 pub mod logsafe;
 pub mod pool;
 pub mod profile;

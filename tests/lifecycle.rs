@@ -292,8 +292,8 @@ fn turfd_exiting_on_its_own_is_reported_with_its_code() {
 }
 
 #[test]
-fn children_ignoring_sigterm_are_killed_after_the_grace_period() {
-    let stack = Stack::start("grace", &[("FAKE_TURF_IGNORE_TERM", "1"), ("NOSLATE_FC_KILL_GRACE_MS", "300")]);
+fn planes_ignoring_sigterm_are_killed_after_the_grace_period() {
+    let stack = Stack::start("grace", &[("NOSLATED_PEER_IGNORE_TERM", "1"), ("NOSLATE_FC_KILL_GRACE_MS", "300")]);
     stack.fc.wait_ready();
     let mut fc = stack.fc;
     let start = Instant::now();
@@ -301,9 +301,60 @@ fn children_ignoring_sigterm_are_killed_after_the_grace_period() {
     let status = fc.proc.wait_exit(PROMPTLY).expect("no exit after the kill grace");
     let took = start.elapsed();
     assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
-    assert!(took >= Duration::from_millis(250), "exited after {took:?}: turfd ignores SIGTERM");
-    let stderr = wait_for(PROMPTLY, || Some(fc.proc.stderr_text()).filter(|t| t.contains("signal 9")));
-    assert!(stderr.is_some(), "turfd not SIGKILLed: {}", fc.proc.stderr_text());
+    assert!(took >= Duration::from_millis(250), "exited after {took:?}: the planes ignore SIGTERM");
+    for name in ["data_plane", "control_plane"] {
+        let pid = stack.children.pid(name);
+        let line = format!("{name} (pid {pid}) stopped: signal 9");
+        let seen = wait_for(PROMPTLY, || Some(fc.proc.stderr_text()).filter(|t| t.contains(&line)));
+        assert!(seen.is_some(), "{}", fc.proc.stderr_text());
+    }
+    stack.children.assert_all_dead(PROMPTLY);
+}
+
+/// turfd's SIGTERM handler does nothing, so the grace period would only delay
+/// the stop (3.5 s per `podman stop` in the image): it is SIGKILLed as soon as
+/// the planes have exited. With a 60 s grace, waiting it out fails the test.
+#[test]
+fn turfd_is_killed_once_the_planes_are_gone_without_the_grace_period() {
+    let stack = Stack::start("turf-kill", &[("FAKE_TURF_IGNORE_TERM", "1"), ("NOSLATE_FC_KILL_GRACE_MS", "60000")]);
+    stack.fc.wait_ready();
+    let mut fc = stack.fc;
+    fc.proc.signal(15);
+    let status = fc.proc.wait_exit(Duration::from_secs(20)).expect("turfd was left to the 60 s grace period");
+    assert_eq!(status.code(), Some(0), "{}", fc.proc.stderr_text());
+    let stderr = fc.proc.stderr_text();
+    let turf = stack.children.pid("turfd");
+    assert!(stderr.contains(&format!("turfd (pid {turf}) stopped: signal 9")), "{stderr}");
+    for name in ["data_plane", "control_plane"] {
+        let pid = stack.children.pid(name);
+        assert!(stderr.contains(&format!("{name} (pid {pid}) stopped: exit code 0")), "{stderr}");
+    }
+    // The planes went first: turfd's kill is logged after both.
+    let turf_at = stderr.find(&format!("turfd (pid {turf}) stopped")).unwrap();
+    assert_eq!(
+        stderr[..turf_at].matches("stopped: exit code 0").count(),
+        2,
+        "turfd killed before the planes: {stderr}"
+    );
+    stack.children.assert_all_dead(PROMPTLY);
+}
+
+/// A plane that dies stops the instance at once: the other plane gets
+/// SIGTERM, turfd SIGKILL when it is gone; no grace period is waited out.
+#[test]
+fn a_dead_plane_stops_turfd_without_the_grace_period() {
+    let stack = Stack::start("plane-dies", &[("FAKE_TURF_IGNORE_TERM", "1"), ("NOSLATE_FC_KILL_GRACE_MS", "60000")]);
+    stack.fc.wait_ready();
+    let mut fc = stack.fc;
+    kill(stack.children.pid("data_plane"), "KILL");
+    let status = fc.proc.wait_exit(Duration::from_secs(20)).expect("turfd was left to the 60 s grace period");
+    assert_eq!(status.code(), Some(1), "{}", fc.proc.stderr_text());
+    let turf = stack.children.pid("turfd");
+    assert!(
+        fc.proc.stderr_text().contains(&format!("turfd (pid {turf}) stopped: signal 9")),
+        "{}",
+        fc.proc.stderr_text()
+    );
     stack.children.assert_all_dead(PROMPTLY);
 }
 

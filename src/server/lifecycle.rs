@@ -4,8 +4,10 @@
 //!
 //! Shutdown (`/pre-stop`, SIGTERM, SIGINT): stop taking invokes (503), let
 //! in-flight ones finish up to the drain period, answer `/pre-stop`, SIGTERM
-//! the children, SIGKILL whatever is left after their grace period, exit 0 once
-//! every child is reaped. A second signal exits at once. A child that dies on
+//! the planes, SIGKILL whatever is left after their grace period, exit 0 once
+//! every child is reaped. turfd ignores SIGTERM, so it gets no grace: it is
+//! SIGKILLed as soon as the planes are gone (they may still stop workers
+//! through it while closing), and its workers die with it (PDEATHSIG). A second signal exits at once. A child that dies on
 //! its own stops everything with exit code 1, as the seed's start.sh intends.
 
 use std::collections::HashSet;
@@ -94,8 +96,9 @@ impl Server {
     pub(super) fn start(&mut self) -> std::io::Result<()> {
         self.load_profile_files();
         let specs = self.cfg.children.clone();
+        let pool = memory_pool(&specs);
         for spec in specs {
-            match spawn(&spec, &self.cfg) {
+            match spawn(&spec, &self.cfg, pool.as_deref()) {
                 Ok(pid) => {
                     eprintln!("noslate-fc: started {} (pid {pid}): {}", spec.name, spec.argv.join(" "));
                     self.life.children.push(Child { spec, pid, exited: None });
@@ -271,6 +274,7 @@ impl Server {
                 self.stop_children();
             }
         }
+        self.kill_the_deaf();
         self.maybe_exit();
     }
 
@@ -308,7 +312,8 @@ impl Server {
         self.stop_children();
     }
 
-    /// SIGTERM every child, SIGKILL after the grace period.
+    /// SIGTERM every child that stops on it, SIGKILL after the grace period;
+    /// the others are SIGKILLed once those have exited.
     fn stop_children(&mut self) {
         if self.life.stage == Stage::Stopping {
             return;
@@ -316,9 +321,24 @@ impl Server {
         self.life.stage = Stage::Stopping;
         self.answer_pre_stops();
         self.close_planes();
-        self.kill_children(libc::SIGTERM);
+        for child in self.life.children.iter().filter(|c| c.exited.is_none() && c.spec.stops_on_sigterm) {
+            sys::kill_group(child.pid, libc::SIGTERM);
+        }
         self.timers.add(Instant::now() + self.cfg.kill_grace, Timer::KillChildren);
+        self.kill_the_deaf();
         self.maybe_exit();
+    }
+
+    /// Stopping, and every child that stops on SIGTERM has: SIGKILL the rest
+    /// (turfd), which would only wait out the grace period.
+    fn kill_the_deaf(&mut self) {
+        let live = || self.life.children.iter().filter(|c| c.exited.is_none());
+        if self.life.stage != Stage::Stopping || live().any(|c| c.spec.stops_on_sigterm) {
+            return;
+        }
+        for child in live() {
+            sys::kill_group(child.pid, libc::SIGKILL);
+        }
     }
 
     /// The grace period is over: SIGKILL cannot be ignored, and the SIGCHLD
@@ -348,9 +368,22 @@ impl Server {
     }
 }
 
+/// Noslated's worker pool sized to the instance (src/instance.rs), for the
+/// planes we start, unless the user set NOSLATED_VIRTUAL_MEMORY_POOL_SIZE.
+fn memory_pool(specs: &[ChildSpec]) -> Option<String> {
+    if std::env::var_os(POOL_VAR).is_some() || !specs.iter().any(|s| s.plane_id.is_some()) {
+        return None;
+    }
+    let (bytes, source) = crate::instance::memory_limit()?;
+    eprintln!("noslate-fc: {POOL_VAR}={bytes} ({} MiB: the memory limit in {source})", bytes >> 20);
+    Some(bytes.to_string())
+}
+
+const POOL_VAR: &str = "NOSLATED_VIRTUAL_MEMORY_POOL_SIZE";
+
 /// Start one child: own process group, dies with us, output to its log file
 /// (or our stderr when no log directory is configured).
-fn spawn(spec: &ChildSpec, cfg: &Config) -> std::io::Result<i32> {
+fn spawn(spec: &ChildSpec, cfg: &Config, pool: Option<&str>) -> std::io::Result<i32> {
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..]).stdin(Stdio::null());
     if let Some(file) = &spec.log_file {
@@ -365,6 +398,9 @@ fn spawn(spec: &ChildSpec, cfg: &Config) -> std::io::Result<i32> {
     }
     if let Some(id) = spec.plane_id {
         cmd.env("NOSLATED_PLANE_ID", id.to_string());
+    }
+    if let Some(bytes) = pool {
+        cmd.env(POOL_VAR, bytes);
     }
     // The planes must bind the sockets we connect to (docs/noslated-protocol.md §2.2).
     if std::env::var_os("NOSLATED_WORKDIR").is_none() && cfg.sock_dir.ends_with("socks") {

@@ -1044,7 +1044,10 @@ function removeStaleSocketQuiet(sockPath) {
   }
 }
 
-process.on('SIGTERM', () => stop('SIGTERM'));
+// NOSLATED_PEER_IGNORE_TERM=1: a plane that does not stop on SIGTERM, for
+// the supervisor's grace period (only SIGKILL ends it).
+if (process.env.NOSLATED_PEER_IGNORE_TERM === '1') process.on('SIGTERM', () => log('SIGTERM ignored'));
+else process.on('SIGTERM', () => stop('SIGTERM'));
 process.on('SIGINT', () => stop('SIGINT'));
 process.on('SIGUSR2', gracefulRebind);
 
