@@ -755,7 +755,9 @@ fn invokes_of_profile_functions_wait_for_the_profiles() {
     // The fixture binds both planes in a directory of its own; noslate-fc's
     // socket directory gets the data plane now and the control plane later.
     let planes = TempDir::new("gate-planes");
-    let peer = Peer::start(&planes, &[]);
+    // The strict fixture's data plane knows the name outside the profiles
+    // from its start (nothing forwards it before the control plane comes).
+    let peer = Peer::start(&planes, &["--known", "echo-buffered"]);
     std::os::unix::fs::symlink(planes.socks().join("dp-0.sock"), dir.socks().join("dp-0.sock")).unwrap();
     let fc = Fc::start(&dir, &[("NOSLATE_FUNCTION_PROFILES", &profiles), ("NOSLATE_FC_READY_WAIT_MS", "1000")]);
     let invokes_of = |name: &str| peer.events().iter().filter(|e| e["ev"] == "invoke" && e["name"] == name).count();
