@@ -348,6 +348,30 @@ mod tests {
         (body, other)
     }
 
+    /// A stream that ends inside a message must not look like a clean end:
+    /// not idle at any byte short of the whole stream, idle after it.
+    #[test]
+    fn not_idle_inside_a_message() {
+        let stream = samples::head_hi_hi();
+        for cut in 1..stream.len() {
+            let mut d = ResponseDecoder::default();
+            d.feed(Bytes::copy_from_slice(&stream[..cut]), &mut |_| {}, &mut BufPool::default()).unwrap();
+            assert_eq!(d.is_idle(), boundaries(&stream).contains(&cut), "cut at {cut} of {}", stream.len());
+        }
+    }
+
+    /// Where each gRPC message of `stream` ends.
+    fn boundaries(stream: &[u8]) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut at = 0;
+        while at + MESSAGE_PREFIX_LEN <= stream.len() {
+            let len = u32::from_be_bytes([stream[at + 1], stream[at + 2], stream[at + 3], stream[at + 4]]) as usize;
+            at += MESSAGE_PREFIX_LEN + len;
+            ends.push(at);
+        }
+        ends
+    }
+
     #[test]
     fn head_then_bodies_at_every_split() {
         let stream = samples::head_hi_hi();
