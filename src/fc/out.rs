@@ -206,6 +206,17 @@ mod tests {
     }
 
     #[test]
+    fn clear_drops_what_is_queued() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"stale"));
+        q.clear();
+        assert_eq!((q.len(), q.is_empty(), q.segments().count()), (0, true, 0));
+        let mut w = Trickle { got: Vec::new(), step: 64 };
+        assert!(q.write_to(&mut w).unwrap());
+        assert!(w.got.is_empty(), "nothing queued before the clear may go out");
+    }
+
+    #[test]
     fn fields_spill_past_the_stack() {
         let mut fields: Fields<'_, 2> = Fields::new();
         fields.push((b"a", b"1"));
