@@ -348,6 +348,53 @@ mod tests {
         (body, other)
     }
 
+    /// A body message is streamed, never assembled: at every split, what the
+    /// decoder holds back stays within a message prefix plus the shape
+    /// probe (the head message, assembled whole, is smaller than that).
+    #[test]
+    fn a_big_body_message_streams_without_being_assembled() {
+        fn varint(mut v: usize, out: &mut Vec<u8>) {
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        let want: Vec<u8> = (0..100_000usize).map(|i| (i * 31 % 251) as u8).collect();
+        let mut inner = vec![0x1a];
+        varint(want.len(), &mut inner);
+        inner.extend_from_slice(&want);
+        let mut outer = vec![0x12];
+        varint(inner.len(), &mut outer);
+        outer.extend_from_slice(&inner);
+        let mut stream = hex(HEAD);
+        stream.push(0);
+        stream.extend_from_slice(&(outer.len() as u32).to_be_bytes());
+        stream.extend_from_slice(&outer);
+        let bound = (MESSAGE_PREFIX_LEN + SHAPE_PROBE).max(hex(HEAD).len());
+        for split in [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 17, 38, 39, 40, 64, 1000, 4096, 65536, stream.len()] {
+            let mut d = ResponseDecoder::default();
+            let mut body = Vec::new();
+            let mut held = 0;
+            for chunk in stream.chunks(split) {
+                d.feed(
+                    Bytes::copy_from_slice(chunk),
+                    &mut |p| {
+                        if let Piece::Body(b) = p {
+                            body.extend_from_slice(&b)
+                        }
+                    },
+                    &mut BufPool::default(),
+                )
+                .unwrap();
+                held = held.max(d.buffered());
+            }
+            assert!(body == want, "split {split}: {} body bytes", body.len());
+            assert!(d.is_idle(), "split {split}");
+            assert!(held <= bound, "split {split}: {held} bytes held back (bound {bound})");
+        }
+    }
+
     /// A stream that ends inside a message must not look like a clean end:
     /// not idle at any byte short of the whole stream, idle after it.
     #[test]
