@@ -318,6 +318,42 @@ mod tests {
         (queued(&out), end)
     }
 
+    /// Until the function's head is written a failure can still be
+    /// answered; after it, never (it would write a second head).
+    #[test]
+    fn waiting_until_the_head_goes_out() {
+        let h = head("POST /invoke HTTP/1.1\r\n\r\n");
+        let mut s = ResponseSplice::new(&h);
+        let mut out = OutQueue::default();
+        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
+        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
+        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        assert!(s.writer.is_waiting(), "gRPC head only: nothing went out yet");
+        s.on_data(Bytes::from(hex(HEAD)), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
+        assert!(!out.is_empty());
+        assert!(!s.writer.is_waiting(), "the function's head went out");
+    }
+
+    /// A function's header reaches FC only when FC allows it and it is
+    /// well formed: no hop-by-hop or framing field, no `x-fc-*`, a token
+    /// name, a value without control bytes (a CR or LF would split the head).
+    #[test]
+    fn response_headers_that_pass() {
+        for ok in [&b"content-type"[..], b"x-custom", b"X-Fc", b"x-fcx", b"set-cookie"] {
+            assert!(passes(ok, b"v\tw"), "{}", String::from_utf8_lossy(ok));
+        }
+        for dropped in RESPONSE_DROP.iter().copied().chain([&b"Content-Length"[..], b"x-fc-status", b"X-FC-request-id"])
+        {
+            assert!(!passes(dropped, b"v"), "{}", String::from_utf8_lossy(dropped));
+        }
+        for bad_name in [&b""[..], b"a b", b"a:b", b"a\x7f", b"caf\xc3\xa9"] {
+            assert!(!passes(bad_name, b"v"), "{:?}", bad_name);
+        }
+        for bad_value in [&b"a\rb"[..], b"a\nb", b"a\x00", b"a\x7f", b"\x1f"] {
+            assert!(!passes(b"x-custom", bad_value), "{bad_value:?}");
+        }
+    }
+
     #[test]
     fn chunked_response_at_every_split() {
         let stream = head_hi_hi();
