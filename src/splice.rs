@@ -381,6 +381,8 @@ mod tests {
                     Bytes::copy_from_slice(chunk),
                     &mut |p| {
                         if let Piece::Body(b) = p {
+                            // An empty body piece would end a chunked answer.
+                            assert!(!b.is_empty(), "an empty body piece");
                             body.extend_from_slice(&b)
                         }
                     },

@@ -318,6 +318,19 @@ mod tests {
         (queued(&out), end)
     }
 
+    /// 204 and 304 carry no body: no chunked framing, no length.
+    #[test]
+    fn no_body_statuses_get_no_framing() {
+        for (status, varint) in [(204, "cc 01"), (304, "b0 02")] {
+            let head_hex = HEAD.replace("c8 01", varint);
+            let (text, end) = splice("POST /invoke HTTP/1.1\r\n\r\n", &hex(&head_hex), 1);
+            assert_eq!(end, Ok(Progress::Done), "{status}");
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+            assert!(!text.contains("chunked") && !text.to_ascii_lowercase().contains("content-length"), "{text}");
+            assert!(text.ends_with("\r\n\r\n"), "{status}: nothing after the head: {text:?}");
+        }
+    }
+
     /// Until the function's head is written a failure can still be
     /// answered; after it, never (it would write a second head).
     #[test]
