@@ -397,6 +397,35 @@ mod tests {
         }
     }
 
+    /// An empty body message (`result{body: ""}`) yields no body piece at
+    /// any split: an empty piece would be an empty chunk, which ends a
+    /// chunked answer.
+    #[test]
+    fn an_empty_body_message_yields_no_piece() {
+        let mut stream = hex(HEAD);
+        stream.extend(hex("00 00 00 00 04 12 02 1a 00"));
+        stream.extend(hex(samples::BODY_HI));
+        for split in 1..=stream.len() {
+            let mut d = ResponseDecoder::default();
+            let mut body = Vec::new();
+            for chunk in stream.chunks(split) {
+                d.feed(
+                    Bytes::copy_from_slice(chunk),
+                    &mut |p| {
+                        if let Piece::Body(b) = p {
+                            assert!(!b.is_empty(), "split {split}: an empty body piece");
+                            body.extend_from_slice(&b)
+                        }
+                    },
+                    &mut BufPool::default(),
+                )
+                .unwrap();
+            }
+            assert_eq!(body, b"hi", "split {split}");
+            assert!(d.is_idle());
+        }
+    }
+
     /// A stream that ends inside a message must not look like a clean end:
     /// not idle at any byte short of the whole stream, idle after it.
     #[test]
