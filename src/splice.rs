@@ -397,6 +397,19 @@ mod tests {
         }
     }
 
+    /// A head message that carries body bytes too yields the head, then the
+    /// body, at every split.
+    #[test]
+    fn a_head_with_a_body_yields_both() {
+        let with_body = format!("{} 1a 02 6f 6b", HEAD.replacen("00 00 00 00 21 12 1f", "00 00 00 00 25 12 23", 1));
+        let stream = hex(&with_body);
+        for split in 1..=stream.len() {
+            let (body, other) = run(&stream, split);
+            assert_eq!(body, b"ok", "split {split}");
+            assert!(matches!(other.as_slice(), [Piece::Head { status: 200, .. }]), "split {split}");
+        }
+    }
+
     /// An empty body message (`result{body: ""}`) yields no body piece at
     /// any split: an empty piece would be an empty chunk, which ends a
     /// chunked answer.
