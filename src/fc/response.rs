@@ -453,6 +453,13 @@ mod tests {
             w.body(Bytes::from_static(b"abcd"), &mut out, &mut scratch),
             Err(ResponseError::LongerThanContentLength)
         );
+        // Exactly the declared length, in two pieces: complete.
+        let mut w = ResponseWriter::new(&h);
+        w.head(200, pairs(&headers), &mut out, &mut scratch);
+        assert_eq!(w.body(Bytes::from_static(b"a"), &mut out, &mut scratch), Ok(()));
+        assert_eq!(w.body(Bytes::from_static(b"bc"), &mut out, &mut scratch), Ok(()));
+        assert_eq!(w.state(), Resp::Length(0));
+        assert_eq!(w.end(&mut out), Ok(()));
     }
 
     #[test]
