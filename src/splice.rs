@@ -397,6 +397,31 @@ mod tests {
         }
     }
 
+    /// A head message so small that the shape probe holds all of it is
+    /// finished at once, at every split (also when nothing follows).
+    #[test]
+    fn a_tiny_head_is_finished_at_once() {
+        let tiny = hex("00 00 00 00 05 12 03 08 c8 01");
+        for split in 1..=tiny.len() {
+            let (body, other) = run(&tiny, split);
+            assert!(body.is_empty() && matches!(other.as_slice(), [Piece::Head { status: 200, .. }]), "split {split}");
+        }
+        let mut stream = tiny.clone();
+        stream.extend(hex(samples::BODY_HI));
+        for split in 1..=stream.len() {
+            let (body, other) = run(&stream, split);
+            assert_eq!((body.as_slice(), other.len()), (&b"hi"[..], 1), "split {split}");
+        }
+        // After the head the probe can hold a whole small message: an
+        // (empty) error is finished as soon as its last byte is in.
+        let mut stream = hex(HEAD);
+        stream.extend(hex("00 00 00 00 02 0a 00"));
+        for split in 1..=stream.len() {
+            let (_, other) = run(&stream, split);
+            assert!(matches!(other.as_slice(), [Piece::Head { .. }, Piece::Error(_)]), "split {split}: {other:?}");
+        }
+    }
+
     /// A head message that carries body bytes too yields the head, then the
     /// body, at every split.
     #[test]
