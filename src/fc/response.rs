@@ -318,6 +318,29 @@ mod tests {
         (queued(&out), end)
     }
 
+    /// Only a stream that ended with grpc-status 0 needs no reset; a
+    /// restart (retry on another stream) forgets how the old one ended.
+    #[test]
+    fn ended_ok_only_after_ok_trailers() {
+        let h = head("POST /invoke HTTP/1.1\r\n\r\n");
+        let mut s = ResponseSplice::new(&h);
+        let mut out = OutQueue::default();
+        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
+        assert!(!s.ended_ok(), "nothing received");
+        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
+        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        s.on_data(Bytes::from(head_hi_hi()), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
+        assert!(!s.ended_ok(), "no trailers yet");
+        assert_eq!(s.on_headers(&fields(&[("grpc-status", "0")]), true, &mut out), Ok(Progress::Done));
+        assert!(s.ended_ok());
+        s.restart();
+        assert!(!s.ended_ok(), "a restarted splice has not ended");
+        let mut failed = ResponseSplice::new(&h);
+        assert_eq!(failed.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        assert!(failed.on_headers(&fields(&[("grpc-status", "14")]), true, &mut out).is_err());
+        assert!(!failed.ended_ok(), "a failed status is not OK");
+    }
+
     /// 204 and 304 carry no body: no chunked framing, no length.
     #[test]
     fn no_body_statuses_get_no_framing() {
