@@ -436,6 +436,14 @@ pub fn function_url(target: &[u8], skip: usize) -> Cow<'_, [u8]> {
 mod tests {
     use super::*;
 
+    /// The tests below compare names with `==`: it must tell names apart.
+    #[test]
+    fn function_names_compare_by_text() {
+        let name = FunctionName::from("echo");
+        assert!(name == "echo");
+        assert!(name != "echo2" && name != "ech" && name != "ec");
+    }
+
     fn req<'a>(origin: Origin, function: Option<&'a [u8]>, target: &'a [u8]) -> Request<'a> {
         Request { origin, function, service: None, target, base_path: None }
     }

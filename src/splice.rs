@@ -348,6 +348,146 @@ mod tests {
         (body, other)
     }
 
+    /// A body message is streamed, never assembled: at every split, what the
+    /// decoder holds back stays within a message prefix plus the shape
+    /// probe (the head message, assembled whole, is smaller than that).
+    #[test]
+    fn a_big_body_message_streams_without_being_assembled() {
+        fn varint(mut v: usize, out: &mut Vec<u8>) {
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        let want: Vec<u8> = (0..100_000usize).map(|i| (i * 31 % 251) as u8).collect();
+        let mut inner = vec![0x1a];
+        varint(want.len(), &mut inner);
+        inner.extend_from_slice(&want);
+        let mut outer = vec![0x12];
+        varint(inner.len(), &mut outer);
+        outer.extend_from_slice(&inner);
+        let mut stream = hex(HEAD);
+        stream.push(0);
+        stream.extend_from_slice(&(outer.len() as u32).to_be_bytes());
+        stream.extend_from_slice(&outer);
+        let bound = (MESSAGE_PREFIX_LEN + SHAPE_PROBE).max(hex(HEAD).len());
+        for split in [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 17, 38, 39, 40, 64, 1000, 4096, 65536, stream.len()] {
+            let mut d = ResponseDecoder::default();
+            let mut body = Vec::new();
+            let mut held = 0;
+            for chunk in stream.chunks(split) {
+                d.feed(
+                    Bytes::copy_from_slice(chunk),
+                    &mut |p| {
+                        if let Piece::Body(b) = p {
+                            // An empty body piece would end a chunked answer.
+                            assert!(!b.is_empty(), "an empty body piece");
+                            body.extend_from_slice(&b)
+                        }
+                    },
+                    &mut BufPool::default(),
+                )
+                .unwrap();
+                held = held.max(d.buffered());
+            }
+            assert!(body == want, "split {split}: {} body bytes", body.len());
+            assert!(d.is_idle(), "split {split}");
+            assert!(held <= bound, "split {split}: {held} bytes held back (bound {bound})");
+        }
+    }
+
+    /// A head message so small that the shape probe holds all of it is
+    /// finished at once, at every split (also when nothing follows).
+    #[test]
+    fn a_tiny_head_is_finished_at_once() {
+        let tiny = hex("00 00 00 00 05 12 03 08 c8 01");
+        for split in 1..=tiny.len() {
+            let (body, other) = run(&tiny, split);
+            assert!(body.is_empty() && matches!(other.as_slice(), [Piece::Head { status: 200, .. }]), "split {split}");
+        }
+        let mut stream = tiny.clone();
+        stream.extend(hex(samples::BODY_HI));
+        for split in 1..=stream.len() {
+            let (body, other) = run(&stream, split);
+            assert_eq!((body.as_slice(), other.len()), (&b"hi"[..], 1), "split {split}");
+        }
+        // After the head the probe can hold a whole small message: an
+        // (empty) error is finished as soon as its last byte is in.
+        let mut stream = hex(HEAD);
+        stream.extend(hex("00 00 00 00 02 0a 00"));
+        for split in 1..=stream.len() {
+            let (_, other) = run(&stream, split);
+            assert!(matches!(other.as_slice(), [Piece::Head { .. }, Piece::Error(_)]), "split {split}: {other:?}");
+        }
+    }
+
+    /// A head message that carries body bytes too yields the head, then the
+    /// body, at every split.
+    #[test]
+    fn a_head_with_a_body_yields_both() {
+        let with_body = format!("{} 1a 02 6f 6b", HEAD.replacen("00 00 00 00 21 12 1f", "00 00 00 00 25 12 23", 1));
+        let stream = hex(&with_body);
+        for split in 1..=stream.len() {
+            let (body, other) = run(&stream, split);
+            assert_eq!(body, b"ok", "split {split}");
+            assert!(matches!(other.as_slice(), [Piece::Head { status: 200, .. }]), "split {split}");
+        }
+    }
+
+    /// An empty body message (`result{body: ""}`) yields no body piece at
+    /// any split: an empty piece would be an empty chunk, which ends a
+    /// chunked answer.
+    #[test]
+    fn an_empty_body_message_yields_no_piece() {
+        let mut stream = hex(HEAD);
+        stream.extend(hex("00 00 00 00 04 12 02 1a 00"));
+        stream.extend(hex(samples::BODY_HI));
+        for split in 1..=stream.len() {
+            let mut d = ResponseDecoder::default();
+            let mut body = Vec::new();
+            for chunk in stream.chunks(split) {
+                d.feed(
+                    Bytes::copy_from_slice(chunk),
+                    &mut |p| {
+                        if let Piece::Body(b) = p {
+                            assert!(!b.is_empty(), "split {split}: an empty body piece");
+                            body.extend_from_slice(&b)
+                        }
+                    },
+                    &mut BufPool::default(),
+                )
+                .unwrap();
+            }
+            assert_eq!(body, b"hi", "split {split}");
+            assert!(d.is_idle());
+        }
+    }
+
+    /// A stream that ends inside a message must not look like a clean end:
+    /// not idle at any byte short of the whole stream, idle after it.
+    #[test]
+    fn not_idle_inside_a_message() {
+        let stream = samples::head_hi_hi();
+        for cut in 1..stream.len() {
+            let mut d = ResponseDecoder::default();
+            d.feed(Bytes::copy_from_slice(&stream[..cut]), &mut |_| {}, &mut BufPool::default()).unwrap();
+            assert_eq!(d.is_idle(), boundaries(&stream).contains(&cut), "cut at {cut} of {}", stream.len());
+        }
+    }
+
+    /// Where each gRPC message of `stream` ends.
+    fn boundaries(stream: &[u8]) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut at = 0;
+        while at + MESSAGE_PREFIX_LEN <= stream.len() {
+            let len = u32::from_be_bytes([stream[at + 1], stream[at + 2], stream[at + 3], stream[at + 4]]) as usize;
+            at += MESSAGE_PREFIX_LEN + len;
+            ends.push(at);
+        }
+        ends
+    }
+
     #[test]
     fn head_then_bodies_at_every_split() {
         let stream = samples::head_hi_hi();

@@ -1239,12 +1239,16 @@ fn thousand_concurrent_keep_alive_connections() {
             r.held_rss,
             fc.proc.peak_rss_kib()
         );
-        assert!(
-            r.failures.is_empty(),
-            "{} failures, first: {:?}",
-            r.failures.len(),
-            &r.failures[..r.failures.len().min(5)]
-        );
+        if !r.failures.is_empty() {
+            let stderr = fc.proc.stderr_text();
+            let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+            panic!(
+                "{} failures, first: {:?}\nnoslate-fc stderr (last lines, newest first):\n{}",
+                r.failures.len(),
+                &r.failures[..r.failures.len().min(5)],
+                tail.join("\n")
+            );
+        }
         assert_eq!(r.ok, 3 * n as u64);
         assert!(r.held_fds + 2 >= idle_fds + n, "only {} fds while {n} connections are open", r.held_fds);
         assert!(fds <= idle_fds, "fds {idle_fds} idle → {fds} after closing");

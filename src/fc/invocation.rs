@@ -182,6 +182,25 @@ mod tests {
     }
 
     #[test]
+    fn retryable_only_while_every_byte_is_held() {
+        let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 10\r\n\r\n", false);
+        inv.first_message(&mut BytesMut::new(), false, &mut Scratch::default());
+        assert!(inv.retryable(), "nothing but the first message went out");
+        let mut rbuf = BytesMut::from(&b"0123456789"[..]);
+        assert!(matches!(inv.body.next(&mut rbuf), Ok(crate::fc::request::BodyStep::Data { .. })));
+        assert!(inv.response.writer.is_waiting());
+        assert!(!inv.retryable(), "a body message went out: the data plane may have read it");
+    }
+
+    #[test]
+    fn keep_alive_follows_the_request() {
+        assert!(invocation("POST /invoke HTTP/1.1\r\ncontent-length: 0\r\n\r\n", false).keep_alive());
+        assert!(
+            !invocation("POST /invoke HTTP/1.1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", false).keep_alive()
+        );
+    }
+
+    #[test]
     fn continue_once_when_the_body_is_to_come() {
         let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n", true);
         assert_eq!(inv.grpc_path(), b"/noslated.data.PushServer/invokeService");

@@ -166,6 +166,56 @@ mod tests {
         assert_eq!(q.len(), 1);
     }
 
+    /// Fails with `kind` on the first `fails` calls, then takes everything;
+    /// panics past 100 calls (an error retried for ever).
+    struct Failing {
+        kind: io::ErrorKind,
+        fails: usize,
+        calls: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            assert!(self.calls < 100, "{:?} retried for ever", self.kind);
+            if self.calls <= self.fails {
+                return Err(self.kind.into());
+            }
+            self.got.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn interrupted_is_retried_other_errors_are_returned() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        let mut w = Failing { kind: io::ErrorKind::Interrupted, fails: 2, calls: 0, got: Vec::new() };
+        assert!(q.write_to(&mut w).unwrap());
+        assert_eq!((w.got.as_slice(), q.is_empty()), (&b"abc"[..], true));
+        q.push(Bytes::from_static(b"def"));
+        let mut w = Failing { kind: io::ErrorKind::BrokenPipe, fails: usize::MAX, calls: 0, got: Vec::new() };
+        assert_eq!(q.write_to(&mut w).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert!(!q.is_empty(), "nothing was written");
+        assert_eq!(q.len(), 3);
+    }
+
+    #[test]
+    fn clear_drops_what_is_queued() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"stale"));
+        q.clear();
+        assert_eq!((q.len(), q.is_empty(), q.segments().count()), (0, true, 0));
+        let mut w = Trickle { got: Vec::new(), step: 64 };
+        assert!(q.write_to(&mut w).unwrap());
+        assert!(w.got.is_empty(), "nothing queued before the clear may go out");
+    }
+
     #[test]
     fn fields_spill_past_the_stack() {
         let mut fields: Fields<'_, 2> = Fields::new();

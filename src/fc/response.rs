@@ -347,6 +347,78 @@ mod tests {
         (queued(&out), end)
     }
 
+    /// Only a stream that ended with grpc-status 0 needs no reset; a
+    /// restart (retry on another stream) forgets how the old one ended.
+    #[test]
+    fn ended_ok_only_after_ok_trailers() {
+        let h = head("POST /invoke HTTP/1.1\r\n\r\n");
+        let mut s = ResponseSplice::new(&h);
+        let mut out = OutQueue::default();
+        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
+        assert!(!s.ended_ok(), "nothing received");
+        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
+        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        s.on_data(Bytes::from(head_hi_hi()), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
+        assert!(!s.ended_ok(), "no trailers yet");
+        assert_eq!(s.on_headers(&fields(&[("grpc-status", "0")]), true, &mut out), Ok(Progress::Done));
+        assert!(s.ended_ok());
+        s.restart();
+        assert!(!s.ended_ok(), "a restarted splice has not ended");
+        let mut failed = ResponseSplice::new(&h);
+        assert_eq!(failed.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        assert!(failed.on_headers(&fields(&[("grpc-status", "14")]), true, &mut out).is_err());
+        assert!(!failed.ended_ok(), "a failed status is not OK");
+    }
+
+    /// 204 and 304 carry no body: no chunked framing, no length.
+    #[test]
+    fn no_body_statuses_get_no_framing() {
+        for (status, varint) in [(204, "cc 01"), (304, "b0 02")] {
+            let head_hex = HEAD.replace("c8 01", varint);
+            let (text, end) = splice("POST /invoke HTTP/1.1\r\n\r\n", &hex(&head_hex), 1);
+            assert_eq!(end, Ok(Progress::Done), "{status}");
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+            assert!(!text.contains("chunked") && !text.to_ascii_lowercase().contains("content-length"), "{text}");
+            assert!(text.ends_with("\r\n\r\n"), "{status}: nothing after the head: {text:?}");
+        }
+    }
+
+    /// Until the function's head is written a failure can still be
+    /// answered; after it, never (it would write a second head).
+    #[test]
+    fn waiting_until_the_head_goes_out() {
+        let h = head("POST /invoke HTTP/1.1\r\n\r\n");
+        let mut s = ResponseSplice::new(&h);
+        let mut out = OutQueue::default();
+        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
+        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
+        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        assert!(s.writer.is_waiting(), "gRPC head only: nothing went out yet");
+        s.on_data(Bytes::from(hex(HEAD)), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
+        assert!(!out.is_empty());
+        assert!(!s.writer.is_waiting(), "the function's head went out");
+    }
+
+    /// A function's header reaches FC only when FC allows it and it is
+    /// well formed: no hop-by-hop or framing field, no `x-fc-*`, a token
+    /// name, a value without control bytes (a CR or LF would split the head).
+    #[test]
+    fn response_headers_that_pass() {
+        for ok in [&b"content-type"[..], b"x-custom", b"X-Fc", b"x-fcx", b"set-cookie"] {
+            assert!(passes(ok, b"v\tw"), "{}", String::from_utf8_lossy(ok));
+        }
+        for dropped in RESPONSE_DROP.iter().copied().chain([&b"Content-Length"[..], b"x-fc-status", b"X-FC-request-id"])
+        {
+            assert!(!passes(dropped, b"v"), "{}", String::from_utf8_lossy(dropped));
+        }
+        for bad_name in [&b""[..], b"a b", b"a:b", b"a\x7f", b"caf\xc3\xa9"] {
+            assert!(!passes(bad_name, b"v"), "{:?}", bad_name);
+        }
+        for bad_value in [&b"a\rb"[..], b"a\nb", b"a\x00", b"a\x7f", b"\x1f"] {
+            assert!(!passes(b"x-custom", bad_value), "{bad_value:?}");
+        }
+    }
+
     #[test]
     fn chunked_response_at_every_split() {
         let stream = head_hi_hi();
@@ -479,6 +551,13 @@ mod tests {
             w.body(Bytes::from_static(b"abcd"), &mut out, &mut scratch),
             Err(ResponseError::LongerThanContentLength)
         );
+        // Exactly the declared length, in two pieces: complete.
+        let mut w = ResponseWriter::new(&h);
+        w.head(200, pairs(&headers), &mut out, &mut scratch);
+        assert_eq!(w.body(Bytes::from_static(b"a"), &mut out, &mut scratch), Ok(()));
+        assert_eq!(w.body(Bytes::from_static(b"bc"), &mut out, &mut scratch), Ok(()));
+        assert_eq!(w.state(), Resp::Length(0));
+        assert_eq!(w.end(&mut out), Ok(()));
     }
 
     #[test]
