@@ -184,6 +184,11 @@ impl ResponseWriter {
     /// A body slice, framed as the head said. More than the function's
     /// `content-length` is never sent.
     pub fn body(&mut self, body: Bytes, out: &mut OutQueue, scratch: &mut Scratch) -> Result<(), ResponseError> {
+        if body.is_empty() {
+            // A zero-size chunk is the last chunk (RFC 9112 §7.1): an empty
+            // piece would end a chunked answer early. It carries nothing.
+            return Ok(());
+        }
         match self.resp {
             Resp::Chunked => {
                 let size = ChunkHead::new(body.len());
@@ -417,6 +422,23 @@ mod tests {
         for bad_value in [&b"a\rb"[..], b"a\nb", b"a\x00", b"a\x7f", b"\x1f"] {
             assert!(!passes(b"x-custom", bad_value), "{bad_value:?}");
         }
+    }
+
+    /// An empty body piece writes nothing: framed as a chunk it would be
+    /// the last chunk and end the answer before the function's body did.
+    #[test]
+    fn an_empty_piece_never_ends_a_chunked_answer() {
+        let h = head("POST /invoke HTTP/1.1\r\n\r\n");
+        let mut s = ResponseSplice::new(&h);
+        let mut out = OutQueue::default();
+        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
+        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
+        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        s.on_data(Bytes::from(hex(HEAD)), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
+        let before = queued(&out);
+        assert!(before.contains("Transfer-Encoding: chunked"), "{before}");
+        s.writer.body(Bytes::new(), &mut out, &mut scratch).unwrap();
+        assert_eq!(queued(&out), before, "an empty piece wrote bytes");
     }
 
     #[test]
