@@ -22,8 +22,9 @@ use mio::Interest;
 
 use super::invoke::{Invoke, Step};
 use super::{ClientKey, ClientTimer, Server, Timer};
-use crate::answers::{Answer, InvokeError};
-use crate::fc::dispatch::{self, Peer, RequestId, Route};
+use crate::answers::Answer;
+use crate::fc::dispatch::{self, Endpoint, Peer, RequestId};
+use crate::fc::InvokeError;
 use crate::fc::{Marker, OutQueue};
 use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
@@ -538,11 +539,11 @@ impl Server {
         // there is none to skip. A routing header given twice or an unknown
         // control path: nothing runs, the body is not read, it closes.
         let reusable = dispatch::reusable_without_body(&head);
-        match dispatch::route(&head, self.clients[key].peer) {
-            Route::Ambiguous(name) => self.queue_answer(key, &Answer::ambiguous(name), false),
-            Route::WrongMethod(allow) => self.queue_answer(key, &Answer::wrong_method(allow), reusable),
-            Route::BadControlPath => self.queue_answer(key, &Answer::bad_control_path(), false),
-            Route::Invoke(origin) => {
+        match dispatch::endpoint(&head, self.clients[key].peer) {
+            Endpoint::Ambiguous(name) => self.queue_answer(key, &Answer::ambiguous(name), false),
+            Endpoint::WrongMethod(allow) => self.queue_answer(key, &Answer::wrong_method(allow), reusable),
+            Endpoint::BadControlPath => self.queue_answer(key, &Answer::bad_control_path(), false),
+            Endpoint::Invoke(origin) => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::Invoke, &request_id);
                 match self.new_invoke(head, origin, request_id) {
@@ -566,7 +567,7 @@ impl Server {
                     }
                 }
             }
-            Route::PreFreeze => {
+            Endpoint::PreFreeze => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::PreFreeze, &request_id);
                 // FC freezes the instance after this answer (docs/fc-contract.md §10.2).
@@ -580,13 +581,13 @@ impl Server {
                 };
                 self.end_exchange(key, Ending::Answer(Answer::pre_freeze()));
             }
-            Route::PreStop => {
+            Endpoint::PreStop => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::PreStop, &request_id);
                 self.clients[key].phase = Phase::PreStop { request_id };
                 self.begin_shutdown("/pre-stop");
             }
-            Route::Initialize => {
+            Endpoint::Initialize => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::Initialize, &request_id);
                 let timeout = dispatch::init_timeout(&head, self.cfg.init_timeout);

@@ -29,9 +29,8 @@ use bytes::Bytes;
 
 use super::plane::Owner;
 use super::{ClientKey, ConnKey, Server};
-use crate::answers::InvokeError;
 use crate::fc::dispatch::RequestId;
-use crate::fc::{dispatch, BodyStep, Invocation, Now, PlaneFault, Progress};
+use crate::fc::{dispatch, BodyStep, Invocation, InvokeError, Now, PlaneFault, Progress};
 use crate::grpc;
 use crate::h2::{ErrorCode, HeaderList, OpenError, StreamRef};
 use crate::http1::request::RequestHead;
@@ -141,7 +140,7 @@ impl Server {
         let choice = match choice {
             Ok(choice) if !self.life.draining() => choice,
             Ok(_) => return Err(Box::new(Refused { head, origin, request_id, error: InvokeError::Draining })),
-            Err(error) => return Err(Box::new(Refused { head, origin, request_id, error })),
+            Err(error) => return Err(Box::new(Refused { head, origin, request_id, error: error.into() })),
         };
         let timeout = dispatch::function_timeout(&head, origin, self.cfg.timeout);
         // The turn's monotonic clock; the wall clock only for the deadline field.

@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use super::plane::PlaneKind;
 use super::{ClientKey, ConnKey, Server, Timer};
-use crate::answers::{Answer, InvokeError, Readiness};
+use crate::answers::{Answer, Readiness};
 use crate::config::{ChildSpec, Config};
+use crate::fc::InvokeError;
 use crate::logsafe::Escaped;
 use crate::sys::{self, ExitStatus};
 
