@@ -212,7 +212,7 @@ impl Server {
                     // the backlog; stop accepting briefly instead of spinning.
                     eprintln!("noslate-fc: accept failed: {e}; pausing accepts for 100 ms");
                     self.accept_paused = true;
-                    self.timers.add(Instant::now() + std::time::Duration::from_millis(100), Timer::ResumeAccept);
+                    self.timers.add(self.now + std::time::Duration::from_millis(100), Timer::ResumeAccept);
                     return;
                 }
             }
@@ -349,7 +349,7 @@ impl Server {
             let sink = &mut self.landing[..];
             let n = io::Read::read(&mut c.sock, sink)?;
             c.readable = n == sink.len() || c.read_closed;
-            *last_read = Instant::now();
+            *last_read = self.now;
             return Ok(n);
         }
         if !body && c.rbuf.is_empty() {
@@ -571,7 +571,7 @@ impl Server {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::PreFreeze, &request_id);
                 // FC freezes the instance after this answer (docs/fc-contract.md §10.2).
-                self.pre_freeze_at = Some(Instant::now());
+                self.pre_freeze_at = Some(self.now);
                 self.clients[key].phase = Phase::Answered {
                     marker: Marker::PreFreeze,
                     request_id,
@@ -593,7 +593,7 @@ impl Server {
                 let timeout = dispatch::init_timeout(&head, self.cfg.init_timeout);
                 self.clients[key].phase = Phase::Init { keep_alive: reusable, request_id };
                 let gen = self.clients[key].gen;
-                self.client_timer_add(key, Instant::now() + timeout, gen, ClientTimer::Init);
+                self.client_timer_add(key, self.now + timeout, gen, ClientTimer::Init);
                 self.check_initialize();
             }
         }
@@ -796,7 +796,7 @@ impl Server {
             self.timers.cancel(t);
         }
         c.idle_timer_pending = false;
-        let at = Instant::now() + self.cfg.linger;
+        let at = self.now + self.cfg.linger;
         self.client_timer_add(key, at, gen, ClientTimer::Linger);
         self.mark_client(key);
         self.after_client_closed();
@@ -814,7 +814,7 @@ impl Server {
         }
         // Whatever was still in progress (a response cut short) is over.
         self.end_exchange(key, Ending::Abandoned("connection closed"));
-        let now = Instant::now();
+        let now = self.now;
         let gen = self.gen();
         let c = &mut self.clients[key];
         if c.sock.shutdown(std::net::Shutdown::Write).is_err() {
@@ -937,7 +937,7 @@ impl Server {
                 c.idle_timer_pending = false;
                 if !matches!(c.phase, Phase::Idle) {
                     // In an exchange: `finish_exchange` re-arms.
-                } else if Instant::now() < c.idle_deadline {
+                } else if self.now < c.idle_deadline {
                     // Used since the timer was set (or thawed): wait out the rest.
                     c.idle_timer_pending = true;
                     let (at, conn) = (c.idle_deadline, c.conn_id);
@@ -959,7 +959,7 @@ impl Server {
             }
             ClientTimer::Head => {
                 if !matches!(c.phase, Phase::Idle) {
-                } else if Instant::now() < c.head_deadline {
+                } else if self.now < c.head_deadline {
                     // Thawed since: the head's time restarted.
                     let at = c.head_deadline;
                     self.client_timer_add(key, at, gen, ClientTimer::Head);
@@ -1000,7 +1000,7 @@ impl Server {
         if c.gen != gen || c.closing {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         match c.phase {
             Phase::Linger { until, last_read, .. } => {
                 let next = until.min(last_read + self.cfg.linger_timeout);

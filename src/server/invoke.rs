@@ -197,7 +197,7 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
         let gen = c.gen;
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
-        let until = *inv.wait_until.get_or_insert_with(|| Instant::now() + wait);
+        let until = *inv.wait_until.get_or_insert(self.now + wait);
         if !std::mem::replace(&mut inv.wait_armed, true) {
             self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
         }
@@ -370,7 +370,7 @@ impl Server {
             Some(until) if inv.conn.is_none() => until,
             _ => return Step::Continue,
         };
-        if Instant::now() < until {
+        if self.now < until {
             // Thawed since: the wait restarted (the plane was stopped too).
             inv.wait_armed = true;
             self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
@@ -395,7 +395,7 @@ impl Server {
     /// inline body included; no body message went out). The stream is
     /// cancelled (Noslated never ends it). False: answer with the 404.
     fn retry_unknown_function(&mut self, key: ClientKey) -> bool {
-        let now = Instant::now();
+        let now = self.now;
         let wait = self.cfg.ready_wait;
         let Some(c) = self.clients.get_mut(key) else { return false };
         let gen = c.gen;

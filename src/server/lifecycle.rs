@@ -11,7 +11,6 @@
 use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use super::plane::PlaneKind;
 use super::{ClientKey, ConnKey, Server, Timer};
@@ -286,7 +285,7 @@ impl Server {
                     self.fail_invoke(key, InvokeError::Draining);
                 }
             }
-            self.timers.add(Instant::now() + self.cfg.drain, Timer::Drain);
+            self.timers.add(self.now + self.cfg.drain, Timer::Drain);
         }
         self.after_client_closed();
     }
@@ -318,7 +317,7 @@ impl Server {
         self.answer_pre_stops();
         self.close_planes();
         self.kill_children(libc::SIGTERM);
-        self.timers.add(Instant::now() + self.cfg.kill_grace, Timer::KillChildren);
+        self.timers.add(self.now + self.cfg.kill_grace, Timer::KillChildren);
         self.maybe_exit();
     }
 

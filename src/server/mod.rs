@@ -287,6 +287,14 @@ pub struct Server {
     epoch_ms: std::cell::Cell<Option<f64>>,
 }
 
+/// The one clock of the event loop. `run` reads it once per turn (and `new`
+/// once, for the work done before the first turn) into `Server::now`; every
+/// deadline in server/ is set from that reading and checked against a later
+/// one, never against a fresh read, so no decision mixes two clocks.
+fn read_clock() -> Instant {
+    Instant::now()
+}
+
 impl Server {
     pub fn new(cfg: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
@@ -323,7 +331,7 @@ impl Server {
             max_connections,
             exit_code: None,
             pre_freeze_at: None,
-            now: Instant::now(),
+            now: read_clock(),
             epoch_ms: std::cell::Cell::new(None),
         };
         server.start()?;
@@ -343,7 +351,7 @@ impl Server {
     pub fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(1024);
         self.flush_dirty();
-        self.now = Instant::now();
+        self.now = read_clock();
         loop {
             // Bytes queued outside a loop turn (the plane connections opened
             // by `start`) are flushed before sleeping: sockets are not
@@ -363,7 +371,7 @@ impl Server {
                     return 1;
                 }
             }
-            self.now = Instant::now();
+            self.now = read_clock();
             self.epoch_ms.set(None);
             self.notice_freeze(slept_from, timeout);
             for event in events.iter() {
@@ -480,5 +488,20 @@ mod tests {
             }
         }
         assert!(names(FILES[0].1, "invoke"), "the check sees imports");
+    }
+
+    /// One clock: every deadline in server/ is set from the turn's reading
+    /// and checked against a later one. A second reader (the head deadline
+    /// was set from `self.now` and checked against a fresh read) lets one
+    /// decision mix two clocks, so `read_clock` must be the only one.
+    #[test]
+    fn read_clock_is_the_only_clock_read() {
+        let read = concat!("Instant", "::now()");
+        let in_siblings: usize = FILES.iter().map(|(_, text)| text.matches(read).count()).sum();
+        assert_eq!(in_siblings, 0, "client/invoke/lifecycle/plane.rs read the clock themselves");
+        let here = include_str!("mod.rs");
+        let body = here.split("fn read_clock() -> Instant {").nth(1).and_then(|rest| rest.split('}').next());
+        assert_eq!(body.map(|b| b.matches(read).count()), Some(1), "read_clock reads the clock");
+        assert_eq!(here.matches(read).count(), 1, "mod.rs reads the clock outside read_clock");
     }
 }

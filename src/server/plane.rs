@@ -160,7 +160,7 @@ impl Server {
             return;
         }
         p.retry_pending = true;
-        let now = Instant::now();
+        let now = self.now;
         let first = *p.first_retry.get_or_insert(now);
         if !p.ever_healthy && now.duration_since(first) < STARTUP_WINDOW {
             self.timers.add(now + STARTUP_RETRY, Timer::PlaneRetry { plane });
@@ -499,7 +499,7 @@ impl Server {
                 if warm {
                     self.planes[plane].workers_warm = true;
                 } else {
-                    self.timers.add(Instant::now() + WARM_UP_POLL, Timer::WarmUpPoll { plane });
+                    self.timers.add(self.now + WARM_UP_POLL, Timer::WarmUpPoll { plane });
                 }
             }
         }
@@ -519,7 +519,7 @@ impl Server {
         eprintln!("noslate-fc: {} {call:?} failed: {}", self.planes[plane].path.display(), Escaped(&why));
         self.planes[plane].last_error = Some(format!("{call:?}: {why}"));
         if call == Unary::WorkerStats && self.planes[plane].active == Some(key) {
-            self.timers.add(Instant::now() + WARM_UP_POLL, Timer::WarmUpPoll { plane });
+            self.timers.add(self.now + WARM_UP_POLL, Timer::WarmUpPoll { plane });
         }
         self.check_initialize();
     }
