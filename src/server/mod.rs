@@ -287,6 +287,22 @@ pub struct Server {
     epoch_ms: std::cell::Cell<Option<f64>>,
 }
 
+/// Whether the process was stopped (frozen) and has just come back: the poll
+/// that started at `slept_from` with `timeout` returned at `now` more than
+/// `FREEZE_JUMP` late, or this is the first wake-up at least `FREEZE_JUMP`
+/// after the `/pre-freeze` answered at `pre_freeze_at` (FC freezes right
+/// after it, and a frozen poll with no timer never looks late).
+fn thawed(
+    now: Instant,
+    slept_from: Instant,
+    timeout: Option<std::time::Duration>,
+    pre_freeze_at: Option<Instant>,
+) -> bool {
+    let overslept = timeout.is_some_and(|t| now.saturating_duration_since(slept_from) > t + FREEZE_JUMP);
+    let after_pre_freeze = pre_freeze_at.is_some_and(|at| now.saturating_duration_since(at) >= FREEZE_JUMP);
+    overslept || after_pre_freeze
+}
+
 /// The one clock of the event loop. `run` reads it once per turn (and `new`
 /// once, for the work done before the first turn) into `Server::now`; every
 /// deadline in server/ is set from that reading and checked against a later
@@ -407,9 +423,7 @@ impl Server {
     /// after a `/pre-freeze`. Then the time spent stopped is not idle time.
     fn notice_freeze(&mut self, slept_from: Instant, timeout: Option<std::time::Duration>) {
         let now = self.now;
-        let overslept = timeout.is_some_and(|t| now.saturating_duration_since(slept_from) > t + FREEZE_JUMP);
-        let after_pre_freeze = self.pre_freeze_at.is_some_and(|at| now.saturating_duration_since(at) >= FREEZE_JUMP);
-        if overslept || after_pre_freeze {
+        if thawed(now, slept_from, timeout, self.pre_freeze_at) {
             self.pre_freeze_at = None;
             self.thaw(now);
         }
@@ -490,16 +504,50 @@ mod tests {
         assert!(names(FILES[0].1, "invoke"), "the check sees imports");
     }
 
+    /// A thaw is a poll that came back more than `FREEZE_JUMP` late, or the
+    /// first wake-up `FREEZE_JUMP` after `/pre-freeze`; a poll without a
+    /// timeout is never late.
+    #[test]
+    fn thawed_table() {
+        use super::{thawed, FREEZE_JUMP};
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let jump = FREEZE_JUMP;
+        #[rustfmt::skip]
+        let table: &[(Duration, Option<Duration>, Option<Duration>, bool)] = &[
+            // now - slept_from, timeout, now - pre_freeze_at => thawed
+            (ms(100), Some(ms(100)), None, false),
+            (ms(100) + jump, Some(ms(100)), None, false),           // late by exactly the jump
+            (ms(101) + jump, Some(ms(100)), None, true),            // later than that
+            (ms(10) * 1000 + jump, None, None, false),              // no timeout: never late
+            (ms(1), Some(ms(100)), Some(jump), true),               // woke the jump after /pre-freeze
+            (ms(1), Some(ms(100)), Some(jump - ms(1)), false),      // too soon after /pre-freeze
+            (ms(1), None, Some(jump * 3), true),
+        ];
+        let base = t0 + jump * 10;
+        for &(slept, timeout, since_pre_freeze, want) in table {
+            let pre_freeze_at = since_pre_freeze.map(|d| base - d);
+            assert_eq!(
+                thawed(base, base - slept, timeout, pre_freeze_at),
+                want,
+                "{slept:?} {timeout:?} {since_pre_freeze:?}"
+            );
+        }
+    }
+
     /// One clock: every deadline in server/ is set from the turn's reading
     /// and checked against a later one. A second reader (the head deadline
     /// was set from `self.now` and checked against a fresh read) lets one
     /// decision mix two clocks, so `read_clock` must be the only one.
     #[test]
     fn read_clock_is_the_only_clock_read() {
+        // The code, not its unit tests (a test may make up instants).
+        let code = |text: &'static str| text.split("\n#[cfg(test)]\nmod tests").next().unwrap_or(text);
         let read = concat!("Instant", "::now()");
-        let in_siblings: usize = FILES.iter().map(|(_, text)| text.matches(read).count()).sum();
+        let in_siblings: usize = FILES.iter().map(|(_, text)| code(text).matches(read).count()).sum();
         assert_eq!(in_siblings, 0, "client/invoke/lifecycle/plane.rs read the clock themselves");
-        let here = include_str!("mod.rs");
+        let here = code(include_str!("mod.rs"));
         let body = here.split("fn read_clock() -> Instant {").nth(1).and_then(|rest| rest.split('}').next());
         assert_eq!(body.map(|b| b.matches(read).count()), Some(1), "read_clock reads the clock");
         assert_eq!(here.matches(read).count(), 1, "mod.rs reads the clock outside read_clock");

@@ -53,6 +53,18 @@ const UNARY_TIMEOUT_MS: u64 = 5000;
 const STREAM_WINDOW: u32 = 128 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
+/// The pause before the next connect to a plane, and the backoff after it:
+/// every `STARTUP_RETRY` until the plane has been healthy once (for at most
+/// `STARTUP_WINDOW` since the first retry, `since_first`), then `backoff`,
+/// doubling up to `BACKOFF_MAX` (a plane that becomes healthy resets it to
+/// `BACKOFF_MIN`).
+fn reconnect_pause(since_first: Duration, ever_healthy: bool, backoff: Duration) -> (Duration, Duration) {
+    if !ever_healthy && since_first < STARTUP_WINDOW {
+        return (STARTUP_RETRY, backoff);
+    }
+    (backoff, (backoff * 2).min(BACKOFF_MAX))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaneKind {
     Data,
@@ -162,13 +174,9 @@ impl Server {
         p.retry_pending = true;
         let now = self.now;
         let first = *p.first_retry.get_or_insert(now);
-        if !p.ever_healthy && now.duration_since(first) < STARTUP_WINDOW {
-            self.timers.add(now + STARTUP_RETRY, Timer::PlaneRetry { plane });
-            return;
-        }
-        let at = now + p.backoff;
-        p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
-        self.timers.add(at, Timer::PlaneRetry { plane });
+        let (pause, backoff) = reconnect_pause(now.saturating_duration_since(first), p.ever_healthy, p.backoff);
+        p.backoff = backoff;
+        self.timers.add(now + pause, Timer::PlaneRetry { plane });
     }
 
     fn add_conn(&mut self, plane: usize, mut sock: UnixStream) {
@@ -645,5 +653,45 @@ impl Server {
             self.conns[key].h2.close(ErrorCode::NO_ERROR);
             self.flush_conn(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reconnecting: quick fixed retries while the stack starts, then a
+    /// doubling backoff with a cap.
+    #[test]
+    fn reconnect_pause_table() {
+        let ms = Duration::from_millis;
+        #[rustfmt::skip]
+        let table: &[(Duration, bool, Duration, (Duration, Duration))] = &[
+            // since first retry, ever healthy, backoff => (pause, next backoff)
+            (ms(0), false, BACKOFF_MIN, (STARTUP_RETRY, BACKOFF_MIN)),
+            (STARTUP_WINDOW - ms(1), false, BACKOFF_MIN, (STARTUP_RETRY, BACKOFF_MIN)),
+            (STARTUP_WINDOW, false, BACKOFF_MIN, (BACKOFF_MIN, BACKOFF_MIN * 2)),
+            (ms(0), true, BACKOFF_MIN, (BACKOFF_MIN, BACKOFF_MIN * 2)),
+            (ms(0), true, ms(40), (ms(40), ms(80))),
+            (ms(0), true, ms(320), (ms(320), BACKOFF_MAX)),
+            (ms(0), true, BACKOFF_MAX, (BACKOFF_MAX, BACKOFF_MAX)),
+        ];
+        for &(since_first, ever_healthy, backoff, want) in table {
+            assert_eq!(
+                reconnect_pause(since_first, ever_healthy, backoff),
+                want,
+                "{since_first:?} {ever_healthy} {backoff:?}"
+            );
+        }
+        // From the minimum, the cap is reached and held.
+        let mut backoff = BACKOFF_MIN;
+        let pauses: Vec<Duration> = (0..7)
+            .map(|_| {
+                let (pause, next) = reconnect_pause(STARTUP_WINDOW, true, backoff);
+                backoff = next;
+                pause
+            })
+            .collect();
+        assert_eq!(pauses, [20, 40, 80, 160, 320, 500, 500].map(ms));
     }
 }
