@@ -112,6 +112,51 @@ impl Plane {
     }
 }
 
+/// What the stack asks of every control plane before it is ready: the
+/// pushes that exist, and warm workers when `NOSLATE_FC_WARM_UP` names any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    pub profiles: bool,
+    pub env: bool,
+    pub warm_up: bool,
+}
+
+/// The first thing a plane still lacks for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// Not connected, or `checkHealth` has not said healthy.
+    NotReady,
+    /// The control plane has not accepted the function profiles.
+    Profiles,
+    /// The control plane has not accepted the platform environment.
+    Env,
+    /// The warm-up functions have no ready worker yet.
+    Workers,
+}
+
+impl Plane {
+    /// The first thing this plane lacks (`None`: ready), in the order the
+    /// stack gets there: connected and healthy; then, for a control plane,
+    /// the profile and environment pushes that `wants` asks for accepted on
+    /// the current connection, and the warm-up workers ready. A data plane
+    /// is ready once healthy (LIFECYCLE.md, "Function readiness").
+    pub fn gap(&self, wants: Wants) -> Option<Gap> {
+        if self.active.is_none() || !self.healthy {
+            Some(Gap::NotReady)
+        } else if self.kind == PlaneKind::Data {
+            None
+        } else if wants.profiles && !self.profiles_pushed {
+            Some(Gap::Profiles)
+        } else if wants.env && !self.env_pushed {
+            Some(Gap::Env)
+        } else if wants.warm_up && !self.workers_warm {
+            Some(Gap::Workers)
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unary {
     Health,
@@ -659,6 +704,52 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plane's readiness, by kind, state and what the stack asks for.
+    #[test]
+    fn gap_table() {
+        use Gap::*;
+        use PlaneKind::{Control, Data};
+        let plane = |kind, connected: bool, healthy, [profiles, env, warm]: [bool; 3]| Plane {
+            kind,
+            path: PathBuf::new(),
+            active: connected.then_some(ConnKey(0)),
+            healthy,
+            backoff: BACKOFF_MIN,
+            retry_pending: false,
+            ever_healthy: healthy,
+            first_retry: None,
+            profiles_pushed: profiles,
+            env_pushed: env,
+            workers_warm: warm,
+            last_error: None,
+        };
+        let all = Wants { profiles: true, env: true, warm_up: true };
+        let none = Wants::default();
+        let (t, f) = (true, false);
+        type Row = (PlaneKind, bool, bool, [bool; 3], Wants, Option<Gap>);
+        #[rustfmt::skip]
+        let table: &[Row] = &[
+            // kind, connected, healthy, [profiles, env, workers warm], wants => gap
+            (Data, f, f, [f, f, f], none, Some(NotReady)),
+            (Data, t, f, [f, f, f], none, Some(NotReady)),
+            (Data, f, t, [f, f, f], none, Some(NotReady)), // healthy once, connection gone
+            (Data, t, t, [f, f, f], all, None),             // pushes are the control plane's
+            (Control, t, f, [t, t, t], all, Some(NotReady)),
+            (Control, t, t, [f, f, f], none, None),
+            (Control, t, t, [f, f, f], all, Some(Profiles)),
+            (Control, t, t, [t, f, f], all, Some(Env)),
+            (Control, t, t, [t, t, f], all, Some(Workers)),
+            (Control, t, t, [t, t, t], all, None),
+            (Control, t, t, [f, t, t], Wants { profiles: false, ..all }, None),
+            (Control, t, t, [t, f, t], Wants { env: false, ..all }, None),
+            (Control, t, t, [t, t, f], Wants { warm_up: false, ..all }, None),
+        ];
+        for &(kind, connected, healthy, state, wants, want) in table {
+            let got = plane(kind, connected, healthy, state).gap(wants);
+            assert_eq!(got, want, "{kind:?} connected={connected} healthy={healthy} {state:?} {wants:?}");
+        }
+    }
 
     /// Reconnecting: quick fixed retries while the stack starts, then a
     /// doubling backoff with a cap.
