@@ -13,48 +13,18 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::fc::dispatch::Allow;
-use crate::fc::{PlaneFault, ProtocolError, ResponseError};
-use crate::grpc::Status;
+use crate::fc::{InvokeError, ProtocolError, ResponseError};
 use crate::http1::response::{self, ResponseFraming};
 use crate::http1::RequestError;
+use crate::route::RouteError;
 use crate::splice::Failure;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum InvokeError {
-    /// No function configured and none chosen by header.
-    NoFunction,
-    /// The function header names something unusable.
-    BadFunctionName,
-    /// The chosen name is not in NOSLATE_FC_FUNCTIONS.
-    FunctionNotAllowed(String),
-    /// NOSLATE_FC_ROUTES has no route for the path, and there is no default.
-    NoRoute,
-    /// No data plane connected within the readiness wait.
-    NoDataPlane,
-    /// The function is in NOSLATE_FUNCTION_PROFILES, and the profiles were
-    /// not in force within the readiness wait (the reason says what was
-    /// missing).
-    ProfilesNotReady(String),
-    /// We are shutting down (`/pre-stop` or SIGTERM).
-    Draining,
-    /// Noslated reported a failure in the stream.
-    Noslated(Failure),
-    /// The gRPC call ended with a non-OK status.
-    Status(Status),
-    /// The stream or its data plane connection failed mid-invoke.
-    PlaneLost(PlaneFault),
-    /// The response broke a protocol (which one: `ProtocolError`).
-    Protocol(ProtocolError),
-    /// The invoke deadline passed before the head arrived.
-    Deadline,
-}
 
 impl InvokeError {
     /// The precise HTTP status for this failure.
     pub fn http_status(&self) -> u16 {
         match self {
-            InvokeError::NoFunction | InvokeError::BadFunctionName => 400,
-            InvokeError::FunctionNotAllowed(_) | InvokeError::NoRoute => 404,
+            InvokeError::Route(RouteError::NoFunction | RouteError::BadFunctionName) => 400,
+            InvokeError::Route(RouteError::FunctionNotAllowed(_) | RouteError::NoRoute) => 404,
             InvokeError::NoDataPlane | InvokeError::ProfilesNotReady(_) | InvokeError::Draining => 503,
             InvokeError::Deadline => 504,
             InvokeError::PlaneLost(_) | InvokeError::Protocol(_) => 502,
@@ -69,19 +39,11 @@ impl InvokeError {
         }
     }
 
-    /// Noslated's answer for a function its data plane does not have
-    /// (`DataFlowController.getBroker`: `RpcError` NOT_FOUND, sent before
-    /// anything of the request reached a function).
-    pub fn is_function_unknown(&self) -> bool {
-        matches!(self, InvokeError::Noslated(f)
-            if f.name == "Error" && f.code == Some(5) && f.message.starts_with("No function named "))
-    }
-
     /// The status FC should see for an event invocation: its own failure
     /// signal (404), except for our own refusals.
     pub fn event_status(&self) -> u16 {
         match self {
-            InvokeError::NoFunction | InvokeError::BadFunctionName => 400,
+            InvokeError::Route(RouteError::NoFunction | RouteError::BadFunctionName) => 400,
             InvokeError::Draining => 503,
             _ => 404,
         }
@@ -89,21 +51,15 @@ impl InvokeError {
 
     fn name_and_message(&self) -> (&str, String) {
         match self {
-            InvokeError::NoFunction => (
-                "NoFunction",
-                "no function to invoke: set NOSLATE_FUNCTION, configure exactly one profile in \
-                 NOSLATE_FUNCTION_PROFILES, or send x-noslate-function"
-                    .to_string(),
+            InvokeError::Route(why) => (
+                match why {
+                    RouteError::NoFunction => "NoFunction",
+                    RouteError::BadFunctionName => "BadFunctionName",
+                    RouteError::FunctionNotAllowed(_) => "FunctionNotFound",
+                    RouteError::NoRoute => "NoRoute",
+                },
+                why.to_string(),
             ),
-            InvokeError::BadFunctionName => (
-                "BadFunctionName",
-                "x-noslate-function / x-noslate-service must be 1-128 of A-Z a-z 0-9 - _ . : @".into(),
-            ),
-            // The name passed `route::function_name`: short, plain ASCII.
-            InvokeError::FunctionNotAllowed(name) => {
-                ("FunctionNotFound", format!("no function named {name:?} can be invoked here"))
-            }
-            InvokeError::NoRoute => ("NoRoute", "no function serves this path".into()),
             InvokeError::NoDataPlane => ("NoDataPlane", "noslated: no data plane connected".into()),
             InvokeError::ProfilesNotReady(why) => {
                 ("NotReady", format!("noslated: the function profiles are not in force yet: {why}"))
@@ -164,12 +120,6 @@ impl InvokeError {
     pub fn log_text(&self) -> String {
         let (name, message) = self.name_and_message();
         format!("{name}: {message}")
-    }
-}
-
-impl From<ResponseError> for InvokeError {
-    fn from(e: ResponseError) -> Self {
-        InvokeError::Protocol(ProtocolError::Response(e))
     }
 }
 
@@ -342,6 +292,8 @@ pub fn error_body(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fc::PlaneFault;
+    use crate::grpc::Status;
 
     fn failure(name: &str, message: &str, code: Option<i32>) -> InvokeError {
         InvokeError::Noslated(Failure {
@@ -366,11 +318,17 @@ mod tests {
         assert_eq!(InvokeError::NoDataPlane.event_status(), 404);
         let not_ready = InvokeError::ProfilesNotReady("cp-0.sock not ready".into());
         assert_eq!((not_ready.http_status(), not_ready.event_status()), (503, 404));
-        assert_eq!(InvokeError::NoFunction.event_status(), 400);
+        assert_eq!(InvokeError::Route(RouteError::NoFunction).event_status(), 400);
         assert_eq!(InvokeError::Deadline.http_status(), 504);
-        let not_allowed = InvokeError::FunctionNotAllowed("x".into());
+        let not_allowed = InvokeError::Route(RouteError::FunctionNotAllowed("x".into()));
         assert_eq!((not_allowed.http_status(), not_allowed.event_status()), (404, 404));
-        assert_eq!((InvokeError::NoRoute.http_status(), InvokeError::NoRoute.event_status()), (404, 404));
+        assert_eq!(
+            (
+                InvokeError::Route(RouteError::NoRoute).http_status(),
+                InvokeError::Route(RouteError::NoRoute).event_status()
+            ),
+            (404, 404)
+        );
     }
 
     #[test]

@@ -1119,7 +1119,7 @@ impl<'a> InvokeResult<'a> {
 
 /// `noslated.data.InvokeErrorResponse` (docs/noslated-protocol.md §6.4, §9).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InvokeError<'a> {
+pub struct InvokeErrorResponse<'a> {
     pub name: Option<&'a str>,
     pub message: Option<&'a str>,
     pub stack: Option<&'a str>,
@@ -1131,9 +1131,9 @@ pub struct InvokeError<'a> {
     pub code: Option<i32>,
 }
 
-impl<'a> InvokeError<'a> {
+impl<'a> InvokeErrorResponse<'a> {
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut m = InvokeError::default();
+        let mut m = InvokeErrorResponse::default();
         let mut r = Reader::new(buf);
         while let Some((field, v)) = r.next_field()? {
             match field {
@@ -1174,7 +1174,7 @@ impl<'a> InvokeError<'a> {
 /// `noslated.data.InvokeResponse`: `oneof maybe { error = 1; result = 2; }`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InvokeResponse<'a> {
-    Error(InvokeError<'a>),
+    Error(InvokeErrorResponse<'a>),
     Result(InvokeResult<'a>),
 }
 
@@ -1183,7 +1183,7 @@ pub enum InvokeResponse<'a> {
 /// [`InvokeResult::decode_each`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResponseMember<'a> {
-    Error(InvokeError<'a>),
+    Error(InvokeErrorResponse<'a>),
     Result { raw: &'a [u8], status: Option<i32>, body: Option<&'a [u8]> },
 }
 
@@ -1194,7 +1194,7 @@ impl<'a> ResponseMember<'a> {
         let mut r = Reader::new(buf);
         while let Some((field, v)) = r.next_field()? {
             match field {
-                1 => m = Some(ResponseMember::Error(InvokeError::decode(v.as_bytes(field)?)?)),
+                1 => m = Some(ResponseMember::Error(InvokeErrorResponse::decode(v.as_bytes(field)?)?)),
                 2 => {
                     let raw = v.as_bytes(field)?;
                     let (status, body) = InvokeResult::decode_each(raw, |_, _| {})?;
@@ -1492,11 +1492,11 @@ mod tests {
             body: None,
         });
         let chunk = InvokeResponse::Result(InvokeResult { status: None, headers: vec![], body: Some(b"hi") });
-        let error = InvokeResponse::Error(InvokeError {
+        let error = InvokeResponse::Error(InvokeErrorResponse {
             name: Some("Error"),
             message: Some("rate limit exceeded"),
             code: Some(8),
-            ..InvokeError::default()
+            ..InvokeErrorResponse::default()
         });
         for (msg, doc) in [(head, DOC_RESPONSE_HEAD), (chunk, DOC_BODY_CHUNK), (error, DOC_ERROR)] {
             let doc = hex(doc);
@@ -1518,7 +1518,7 @@ mod tests {
         assert_eq!(m, InvokeResponse::Result(InvokeResult { status: Some(5), ..InvokeResult::default() }));
         let bytes = hex("12 00 0a 02 38 01");
         let m = InvokeResponse::decode(&bytes).unwrap();
-        assert_eq!(m, InvokeResponse::Error(InvokeError { code: Some(1), ..InvokeError::default() }));
+        assert_eq!(m, InvokeResponse::Error(InvokeErrorResponse { code: Some(1), ..InvokeErrorResponse::default() }));
         // result{} with nothing inside is a valid (empty) chunk.
         assert_eq!(InvokeResponse::decode(&hex("12 00")).unwrap(), InvokeResponse::Result(InvokeResult::default()));
         // A wrong wire type for a oneof member.
@@ -1527,7 +1527,7 @@ mod tests {
 
     #[test]
     fn invoke_error_round_trip_all_fields() {
-        let e = InvokeResponse::Error(InvokeError {
+        let e = InvokeResponse::Error(InvokeErrorResponse {
             name: Some("NoslatedError"),
             message: Some("Noslated request failed: CanonicalCode::TIMEOUT"),
             stack: Some("at x\n at y"),
@@ -1552,7 +1552,7 @@ mod tests {
         r.encode(&mut again);
         assert_eq!(again, bytes);
         // But a string field of the error is checked.
-        assert_eq!(InvokeError::decode(&hex("12 01 ff")), Err(DecodeError::InvalidUtf8 { field: 2 }));
+        assert_eq!(InvokeErrorResponse::decode(&hex("12 01 ff")), Err(DecodeError::InvalidUtf8 { field: 2 }));
     }
 
     fn unknown_fields() -> Vec<u8> {
@@ -1720,7 +1720,7 @@ mod tests {
         assert_eq!(KeyValuePair::decode(&u).unwrap(), KeyValuePair::default());
         assert_eq!(PlaneHealthyResponse::decode(&u).unwrap(), PlaneHealthyResponse::default());
         assert_eq!(InvokeResult::decode(&u).unwrap(), InvokeResult::default());
-        assert_eq!(InvokeError::decode(&u).unwrap(), InvokeError::default());
+        assert_eq!(InvokeErrorResponse::decode(&u).unwrap(), InvokeErrorResponse::default());
         assert_eq!(InvokeRequest::decode(&u).unwrap(), InvokeRequest::default());
         let mut msg = u.clone();
         msg.extend_from_slice(&hex(DOC_BODY_CHUNK)[5..]);

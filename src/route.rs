@@ -11,7 +11,7 @@
 //! `NOSLATE_FC_TRUSTED_PEERS=any`, a trusted local caller; an HTTP invocation
 //! (`/http-invoke`) carries an end user's own headers, often from an anonymous
 //! HTTP trigger, and so does anything from inside the container under the
-//! default `remote` (`fc::dispatch::route` makes it `FcHttp`). So `x-noslate-function` / `x-noslate-service` are believed
+//! default `remote` (`fc::dispatch::endpoint` makes it `FcHttp`). So `x-noslate-function` / `x-noslate-service` are believed
 //! from the first two by default, and from end users only when the operator
 //! says so (`NOSLATE_FC_FUNCTION_HEADER=all`). A header that is not believed
 //! is ignored, as any other header of the end user's: the request is routed
@@ -22,8 +22,40 @@
 //! panics on any input.
 
 use std::borrow::Cow;
+use std::fmt;
 
-use crate::answers::InvokeError;
+/// Why no function could be chosen for an invocation. `fc::InvokeError`
+/// carries it up to the answer; it names nothing above this module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// No function configured and none chosen by header.
+    NoFunction,
+    /// The function header names something unusable.
+    BadFunctionName,
+    /// The chosen name is not in NOSLATE_FC_FUNCTIONS.
+    FunctionNotAllowed(String),
+    /// NOSLATE_FC_ROUTES has no route for the path, and there is no default.
+    NoRoute,
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::NoFunction => f.write_str(
+                "no function to invoke: set NOSLATE_FUNCTION, configure exactly one profile in \
+                 NOSLATE_FUNCTION_PROFILES, or send x-noslate-function",
+            ),
+            RouteError::BadFunctionName => {
+                f.write_str("x-noslate-function / x-noslate-service must be 1-128 of A-Z a-z 0-9 - _ . : @")
+            }
+            // The name passed `function_name`: short, plain ASCII.
+            RouteError::FunctionNotAllowed(name) => write!(f, "no function named {name:?} can be invoked here"),
+            RouteError::NoRoute => f.write_str("no function serves this path"),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
 
 /// Longest function name accepted, from a header or from configuration.
 pub const MAX_FUNCTION_NAME: usize = 128;
@@ -205,7 +237,7 @@ pub fn repeated_single_header<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [
 /// One `NOSLATE_FC_ROUTES` entry: requests whose path is `prefix` or under it
 /// (on a segment boundary) go to `function`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
+pub struct PathRoute {
     /// Starts with `/`; no trailing `/` except for the root route.
     pub prefix: String,
     /// Checked when the routes are parsed: choosing it copies it, no more.
@@ -215,7 +247,7 @@ pub struct Route {
 /// The path routes of HTTP invocations, longest prefix first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Routes {
-    table: Vec<Route>,
+    table: Vec<PathRoute>,
     /// `NOSLATE_FC_ROUTES_STRIP`: the function sees its path without the
     /// matched prefix (`/api/users/1` → `/1` under `/api/users`).
     pub strip: bool,
@@ -228,7 +260,7 @@ impl Routes {
     /// `/`, has no empty, `.` or `..` segment, and no `?`, `#`, `=`, `,`,
     /// space or control byte.
     pub fn parse(raw: &str, strip: bool) -> Result<Routes, String> {
-        let mut table: Vec<Route> = Vec::new();
+        let mut table: Vec<PathRoute> = Vec::new();
         for entry in raw.split(',').map(str::trim) {
             let Some((prefix, function)) = entry.split_once('=') else {
                 return Err(format!("{entry:?} is not <path prefix>=<function>"));
@@ -248,7 +280,7 @@ impl Routes {
             if table.iter().any(|r| r.prefix == prefix) {
                 return Err(format!("{prefix:?} is routed twice"));
             }
-            table.push(Route { prefix: prefix.to_string(), function });
+            table.push(PathRoute { prefix: prefix.to_string(), function });
         }
         table.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Routes { table, strip })
@@ -258,14 +290,14 @@ impl Routes {
         self.table.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+    pub fn iter(&self) -> impl Iterator<Item = &PathRoute> {
         self.table.iter()
     }
 
     /// The longest route whose prefix is `path` or a whole-segment ancestor
     /// of it: `/api/users` takes `/api/users` and `/api/users/1`, not
     /// `/api/usersX`. `path` excludes the query.
-    pub fn find(&self, path: &[u8]) -> Option<&Route> {
+    pub fn find(&self, path: &[u8]) -> Option<&PathRoute> {
         self.table.iter().find(|r| {
             let prefix = r.prefix.as_bytes();
             if prefix == b"/" {
@@ -329,7 +361,7 @@ pub struct Choice {
 impl Policy {
     /// Choose the function: a believed header, else (not for events) the
     /// longest matching route, else `default`.
-    pub fn choose(&self, req: &Request<'_>, default: Option<&str>) -> Result<Choice, InvokeError> {
+    pub fn choose(&self, req: &Request<'_>, default: Option<&str>) -> Result<Choice, RouteError> {
         let base = req.base_path.filter(|b| self.believes_base_path(b));
         let base_skip = if req.origin.is_event() { 0 } else { base_path_skip(req.target, base) };
         let believed = match self.header {
@@ -343,7 +375,7 @@ impl Policy {
             (None, None) => None,
         };
         if let (true, Some((raw, service))) = (believed, chosen) {
-            let name = FunctionName::new(raw).ok_or(InvokeError::BadFunctionName)?;
+            let name = FunctionName::new(raw).ok_or(RouteError::BadFunctionName)?;
             self.allow(&name)?;
             return Ok(Choice { name, service, url_skip: base_skip });
         }
@@ -359,12 +391,12 @@ impl Policy {
         }
         match default {
             Some(name) => {
-                let name = FunctionName::new(name.as_bytes()).ok_or(InvokeError::BadFunctionName)?;
+                let name = FunctionName::new(name.as_bytes()).ok_or(RouteError::BadFunctionName)?;
                 self.allow(&name)?;
                 Ok(Choice { name, service: false, url_skip: base_skip })
             }
-            None if !req.origin.is_event() && !self.routes.is_empty() => Err(InvokeError::NoRoute),
-            None => Err(InvokeError::NoFunction),
+            None if !req.origin.is_event() && !self.routes.is_empty() => Err(RouteError::NoRoute),
+            None => Err(RouteError::NoFunction),
         }
     }
 
@@ -399,11 +431,11 @@ impl Policy {
         self.allowlist.as_ref().is_none_or(|list| list.iter().any(|n| n == name))
     }
 
-    fn allow(&self, name: &str) -> Result<(), InvokeError> {
+    fn allow(&self, name: &str) -> Result<(), RouteError> {
         if self.allows(name) {
             Ok(())
         } else {
-            Err(InvokeError::FunctionNotAllowed(name.to_string()))
+            Err(RouteError::FunctionNotAllowed(name.to_string()))
         }
     }
 }
@@ -457,7 +489,7 @@ mod tests {
         }
     }
 
-    fn name(p: &Policy, r: &Request<'_>, default: Option<&str>) -> Result<(String, String), InvokeError> {
+    fn name(p: &Policy, r: &Request<'_>, default: Option<&str>) -> Result<(String, String), RouteError> {
         p.choose(r, default)
             .map(|c| (c.name.to_string(), String::from_utf8(function_url(r.target, c.url_skip).into()).unwrap()))
     }
@@ -471,7 +503,7 @@ mod tests {
         }
         // An end user's header is ignored: the default, as if it were absent.
         assert_eq!(name(&event, &req(Origin::FcHttp, f, b"/x"), Some("dflt")).unwrap().0, "dflt");
-        assert_eq!(name(&event, &req(Origin::FcHttp, f, b"/x"), None), Err(InvokeError::NoFunction));
+        assert_eq!(name(&event, &req(Origin::FcHttp, f, b"/x"), None), Err(RouteError::NoFunction));
         // Ignored means not even looked at: a bad name does not matter.
         let long = vec![b'a'; 10_000];
         assert_eq!(name(&event, &req(Origin::FcHttp, Some(&long), b"/x"), Some("d")).unwrap().0, "d");
@@ -491,7 +523,7 @@ mod tests {
         let max = vec![b'a'; MAX_FUNCTION_NAME];
         for bad in [&b""[..], b"a/b", b"../x", b"a b", b"a\x01b", b"a\x7f", b"\xff\xfe", b"caf\xc3\xa9", &long, b"a,b"]
         {
-            assert_eq!(name(&p, &req(Origin::FcEvent, Some(bad), b"/invoke"), None), Err(InvokeError::BadFunctionName));
+            assert_eq!(name(&p, &req(Origin::FcEvent, Some(bad), b"/invoke"), None), Err(RouteError::BadFunctionName));
         }
         assert!(name(&p, &req(Origin::FcEvent, Some(&max), b"/invoke"), None).is_ok());
         assert!(name(&p, &req(Origin::FcEvent, Some(b"A-z_0.9:v@1"), b"/invoke"), None).is_ok());
@@ -503,12 +535,12 @@ mod tests {
         assert_eq!(name(&p, &req(Origin::FcEvent, Some(b"b"), b"/invoke"), None).unwrap().0, "b");
         assert_eq!(
             name(&p, &req(Origin::FcEvent, Some(b"c"), b"/invoke"), None),
-            Err(InvokeError::FunctionNotAllowed("c".into()))
+            Err(RouteError::FunctionNotAllowed("c".into()))
         );
         // A default taken from the profiles file at run time is checked too.
         assert_eq!(
             name(&p, &req(Origin::LocalHttp, None, b"/"), Some("z")),
-            Err(InvokeError::FunctionNotAllowed("z".into()))
+            Err(RouteError::FunctionNotAllowed("z".into()))
         );
         assert!(p.allows("a") && !p.allows("A") && policy(FunctionHeader::Event, None, "", false).allows("x"));
     }
@@ -535,14 +567,14 @@ mod tests {
             assert_eq!((got.0.as_str(), got.1.as_bytes()), (*want, *target), "{}", String::from_utf8_lossy(target));
         }
         // Events never use routes.
-        assert_eq!(name(&p, &req(Origin::FcEvent, None, b"/api/users"), None), Err(InvokeError::NoFunction));
+        assert_eq!(name(&p, &req(Origin::FcEvent, None, b"/api/users"), None), Err(RouteError::NoFunction));
         // No root route and no default: 404 NoRoute; with a default: the default.
         let p = policy(FunctionHeader::Event, None, "/api=api", false);
-        assert_eq!(name(&p, &req(Origin::FcHttp, None, b"/web"), None), Err(InvokeError::NoRoute));
+        assert_eq!(name(&p, &req(Origin::FcHttp, None, b"/web"), None), Err(RouteError::NoRoute));
         assert_eq!(name(&p, &req(Origin::LocalHttp, None, b"/web"), Some("d")).unwrap().0, "d");
         // A non-origin-form target ("*") matches no route, not even the root.
         let p = policy(FunctionHeader::Event, None, "/=web", false);
-        assert_eq!(name(&p, &req(Origin::FcHttp, None, b"*"), None), Err(InvokeError::NoRoute));
+        assert_eq!(name(&p, &req(Origin::FcHttp, None, b"*"), None), Err(RouteError::NoRoute));
         // A believed header wins over the routes.
         assert_eq!(name(&p, &req(Origin::LocalHttp, Some(b"h"), b"/x"), None).unwrap().0, "h");
     }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use noslate_fc::fc::dispatch::{self, Peer, Route, MAX_FUNCTION_TIMEOUT_SECS, MAX_INIT_TIMEOUT_SECS};
+use noslate_fc::fc::dispatch::{self, Endpoint, Peer, MAX_FUNCTION_TIMEOUT_SECS, MAX_INIT_TIMEOUT_SECS};
 use noslate_fc::fc::request::{first_message, InvokeTarget};
 use noslate_fc::fc::response::{ResponseWriter, FINAL_STATUSES};
 use noslate_fc::fc::{OutQueue, Scratch};
@@ -80,18 +80,18 @@ fn check_numbers(head: &RequestHead) {
 }
 
 fn check_route(head: &RequestHead) {
-    let from_fc = dispatch::route(head, Peer::Fc);
-    let inside = dispatch::route(head, Peer::Container);
+    let from_fc = dispatch::endpoint(head, Peer::Fc);
+    let inside = dispatch::endpoint(head, Peer::Container);
     let repeated = head.headers().any(|(name, _)| {
         SINGLE_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
             && head.headers().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count() > 1
     });
     if repeated {
-        assert!(matches!(from_fc, Route::Ambiguous(_)) && matches!(inside, Route::Ambiguous(_)));
+        assert!(matches!(from_fc, Endpoint::Ambiguous(_)) && matches!(inside, Endpoint::Ambiguous(_)));
         return;
     }
-    assert_eq!(inside, Route::Invoke(Origin::FcHttp), "the container is an end user");
-    let Route::Invoke(origin) = from_fc else { return };
+    assert_eq!(inside, Endpoint::Invoke(Origin::FcHttp), "the container is an end user");
+    let Endpoint::Invoke(origin) = from_fc else { return };
     for header in [FunctionHeader::Event, FunctionHeader::All, FunctionHeader::Off] {
         for base_path in [None, Some("/app".to_string())] {
             let routes = Routes::parse("/app=web,/admin=admin", false).expect("valid routes");

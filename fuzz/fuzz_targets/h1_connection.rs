@@ -1,6 +1,6 @@
 //! The input side of a whole HTTP/1.1 server connection through the FC
 //! exchange core, as the event loop drives it: the loop's own steps are
-//! `HeadParser::parse` then, per head, `fc::dispatch::route` and an
+//! `HeadParser::parse` then, per head, `fc::dispatch::endpoint` and an
 //! `fc::RequestBody` — `take_inline` (the body inside the first
 //! `InvokeRequest`, `fc::request::first_message`) and `next` (body messages
 //! announced whole, filled slice by slice). Only the reading of the socket is
@@ -46,7 +46,7 @@ use noslate_fc::route::{function_name, function_url, FunctionHeader, Origin, Pol
 /// allowed, well-formed name and a URL cut inside the target; a refusal
 /// names a cause. (SECURITY.md's "function choice" lines.)
 fn check_function_choice(head: &RequestHead) {
-    let dispatch::Route::Invoke(origin) = dispatch::route(head, dispatch::Peer::Fc) else { return };
+    let dispatch::Endpoint::Invoke(origin) = dispatch::endpoint(head, dispatch::Peer::Fc) else { return };
     let allowlist = Some(vec!["users".into(), "api".into(), "web".into(), "echo".into()]);
     for header in [FunctionHeader::Event, FunctionHeader::All, FunctionHeader::Off] {
         for strip in [false, true] {
@@ -222,7 +222,7 @@ fn describe(head: &RequestHead) -> String {
         head.keep_alive(),
         head.expects_continue(),
         headers,
-        dispatch::route(head, dispatch::Peer::Fc),
+        dispatch::endpoint(head, dispatch::Peer::Fc),
     )
 }
 

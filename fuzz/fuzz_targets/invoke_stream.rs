@@ -31,14 +31,13 @@ use std::io::IoSlice;
 use arbitrary::{Result, Unstructured};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use noslate_fc::answers::InvokeError as Failed;
-use noslate_fc::fc::{OutQueue, Progress, ResponseSplice, Scratch};
+use noslate_fc::fc::{InvokeError, OutQueue, Progress, ResponseSplice, Scratch};
 use noslate_fc::grpc::{self, MESSAGE_PREFIX_LEN};
 use noslate_fc::h2::frame::{self, flag, kind};
 use noslate_fc::h2::{ClientConnection, Config, ErrorCode, Event, FrameHead, HeaderList};
 use noslate_fc::hpack;
 use noslate_fc::http1::{HeadParser, Limits};
-use noslate_fc::proto::{self, InvokeError, InvokeResponse, InvokeResult};
+use noslate_fc::proto::{self, InvokeErrorResponse, InvokeResponse, InvokeResult};
 use noslate_fc::splice::{Failure, Piece, ResponseDecoder, SpliceError, MAX_BUFFERED_MESSAGE};
 
 /// Largest generated message stream (keeps executions fast).
@@ -198,7 +197,7 @@ fn message(u: &mut Unstructured<'_>, budget: usize) -> Result<Vec<u8>> {
             let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
             let (name, message, stack) = (text(&name), text(&message), text(&stack));
             let code = if u.arbitrary()? { Some(u.arbitrary()?) } else { None };
-            InvokeResponse::Error(InvokeError {
+            InvokeResponse::Error(InvokeErrorResponse {
                 name: Some(&name).filter(|n| !n.is_empty()).map(|s| s.as_str()),
                 message: Some(message.as_str()),
                 stack: Some(stack.as_str()).filter(|_| rare(u, 2).unwrap_or(false)),
@@ -465,10 +464,10 @@ struct Http {
     head: Vec<u8>,
     body: Vec<u8>,
     last_chunk: bool,
-    outcome: Option<std::result::Result<Progress, Failed>>,
+    outcome: Option<std::result::Result<Progress, InvokeError>>,
 }
 
-fn read_http(out: &OutQueue, outcome: Option<std::result::Result<Progress, Failed>>) -> Http {
+fn read_http(out: &OutQueue, outcome: Option<std::result::Result<Progress, InvokeError>>) -> Http {
     let bytes: Vec<u8> = out.segments().flat_map(|s| s.iter().copied()).collect();
     let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
         assert!(bytes.is_empty(), "a partial head was written");
@@ -539,7 +538,7 @@ fn h2_splice(u: &mut Unstructured<'_>) -> Result<()> {
     // The FC core, as `server/invoke.rs` calls it.
     let mut splice = ResponseSplice::new(&request);
     let (mut http, mut scratch, mut pieces) = (OutQueue::default(), Scratch::default(), Vec::new());
-    let mut outcome: Option<std::result::Result<Progress, Failed>> = None;
+    let mut outcome: Option<std::result::Result<Progress, InvokeError>> = None;
     let mut head_fields: Option<HeaderList> = None;
     let mut trailers: Option<HeaderList> = None;
     let mut unreleased = 0usize;

@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use crate::answers::InvokeError;
 use crate::http1::request::{BodyFraming, RequestHead, Version};
-use crate::route::{Choice, Origin, Policy, Request};
+use crate::route::{Choice, Origin, Policy, Request, RouteError};
 
 /// `x-fc-function-timeout` above this is ignored (a day, FC's longest
 /// function timeout, docs/fc-contract.md §9): a caller must not hold a worker
@@ -35,7 +34,7 @@ pub enum Allow {
 
 /// What the request head asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum Endpoint {
     /// An invocation: an event or an HTTP invocation, from FC or local.
     Invoke(Origin),
     Initialize,
@@ -106,28 +105,28 @@ impl TrustedPeers {
 /// Route one request head from `peer`. A request from inside the container
 /// is an HTTP invocation whatever it says: it runs no hook, marks no event,
 /// and chooses nothing an end user cannot (`Origin::FcHttp`).
-pub fn route(head: &RequestHead, peer: Peer) -> Route {
+pub fn endpoint(head: &RequestHead, peer: Peer) -> Endpoint {
     if let Some(name) = crate::route::repeated_single_header(head.headers()) {
-        return Route::Ambiguous(name);
+        return Endpoint::Ambiguous(name);
     }
     if peer == Peer::Container {
-        return Route::Invoke(Origin::FcHttp);
+        return Endpoint::Invoke(Origin::FcHttp);
     }
     match head.header("x-fc-control-path") {
-        Some(b"/invoke") => Route::Invoke(Origin::FcEvent),
-        Some(b"/http-invoke") => Route::Invoke(Origin::FcHttp),
-        Some(b"/initialize") => Route::Initialize,
-        Some(b"/pre-freeze") => Route::PreFreeze,
-        Some(b"/pre-stop") => Route::PreStop,
-        Some(_) => Route::BadControlPath,
+        Some(b"/invoke") => Endpoint::Invoke(Origin::FcEvent),
+        Some(b"/http-invoke") => Endpoint::Invoke(Origin::FcHttp),
+        Some(b"/initialize") => Endpoint::Initialize,
+        Some(b"/pre-freeze") => Endpoint::PreFreeze,
+        Some(b"/pre-stop") => Endpoint::PreStop,
+        Some(_) => Endpoint::BadControlPath,
         None => match (head.method(), head.path()) {
-            (b"POST", b"/invoke") => Route::Invoke(Origin::LocalEvent),
-            (b"POST", b"/initialize") => Route::Initialize,
-            (b"GET", b"/pre-freeze") => Route::PreFreeze,
-            (b"GET", b"/pre-stop") => Route::PreStop,
-            (_, b"/initialize") | (_, b"/invoke") => Route::WrongMethod(Allow::Post),
-            (_, b"/pre-freeze") | (_, b"/pre-stop") => Route::WrongMethod(Allow::Get),
-            _ => Route::Invoke(Origin::LocalHttp),
+            (b"POST", b"/invoke") => Endpoint::Invoke(Origin::LocalEvent),
+            (b"POST", b"/initialize") => Endpoint::Initialize,
+            (b"GET", b"/pre-freeze") => Endpoint::PreFreeze,
+            (b"GET", b"/pre-stop") => Endpoint::PreStop,
+            (_, b"/initialize") | (_, b"/invoke") => Endpoint::WrongMethod(Allow::Post),
+            (_, b"/pre-freeze") | (_, b"/pre-stop") => Endpoint::WrongMethod(Allow::Get),
+            _ => Endpoint::Invoke(Origin::LocalHttp),
         },
     }
 }
@@ -291,7 +290,7 @@ pub fn choose(
     origin: Origin,
     policy: &Policy,
     default: Option<&str>,
-) -> Result<Choice, InvokeError> {
+) -> Result<Choice, RouteError> {
     let request = Request {
         origin,
         function: head.header("x-noslate-function"),
@@ -325,30 +324,30 @@ mod tests {
 
     #[test]
     fn routes_by_control_path_then_by_method_and_path() {
-        let cases: &[(&str, Route)] = &[
-            ("POST /x HTTP/1.1\r\nx-fc-control-path: /invoke\r\n", Route::Invoke(Origin::FcEvent)),
-            ("GET /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\n", Route::Invoke(Origin::FcHttp)),
-            ("POST /x HTTP/1.1\r\nx-fc-control-path: /initialize\r\n", Route::Initialize),
-            ("GET /x HTTP/1.1\r\nx-fc-control-path: /pre-freeze\r\n", Route::PreFreeze),
-            ("GET /x HTTP/1.1\r\nx-fc-control-path: /pre-stop\r\n", Route::PreStop),
-            ("GET /x HTTP/1.1\r\nx-fc-control-path: /nope\r\n", Route::BadControlPath),
-            ("POST /invoke HTTP/1.1\r\n", Route::Invoke(Origin::LocalEvent)),
-            ("GET /invoke HTTP/1.1\r\n", Route::WrongMethod(Allow::Post)),
-            ("POST /initialize HTTP/1.1\r\n", Route::Initialize),
-            ("GET /initialize HTTP/1.1\r\n", Route::WrongMethod(Allow::Post)),
-            ("GET /pre-freeze HTTP/1.1\r\n", Route::PreFreeze),
-            ("POST /pre-freeze HTTP/1.1\r\n", Route::WrongMethod(Allow::Get)),
-            ("GET /pre-stop HTTP/1.1\r\n", Route::PreStop),
-            ("PUT /pre-stop HTTP/1.1\r\n", Route::WrongMethod(Allow::Get)),
-            ("GET /pre-stop?x HTTP/1.1\r\n", Route::PreStop),
-            ("GET /anything HTTP/1.1\r\n", Route::Invoke(Origin::LocalHttp)),
+        let cases: &[(&str, Endpoint)] = &[
+            ("POST /x HTTP/1.1\r\nx-fc-control-path: /invoke\r\n", Endpoint::Invoke(Origin::FcEvent)),
+            ("GET /x HTTP/1.1\r\nx-fc-control-path: /http-invoke\r\n", Endpoint::Invoke(Origin::FcHttp)),
+            ("POST /x HTTP/1.1\r\nx-fc-control-path: /initialize\r\n", Endpoint::Initialize),
+            ("GET /x HTTP/1.1\r\nx-fc-control-path: /pre-freeze\r\n", Endpoint::PreFreeze),
+            ("GET /x HTTP/1.1\r\nx-fc-control-path: /pre-stop\r\n", Endpoint::PreStop),
+            ("GET /x HTTP/1.1\r\nx-fc-control-path: /nope\r\n", Endpoint::BadControlPath),
+            ("POST /invoke HTTP/1.1\r\n", Endpoint::Invoke(Origin::LocalEvent)),
+            ("GET /invoke HTTP/1.1\r\n", Endpoint::WrongMethod(Allow::Post)),
+            ("POST /initialize HTTP/1.1\r\n", Endpoint::Initialize),
+            ("GET /initialize HTTP/1.1\r\n", Endpoint::WrongMethod(Allow::Post)),
+            ("GET /pre-freeze HTTP/1.1\r\n", Endpoint::PreFreeze),
+            ("POST /pre-freeze HTTP/1.1\r\n", Endpoint::WrongMethod(Allow::Get)),
+            ("GET /pre-stop HTTP/1.1\r\n", Endpoint::PreStop),
+            ("PUT /pre-stop HTTP/1.1\r\n", Endpoint::WrongMethod(Allow::Get)),
+            ("GET /pre-stop?x HTTP/1.1\r\n", Endpoint::PreStop),
+            ("GET /anything HTTP/1.1\r\n", Endpoint::Invoke(Origin::LocalHttp)),
             (
                 "GET /x HTTP/1.1\r\nx-fc-control-path: /pre-stop\r\nX-FC-Control-Path: /http-invoke\r\n",
-                Route::Ambiguous("x-fc-control-path"),
+                Endpoint::Ambiguous("x-fc-control-path"),
             ),
             (
                 "POST /invoke HTTP/1.1\r\nx-noslate-function: a\r\nx-noslate-function: b\r\n",
-                Route::Ambiguous("x-noslate-function"),
+                Endpoint::Ambiguous("x-noslate-function"),
             ),
         ];
         // Issue #20 item 6: every x-fc-* header noslate-fc reads is refused
@@ -359,17 +358,17 @@ mod tests {
             .map(|name| format!("POST /invoke HTTP/1.1\r\n{name}: 1\r\nhost: h\r\n{}: 2\r\n", name.to_uppercase()))
             .collect();
         for (text, name) in texts.iter().zip(crate::route::SINGLE_HEADERS) {
-            cases.push((text.as_str(), Route::Ambiguous(name)));
+            cases.push((text.as_str(), Endpoint::Ambiguous(name)));
         }
         for name in ["x-fc-request-id", "x-fc-function-timeout", "x-fc-initialization-timeout", "x-fc-region"] {
             assert!(crate::route::SINGLE_HEADERS.contains(&name), "{name}");
         }
         for (text, want) in cases {
-            assert_eq!(route(&head(&format!("{text}\r\n")), Peer::Fc), want, "{text:?}");
+            assert_eq!(endpoint(&head(&format!("{text}\r\n")), Peer::Fc), want, "{text:?}");
             // Issue #20 item 5: from inside the container, every request is
             // an end user's HTTP invocation (repeats are still refused).
-            let inside = if matches!(want, Route::Ambiguous(_)) { want } else { Route::Invoke(Origin::FcHttp) };
-            assert_eq!(route(&head(&format!("{text}\r\n")), Peer::Container), inside, "{text:?}");
+            let inside = if matches!(want, Endpoint::Ambiguous(_)) { want } else { Endpoint::Invoke(Origin::FcHttp) };
+            assert_eq!(endpoint(&head(&format!("{text}\r\n")), Peer::Container), inside, "{text:?}");
         }
     }
 
@@ -459,7 +458,7 @@ mod tests {
         let c = choose(&h, Origin::FcEvent, &policy, None).unwrap();
         assert_eq!((c.name.as_str(), c.service), ("svc", true));
         let h = head("GET /p HTTP/1.1\r\nx-noslate-function: f\r\n\r\n");
-        assert_eq!(choose(&h, Origin::FcHttp, &policy, None), Err(InvokeError::NoFunction));
+        assert_eq!(choose(&h, Origin::FcHttp, &policy, None), Err(RouteError::NoFunction));
         assert_eq!(choose(&h, Origin::FcHttp, &policy, Some("d")).unwrap().name, "d");
     }
 }

@@ -1,14 +1,64 @@
-//! Why an invocation failed below the FC layer, each cause carrying its own
-//! layer's error type (h2, gRPC, splice, the response framing) up to the
-//! answer: nothing is turned into a `String` on the way. `answers.rs` maps
-//! them to statuses and bodies, once, at the top.
+//! Why an invocation failed: [`InvokeError`], each cause carrying its own
+//! layer's error type (routing, h2, gRPC, splice, the response framing) up
+//! to the answer: nothing is turned into a `String` on the way. The type
+//! lives here, below `route` and `answers` users alike, so that no layer
+//! imports it from above; `answers.rs` maps it to statuses and bodies, once,
+//! at the top.
 
 use std::fmt;
 use std::io;
 
 use crate::grpc::{GrpcError, Status};
 use crate::h2::{ConnError, ErrorCode, OpenError};
-use crate::splice::SpliceError;
+use crate::route::RouteError;
+use crate::splice::{Failure, SpliceError};
+
+/// Why an invocation failed, by cause; `answers.rs` turns it into a reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvokeError {
+    /// No function could be chosen (`route::Policy::choose`).
+    Route(RouteError),
+    /// No data plane connected within the readiness wait.
+    NoDataPlane,
+    /// The function is in NOSLATE_FUNCTION_PROFILES, and the profiles were
+    /// not in force within the readiness wait (the reason says what was
+    /// missing).
+    ProfilesNotReady(String),
+    /// We are shutting down (`/pre-stop` or SIGTERM).
+    Draining,
+    /// Noslated reported a failure in the stream.
+    Noslated(Failure),
+    /// The gRPC call ended with a non-OK status.
+    Status(Status),
+    /// The stream or its data plane connection failed mid-invoke.
+    PlaneLost(PlaneFault),
+    /// The response broke a protocol (which one: `ProtocolError`).
+    Protocol(ProtocolError),
+    /// The invoke deadline passed before the head arrived.
+    Deadline,
+}
+
+impl InvokeError {
+    /// Noslated's answer for a function its data plane does not have
+    /// (`DataFlowController.getBroker`: `RpcError` NOT_FOUND, sent before
+    /// anything of the request reached a function).
+    pub fn is_function_unknown(&self) -> bool {
+        matches!(self, InvokeError::Noslated(f)
+            if f.name == "Error" && f.code == Some(5) && f.message.starts_with("No function named "))
+    }
+}
+
+impl From<RouteError> for InvokeError {
+    fn from(e: RouteError) -> Self {
+        InvokeError::Route(e)
+    }
+}
+
+impl From<ResponseError> for InvokeError {
+    fn from(e: ResponseError) -> Self {
+        InvokeError::Protocol(ProtocolError::Response(e))
+    }
+}
 
 /// The function's response broke HTTP/1.1 framing as it promised it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

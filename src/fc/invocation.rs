@@ -22,6 +22,15 @@ use crate::route::{Choice, Origin};
 /// fires first with a meaningful error (docs/noslated-protocol.md §8).
 pub const GRPC_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
+/// A stream refused before any processing is retried this often.
+pub const MAX_RETRIES: u8 = 3;
+/// Pauses before retrying a function of the profiles that the data plane
+/// did not know (`Server::retry_unknown_function`): short, since the window
+/// is usually a control plane's push in flight; capped so a data plane that
+/// gets the profiles late is tried again within a quarter second.
+pub const UNKNOWN_RETRY_MIN: Duration = Duration::from_millis(20);
+pub const UNKNOWN_RETRY_MAX: Duration = Duration::from_millis(250);
+
 /// One instant on both clocks: the monotonic one (timers) and the wall
 /// clock (the `deadline` field, ms since the Unix epoch).
 #[derive(Clone, Copy, Debug)]
@@ -146,6 +155,24 @@ impl Invocation {
     }
 }
 
+/// Whether an invocation whose stream failed underneath it is sent again on
+/// another stream: the failure says the data plane processed nothing of it
+/// (`refused`: REFUSED_STREAM, or beyond a GOAWAY's last stream id), the
+/// invocation still holds every byte it sent (`Invocation::retryable`), and
+/// it has been retried fewer than `MAX_RETRIES` times.
+pub fn retries_stream(refused: bool, retryable: bool, retries: u8) -> bool {
+    refused && retryable && retries < MAX_RETRIES
+}
+
+/// The pause before asking again for a function the data plane did not know
+/// yet: the last pause (`last`, zero at first) doubled, within
+/// `UNKNOWN_RETRY_MIN..=UNKNOWN_RETRY_MAX`, if the retry still comes before
+/// `until` (the end of the readiness wait). `None`: answer with the failure.
+pub fn unknown_function_pause(now: Instant, until: Instant, last: Duration) -> Option<Duration> {
+    let pause = (last * 2).clamp(UNKNOWN_RETRY_MIN, UNKNOWN_RETRY_MAX);
+    (now + pause < until).then_some(pause)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +239,46 @@ mod tests {
         assert!(inv.take_continue());
         assert_eq!(inv.unread_body(), Some(2));
         assert!(!inv.take_continue());
+    }
+
+    /// A failed stream is retried only when refused, lossless, and under the
+    /// retry budget.
+    #[test]
+    fn retries_stream_table() {
+        #[rustfmt::skip]
+        let table: &[(bool, bool, u8, bool)] = &[
+            // refused, retryable, retries so far => retry
+            (true, true, 0, true),
+            (true, true, MAX_RETRIES - 1, true),
+            (true, true, MAX_RETRIES, false),
+            (false, true, 0, false), // the data plane may have processed it
+            (true, false, 0, false), // body or response bytes are gone
+        ];
+        for &(refused, retryable, retries, want) in table {
+            assert_eq!(retries_stream(refused, retryable, retries), want, "{refused} {retryable} {retries}");
+        }
+    }
+
+    /// Unknown-function retries double from the minimum up to the cap, and
+    /// stop when the next one would not come before the readiness wait ends.
+    #[test]
+    fn unknown_function_pause_table() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        #[rustfmt::skip]
+        let table: &[(Duration, Duration, Option<Duration>)] = &[
+            // until - now, last pause => pause
+            (ms(10_000), Duration::ZERO, Some(UNKNOWN_RETRY_MIN)),
+            (ms(10_000), ms(20), Some(ms(40))),
+            (ms(10_000), ms(100), Some(ms(200))),
+            (ms(10_000), ms(200), Some(UNKNOWN_RETRY_MAX)),
+            (ms(10_000), UNKNOWN_RETRY_MAX, Some(UNKNOWN_RETRY_MAX)),
+            (ms(41), ms(20), Some(ms(40))),
+            (ms(40), ms(20), None), // would come at the end of the wait
+            (ms(0), Duration::ZERO, None),
+        ];
+        for &(left, last, want) in table {
+            assert_eq!(unknown_function_pause(t0, t0 + left, last), want, "{left:?} {last:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! * [`request`] — the head → the first `InvokeRequest`, the body → messages;
 //! * [`response`] — Noslated's response → HTTP/1.1 response bytes;
 //! * [`invocation`] — one invocation's state, tying the two halves;
-//! * [`error`] — the typed causes of a failed invocation;
+//! * [`error`] — the typed causes of a failed invocation ([`InvokeError`]);
 //! * [`out`] — the client output queue and scratch heads.
 //!
 //! `server/` drives it: it owns the sockets, readiness and timers, and acts on
@@ -22,8 +22,8 @@ pub mod out;
 pub mod request;
 pub mod response;
 
-pub use dispatch::Route;
-pub use error::{IoOp, PlaneFault, ProtocolError, ResponseError};
+pub use dispatch::Endpoint;
+pub use error::{InvokeError, IoOp, PlaneFault, ProtocolError, ResponseError};
 pub use invocation::{Invocation, Now};
 pub use out::{OutQueue, Scratch};
 pub use request::{BodyStep, RequestBody};

@@ -14,9 +14,8 @@
 use bytes::Bytes;
 
 use super::dispatch::supports_chunked;
-use super::error::{ProtocolError, ResponseError};
+use super::error::{InvokeError, ProtocolError, ResponseError};
 use super::out::{Fields, OutQueue, Scratch};
-use crate::answers::InvokeError;
 use crate::grpc;
 use crate::h2::HeaderList;
 use crate::http1::request::RequestHead;

@@ -43,6 +43,7 @@ use super::frame::{
     MAX_MAX_FRAME_SIZE, MAX_STREAM_ID, MAX_WINDOW_SIZE,
 };
 use super::state::{EndStream, Remote, State};
+use super::HeaderList;
 use crate::hpack;
 use crate::idmap::IdMap;
 use crate::pool::BufPool;
@@ -51,9 +52,6 @@ mod send;
 
 /// Local handle of a stream (a slab key).
 pub type StreamRef = usize;
-
-/// Decoded header fields in wire order, pseudo-headers included.
-pub type HeaderList = Vec<(Bytes, Bytes)>;
 
 /// Smallest reservation of the header arena: a whole response head and its
 /// trailers without growing.

@@ -12,5 +12,10 @@ pub mod flow;
 pub mod frame;
 mod state;
 
-pub use conn::{ClientConnection, Config, ConnError, Event, HeaderList, OpenError, StreamRef};
+pub use conn::{ClientConnection, Config, ConnError, Event, OpenError, StreamRef};
 pub use frame::{decode_frame, ErrorCode, Frame, FrameError, FrameHead, FRAME_HEAD_LEN};
+
+/// Decoded header fields in wire order, pseudo-headers included. It lives
+/// here, not in `conn`, because both `conn` and `state` (a queued head) hold
+/// one, and `state` sits below `conn`.
+pub type HeaderList = Vec<(bytes::Bytes, bytes::Bytes)>;

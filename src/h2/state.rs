@@ -13,7 +13,7 @@
 //! when its HEADERS are queued, so the id-less **queued** state stands in for
 //! §5.1 "idle" (nothing about it is on the wire yet).
 
-use super::conn::HeaderList;
+use super::HeaderList;
 
 /// See the module documentation.
 #[derive(Debug)]

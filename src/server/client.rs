@@ -14,7 +14,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
@@ -22,8 +22,9 @@ use mio::Interest;
 
 use super::invoke::{Invoke, Step};
 use super::{ClientKey, ClientTimer, Server, Timer};
-use crate::answers::{Answer, InvokeError};
-use crate::fc::dispatch::{self, Peer, RequestId, Route};
+use crate::answers::Answer;
+use crate::fc::dispatch::{self, Endpoint, Peer, RequestId};
+use crate::fc::InvokeError;
 use crate::fc::{Marker, OutQueue};
 use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
@@ -211,7 +212,7 @@ impl Server {
                     // the backlog; stop accepting briefly instead of spinning.
                     eprintln!("noslate-fc: accept failed: {e}; pausing accepts for 100 ms");
                     self.accept_paused = true;
-                    self.timers.add(Instant::now() + std::time::Duration::from_millis(100), Timer::ResumeAccept);
+                    self.timers.add(self.now + std::time::Duration::from_millis(100), Timer::ResumeAccept);
                     return;
                 }
             }
@@ -348,7 +349,7 @@ impl Server {
             let sink = &mut self.landing[..];
             let n = io::Read::read(&mut c.sock, sink)?;
             c.readable = n == sink.len() || c.read_closed;
-            *last_read = Instant::now();
+            *last_read = self.now;
             return Ok(n);
         }
         if !body && c.rbuf.is_empty() {
@@ -538,11 +539,11 @@ impl Server {
         // there is none to skip. A routing header given twice or an unknown
         // control path: nothing runs, the body is not read, it closes.
         let reusable = dispatch::reusable_without_body(&head);
-        match dispatch::route(&head, self.clients[key].peer) {
-            Route::Ambiguous(name) => self.queue_answer(key, &Answer::ambiguous(name), false),
-            Route::WrongMethod(allow) => self.queue_answer(key, &Answer::wrong_method(allow), reusable),
-            Route::BadControlPath => self.queue_answer(key, &Answer::bad_control_path(), false),
-            Route::Invoke(origin) => {
+        match dispatch::endpoint(&head, self.clients[key].peer) {
+            Endpoint::Ambiguous(name) => self.queue_answer(key, &Answer::ambiguous(name), false),
+            Endpoint::WrongMethod(allow) => self.queue_answer(key, &Answer::wrong_method(allow), reusable),
+            Endpoint::BadControlPath => self.queue_answer(key, &Answer::bad_control_path(), false),
+            Endpoint::Invoke(origin) => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::Invoke, &request_id);
                 match self.new_invoke(head, origin, request_id) {
@@ -566,11 +567,11 @@ impl Server {
                     }
                 }
             }
-            Route::PreFreeze => {
+            Endpoint::PreFreeze => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::PreFreeze, &request_id);
                 // FC freezes the instance after this answer (docs/fc-contract.md §10.2).
-                self.pre_freeze_at = Some(Instant::now());
+                self.pre_freeze_at = Some(self.now);
                 self.clients[key].phase = Phase::Answered {
                     marker: Marker::PreFreeze,
                     request_id,
@@ -580,19 +581,19 @@ impl Server {
                 };
                 self.end_exchange(key, Ending::Answer(Answer::pre_freeze()));
             }
-            Route::PreStop => {
+            Endpoint::PreStop => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::PreStop, &request_id);
                 self.clients[key].phase = Phase::PreStop { request_id };
                 self.begin_shutdown("/pre-stop");
             }
-            Route::Initialize => {
+            Endpoint::Initialize => {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::Initialize, &request_id);
                 let timeout = dispatch::init_timeout(&head, self.cfg.init_timeout);
                 self.clients[key].phase = Phase::Init { keep_alive: reusable, request_id };
                 let gen = self.clients[key].gen;
-                self.client_timer_add(key, Instant::now() + timeout, gen, ClientTimer::Init);
+                self.client_timer_add(key, self.now + timeout, gen, ClientTimer::Init);
                 self.check_initialize();
             }
         }
@@ -648,12 +649,8 @@ impl Server {
                 return;
             }
         };
-        // Keep the connection only if the unread rest of the body can be
-        // dropped (a hook is only reusable without one).
-        let keep = match rest {
-            Rest::Nothing => keep_alive,
-            Rest::Body(left) => keep_alive && self.can_discard(left),
-        };
+        let after = after_exchange(rest, keep_alive, immediate, self.cfg.linger);
+        let keep = after.keeps();
         let answer = match ending {
             Ending::Complete => None,
             Ending::Answer(answer) => Some(answer),
@@ -696,15 +693,11 @@ impl Server {
             // The instance may be frozen right after this answer.
             self.log.flush();
         }
-        match rest {
-            Rest::Body(Some(left)) if keep => self.finish_exchange_discarding(key, left),
-            Rest::Body(_) => self.finish_exchange(key, false),
-            // Answered while its head was being processed (`/pre-freeze`):
-            // `process_client` goes on to a pipelined request itself (no
-            // recursion per pipelined request), and the answer closes the
-            // connection if it must.
-            Rest::Nothing if immediate => {}
-            Rest::Nothing => self.finish_exchange(key, keep),
+        match after {
+            AfterExchange::Keep => self.finish_exchange(key, true),
+            AfterExchange::Discard { left } => self.finish_exchange_discarding(key, left),
+            AfterExchange::Close => self.finish_exchange(key, false),
+            AfterExchange::InPlace { .. } => {}
         }
     }
 
@@ -772,20 +765,10 @@ impl Server {
         self.after_client_closed();
     }
 
-    /// Can an exchange answered before its body was read keep the
-    /// connection? `left` is the unread rest of the body (None: unknown, as
-    /// with chunked coding).
-    fn can_discard(&self, left: Option<u64>) -> bool {
-        !self.cfg.linger.is_zero() && left.is_some_and(|n| n <= DISCARD_MAX)
-    }
-
     /// Like `finish_exchange(key, true)`, after an answer that left `left`
-    /// bytes of the body unread (`can_discard` said yes): they are read and
-    /// dropped first, within `NOSLATE_FC_LINGER_MS`.
+    /// bytes of the body unread (`after_exchange` said `Discard`): they are
+    /// read and dropped first, within `NOSLATE_FC_LINGER_MS`.
     fn finish_exchange_discarding(&mut self, key: ClientKey, left: u64) {
-        if left == 0 {
-            return self.finish_exchange(key, true);
-        }
         let gen = self.gen();
         let Some(c) = self.clients.get_mut(key) else { return };
         c.phase = Phase::Discard { left };
@@ -795,7 +778,7 @@ impl Server {
             self.timers.cancel(t);
         }
         c.idle_timer_pending = false;
-        let at = Instant::now() + self.cfg.linger;
+        let at = self.now + self.cfg.linger;
         self.client_timer_add(key, at, gen, ClientTimer::Linger);
         self.mark_client(key);
         self.after_client_closed();
@@ -808,12 +791,12 @@ impl Server {
     /// and read and drop until the client closes or a bound passes.
     fn close_or_linger(&mut self, key: ClientKey) {
         let Some(c) = self.clients.get(key) else { return };
-        if c.peer_gone || self.cfg.linger.is_zero() || matches!(c.phase, Phase::Linger { .. }) {
+        if !lingers(c.peer_gone, self.cfg.linger, matches!(c.phase, Phase::Linger { .. })) {
             return self.close_client(key);
         }
         // Whatever was still in progress (a response cut short) is over.
         self.end_exchange(key, Ending::Abandoned("connection closed"));
-        let now = Instant::now();
+        let now = self.now;
         let gen = self.gen();
         let c = &mut self.clients[key];
         if c.sock.shutdown(std::net::Shutdown::Write).is_err() {
@@ -828,8 +811,9 @@ impl Server {
         c.gen = gen;
         self.pool.release(&mut c.rbuf, &mut c.rbuf_carved);
         c.readable = true;
-        c.phase = Phase::Linger { until: now + self.cfg.linger, last_read: now };
-        let at = (now + self.cfg.linger_timeout).min(now + self.cfg.linger);
+        let until = now + self.cfg.linger;
+        c.phase = Phase::Linger { until, last_read: now };
+        let at = linger_bound(until, now, self.cfg.linger_timeout);
         self.client_timer_add(key, at, gen, ClientTimer::Linger);
         self.pump_client(key);
     }
@@ -936,7 +920,7 @@ impl Server {
                 c.idle_timer_pending = false;
                 if !matches!(c.phase, Phase::Idle) {
                     // In an exchange: `finish_exchange` re-arms.
-                } else if Instant::now() < c.idle_deadline {
+                } else if self.now < c.idle_deadline {
                     // Used since the timer was set (or thawed): wait out the rest.
                     c.idle_timer_pending = true;
                     let (at, conn) = (c.idle_deadline, c.conn_id);
@@ -958,7 +942,7 @@ impl Server {
             }
             ClientTimer::Head => {
                 if !matches!(c.phase, Phase::Idle) {
-                } else if Instant::now() < c.head_deadline {
+                } else if self.now < c.head_deadline {
                     // Thawed since: the head's time restarted.
                     let at = c.head_deadline;
                     self.client_timer_add(key, at, gen, ClientTimer::Head);
@@ -999,10 +983,10 @@ impl Server {
         if c.gen != gen || c.closing {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         match c.phase {
             Phase::Linger { until, last_read, .. } => {
-                let next = until.min(last_read + self.cfg.linger_timeout);
+                let next = linger_bound(until, last_read, self.cfg.linger_timeout);
                 if now >= next {
                     self.close_client(key);
                 } else {
@@ -1020,6 +1004,61 @@ impl Server {
     }
 }
 
+/// What a connection does once an exchange has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterExchange {
+    /// Read the next request.
+    Keep,
+    /// Read and drop the `left` unread bytes of the body first
+    /// (`Phase::Discard`, within `NOSLATE_FC_LINGER_MS`), then go on.
+    Discard { left: u64 },
+    /// Close once the answer is written (lingering, `close_or_linger`).
+    Close,
+    /// Answered while its head was being processed (`/pre-freeze`):
+    /// `process_client` goes on to a pipelined request itself (no recursion
+    /// per pipelined request); `keep` is what the answer says.
+    InPlace { keep: bool },
+}
+
+impl AfterExchange {
+    /// Whether the answer tells the client the connection stays open.
+    pub fn keeps(self) -> bool {
+        matches!(self, AfterExchange::Keep | AfterExchange::Discard { .. } | AfterExchange::InPlace { keep: true })
+    }
+}
+
+/// How a connection goes on after an exchange. `rest` is what is left of the
+/// request unread, `keep_alive` whether both sides allow another request,
+/// `immediate` whether the answer was made while its head was processed,
+/// `linger` is `NOSLATE_FC_LINGER_MS` (0: never read on after an answer).
+/// A hook is reusable only without a body; an invocation's unread rest is
+/// dropped to keep the connection only when it is short and of known length.
+pub fn after_exchange(rest: Rest, keep_alive: bool, immediate: bool, linger: Duration) -> AfterExchange {
+    match rest {
+        Rest::Nothing if immediate => AfterExchange::InPlace { keep: keep_alive },
+        // Nothing unread: no lingering needed, whatever the linger time.
+        Rest::Nothing | Rest::Body(Some(0)) if keep_alive => AfterExchange::Keep,
+        Rest::Body(Some(left)) if keep_alive && !linger.is_zero() && left <= DISCARD_MAX => {
+            AfterExchange::Discard { left }
+        }
+        _ => AfterExchange::Close,
+    }
+}
+
+/// Whether a connection that is to close lingers (reads and drops input
+/// after shutting down its side) instead of closing at once: not when the
+/// client is gone, lingering is off, or it lingers already.
+pub fn lingers(peer_gone: bool, linger: Duration, lingering: bool) -> bool {
+    !peer_gone && !linger.is_zero() && !lingering
+}
+
+/// When a lingering close gives up: at `until` (the whole linger time), or
+/// `timeout` (`NOSLATE_FC_LINGER_TIMEOUT_MS`) after the last read, whichever
+/// comes first.
+pub fn linger_bound(until: Instant, last_read: Instant, timeout: Duration) -> Instant {
+    until.min(last_read + timeout)
+}
+
 /// Whether `ip` is an address of this container (network namespace): a
 /// socket can be bound to it. Asked once per accepted connection whose peer
 /// is not loopback (FC's, in production), never per request. If the kernel
@@ -1035,4 +1074,79 @@ fn refuse_overload(mut sock: TcpStream) {
     use std::io::Write;
     let _ = sock.write(&Answer::overloaded().encode(false));
     let _ = sock.shutdown(std::net::Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How an exchange ends, for every kind of rest: keep, drop the rest
+    /// first, close, or leave it to the head's own processing.
+    #[test]
+    fn after_exchange_table() {
+        use AfterExchange::*;
+        let on = Duration::from_secs(30);
+        let off = Duration::ZERO;
+        #[rustfmt::skip]
+        let table: &[(Rest, bool, bool, Duration, AfterExchange)] = &[
+            // rest, keep_alive, immediate, linger => after
+            (Rest::Nothing, true, false, on, Keep),
+            (Rest::Nothing, false, false, on, Close),
+            (Rest::Nothing, true, true, on, InPlace { keep: true }),
+            (Rest::Nothing, false, true, on, InPlace { keep: false }),
+            (Rest::Nothing, true, false, off, Keep),
+            // A body read to the end leaves nothing to drop, linger or not.
+            (Rest::Body(Some(0)), true, false, on, Keep),
+            (Rest::Body(Some(0)), true, false, off, Keep),
+            (Rest::Body(Some(0)), false, false, on, Close),
+            // A short rest of known length is dropped, if lingering is on.
+            (Rest::Body(Some(1)), true, false, on, Discard { left: 1 }),
+            (Rest::Body(Some(DISCARD_MAX)), true, false, on, Discard { left: DISCARD_MAX }),
+            (Rest::Body(Some(DISCARD_MAX)), true, true, on, Discard { left: DISCARD_MAX }),
+            (Rest::Body(Some(1)), true, false, off, Close),
+            (Rest::Body(Some(1)), false, false, on, Close),
+            // Too long, or of unknown length (chunked, 100-continue unsent).
+            (Rest::Body(Some(DISCARD_MAX + 1)), true, false, on, Close),
+            (Rest::Body(None), true, false, on, Close),
+            (Rest::Body(None), true, true, on, Close),
+        ];
+        for &(rest, keep_alive, immediate, linger, want) in table {
+            let got = after_exchange(rest, keep_alive, immediate, linger);
+            assert_eq!(got, want, "{rest:?} keep_alive={keep_alive} immediate={immediate} linger={linger:?}");
+        }
+        let keeps = [Keep, Discard { left: 1 }, Close, InPlace { keep: true }, InPlace { keep: false }]
+            .map(AfterExchange::keeps);
+        assert_eq!(keeps, [true, true, false, true, false]);
+    }
+
+    /// Closing after an answer: linger unless the client is gone, lingering
+    /// is off or already on; and give up at the first of the two bounds.
+    #[test]
+    fn linger_table() {
+        let on = Duration::from_secs(30);
+        #[rustfmt::skip]
+        let table: &[(bool, Duration, bool, bool)] = &[
+            // peer_gone, linger, lingering => lingers
+            (false, on, false, true),
+            (true, on, false, false),
+            (false, Duration::ZERO, false, false),
+            (false, on, true, false),
+        ];
+        for &(peer_gone, linger, lingering, want) in table {
+            assert_eq!(lingers(peer_gone, linger, lingering), want, "{peer_gone} {linger:?} {lingering}");
+        }
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        #[rustfmt::skip]
+        let bounds: &[(Instant, Instant, Duration, Instant)] = &[
+            // until, last_read, timeout => bound
+            (t0 + s(30), t0, s(5), t0 + s(5)),          // quiet client: the timeout
+            (t0 + s(30), t0 + s(28), s(5), t0 + s(30)), // busy client: the whole time
+            (t0 + s(30), t0 + s(25), s(5), t0 + s(30)), // both at once
+            (t0 + s(5), t0, s(30), t0 + s(5)),          // timeout longer than linger
+        ];
+        for &(until, last_read, timeout, want) in bounds {
+            assert_eq!(linger_bound(until, last_read, timeout), want);
+        }
+    }
 }

@@ -29,9 +29,8 @@ use bytes::Bytes;
 
 use super::plane::Owner;
 use super::{ClientKey, ConnKey, Server};
-use crate::answers::InvokeError;
 use crate::fc::dispatch::RequestId;
-use crate::fc::{dispatch, BodyStep, Invocation, Now, PlaneFault, Progress};
+use crate::fc::{dispatch, invocation, BodyStep, Invocation, InvokeError, Now, PlaneFault, Progress};
 use crate::grpc;
 use crate::h2::{ErrorCode, HeaderList, OpenError, StreamRef};
 use crate::http1::request::RequestHead;
@@ -44,14 +43,6 @@ use crate::route::Origin;
 const UPSTREAM_HIGH_WATER: usize = 256 * 1024;
 /// Stop returning window to the data plane while this much waits for the client.
 const CLIENT_HIGH_WATER: usize = 256 * 1024;
-/// A stream refused before any processing is retried this often.
-const MAX_RETRIES: u8 = 3;
-/// Pauses before retrying a function of the profiles that the data plane
-/// did not know (`Server::retry_unknown_function`): short, since the window
-/// is usually a control plane's push in flight; capped so a data plane that
-/// gets the profiles late is tried again within a quarter second.
-const UNKNOWN_RETRY_MIN: Duration = Duration::from_millis(20);
-const UNKNOWN_RETRY_MAX: Duration = Duration::from_millis(250);
 
 /// What an invoke step came to.
 #[derive(Debug)]
@@ -141,7 +132,7 @@ impl Server {
         let choice = match choice {
             Ok(choice) if !self.life.draining() => choice,
             Ok(_) => return Err(Box::new(Refused { head, origin, request_id, error: InvokeError::Draining })),
-            Err(error) => return Err(Box::new(Refused { head, origin, request_id, error })),
+            Err(error) => return Err(Box::new(Refused { head, origin, request_id, error: error.into() })),
         };
         let timeout = dispatch::function_timeout(&head, origin, self.cfg.timeout);
         // The turn's monotonic clock; the wall clock only for the deadline field.
@@ -198,7 +189,7 @@ impl Server {
         let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
         let gen = c.gen;
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
-        let until = *inv.wait_until.get_or_insert_with(|| Instant::now() + wait);
+        let until = *inv.wait_until.get_or_insert(self.now + wait);
         if !std::mem::replace(&mut inv.wait_armed, true) {
             self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
         }
@@ -371,7 +362,7 @@ impl Server {
             Some(until) if inv.conn.is_none() => until,
             _ => return Step::Continue,
         };
-        if Instant::now() < until {
+        if self.now < until {
             // Thawed since: the wait restarted (the plane was stopped too).
             inv.wait_armed = true;
             self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
@@ -389,14 +380,14 @@ impl Server {
     /// of the profiles: it has not got them yet, whatever the control plane
     /// said (a data plane restarted and not yet reached by the control
     /// plane; a push the control plane failed and only logged). Retry after
-    /// a pause (doubling, `UNKNOWN_RETRY_MIN`..`UNKNOWN_RETRY_MAX`) within the
+    /// a pause (`fc::invocation::unknown_function_pause`) within the
     /// readiness wait, if nothing of the request is lost by it: Noslated
     /// refused before giving anything to a function, and the invocation still
     /// holds every byte it sent (`Invocation::retryable`: the first message,
     /// inline body included; no body message went out). The stream is
     /// cancelled (Noslated never ends it). False: answer with the 404.
     fn retry_unknown_function(&mut self, key: ClientKey) -> bool {
-        let now = Instant::now();
+        let now = self.now;
         let wait = self.cfg.ready_wait;
         let Some(c) = self.clients.get_mut(key) else { return false };
         let gen = c.gen;
@@ -406,10 +397,7 @@ impl Server {
             return false;
         }
         let until = *inv.wait_until.get_or_insert(now + wait);
-        let pause = (inv.unknown_backoff * 2).clamp(UNKNOWN_RETRY_MIN, UNKNOWN_RETRY_MAX);
-        if now + pause >= until {
-            return false;
-        }
+        let Some(pause) = invocation::unknown_function_pause(now, until, inv.unknown_backoff) else { return false };
         if inv.unknown_backoff.is_zero() {
             // Once per invoke: a restarted data plane can refuse every
             // invoke in flight a few times over.
@@ -460,7 +448,7 @@ impl Server {
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
         inv.stream = None;
         inv.conn = None;
-        if !(retryable && inv.call.retryable() && inv.retries < MAX_RETRIES) {
+        if !invocation::retries_stream(retryable, inv.call.retryable(), inv.retries) {
             return Step::Failed(InvokeError::PlaneLost(fault));
         }
         inv.retries += 1;

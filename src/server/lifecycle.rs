@@ -13,12 +13,12 @@
 use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use super::plane::PlaneKind;
+use super::plane::{Gap, PlaneKind, Wants};
 use super::{ClientKey, ConnKey, Server, Timer};
-use crate::answers::{Answer, InvokeError, Readiness};
+use crate::answers::{Answer, Readiness};
 use crate::config::{ChildSpec, Config};
+use crate::fc::InvokeError;
 use crate::logsafe::Escaped;
 use crate::sys::{self, ExitStatus};
 
@@ -174,11 +174,17 @@ impl Server {
     /// and answers `setFunctionProfile` after pushing the profiles to every
     /// data plane it is connected to (LIFECYCLE.md, "Function readiness").
     pub(super) fn profiles_in_force(&self) -> bool {
-        let (profiles, env) = (self.life.profiles_message.is_some(), self.life.env_message.is_some());
-        self.planes
-            .iter()
-            .filter(|p| p.kind == PlaneKind::Control)
-            .all(|p| p.active.is_some() && p.healthy && (!profiles || p.profiles_pushed) && (!env || p.env_pushed))
+        let wants = Wants { warm_up: false, ..self.readiness_wants() };
+        self.planes.iter().filter(|p| p.kind == PlaneKind::Control).all(|p| p.gap(wants).is_none())
+    }
+
+    /// What readiness asks of the control planes (`Plane::gap`).
+    fn readiness_wants(&self) -> Wants {
+        Wants {
+            profiles: self.life.profiles_message.is_some(),
+            env: self.life.env_message.is_some(),
+            warm_up: !self.cfg.warm_up.is_empty(),
+        }
     }
 
     /// What still stands between us and readiness (None = ready).
@@ -186,26 +192,19 @@ impl Server {
         if let Some(e) = &self.life.config_error {
             return Some(e.clone());
         }
-        for p in &self.planes {
-            let name = p.path.display();
-            let why = p.last_error.as_deref().unwrap_or("not connected yet");
-            if p.active.is_none() || !p.healthy {
-                return Some(format!("{name} not ready: {why}"));
+        let wants = self.readiness_wants();
+        let (p, gap) = self.planes.iter().find_map(|p| p.gap(wants).map(|gap| (p, gap)))?;
+        let name = p.path.display();
+        let why = p.last_error.as_deref().unwrap_or("not connected yet");
+        Some(match gap {
+            Gap::NotReady => format!("{name} not ready: {why}"),
+            Gap::Profiles => format!("{name}: function profiles not accepted yet ({why})"),
+            Gap::Env => format!("{name}: platform environment not accepted yet ({why})"),
+            Gap::Workers => {
+                let names = self.cfg.warm_up.join(", ");
+                format!("{name}: waiting for the workers of {names} to be ready ({why})")
             }
-            if p.kind == PlaneKind::Control {
-                if self.life.profiles_message.is_some() && !p.profiles_pushed {
-                    return Some(format!("{name}: function profiles not accepted yet ({why})"));
-                }
-                if self.life.env_message.is_some() && !p.env_pushed {
-                    return Some(format!("{name}: platform environment not accepted yet ({why})"));
-                }
-                if !self.cfg.warm_up.is_empty() && !p.workers_warm {
-                    let names = self.cfg.warm_up.join(", ");
-                    return Some(format!("{name}: waiting for the workers of {names} to be ready ({why})"));
-                }
-            }
-        }
-        None
+        })
     }
 
     pub(super) fn readiness_problem(&self) -> String {
@@ -289,7 +288,7 @@ impl Server {
                     self.fail_invoke(key, InvokeError::Draining);
                 }
             }
-            self.timers.add(Instant::now() + self.cfg.drain, Timer::Drain);
+            self.timers.add(self.now + self.cfg.drain, Timer::Drain);
         }
         self.after_client_closed();
     }
@@ -324,7 +323,7 @@ impl Server {
         for child in self.life.children.iter().filter(|c| c.exited.is_none() && c.spec.stops_on_sigterm) {
             sys::kill_group(child.pid, libc::SIGTERM);
         }
-        self.timers.add(Instant::now() + self.cfg.kill_grace, Timer::KillChildren);
+        self.timers.add(self.now + self.cfg.kill_grace, Timer::KillChildren);
         self.kill_the_deaf();
         self.maybe_exit();
     }

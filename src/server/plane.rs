@@ -53,6 +53,18 @@ const UNARY_TIMEOUT_MS: u64 = 5000;
 const STREAM_WINDOW: u32 = 128 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
+/// The pause before the next connect to a plane, and the backoff after it:
+/// every `STARTUP_RETRY` until the plane has been healthy once (for at most
+/// `STARTUP_WINDOW` since the first retry, `since_first`), then `backoff`,
+/// doubling up to `BACKOFF_MAX` (a plane that becomes healthy resets it to
+/// `BACKOFF_MIN`).
+fn reconnect_pause(since_first: Duration, ever_healthy: bool, backoff: Duration) -> (Duration, Duration) {
+    if !ever_healthy && since_first < STARTUP_WINDOW {
+        return (STARTUP_RETRY, backoff);
+    }
+    (backoff, (backoff * 2).min(BACKOFF_MAX))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaneKind {
     Data,
@@ -97,6 +109,51 @@ impl Plane {
         let mut v: Vec<Plane> = (0..cfg.data_planes).map(|i| mk(PlaneKind::Data, format!("dp-{i}.sock"))).collect();
         v.extend((0..cfg.control_planes).map(|i| mk(PlaneKind::Control, format!("cp-{i}.sock"))));
         v
+    }
+}
+
+/// What the stack asks of every control plane before it is ready: the
+/// pushes that exist, and warm workers when `NOSLATE_FC_WARM_UP` names any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    pub profiles: bool,
+    pub env: bool,
+    pub warm_up: bool,
+}
+
+/// The first thing a plane still lacks for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// Not connected, or `checkHealth` has not said healthy.
+    NotReady,
+    /// The control plane has not accepted the function profiles.
+    Profiles,
+    /// The control plane has not accepted the platform environment.
+    Env,
+    /// The warm-up functions have no ready worker yet.
+    Workers,
+}
+
+impl Plane {
+    /// The first thing this plane lacks (`None`: ready), in the order the
+    /// stack gets there: connected and healthy; then, for a control plane,
+    /// the profile and environment pushes that `wants` asks for accepted on
+    /// the current connection, and the warm-up workers ready. A data plane
+    /// is ready once healthy (LIFECYCLE.md, "Function readiness").
+    pub fn gap(&self, wants: Wants) -> Option<Gap> {
+        if self.active.is_none() || !self.healthy {
+            Some(Gap::NotReady)
+        } else if self.kind == PlaneKind::Data {
+            None
+        } else if wants.profiles && !self.profiles_pushed {
+            Some(Gap::Profiles)
+        } else if wants.env && !self.env_pushed {
+            Some(Gap::Env)
+        } else if wants.warm_up && !self.workers_warm {
+            Some(Gap::Workers)
+        } else {
+            None
+        }
     }
 }
 
@@ -160,15 +217,11 @@ impl Server {
             return;
         }
         p.retry_pending = true;
-        let now = Instant::now();
+        let now = self.now;
         let first = *p.first_retry.get_or_insert(now);
-        if !p.ever_healthy && now.duration_since(first) < STARTUP_WINDOW {
-            self.timers.add(now + STARTUP_RETRY, Timer::PlaneRetry { plane });
-            return;
-        }
-        let at = now + p.backoff;
-        p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
-        self.timers.add(at, Timer::PlaneRetry { plane });
+        let (pause, backoff) = reconnect_pause(now.saturating_duration_since(first), p.ever_healthy, p.backoff);
+        p.backoff = backoff;
+        self.timers.add(now + pause, Timer::PlaneRetry { plane });
     }
 
     fn add_conn(&mut self, plane: usize, mut sock: UnixStream) {
@@ -499,7 +552,7 @@ impl Server {
                 if warm {
                     self.planes[plane].workers_warm = true;
                 } else {
-                    self.timers.add(Instant::now() + WARM_UP_POLL, Timer::WarmUpPoll { plane });
+                    self.timers.add(self.now + WARM_UP_POLL, Timer::WarmUpPoll { plane });
                 }
             }
         }
@@ -519,7 +572,7 @@ impl Server {
         eprintln!("noslate-fc: {} {call:?} failed: {}", self.planes[plane].path.display(), Escaped(&why));
         self.planes[plane].last_error = Some(format!("{call:?}: {why}"));
         if call == Unary::WorkerStats && self.planes[plane].active == Some(key) {
-            self.timers.add(Instant::now() + WARM_UP_POLL, Timer::WarmUpPoll { plane });
+            self.timers.add(self.now + WARM_UP_POLL, Timer::WarmUpPoll { plane });
         }
         self.check_initialize();
     }
@@ -645,5 +698,91 @@ impl Server {
             self.conns[key].h2.close(ErrorCode::NO_ERROR);
             self.flush_conn(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plane's readiness, by kind, state and what the stack asks for.
+    #[test]
+    fn gap_table() {
+        use Gap::*;
+        use PlaneKind::{Control, Data};
+        let plane = |kind, connected: bool, healthy, [profiles, env, warm]: [bool; 3]| Plane {
+            kind,
+            path: PathBuf::new(),
+            active: connected.then_some(ConnKey(0)),
+            healthy,
+            backoff: BACKOFF_MIN,
+            retry_pending: false,
+            ever_healthy: healthy,
+            first_retry: None,
+            profiles_pushed: profiles,
+            env_pushed: env,
+            workers_warm: warm,
+            last_error: None,
+        };
+        let all = Wants { profiles: true, env: true, warm_up: true };
+        let none = Wants::default();
+        let (t, f) = (true, false);
+        type Row = (PlaneKind, bool, bool, [bool; 3], Wants, Option<Gap>);
+        #[rustfmt::skip]
+        let table: &[Row] = &[
+            // kind, connected, healthy, [profiles, env, workers warm], wants => gap
+            (Data, f, f, [f, f, f], none, Some(NotReady)),
+            (Data, t, f, [f, f, f], none, Some(NotReady)),
+            (Data, f, t, [f, f, f], none, Some(NotReady)), // healthy once, connection gone
+            (Data, t, t, [f, f, f], all, None),             // pushes are the control plane's
+            (Control, t, f, [t, t, t], all, Some(NotReady)),
+            (Control, t, t, [f, f, f], none, None),
+            (Control, t, t, [f, f, f], all, Some(Profiles)),
+            (Control, t, t, [t, f, f], all, Some(Env)),
+            (Control, t, t, [t, t, f], all, Some(Workers)),
+            (Control, t, t, [t, t, t], all, None),
+            (Control, t, t, [f, t, t], Wants { profiles: false, ..all }, None),
+            (Control, t, t, [t, f, t], Wants { env: false, ..all }, None),
+            (Control, t, t, [t, t, f], Wants { warm_up: false, ..all }, None),
+        ];
+        for &(kind, connected, healthy, state, wants, want) in table {
+            let got = plane(kind, connected, healthy, state).gap(wants);
+            assert_eq!(got, want, "{kind:?} connected={connected} healthy={healthy} {state:?} {wants:?}");
+        }
+    }
+
+    /// Reconnecting: quick fixed retries while the stack starts, then a
+    /// doubling backoff with a cap.
+    #[test]
+    fn reconnect_pause_table() {
+        let ms = Duration::from_millis;
+        #[rustfmt::skip]
+        let table: &[(Duration, bool, Duration, (Duration, Duration))] = &[
+            // since first retry, ever healthy, backoff => (pause, next backoff)
+            (ms(0), false, BACKOFF_MIN, (STARTUP_RETRY, BACKOFF_MIN)),
+            (STARTUP_WINDOW - ms(1), false, BACKOFF_MIN, (STARTUP_RETRY, BACKOFF_MIN)),
+            (STARTUP_WINDOW, false, BACKOFF_MIN, (BACKOFF_MIN, BACKOFF_MIN * 2)),
+            (ms(0), true, BACKOFF_MIN, (BACKOFF_MIN, BACKOFF_MIN * 2)),
+            (ms(0), true, ms(40), (ms(40), ms(80))),
+            (ms(0), true, ms(320), (ms(320), BACKOFF_MAX)),
+            (ms(0), true, BACKOFF_MAX, (BACKOFF_MAX, BACKOFF_MAX)),
+        ];
+        for &(since_first, ever_healthy, backoff, want) in table {
+            assert_eq!(
+                reconnect_pause(since_first, ever_healthy, backoff),
+                want,
+                "{since_first:?} {ever_healthy} {backoff:?}"
+            );
+        }
+        // From the minimum, the cap is reached and held.
+        let mut backoff = BACKOFF_MIN;
+        let pauses: Vec<Duration> = (0..7)
+            .map(|_| {
+                let (pause, next) = reconnect_pause(STARTUP_WINDOW, true, backoff);
+                backoff = next;
+                pause
+            })
+            .collect();
+        assert_eq!(pauses, [20, 40, 80, 160, 320, 500, 500].map(ms));
     }
 }
