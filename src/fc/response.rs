@@ -574,7 +574,7 @@ mod tests {
         );
         // Exactly the declared length, in two pieces: complete.
         let mut w = ResponseWriter::new(&h);
-        w.head(200, pairs(&headers), &mut out, &mut scratch);
+        w.head(200, pairs(&headers), &mut out, &mut scratch).unwrap();
         assert_eq!(w.body(Bytes::from_static(b"a"), &mut out, &mut scratch), Ok(()));
         assert_eq!(w.body(Bytes::from_static(b"bc"), &mut out, &mut scratch), Ok(()));
         assert_eq!(w.state(), Resp::Length(0));
