@@ -53,7 +53,7 @@ opts! {
     "NOSLATE_FC_TIMEOUT_MS", "--timeout-ms", "10000", "function timeout: invoke deadline = now + this (x-fc-function-timeout overrides it, except on HTTP invocations)";
     "NOSLATE_FC_FORWARD_CREDENTIALS", "--forward-credentials", "false", "forward FC's x-fc-access-key-* / x-fc-security-token headers to the function";
     "NOSLATE_FC_EXPOSE_STACK", "--expose-stack", "false", "include Noslated error stacks in error bodies";
-    "NOSLATE_FC_MAX_HEAD", "--max-head", "8192", "largest request head in bytes (431 above)";
+    "NOSLATE_FC_MAX_HEAD", "--max-head", "32768", "largest request head in bytes (431 above)";
     "NOSLATE_FC_MAX_BODY", "--max-body", "33554432", "largest request body in bytes (413 above)";
     "NOSLATE_FC_HEADER_TIMEOUT_MS", "--header-timeout-ms", "10000", "time allowed to send a request head (408 after)";
     "NOSLATE_FC_IDLE_TIMEOUT_MS", "--idle-timeout-ms", "600000", "idle keep-alive connections are closed after this";

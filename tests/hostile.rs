@@ -218,14 +218,14 @@ fn cases() -> Vec<Case> {
 
     // ---- Heads and targets: sizes and syntax.
     v.push(refused(
-        "head over 8 KiB",
-        format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(9000)).as_bytes(),
+        "head over 32 KiB",
+        format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(40_000)).as_bytes(),
         431,
     ));
     v.push(refused("200 header lines", format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(200)).as_bytes(), 431));
-    v.push(refused("target over 4 KiB", format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(5000)).as_bytes(), 414));
-    v.push(refused("method of 9000 bytes", format!("{} / HTTP/1.1\r\n\r\n", "A".repeat(9000)).as_bytes(), 431));
-    v.push(refused("endless request line", "G".repeat(20_000).as_bytes(), 431));
+    v.push(refused("target over 8 KiB", format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000)).as_bytes(), 414));
+    v.push(refused("method of 40000 bytes", format!("{} / HTTP/1.1\r\n\r\n", "A".repeat(40_000)).as_bytes(), 431));
+    v.push(refused("endless request line", "G".repeat(40_000).as_bytes(), 431));
     v.push(refused("NUL in target", b"GET /a\x00b HTTP/1.1\r\n\r\n", 400));
     v.push(refused("NUL in header value", b"GET / HTTP/1.1\r\nx-a: a\x00b\r\n\r\n", 400));
     v.push(refused("DEL in header value", b"GET / HTTP/1.1\r\nx-a: a\x7fb\r\n\r\n", 400));

@@ -182,12 +182,12 @@ fn routes_choose_by_path() {
 
 /// Table line: odd function names. Ignored on HTTP invocations by default;
 /// where the header is believed, anything but 1-128 of `A-Za-z0-9-_.:@` is a
-/// 400 (a 10 KB name is over the 8 KiB head limit first: 431; control bytes
+/// 400 (a 40 KB name is over the 32 KiB head limit first: 431; control bytes
 /// are malformed HTTP: 400). None reaches the data plane.
 #[test]
 fn odd_function_names() {
     let (_dir, peer, fc) = stack("sec-names", &[("NOSLATE_FUNCTION", "inspect")]);
-    let long = "a".repeat(10 * 1024);
+    let long = "a".repeat(40 * 1024);
     let mid = "a".repeat(129);
     let names: [&[u8]; 6] = [b"../etc/passwd", b"a/b", b"a\tb", b"caf\xc3\xa9", b"\xff\xfe", mid.as_bytes()];
     for (i, name) in names.iter().enumerate() {
@@ -298,10 +298,25 @@ fn limits_refuse_before_the_function() {
     let r = fc.request(raw.as_bytes());
     assert_eq!(r.status, 413, "{}", r.text());
     never_invoked(&peer, &fc, "limit-body");
-    let r = fc.request(&get("/x", "limit-head", &format!("{HTTP}x-big: {}\r\n", "b".repeat(9000))));
+    let r = fc.request(&get("/x", "limit-head", &format!("{HTTP}x-big: {}\r\n", "b".repeat(40_000))));
     assert_eq!(r.status, 431);
-    let r = fc.request(&get(&format!("/{}", "t".repeat(5000)), "limit-target", HTTP));
+    let r = fc.request(&get(&format!("/{}", "t".repeat(9000)), "limit-target", HTTP));
     assert_eq!(r.status, 414);
+    // The largest request FC forwards is served: a 4 KB path and query, 8 KB
+    // of the caller's headers, and FC's own fields with an STS token on top.
+    let path = format!("/x?q={}", "p".repeat(4000));
+    let mut fields = String::from(HTTP);
+    for i in 0..8 {
+        fields.push_str(&format!("x-caller-{i}: {}\r\n", "c".repeat(1000)));
+    }
+    for name in ["x-fc-access-key-id", "x-fc-access-key-secret", "x-fc-account-id", "x-fc-region"] {
+        fields.push_str(&format!("{name}: {}\r\n", "k".repeat(40)));
+    }
+    fields.push_str(&format!("x-fc-security-token: {}\r\n", "s".repeat(1600)));
+    let raw = get(&path, "limit-fc-max", &fields);
+    assert!(raw.len() > 13_000, "a head as large as FC forwards: {}", raw.len());
+    let r = fc.request(&raw);
+    assert_eq!(r.status, 200, "{}", r.text());
     never_invoked(&peer, &fc, "limit-head");
     never_invoked(&peer, &fc, "limit-target");
 }

@@ -26,16 +26,20 @@ pub use response::{reason_phrase, write_head, ChunkHead, ResponseFraming};
 
 use std::fmt;
 
-/// Request head (request line + fields) size limit: FC docs state 8 KB for
-/// all keys and values (docs/fc-contract.md §8.1; an older page says 4 KB, so we
-/// design for the larger figure).
-pub const DEFAULT_MAX_HEAD: usize = 8192;
-/// Path including the query string: 4 KB (docs/fc-contract.md §8.1).
-pub const DEFAULT_MAX_TARGET: usize = 4096;
+/// Request head (request line + fields) size limit. FC lets a caller send 8 KB
+/// of header keys and values and a 4 KB path (docs/fc-contract.md §8.1), then
+/// adds its own ~20 `x-fc-*` fields (an STS token among them) and the bytes
+/// of every `: ` and CRLF: a head FC forwards can pass 14 KB on the wire.
+/// 32 KiB takes all of it with room (nginx's large_client_header_buffers
+/// default holds as much); a connection holds only what it was sent.
+pub const DEFAULT_MAX_HEAD: usize = 32 * 1024;
+/// Request-target: FC's 4 KB path and query (docs/fc-contract.md §8.1) plus
+/// the base path FC puts in front of it on its default domain.
+pub const DEFAULT_MAX_TARGET: usize = 8192;
 /// Synchronous invocation body limit: 32 MB (docs/fc-contract.md §8.1).
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 /// Field-line count bound. FC does not state one; 128 lines of at least
-/// `x:\r\n` still fit well inside the 8 KB head, so this only stops abuse.
+/// `x:\r\n` still fit well inside the head limit, so this only stops abuse.
 pub const DEFAULT_MAX_HEADERS: usize = 128;
 
 /// Limits (defaults from the FC contract, docs/fc-contract.md §8.1).
@@ -132,8 +136,8 @@ mod tests {
     #[test]
     fn default_limits_match_fc_contract() {
         let limits = Limits::default();
-        assert_eq!(limits.max_head, 8192);
-        assert_eq!(limits.max_target, 4096);
+        assert_eq!(limits.max_head, 32 * 1024);
+        assert_eq!(limits.max_target, 8192);
         assert_eq!(limits.max_body, 33_554_432);
         assert_eq!(limits.max_headers, 128);
     }

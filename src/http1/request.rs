@@ -951,16 +951,17 @@ mod tests {
 
     #[test]
     fn head_size_limit() {
-        let head = ok(&head_of_len(8192));
-        assert_eq!(head.head_len(), 8192);
-        assert_eq!(err(&head_of_len(8193)), RequestError::HeadTooLarge);
+        let max = super::super::DEFAULT_MAX_HEAD;
+        let head = ok(&head_of_len(max));
+        assert_eq!(head.head_len(), max);
+        assert_eq!(err(&head_of_len(max + 1)), RequestError::HeadTooLarge);
         // Leading empty lines don't count against the limit.
         let mut input = b"\r\n".to_vec();
-        input.extend_from_slice(&head_of_len(8192));
+        input.extend_from_slice(&head_of_len(max));
         ok(&input);
         // Detected without waiting for the end of the head.
         let mut parser = HeadParser::new();
-        let mut buf = BytesMut::from(&head_of_len(9000)[..8192]);
+        let mut buf = BytesMut::from(&head_of_len(max + 808)[..max]);
         assert_eq!(parser.parse(&mut buf, &limits()).unwrap_err(), RequestError::HeadTooLarge);
         let small = Limits { max_head: 64, ..limits() };
         assert!(matches!(check(&head_of_len(64), &small), Ok(Some(_))));
@@ -994,13 +995,13 @@ mod tests {
             input.extend_from_slice(b" HTTP/1.1\r\n\r\n");
             input
         };
-        assert_eq!(ok(&with_target(4096)).target().len(), 4096);
-        assert_eq!(err(&with_target(4097)), RequestError::UriTooLong);
+        assert_eq!(ok(&with_target(8192)).target().len(), 8192);
+        assert_eq!(err(&with_target(8193)), RequestError::UriTooLong);
         // Detected while the request line is still arriving.
         let mut parser = HeadParser::new();
-        let mut buf = BytesMut::from(&with_target(4097)[..4 + 4097]);
+        let mut buf = BytesMut::from(&with_target(8193)[..4 + 8193]);
         assert_eq!(parser.parse(&mut buf, &limits()).unwrap_err(), RequestError::UriTooLong);
-        let mut buf = BytesMut::from(&with_target(4097)[..4 + 4096]);
+        let mut buf = BytesMut::from(&with_target(8193)[..4 + 8192]);
         assert!(matches!(HeadParser::new().parse(&mut buf, &limits()), Ok(None)));
         // Target limit above head limit: the head limit wins.
         let small_head = Limits { max_head: 100, ..limits() };
