@@ -659,6 +659,22 @@ fn unhealthy_data_plane_is_not_ready() {
     assert_eq!(body["errorMessage"], "System circuit breaker opened.", "{body}");
 }
 
+/// A control plane whose first health checks say unhealthy (busy at start)
+/// is asked again on the same connection, so the profiles are pushed and the
+/// first invoke of a profile function is served. Before, one failed check
+/// kept the connection not ready for its whole life: the profiles were never
+/// pushed and every such invoke got 503 NotReady.
+#[test]
+fn a_failed_health_check_is_made_again() {
+    let dir = TempDir::new("health-again");
+    let peer = Peer::start_with(PeerKind::Node, &dir, &[], &["--unhealthy-checks", "2"]);
+    let fc = Fc::start(&dir, &[("NOSLATE_FC_READY_WAIT_MS", "8000")]);
+    let r = fc.invoke("echo", b"served");
+    assert_eq!((r.status, r.text().as_str()), (200, "served"));
+    let checks = peer.events().iter().filter(|e| e["ev"] == "checkHealth" && e["plane"] == "cp").count();
+    assert!(checks >= 3, "{checks} control-plane health checks: the failed ones were not made again");
+}
+
 /// In the window where the control plane said `set: true` but the data
 /// plane does not know the function yet (code 5), the first invoke, sent
 /// right after /initialize, is still served: not one error comes back.

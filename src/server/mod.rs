@@ -182,9 +182,22 @@ const FREEZE_JUMP: std::time::Duration = std::time::Duration::from_millis(250);
 /// a timer outliving its connection (or its exchange) is ignored.
 #[derive(Debug, Clone, Copy)]
 enum Timer {
-    Client { key: ClientKey, gen: u64, what: ClientTimer },
-    PlaneRetry { plane: usize },
-    WarmUpPoll { plane: usize },
+    Client {
+        key: ClientKey,
+        gen: u64,
+        what: ClientTimer,
+    },
+    PlaneRetry {
+        plane: usize,
+    },
+    WarmUpPoll {
+        plane: usize,
+    },
+    /// A failed health check or push on a plane's connection, made again.
+    SetupRetry {
+        plane: usize,
+        call: plane::Unary,
+    },
     Drain,
     KillChildren,
     ResumeAccept,
@@ -436,6 +449,7 @@ impl Server {
                 Timer::Client { key, gen, what } => self.client_timer(key, gen, what),
                 Timer::PlaneRetry { plane } => self.connect_plane(plane),
                 Timer::WarmUpPoll { plane } => self.poll_warm_up(plane),
+                Timer::SetupRetry { plane, call } => self.retry_setup(plane, call),
                 Timer::Drain => self.drain_deadline(),
                 Timer::KillChildren => self.kill_children_now(),
                 Timer::ResumeAccept => {

@@ -45,6 +45,11 @@ const PLANE_READ: usize = 64 * 1024;
 const WARM_UP_POLL: Duration = Duration::from_millis(20);
 /// Deadline for the unary calls we make (checkHealth, profile pushes).
 const UNARY_TIMEOUT_MS: u64 = 5000;
+/// A health check or a push that failed on a plane's current connection is
+/// made again after this pause: a connection that stays open would otherwise
+/// never become ready, and for a control plane the profiles would never be
+/// pushed on it (the gate of LIFECYCLE.md, "Function readiness", stays shut).
+const SETUP_RETRY: Duration = Duration::from_millis(200);
 /// Our receive window per stream; small enough that a stalled client holds
 /// little, large enough for one round trip of a fast response. Window is
 /// returned only as the client drains, so the connection window bounds the
@@ -164,6 +169,24 @@ pub enum Unary {
     PushEnv,
     /// `getWorkerStatsSnapshot`, polled until the warm-up workers are ready.
     WorkerStats,
+}
+
+impl Unary {
+    /// A call that makes a connection ready (retried on failure, SETUP_RETRY).
+    fn sets_up(self) -> bool {
+        matches!(self, Unary::Health | Unary::PushProfiles | Unary::PushEnv)
+    }
+}
+
+/// Whether a connection in this state still needs `call` made: a health
+/// check until healthy; a push once healthy, until it was accepted.
+fn setup_needed(call: Unary, healthy: bool, profiles_pushed: bool, env_pushed: bool) -> bool {
+    match call {
+        Unary::Health => !healthy,
+        Unary::PushProfiles => healthy && !profiles_pushed,
+        Unary::PushEnv => healthy && !env_pushed,
+        Unary::WorkerStats => false,
+    }
 }
 
 pub enum Owner {
@@ -559,6 +582,19 @@ impl Server {
         self.check_initialize();
     }
 
+    /// Make a failed health check or push again, if the plane's current
+    /// connection still needs it and no such call is in flight on it (a
+    /// connection made since does its own).
+    pub(super) fn retry_setup(&mut self, plane: usize, call: Unary) {
+        let p = &self.planes[plane];
+        let Some(key) = p.active else { return };
+        let in_flight =
+            self.conns[key].owners.values().any(|o| matches!(o, Owner::Unary { call: c, .. } if *c == call));
+        if setup_needed(call, p.healthy, p.profiles_pushed, p.env_pushed) && !in_flight {
+            self.unary(key, call);
+        }
+    }
+
     /// Ask the control plane again whether the warm-up workers are ready.
     pub(super) fn poll_warm_up(&mut self, plane: usize) {
         if let Some(key) = self.planes[plane].active.filter(|_| self.planes[plane].profiles_pushed) {
@@ -571,6 +607,9 @@ impl Server {
         let plane = pc.plane;
         eprintln!("noslate-fc: {} {call:?} failed: {}", self.planes[plane].path.display(), Escaped(&why));
         self.planes[plane].last_error = Some(format!("{call:?}: {why}"));
+        if call.sets_up() && self.planes[plane].active == Some(key) {
+            self.timers.add(self.now + SETUP_RETRY, Timer::SetupRetry { plane, call });
+        }
         if call == Unary::WorkerStats && self.planes[plane].active == Some(key) {
             self.timers.add(self.now + WARM_UP_POLL, Timer::WarmUpPoll { plane });
         }
@@ -703,6 +742,26 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn setup_calls_needed_by_state() {
+        use Unary::*;
+        // call, healthy, profiles pushed, env pushed => needed
+        let table = [
+            (Health, false, false, false, true),
+            (Health, true, false, false, false),
+            (PushProfiles, false, false, false, false), // health first
+            (PushProfiles, true, false, true, true),
+            (PushProfiles, true, true, false, false),
+            (PushEnv, true, true, false, true),
+            (PushEnv, true, false, true, false),
+            (WorkerStats, true, true, true, false),
+        ];
+        for (call, healthy, profiles, env, want) in table {
+            assert_eq!(setup_needed(call, healthy, profiles, env), want, "{call:?} {healthy} {profiles} {env}");
+            assert_eq!(call.sets_up(), call != WorkerStats);
+        }
+    }
+
     use super::*;
 
     /// A plane's readiness, by kind, state and what the stack asks for.

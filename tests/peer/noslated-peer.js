@@ -31,7 +31,7 @@
  * Usage:
  *   node noslated-peer.js --dp <sock> [--cp <sock>] [--events <file.jsonl>]
  *        [--max-concurrent-streams N] [--max-session-memory MB (10)]
- *        [--max-message BYTES (10485760)] [--unhealthy] [--verbose]
+ *        [--max-message BYTES (10485760)] [--unhealthy] [--unhealthy-checks N] [--verbose]
  *        [--forward-dp <sock>] [--profile-delay MS (0)] [--service NAME=FUNCTION]...
  *        [--known FUNCTION]...
  *
@@ -104,6 +104,7 @@ function parseArgs(argv) {
     verbose: false,
     forwardDp: null,
     profileDelay: 0,
+    unhealthyChecks: 0,
     services: [],
     known: [],
   };
@@ -116,10 +117,11 @@ function parseArgs(argv) {
     '--max-message': 'maxMessage',
     '--forward-dp': 'forwardDp',
     '--profile-delay': 'profileDelay',
+    '--unhealthy-checks': 'unhealthyChecks',
     '--service': 'services',
     '--known': 'known',
   };
-  const numeric = new Set(['maxConcurrentStreams', 'maxSessionMemory', 'maxMessage', 'profileDelay']);
+  const numeric = new Set(['maxConcurrentStreams', 'maxSessionMemory', 'maxMessage', 'profileDelay', 'unhealthyChecks']);
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -720,6 +722,7 @@ function makeInvokeHandler(rpc) {
 
 const state = {
   dpHealthy: !opts.unhealthy,
+  unhealthyChecksLeft: opts.unhealthyChecks,
   cpProfiles: [],
   // --known NAME: profiles a control plane forwarded before this process's
   // story starts (for a test that runs a data plane with no control plane).
@@ -860,6 +863,13 @@ function hostConnectHandler(plane) {
 function checkHealthHandler(plane) {
   return (call, callback) => {
     record('checkHealth', { plane });
+    // --unhealthy-checks N: the first N checks this process answers say
+    // unhealthy (a plane busy at start, or a check that came too early).
+    if (state.unhealthyChecksLeft > 0) {
+      state.unhealthyChecksLeft -= 1;
+      callback(null, { name: plane === 'dp' ? 'DataPlane' : 'ControlPlane', health: false, reason: 'not yet' });
+      return;
+    }
     if (plane === 'dp') {
       callback(
         null,
