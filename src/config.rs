@@ -42,7 +42,7 @@ opts! {
     "NOSLATE_FC_TRUSTED_PEERS", "--trusted-peers", "remote", "who may speak for FC (run /initialize, /pre-freeze, /pre-stop, send events, choose the function or deadline by header): remote (every peer that is not an address of this container: FC's gateway), any (processes in the container too: development and tests only). Requests from peers not trusted are HTTP invocations of an end user";
     "NOSLATED_WORKDIR", "--workdir", "", "Noslated work directory; sockets are $NOSLATED_WORKDIR/socks/dp-<i>.sock and cp-<i>.sock";
     "NOSLATE_FC_SOCK_DIR", "--sock-dir", "", "explicit Noslated socket directory (overrides NOSLATED_WORKDIR/socks)";
-    "NOSLATE_FC_DATA_PLANES", "--data-planes", "1", "number of data planes (dp-0 … dp-N-1)";
+    "NOSLATE_FC_DATA_PLANES", "--data-planes", "1", "number of data planes (dp-0 … dp-N-1); above 1, Noslated's config file must set plane.dataPlaneCount to the same N, or its control plane feeds only dp-0";
     "NOSLATE_FC_CONTROL_PLANES", "--control-planes", "1", "number of control planes (0 = none)";
     "NOSLATE_FUNCTION", "--function", "", "default Noslate function for invokes (else the only profile in NOSLATE_FUNCTION_PROFILES)";
     "NOSLATE_FC_FUNCTION_HEADER", "--function-header", "event", "whose x-noslate-function / x-noslate-service chooses the function: event (event invocations and local requests; ignored on HTTP invocations), all (end users too: unsafe on a public trigger), off. Legacy true = event with a warning, false = off";
