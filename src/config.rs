@@ -39,7 +39,7 @@ macro_rules! opts {
 opts! {
     "SERVER_PORT", "--port", "9000", "HTTP port FC sends requests to (the function's CAPort)";
     "NOSLATE_FC_LISTEN", "--listen", "0.0.0.0", "address to listen on";
-    "NOSLATE_FC_TRUSTED_PEERS", "--trusted-peers", "remote", "who may speak for FC (run /initialize, /pre-freeze, /pre-stop, send events, choose the function or deadline by header): remote (every peer that is not an address of this container: FC's gateway), any (processes in the container too: development and tests only). Requests from peers not trusted are HTTP invocations of an end user";
+    "NOSLATE_FC_TRUSTED_PEERS", "--trusted-peers", "remote", "who may speak for FC (run /initialize, /pre-freeze, /pre-stop, send events, choose the function or deadline by header): remote (every peer that is not an address of this container: FC's gateway), not-loopback (every peer but loopback: for a gateway inside the container's network namespace), any (processes in the container too: development and tests only). Requests from peers not trusted are HTTP invocations of an end user";
     "NOSLATED_WORKDIR", "--workdir", "", "Noslated work directory; sockets are $NOSLATED_WORKDIR/socks/dp-<i>.sock and cp-<i>.sock";
     "NOSLATE_FC_SOCK_DIR", "--sock-dir", "", "explicit Noslated socket directory (overrides NOSLATED_WORKDIR/socks)";
     "NOSLATE_FC_DATA_PLANES", "--data-planes", "1", "number of data planes (dp-0 … dp-N-1); above 1, Noslated's config file must set plane.dataPlaneCount to the same N, or its control plane feeds only dp-0";

@@ -69,6 +69,11 @@ pub enum Peer {
 pub enum TrustedPeers {
     /// Every peer that is not an address of this container (the default).
     Remote,
+    /// Every peer but loopback: for a platform whose gateway would dial the
+    /// instance's address from inside its network namespace (not what FC's
+    /// documentation shows; SECURITY.md). A process in the container can then
+    /// reach the hooks through that address.
+    NotLoopback,
     /// Every peer, processes in the container included (development, tests,
     /// and setups where nothing untrusted runs in the container).
     Any,
@@ -78,8 +83,9 @@ impl TrustedPeers {
     pub fn parse(raw: &str) -> Result<TrustedPeers, String> {
         match raw.trim().to_ascii_lowercase().as_str() {
             "remote" => Ok(TrustedPeers::Remote),
+            "not-loopback" => Ok(TrustedPeers::NotLoopback),
             "any" => Ok(TrustedPeers::Any),
-            _ => Err(format!("{raw:?} is not one of remote, any")),
+            _ => Err(format!("{raw:?} is not one of remote, not-loopback, any")),
         }
     }
 
@@ -94,7 +100,8 @@ impl TrustedPeers {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
             v4 => v4,
         };
-        if addr.is_loopback() || addr.is_unspecified() || is_own_address(addr) {
+        let own = || self == TrustedPeers::Remote && is_own_address(addr);
+        if addr.is_loopback() || addr.is_unspecified() || own() {
             Peer::Container
         } else {
             Peer::Fc
@@ -384,12 +391,16 @@ mod tests {
             let ip: IpAddr = inside.parse().unwrap();
             assert_eq!(TrustedPeers::Remote.peer(ip, is_own), Peer::Container, "{inside}");
             assert_eq!(TrustedPeers::Any.peer(ip, is_own), Peer::Fc, "{inside}");
+            let loopback = !inside.contains("21.0.5.7");
+            let want = if loopback { Peer::Container } else { Peer::Fc };
+            assert_eq!(TrustedPeers::NotLoopback.peer(ip, is_own), want, "{inside}");
         }
         for outside in ["21.0.5.1", "10.0.0.3", "2001:db8::1", "::ffff:21.0.5.1"] {
             assert_eq!(TrustedPeers::Remote.peer(outside.parse().unwrap(), is_own), Peer::Fc, "{outside}");
         }
         assert_eq!(TrustedPeers::parse(" Remote "), Ok(TrustedPeers::Remote));
         assert_eq!(TrustedPeers::parse("any"), Ok(TrustedPeers::Any));
+        assert_eq!(TrustedPeers::parse("not-loopback"), Ok(TrustedPeers::NotLoopback));
         assert!(TrustedPeers::parse("yes").is_err());
     }
 
