@@ -10,7 +10,7 @@
 //!   byte 0  method and path: a hook path, `/invoke`, or the input's own
 //!   byte 1  response status, high byte (with byte 2)
 //!   rest    fields, each `name index, value length, value bytes`: the name
-//!           is one of `NAMES` (index % len), so repeats and odd values of
+//!           is one of `name(i)` (index % len), so repeats and odd values of
 //!           exactly the headers that matter are what the fuzzer explores.
 //!
 //! Invariants: no panic; timeouts are within a day and can be added to
@@ -34,16 +34,9 @@ use noslate_fc::http1::{HeadParser, Limits, RequestHead};
 use noslate_fc::proto::InvokeRequest;
 use noslate_fc::route::{FunctionHeader, Origin, Policy, Request as Choosing, Routes, SINGLE_HEADERS};
 
-const NAMES: &[&str] = &[
-    "x-fc-control-path",
-    "x-fc-base-path",
-    "x-noslate-function",
-    "x-noslate-service",
-    "x-fc-request-id",
-    "x-fc-function-timeout",
-    "x-fc-initialization-timeout",
-    "x-fc-region",
-    "x-fc-qualifier",
+/// Names besides `SINGLE_HEADERS` (every header noslate-fc reads, first in
+/// the pick): plumbing FC sets, framing, hop-by-hop, and odd casing.
+const OTHER_NAMES: &[&str] = &[
     "x-fc-access-key-id",
     "connection",
     "content-length",
@@ -53,6 +46,12 @@ const NAMES: &[&str] = &[
     "host",
     "X-FC-Control-Path",
 ];
+
+/// Header name `i` of `SINGLE_HEADERS` then `OTHER_NAMES`, wrapping.
+fn name(i: u8) -> &'static str {
+    let i = usize::from(i) % (SINGLE_HEADERS.len() + OTHER_NAMES.len());
+    SINGLE_HEADERS.get(i).copied().unwrap_or_else(|| OTHER_NAMES[i - SINGLE_HEADERS.len()])
+}
 
 const TARGETS: &[&str] =
     &["/pre-stop", "/pre-freeze", "/initialize", "/invoke", "/app/admin/x", "/2016-08-15/proxy/s/f/admin"];
@@ -179,7 +178,7 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = &data[3..];
     let mut fields = 0;
     while rest.len() >= 2 && fields < 64 {
-        let name = NAMES[usize::from(rest[0]) % NAMES.len()];
+        let name = name(rest[0]);
         let len = usize::from(rest[1]).min(rest.len() - 2);
         let value: Vec<u8> =
             rest[2..2 + len].iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect();
