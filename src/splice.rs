@@ -130,10 +130,13 @@ impl ResponseDecoder {
         }
     }
 
-    /// Append to the message being assembled (room from `pool`).
-    fn pend(&mut self, bytes: &[u8], pool: &mut BufPool) {
+    /// Append to the message being assembled (room from `pool`). `room` is
+    /// how many bytes are still to come, these included: the buffer grows
+    /// once to hold them all, so a message sent in many small DATA frames
+    /// is copied once, not once per frame (which was quadratic).
+    fn pend(&mut self, bytes: &[u8], room: usize, pool: &mut BufPool) {
         if self.pending.capacity() - self.pending.len() < bytes.len() {
-            pool.refill(&mut self.pending, bytes.len(), PENDING_MIN);
+            pool.refill(&mut self.pending, room.max(bytes.len()), PENDING_MIN);
         }
         self.pending.extend_from_slice(bytes);
     }
@@ -182,7 +185,7 @@ impl ResponseDecoder {
                 State::Whole { len } => {
                     let want = MESSAGE_PREFIX_LEN + len - self.pending.len();
                     let n = want.min(data.len());
-                    self.pend(&data.split_to(n), pool);
+                    self.pend(&data.split_to(n), want, pool);
                     if n == want {
                         self.finish_whole(out)?;
                     }
@@ -192,7 +195,7 @@ impl ResponseDecoder {
                     let have = self.pending.len();
                     if have < MESSAGE_PREFIX_LEN {
                         let n = (MESSAGE_PREFIX_LEN - have).min(data.len());
-                        self.pend(&data.split_to(n), pool);
+                        self.pend(&data.split_to(n), n, pool);
                         continue;
                     }
                     let len = message_len(&self.pending)?;
@@ -200,7 +203,7 @@ impl ResponseDecoder {
                     let probe_len = probe.min(len);
                     if payload_have < probe_len {
                         let n = (probe_len - payload_have).min(data.len());
-                        self.pend(&data.split_to(n), pool);
+                        self.pend(&data.split_to(n), n, pool);
                         if self.pending.len() - MESSAGE_PREFIX_LEN < probe_len {
                             continue;
                         }
@@ -394,6 +397,52 @@ mod tests {
             assert!(body == want, "split {split}: {} body bytes", body.len());
             assert!(d.is_idle(), "split {split}");
             assert!(held <= bound, "split {split}: {held} bytes held back (bound {bound})");
+        }
+    }
+
+    /// A big error message sent in many small DATA payloads is assembled
+    /// with one growth of the buffer, not one per payload (the copies that
+    /// made the fuzz smoke report a slow unit: quadratic in the payloads).
+    #[test]
+    fn a_message_in_small_pieces_grows_its_buffer_once() {
+        fn varint(mut v: usize, out: &mut Vec<u8>) {
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        let text = vec![b'x'; 100_000];
+        let mut inner = vec![0x0a, 0x05];
+        inner.extend_from_slice(b"Error");
+        inner.push(0x12);
+        varint(text.len(), &mut inner);
+        inner.extend_from_slice(&text);
+        inner.extend_from_slice(&[0x38, 0x08]);
+        let mut outer = vec![0x0a];
+        varint(inner.len(), &mut outer);
+        outer.extend_from_slice(&inner);
+        let mut stream = vec![0];
+        stream.extend_from_slice(&(outer.len() as u32).to_be_bytes());
+        stream.extend_from_slice(&outer);
+        for split in [1, 7, 100] {
+            let mut d = ResponseDecoder::default();
+            let mut pool = BufPool::default();
+            let (mut growths, mut capacity, mut errors) = (0, 0, 0);
+            for chunk in stream.chunks(split) {
+                d.feed(
+                    Bytes::copy_from_slice(chunk),
+                    &mut |p| errors += matches!(p, Piece::Error(_)) as usize,
+                    &mut pool,
+                )
+                .unwrap();
+                if d.pending.capacity() > capacity {
+                    growths += 1;
+                }
+                capacity = d.pending.capacity();
+            }
+            assert_eq!(errors, 1, "split {split}");
+            assert!(growths <= 2, "split {split}: the buffer grew {growths} times");
         }
     }
 
