@@ -27,7 +27,9 @@
 //! * a stream that ended normally in both directions is never reset, and a
 //!   stream whose response is complete is finished with END_STREAM rather than
 //!   RST_STREAM: the peer counts our resets (docs/noslated-protocol.md §3.4);
-//! * a [`StreamRef`] stays valid until [`Event::Closed`] for it is polled.
+//! * a [`StreamRef`] stays valid until [`Event::Closed`] for it is polled;
+//!   after that it is stale (its slot may hold a newer stream) and every
+//!   call with it does nothing.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -50,8 +52,19 @@ use crate::pool::BufPool;
 
 mod send;
 
-/// Local handle of a stream (a slab key).
-pub type StreamRef = usize;
+/// A stream's slot in the stream table (inside this module only).
+type Key = usize;
+
+/// The caller's handle of a stream: its slot and the serial of the `open`
+/// that filled it (as h2's `store::Key { index, stream_id }`). A handle kept
+/// past its stream's [`Event::Closed`] names a slot a later `open` may have
+/// reused; the serial tells them apart, so a stale handle reaches nothing
+/// instead of another stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamRef {
+    key: Key,
+    serial: u32,
+}
 
 /// Smallest reservation of the header arena: a whole response head and its
 /// trailers without growing.
@@ -238,6 +251,8 @@ impl Default for PeerSettings {
 
 /// One stream's slab entry.
 struct Stream {
+    /// Which `open` made it (see [`StreamRef`]).
+    serial: u32,
     /// Where it is in its lifecycle (§5.1), with its id once it has one.
     state: State,
     /// Request body not yet framed ([`send`]).
@@ -261,7 +276,7 @@ enum Lookup {
     Idle,
     /// Opened once, no longer tracked.
     Closed,
-    Live(StreamRef),
+    Live(Key),
 }
 
 /// See the module documentation.
@@ -270,12 +285,14 @@ pub struct ClientConnection {
     peer: PeerSettings,
     peer_settings_received: bool,
     streams: Slab<Stream>,
-    ids: IdMap<u32, StreamRef>,
+    ids: IdMap<u32, Key>,
     /// Streams waiting for a concurrency slot, FIFO.
-    waiting: VecDeque<StreamRef>,
+    waiting: VecDeque<Key>,
     /// The round-robin and the capacity line ([`send`]).
     sends: SendSchedule,
     next_stream_id: u32,
+    /// The serial the next `open` gives its stream (see [`StreamRef`]).
+    next_serial: u32,
     /// Streams with an id that are not closed.
     open_count: usize,
     events: VecDeque<Event>,
@@ -340,6 +357,7 @@ impl ClientConnection {
             waiting: VecDeque::new(),
             sends: SendSchedule::default(),
             next_stream_id: 1,
+            next_serial: 0,
             open_count: 0,
             events: VecDeque::new(),
             encoder: hpack::Encoder::new(),
@@ -391,7 +409,7 @@ impl ClientConnection {
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
         if let Event::Closed { stream } = event {
-            if let Some(s) = self.streams.try_remove(stream) {
+            if let Some(s) = self.key(stream).map(|key| self.streams.remove(key)) {
                 // Delivered bytes the caller can no longer release.
                 self.conn_recv.release(s.recv_window.unreleased() as usize);
                 self.queue_window_updates(None);
@@ -533,7 +551,7 @@ impl ClientConnection {
             self.conn_recv.release(padding);
         }
         if !payload.is_empty() || end_stream {
-            self.events.push_back(Event::Data { stream: key, data: payload, end_stream });
+            self.events.push_back(Event::Data { stream: self.handle(key), data: payload, end_stream });
         }
         if end_stream {
             let end = self.streams[key].state.received_end_stream();
@@ -586,7 +604,7 @@ impl ClientConnection {
             self.stream_error(key, ErrorCode::PROTOCOL_ERROR);
             return Ok(());
         }
-        self.events.push_back(Event::Headers { stream: key, fields, end_stream });
+        self.events.push_back(Event::Headers { stream: self.handle(key), fields, end_stream });
         if end_stream {
             let end = self.streams[key].state.received_end_stream();
             self.after_end_stream(key, end);
@@ -682,7 +700,7 @@ impl ClientConnection {
         }
         self.peer_settings_received = true;
         frame::encode_settings_ack(&mut self.scratch);
-        let keys: Vec<StreamRef> = self.streams.iter().map(|(key, _)| key).collect();
+        let keys: Vec<Key> = self.streams.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.mark_ready(key);
         }
@@ -695,7 +713,7 @@ impl ClientConnection {
         self.goaway_received = Some(last);
         self.events.push_back(Event::GoAway { last_stream_id, code, debug });
         // §6.8: streams above the last id were never processed.
-        let refused: Vec<StreamRef> = self
+        let refused: Vec<Key> = self
             .streams
             .iter()
             .filter(|(_, s)| !s.state.is_closed() && s.state.id().is_none_or(|id| id > last))
@@ -733,13 +751,13 @@ impl ClientConnection {
     // here is what the connection does around them.
 
     /// The peer broke a stream rule: RST_STREAM and report (§5.4.2).
-    fn stream_error(&mut self, key: StreamRef, code: ErrorCode) {
+    fn stream_error(&mut self, key: Key, code: ErrorCode) {
         self.terminate(key, Some(code), Some((code, false)));
     }
 
     /// After END_STREAM went either way: if that was the second one, the
     /// stream is closed (§5.1) and the connection forgets it.
-    fn after_end_stream(&mut self, key: StreamRef, end: EndStream) {
+    fn after_end_stream(&mut self, key: Key, end: EndStream) {
         if let EndStream::Closed { id } = end {
             self.forget(key, Some(id), None, None);
         }
@@ -748,7 +766,7 @@ impl ClientConnection {
     /// End a stream early (§5.1: any state → closed): optionally send
     /// RST_STREAM `rst`, optionally report `Reset { code, retryable }`, then
     /// `Closed`. Nothing for a stream already closed.
-    fn terminate(&mut self, key: StreamRef, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
+    fn terminate(&mut self, key: Key, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
         let Some(s) = self.streams.get_mut(key) else {
             return;
         };
@@ -762,7 +780,7 @@ impl ClientConnection {
     /// The bookkeeping for a stream that just closed and had `id` (`None`:
     /// it was still waiting for a slot): drop its queue, unmap or unqueue
     /// it, send `rst`, report, and hand its slot on.
-    fn forget(&mut self, key: StreamRef, id: Option<u32>, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
+    fn forget(&mut self, key: Key, id: Option<u32>, rst: Option<ErrorCode>, report: Option<(ErrorCode, bool)>) {
         self.drop_send_queue(key);
         match id {
             None => self.waiting.retain(|&k| k != key),
@@ -778,9 +796,9 @@ impl ClientConnection {
             }
         }
         if let Some((code, retryable)) = report {
-            self.events.push_back(Event::Reset { stream: key, code, retryable });
+            self.events.push_back(Event::Reset { stream: self.handle(key), code, retryable });
         }
-        self.events.push_back(Event::Closed { stream: key });
+        self.events.push_back(Event::Closed { stream: self.handle(key) });
         self.promote_waiting();
     }
 
@@ -804,7 +822,7 @@ impl ClientConnection {
 
     /// Assign the next id and queue the HEADERS (§5.1.1: ids are odd and
     /// increase, so they are handed out only here, in sending order).
-    fn activate<'a>(&mut self, key: StreamRef, fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
+    fn activate<'a>(&mut self, key: Key, fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
         let id = self.next_stream_id;
         self.next_stream_id += 2;
         self.ids.insert(id, key);
@@ -827,7 +845,7 @@ impl ClientConnection {
         }
     }
 
-    fn queue_window_updates(&mut self, key: Option<StreamRef>) {
+    fn queue_window_updates(&mut self, key: Option<Key>) {
         if self.fatal.is_some() {
             return;
         }
@@ -855,7 +873,7 @@ impl ClientConnection {
         self.goaway_sent = true;
         self.fatal = Some(err);
         self.continuation = None;
-        let live: Vec<(StreamRef, bool)> = self
+        let live: Vec<(Key, bool)> = self
             .streams
             .iter()
             .filter(|(_, s)| !s.state.is_closed())
@@ -868,6 +886,17 @@ impl ClientConnection {
     }
 
     // ----- public stream API -------------------------------------------------
+
+    /// The slot of a live handle; `None` for a stale one (its stream was
+    /// closed and polled, the slot perhaps reused).
+    fn key(&self, stream: StreamRef) -> Option<Key> {
+        self.streams.get(stream.key).filter(|s| s.serial == stream.serial).map(|_| stream.key)
+    }
+
+    /// The caller's handle of the stream in slot `key`.
+    fn handle(&self, key: Key) -> StreamRef {
+        StreamRef { key, serial: self.streams[key].serial }
+    }
 
     /// Start a request stream (see the crate docs for queuing and ids).
     pub fn open(&mut self, fields: &[(&[u8], &[u8])], end_stream: bool) -> Result<StreamRef, OpenError> {
@@ -890,7 +919,10 @@ impl ClientConnection {
         } else {
             fields.iter().map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v))).collect()
         };
+        let serial = self.next_serial;
+        self.next_serial = serial.wrapping_add(1);
         let key = self.streams.insert(Stream {
+            serial,
             state: State::queued(head, end_stream),
             send: SendQueue::new(&mut self.sends),
             send_window: SendWindow::new(self.peer.initial_window_size),
@@ -901,7 +933,7 @@ impl ClientConnection {
         } else {
             self.waiting.push_back(key);
         }
-        Ok(key)
+        Ok(StreamRef { key, serial })
     }
 
     /// Abandon the stream; `Closed` follows. RST_STREAM is sent only if the
@@ -910,9 +942,10 @@ impl ClientConnection {
     /// an empty END_STREAM DATA instead, which costs none of the peer's
     /// reset allowance (docs/noslated-protocol.md §3.4). Ended streams are never reset.
     pub fn reset(&mut self, stream: StreamRef, code: ErrorCode) {
-        let Some(s) = self.streams.get(stream) else {
+        let Some(stream) = self.key(stream) else {
             return;
         };
+        let s = &self.streams[stream];
         if let Some(id) = s.state.response_complete_id() {
             if self.fatal.is_none() {
                 // Half-closed (remote): END_STREAM closes it (§5.1).
@@ -926,9 +959,10 @@ impl ClientConnection {
 
     /// The caller consumed `n` octets of received DATA on `stream`.
     pub fn release(&mut self, stream: StreamRef, n: usize) {
-        let Some(s) = self.streams.get_mut(stream) else {
+        let Some(stream) = self.key(stream) else {
             return;
         };
+        let s = &mut self.streams[stream];
         let n = n.min(s.recv_window.unreleased() as usize);
         s.recv_window.release(n);
         self.conn_recv.release(n);
@@ -967,7 +1001,7 @@ impl ClientConnection {
         }
         frame::encode_goaway(&mut self.scratch, 0, code, b"");
         self.goaway_sent = true;
-        let waiting: Vec<StreamRef> = self.waiting.iter().copied().collect();
+        let waiting: Vec<Key> = self.waiting.iter().copied().collect();
         for key in waiting {
             self.terminate(key, None, Some((ErrorCode::REFUSED_STREAM, true)));
         }

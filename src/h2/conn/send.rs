@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::{ClientConnection, Event, Stream, StreamRef, SEND_LOW_WATER};
+use super::{ClientConnection, Event, Key, Stream, StreamRef, SEND_LOW_WATER};
 use crate::h2::frame;
 
 /// What a stream told it may send is expected to queue at most, when
@@ -65,10 +65,10 @@ impl SendQueue {
 #[derive(Default)]
 pub(super) struct SendSchedule {
     /// Streams with something to send, served round-robin.
-    ready: VecDeque<StreamRef>,
+    ready: VecDeque<Key>,
     /// Streams that asked to hear when they can send
     /// ([`ClientConnection::want_capacity`]), oldest first.
-    capacity_waiters: VecDeque<StreamRef>,
+    capacity_waiters: VecDeque<Key>,
     /// Sum of every stream's `queued`.
     total_queued: usize,
     /// Emptied queues of closed streams, kept with their capacity so that
@@ -117,7 +117,11 @@ impl ClientConnection {
     /// `queue_budget` in memory, whatever the peer's windows and however
     /// many streams there are.
     pub fn send_capacity(&self, stream: StreamRef) -> usize {
-        match self.streams.get(stream) {
+        self.key(stream).map_or(0, |key| self.capacity_of(key))
+    }
+
+    fn capacity_of(&self, key: Key) -> usize {
+        match self.streams.get(key) {
             Some(s) if s.state.accepts_data() && self.output_len() < self.cfg.output_budget => {
                 let windows = match s.state.id() {
                     Some(_) => s.send_window.usable().min(self.conn_send.usable()),
@@ -136,10 +140,11 @@ impl ClientConnection {
     /// falling below the budget). Lets a caller
     /// read its source only as fast as the peer takes the bytes.
     pub fn want_capacity(&mut self, stream: StreamRef) {
-        if let Some(s) = self.streams.get_mut(stream) {
+        let Some(key) = self.key(stream) else { return };
+        if let Some(s) = self.streams.get_mut(key) {
             if !s.state.is_closed() && !s.send.want_capacity {
                 s.send.want_capacity = true;
-                self.sends.capacity_waiters.push_back(stream);
+                self.sends.capacity_waiters.push_back(key);
             }
         }
     }
@@ -166,7 +171,7 @@ impl ClientConnection {
             if !live {
                 continue;
             }
-            let capacity = self.send_capacity(key);
+            let capacity = self.capacity_of(key);
             if capacity == 0 || budget == 0 {
                 self.sends.capacity_waiters.push_back(key);
                 continue;
@@ -175,7 +180,7 @@ impl ClientConnection {
             let s = &mut self.streams[key];
             s.send.want_capacity = false;
             s.send.want_ready = false;
-            self.events.push_back(Event::SendReady { stream: key });
+            self.events.push_back(Event::SendReady { stream: StreamRef { key, serial: s.serial } });
         }
     }
 
@@ -183,8 +188,9 @@ impl ClientConnection {
     /// frame what the windows allow. Ignored after `send_end`, `reset` or
     /// once the stream is closed.
     pub fn send_data(&mut self, stream: StreamRef, data: Bytes) {
-        self.queue_data(stream, data);
-        self.flush_stream(stream);
+        let Some(key) = self.key(stream) else { return };
+        self.queue_data(key, data);
+        self.flush_key(key);
     }
 
     /// Like [`Self::send_data`], but more follows at once: nothing is framed
@@ -192,7 +198,9 @@ impl ClientConnection {
     /// prefix and its payload (or the last bytes and END_STREAM) share one
     /// DATA frame.
     pub fn send_data_more(&mut self, stream: StreamRef, data: Bytes) {
-        self.queue_data(stream, data);
+        if let Some(key) = self.key(stream) {
+            self.queue_data(key, data);
+        }
     }
 
     /// Frame whatever the windows allow and tell capacity waiters. For the
@@ -207,20 +215,26 @@ impl ClientConnection {
 
     /// Frame what `send_data_more` queued, as far as the windows allow.
     pub fn flush_stream(&mut self, stream: StreamRef) {
-        if self.streams.get(stream).is_none_or(|s| s.send.queued == 0) {
+        if let Some(key) = self.key(stream) {
+            self.flush_key(key);
+        }
+    }
+
+    fn flush_key(&mut self, key: Key) {
+        if self.streams.get(key).is_none_or(|s| s.send.queued == 0) {
             return;
         }
-        self.mark_ready(stream);
+        self.mark_ready(key);
         self.flush_sends();
-        if let Some(s) = self.streams.get_mut(stream) {
+        if let Some(s) = self.streams.get_mut(key) {
             if s.send.queued > SEND_LOW_WATER {
                 s.send.want_ready = true;
             }
         }
     }
 
-    fn queue_data(&mut self, stream: StreamRef, data: Bytes) -> bool {
-        let Some(s) = self.streams.get_mut(stream) else {
+    fn queue_data(&mut self, key: Key, data: Bytes) -> bool {
+        let Some(s) = self.streams.get_mut(key) else {
             return false;
         };
         if !s.state.accepts_data() || data.is_empty() {
@@ -234,24 +248,24 @@ impl ClientConnection {
 
     /// Half-close once everything queued has been sent.
     pub fn send_end(&mut self, stream: StreamRef) {
-        let Some(s) = self.streams.get_mut(stream) else {
+        let Some(key) = self.key(stream) else {
             return;
         };
-        if !s.state.request_end() {
+        if !self.streams[key].state.request_end() {
             return;
         }
-        self.mark_ready(stream);
+        self.mark_ready(key);
         self.flush_sends();
     }
 
     /// Octets accepted by `send_data` and not yet framed into the output.
     pub fn queued(&self, stream: StreamRef) -> usize {
-        self.streams.get(stream).map_or(0, |s| s.send.queued)
+        self.key(stream).map_or(0, |key| self.streams[key].send.queued)
     }
 
     /// Drop what the stream has queued: it closed, or it is being finished
     /// without its body.
-    pub(super) fn drop_send_queue(&mut self, key: StreamRef) {
+    pub(super) fn drop_send_queue(&mut self, key: Key) {
         let s = &mut self.streams[key];
         s.send.segments.clear();
         self.sends.total_queued -= s.send.queued;
@@ -259,7 +273,7 @@ impl ClientConnection {
     }
 
     /// Put the stream in the round-robin if it can send something.
-    pub(super) fn mark_ready(&mut self, key: StreamRef) {
+    pub(super) fn mark_ready(&mut self, key: Key) {
         if let Some(s) = self.streams.get_mut(key) {
             if s.state.id().is_some() && !s.send.in_ready && has_send_work(s) {
                 s.send.in_ready = true;
@@ -322,7 +336,7 @@ impl ClientConnection {
                     // One SendReady answers a capacity request too (the
                     // waiter list drops entries whose flag is clear).
                     s.send.want_capacity = false;
-                    self.events.push_back(Event::SendReady { stream: key });
+                    self.events.push_back(Event::SendReady { stream: StreamRef { key, serial: s.serial } });
                 }
                 if has_send_work(s) {
                     s.send.in_ready = true;
@@ -336,7 +350,7 @@ impl ClientConnection {
     /// in `scratch`, then the segments themselves (sliced, not copied). With
     /// `end_stream`, the stream half-closes, or closes if the response has
     /// ended (§5.1).
-    pub(super) fn emit_data(&mut self, key: StreamRef, id: u32, n: usize, end_stream: bool) {
+    pub(super) fn emit_data(&mut self, key: Key, id: u32, n: usize, end_stream: bool) {
         self.scratch_room(frame::FRAME_HEAD_LEN);
         let s = &mut self.streams[key];
         self.scratch.extend_from_slice(&frame::data_head(id, n as u32, end_stream));

@@ -1227,3 +1227,38 @@ fn partial_writes_keep_output_order() {
     }
     assert_eq!(kinds, ["SETTINGS", "WINDOW_UPDATE", "HEADERS", "DATA", "DATA"]);
 }
+
+/// A handle kept past its stream's `Closed` (the caller's copy of an ended
+/// stream) reaches nothing, also once a new `open` has taken the same slot:
+/// no reset, no window credit, no data, no capacity for the new stream.
+#[test]
+fn a_stale_stream_handle_reaches_nothing() {
+    let mut server = FakeServer::ready(Config::default(), &[]);
+    let (old, old_id) = server.open(true);
+    server.headers(old_id, &ok_head(), false).unwrap();
+    server.data(old_id, b"abc", false).unwrap();
+    server.headers(old_id, &trailers(), true).unwrap();
+    let events = server.events();
+    assert!(matches!(events.last(), Some(Event::Closed { stream }) if *stream == old), "{events:?}");
+    let (new, new_id) = server.open(false);
+    assert_eq!(new.key, old.key, "the test needs the slot reused");
+    assert_ne!(new, old);
+    server.headers(new_id, &ok_head(), false).unwrap();
+    server.data(new_id, b"defg", false).unwrap();
+    assert_eq!(server.events().len(), 2);
+    server.frames();
+    server.conn.reset(old, ErrorCode::CANCEL);
+    server.conn.release(old, 4);
+    server.conn.send_data(old, Bytes::from_static(b"stale"));
+    server.conn.send_end(old);
+    server.conn.want_capacity(old);
+    assert_eq!(server.conn.send_capacity(old), 0);
+    assert_eq!(server.conn.queued(old), 0);
+    assert_eq!(server.frames(), vec![], "a stale handle wrote frames");
+    assert_eq!(server.conn.streams[new.key].recv_window.unreleased(), 4, "a stale handle released");
+    assert!(server.conn.send_capacity(new) > 0);
+    server.conn.release(new, 4);
+    assert_eq!(server.conn.streams[new.key].recv_window.unreleased(), 0);
+    server.conn.send_data(new, Bytes::from_static(b"live"));
+    assert_eq!(data_of(&server.frames(), new_id), (4, false));
+}
