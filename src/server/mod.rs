@@ -55,86 +55,114 @@ const SIGNALS: Token = Token(1);
 /// buffers are freed as usual.
 const READ_BUFFERS: usize = 16;
 
-/// A client connection: its place in `Server::clients`.
+/// A client connection: its slot in `Server::clients` and the serial of
+/// the session that filled it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ClientKey(usize);
+pub(crate) struct ClientKey {
+    index: usize,
+    serial: u32,
+}
 
-/// A plane connection: its place in `Server::conns`.
+/// A plane connection: its slot in `Server::conns` and the serial of the
+/// connection that filled it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ConnKey(usize);
+pub(crate) struct ConnKey {
+    index: usize,
+    serial: u32,
+}
 
-/// A key of one kind of session; kinds cannot be mixed up.
+/// A key of one kind of session; kinds cannot be mixed up. It names a slot
+/// and the serial of the session that filled it (as h2's `StreamRef`, as
+/// h2's `store::Key`): a key kept past its session's end reaches nothing,
+/// even once a new session has the same slot.
 pub(crate) trait Key: Copy {
+    fn new(index: usize, serial: u32) -> Self;
     fn index(self) -> usize;
-    fn from_index(i: usize) -> Self;
+    fn serial(self) -> u32;
 }
 
 impl Key for ClientKey {
-    fn index(self) -> usize {
-        self.0
+    fn new(index: usize, serial: u32) -> Self {
+        ClientKey { index, serial }
     }
-    fn from_index(i: usize) -> Self {
-        ClientKey(i)
+    fn index(self) -> usize {
+        self.index
+    }
+    fn serial(self) -> u32 {
+        self.serial
     }
 }
 
 impl Key for ConnKey {
-    fn index(self) -> usize {
-        self.0
+    fn new(index: usize, serial: u32) -> Self {
+        ConnKey { index, serial }
     }
-    fn from_index(i: usize) -> Self {
-        ConnKey(i)
+    fn index(self) -> usize {
+        self.index
+    }
+    fn serial(self) -> u32 {
+        self.serial
     }
 }
 
 impl ClientKey {
     fn token(self) -> Token {
-        Token(2 + self.0 * 2)
+        Token(2 + self.index * 2)
     }
 }
 
 impl ConnKey {
     fn token(self) -> Token {
-        Token(3 + self.0 * 2)
+        Token(3 + self.index * 2)
     }
 }
 
-/// A slab addressed by one kind of key only (sozu's session slab).
+/// A slab addressed by one kind of key only (sozu's session slab), whose
+/// keys carry the serial of their session (see [`Key`]).
 pub(crate) struct Sessions<K, T> {
-    slab: Slab<T>,
+    slab: Slab<(u32, T)>,
+    next_serial: u32,
     kind: PhantomData<K>,
 }
 
 impl<K: Key, T> Default for Sessions<K, T> {
     fn default() -> Self {
-        Sessions { slab: Slab::new(), kind: PhantomData }
+        Sessions { slab: Slab::new(), next_serial: 0, kind: PhantomData }
     }
 }
 
 impl<K: Key, T> Sessions<K, T> {
     pub fn get(&self, k: K) -> Option<&T> {
-        self.slab.get(k.index())
+        self.slab.get(k.index()).filter(|(serial, _)| *serial == k.serial()).map(|(_, v)| v)
     }
 
     pub fn get_mut(&mut self, k: K) -> Option<&mut T> {
-        self.slab.get_mut(k.index())
+        self.slab.get_mut(k.index()).filter(|(serial, _)| *serial == k.serial()).map(|(_, v)| v)
     }
 
     pub fn contains(&self, k: K) -> bool {
-        self.slab.contains(k.index())
+        self.get(k).is_some()
+    }
+
+    /// The key of the session in slot `index` (a socket's token names the
+    /// slot only).
+    pub fn key_at(&self, index: usize) -> Option<K> {
+        self.slab.get(index).map(|(serial, _)| K::new(index, *serial))
     }
 
     /// The key the next `insert` will use.
     pub fn vacant_key(&self) -> K {
-        K::from_index(self.slab.vacant_key())
+        K::new(self.slab.vacant_key(), self.next_serial)
     }
 
     pub fn insert(&mut self, v: T) -> K {
-        K::from_index(self.slab.insert(v))
+        let serial = self.next_serial;
+        self.next_serial = serial.wrapping_add(1);
+        K::new(self.slab.insert((serial, v)), serial)
     }
 
     pub fn try_remove(&mut self, k: K) -> Option<T> {
-        self.slab.try_remove(k.index())
+        self.contains(k).then(|| self.slab.remove(k.index()).1)
     }
 
     pub fn len(&self) -> usize {
@@ -146,11 +174,11 @@ impl<K: Key, T> Sessions<K, T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
-        self.slab.iter().map(|(i, v)| (K::from_index(i), v))
+        self.slab.iter().map(|(i, (serial, v))| (K::new(i, *serial), v))
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut T)> {
-        self.slab.iter_mut().map(|(i, v)| (K::from_index(i), v))
+        self.slab.iter_mut().map(|(i, (serial, v))| (K::new(i, *serial), v))
     }
 
     pub fn keys(&self) -> Vec<K> {
@@ -158,16 +186,17 @@ impl<K: Key, T> Sessions<K, T> {
     }
 }
 
+/// Indexing wants a live key: a stale one is a bug, as a vacant slot is.
 impl<K: Key, T> std::ops::Index<K> for Sessions<K, T> {
     type Output = T;
     fn index(&self, k: K) -> &T {
-        &self.slab[k.index()]
+        self.get(k).expect("a live session key")
     }
 }
 
 impl<K: Key, T> std::ops::IndexMut<K> for Sessions<K, T> {
     fn index_mut(&mut self, k: K) -> &mut T {
-        &mut self.slab[k.index()]
+        self.get_mut(k).expect("a live session key")
     }
 }
 
@@ -411,12 +440,14 @@ impl Server {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
                     Token(t) if t % 2 == 0 => {
-                        let key = ClientKey((t - 2) / 2);
-                        self.client_event(key, readable, event.is_read_closed(), event.is_writable())
+                        if let Some(key) = self.clients.key_at((t - 2) / 2) {
+                            self.client_event(key, readable, event.is_read_closed(), event.is_writable())
+                        }
                     }
                     Token(t) => {
-                        let key = ConnKey((t - 3) / 2);
-                        self.plane_event(key, readable, event.is_read_closed(), event.is_writable())
+                        if let Some(key) = self.conns.key_at((t - 3) / 2) {
+                            self.plane_event(key, readable, event.is_read_closed(), event.is_writable())
+                        }
                     }
                 }
             }

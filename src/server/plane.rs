@@ -772,7 +772,7 @@ mod tests {
         let plane = |kind, connected: bool, healthy, [profiles, env, warm]: [bool; 3]| Plane {
             kind,
             path: PathBuf::new(),
-            active: connected.then_some(ConnKey(0)),
+            active: connected.then_some(ConnKey { index: 0, serial: 0 }),
             healthy,
             backoff: BACKOFF_MIN,
             retry_pending: false,
