@@ -615,6 +615,27 @@ mod tests {
         assert_eq!(edges, PINNED, "calls between the files of server/ changed");
     }
 
+    /// A key kept past its session's end reaches nothing, also once a new
+    /// session fills the same slot; the live key of a slot is found from
+    /// the slot alone (a socket's token).
+    #[test]
+    fn a_stale_session_key_reaches_nothing() {
+        use super::{ConnKey, Key, Sessions};
+        let mut s: Sessions<ConnKey, &str> = Sessions::default();
+        let old = s.insert("old");
+        assert_eq!(s.try_remove(old), Some("old"));
+        assert_eq!(s.vacant_key().index(), old.index());
+        let new = s.insert("new");
+        assert_eq!(new.index(), old.index(), "the test needs the slot reused");
+        assert_ne!(new, old);
+        assert_eq!((s.get(old), s.contains(old)), (None, false));
+        assert_eq!(s.try_remove(old), None);
+        assert!(s.get_mut(old).is_none());
+        assert_eq!((s.get(new), s.key_at(new.index())), (Some(&"new"), Some(new)));
+        assert_eq!(s.iter().map(|(k, v)| (k, *v)).collect::<Vec<_>>(), vec![(new, "new")]);
+        assert_eq!(s[new], "new");
+    }
+
     /// A thaw is a poll that came back more than `FREEZE_JUMP` late, or the
     /// first wake-up `FREEZE_JUMP` after `/pre-freeze`; a poll without a
     /// timeout is never late.
