@@ -585,7 +585,7 @@ impl Server {
                 let request_id = dispatch::request_id(&head);
                 self.log.start(Marker::PreStop, &request_id);
                 self.clients[key].phase = Phase::PreStop { request_id };
-                self.begin_shutdown("/pre-stop");
+                self.defer(super::Effect::BeginShutdown("/pre-stop"));
             }
             Endpoint::Initialize => {
                 let request_id = dispatch::request_id(&head);
@@ -594,7 +594,7 @@ impl Server {
                 self.clients[key].phase = Phase::Init { keep_alive: reusable, request_id };
                 let gen = self.clients[key].gen;
                 self.client_timer_add(key, self.now + timeout, gen, ClientTimer::Init);
-                self.check_initialize();
+                self.defer(super::Effect::CheckInitialize);
             }
         }
     }
@@ -762,7 +762,7 @@ impl Server {
         }
         // A drain waits for exchanges, not connections: FC keeps its
         // keep-alive connections open while it waits for /pre-stop.
-        self.after_client_closed();
+        self.defer(super::Effect::DrainCheck);
     }
 
     /// Like `finish_exchange(key, true)`, after an answer that left `left`
@@ -781,7 +781,7 @@ impl Server {
         let at = self.now + self.cfg.linger;
         self.client_timer_add(key, at, gen, ClientTimer::Linger);
         self.mark_client(key);
-        self.after_client_closed();
+        self.defer(super::Effect::DrainCheck);
         self.pump_client(key);
     }
 
@@ -898,7 +898,7 @@ impl Server {
             // Give a burst's freed memory back to the system once idle.
             crate::sys::trim_heap();
         }
-        self.after_client_closed();
+        self.defer(super::Effect::DrainCheck);
     }
 
     /// Add a timer owned by this connection (cancelled when it closes).

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::plane::Owner;
-use super::{ClientKey, ConnKey, Server};
+use super::{ClientKey, ConnKey, Server, StreamNews};
 use crate::fc::dispatch::RequestId;
 use crate::fc::{dispatch, invocation, BodyStep, Invocation, InvokeError, Now, PlaneFault, Progress};
 use crate::grpc;
@@ -439,6 +439,64 @@ impl Server {
             self.pump_client(key);
         }
         step
+    }
+
+    /// Invokes parked until a data plane appears (or the profiles are in
+    /// force): try them now.
+    pub(super) fn wake_plane_waiters(&mut self) {
+        let waiting = std::mem::take(&mut self.life.waiting_plane);
+        for (key, gen) in waiting {
+            let still = self.clients.get(key).is_some_and(|c| c.gen == gen);
+            if still {
+                let step = self.dispatch_invoke(key);
+                self.settle(key, step);
+                // A parked invoke stopped reading its body; the rest is
+                // still in the socket, and an edge-triggered poll will not
+                // say so again.
+                self.pump_client(key);
+            }
+        }
+    }
+
+    /// News from the stream `(conn, stream)` for client `key`'s invoke in
+    /// exchange `gen`, queued by the plane side and applied by the loop
+    /// (`Server::apply_effects`). News for an exchange that ended, or for an
+    /// invoke that moved to another stream since, is dropped: the window
+    /// of its DATA is credited back, its header list's storage kept.
+    pub(super) fn stream_news(&mut self, key: ClientKey, gen: u64, conn: ConnKey, stream: StreamRef, news: StreamNews) {
+        let attached = self.clients.get(key).is_some_and(|c| {
+            c.gen == gen && c.phase.invoke().is_some_and(|inv| inv.conn == Some(conn) && inv.stream == Some(stream))
+        });
+        if !attached {
+            if let Some(pc) = self.conns.get_mut(conn) {
+                match news {
+                    StreamNews::Data(data) => pc.h2.release(stream, data.len()),
+                    StreamNews::Headers { fields, .. } => pc.h2.recycle_headers(fields),
+                    StreamNews::SendReady | StreamNews::Failed { .. } => {}
+                }
+                self.mark_conn(conn);
+            }
+            return;
+        }
+        let step = match news {
+            StreamNews::Headers { fields, end_stream } => {
+                let step = self.invoke_headers(key, &fields, end_stream);
+                // The list's storage serves the next header block.
+                if let Some(pc) = self.conns.get_mut(conn) {
+                    pc.h2.recycle_headers(fields);
+                }
+                step
+            }
+            StreamNews::Data(data) => self.invoke_data(key, data),
+            StreamNews::SendReady => {
+                let step = self.pump_invoke_body(key);
+                self.settle(key, step);
+                self.pump_client(key);
+                return;
+            }
+            StreamNews::Failed { fault, retryable } => self.invoke_stream_failed(key, fault, retryable),
+        };
+        self.settle(key, step);
     }
 
     /// The stream failed underneath an invoke (reset, GOAWAY, connection

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use mio::net::UnixStream;
 use mio::Interest;
 
-use super::{ClientKey, ConnKey, Server, Timer};
+use super::{ClientKey, ConnKey, Effect, Server, StreamNews, Timer};
 use crate::config::Config;
 use crate::fc::{IoOp, PlaneFault};
 use crate::grpc::{self, Deframer};
@@ -278,7 +278,7 @@ impl Server {
         self.mark_conn(key);
         self.unary(key, Unary::Health);
         if self.planes[plane].kind == PlaneKind::Data {
-            self.wake_plane_waiters();
+            self.defer(Effect::WakeWaiters);
         }
     }
 
@@ -300,23 +300,6 @@ impl Server {
             }
         }
         None
-    }
-
-    /// Invokes parked until a data plane appears (or the profiles are in
-    /// force): try them now.
-    pub(super) fn wake_plane_waiters(&mut self) {
-        let waiting = std::mem::take(&mut self.life.waiting_plane);
-        for (key, gen) in waiting {
-            let still = self.clients.get(key).is_some_and(|c| c.gen == gen);
-            if still {
-                let step = self.dispatch_invoke(key);
-                self.settle(key, step);
-                // A parked invoke stopped reading its body; the rest is
-                // still in the socket, and an edge-triggered poll will not
-                // say so again.
-                self.pump_client(key);
-            }
-        }
     }
 
     /// Start a unary call on a connection.
@@ -405,44 +388,34 @@ impl Server {
         }
     }
 
+    /// Handle what the connection's h2 state reported. What concerns a
+    /// client's invoke is queued for the loop to apply after this event
+    /// ([`Effect::Stream`]); unary calls are this file's own.
     fn dispatch_conn_events(&mut self, key: ConnKey) {
         loop {
             let Some(pc) = self.conns.get_mut(key) else { return };
             let Some(event) = pc.h2.poll_event() else { return };
-            match event {
-                Event::Headers { stream, fields, end_stream } => {
-                    match pc.owners.get(&stream) {
-                        Some(Owner::Invoke(client, gen)) => {
-                            let (client, gen) = (*client, *gen);
-                            if self.client_matches(client, gen) {
-                                let step = self.invoke_headers(client, &fields, end_stream);
-                                self.settle(client, step);
-                            }
-                        }
-                        Some(Owner::Unary { .. }) if end_stream => {
-                            let status =
-                                grpc::status_from_trailers(fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
-                            self.unary_done(key, stream, status.map_err(|e| e.to_string()));
-                        }
-                        _ => {}
+            let (client, gen, stream, news) = match event {
+                Event::Headers { stream, fields, end_stream } => match pc.owners.get(&stream) {
+                    Some(&Owner::Invoke(client, gen)) => {
+                        (client, gen, stream, StreamNews::Headers { fields, end_stream })
                     }
-                    // The list's storage serves the next header block.
-                    if let Some(pc) = self.conns.get_mut(key) {
+                    Some(Owner::Unary { .. }) if end_stream => {
+                        let status = grpc::status_from_trailers(fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+                        // The list's storage serves the next header block.
                         pc.h2.recycle_headers(fields);
+                        self.unary_done(key, stream, status.map_err(|e| e.to_string()));
+                        continue;
                     }
-                }
+                    _ => {
+                        pc.h2.recycle_headers(fields);
+                        continue;
+                    }
+                },
                 Event::Data { stream, data, .. } => {
                     let len = data.len();
                     match pc.owners.get_mut(&stream) {
-                        Some(Owner::Invoke(client, gen)) => {
-                            let (client, gen) = (*client, *gen);
-                            if self.client_matches(client, gen) {
-                                let step = self.invoke_data(client, data);
-                                self.settle(client, step);
-                            } else {
-                                self.conns[key].h2.release(stream, len);
-                            }
-                        }
+                        Some(&mut Owner::Invoke(client, gen)) => (client, gen, stream, StreamNews::Data(data)),
                         Some(Owner::Unary { response, .. }) => {
                             if let Some(d) = pc.deframers.get_mut(&stream) {
                                 d.push(data);
@@ -451,51 +424,48 @@ impl Server {
                                 }
                             }
                             pc.h2.release(stream, len);
+                            continue;
                         }
-                        None => pc.h2.release(stream, len),
+                        None => {
+                            pc.h2.release(stream, len);
+                            continue;
+                        }
                     }
                 }
                 Event::Reset { stream, code, retryable } => {
                     let owner = pc.owners.remove(&stream);
                     pc.deframers.remove(&stream);
                     match owner {
-                        Some(Owner::Invoke(client, gen)) if self.client_matches(client, gen) => {
-                            let step = self.invoke_stream_failed(client, PlaneFault::Reset(code), retryable);
-                            self.settle(client, step);
+                        Some(Owner::Invoke(client, gen)) => {
+                            (client, gen, stream, StreamNews::Failed { fault: PlaneFault::Reset(code), retryable })
                         }
                         Some(Owner::Unary { call, .. }) => {
                             self.unary_failed(key, call, format!("stream reset ({code})"));
+                            continue;
                         }
-                        _ => {}
+                        None => continue,
                     }
                 }
-                Event::SendReady { stream } => {
-                    if let Some(Owner::Invoke(client, gen)) = pc.owners.get(&stream) {
-                        let (client, gen) = (*client, *gen);
-                        if self.client_matches(client, gen) {
-                            let step = self.pump_invoke_body(client);
-                            self.settle(client, step);
-                            self.pump_client(client);
-                        }
-                    }
-                }
+                Event::SendReady { stream } => match pc.owners.get(&stream) {
+                    Some(&Owner::Invoke(client, gen)) => (client, gen, stream, StreamNews::SendReady),
+                    _ => continue,
+                },
                 Event::GoAway { last_stream_id, code, .. } => {
                     // Routine (docs/noslated-protocol.md §3.4): stop using this connection for new
                     // streams, let it finish, and connect afresh now.
                     eprintln!("noslate-fc: plane connection got GOAWAY({code}, last stream {last_stream_id})");
                     self.retire_conn(key);
+                    continue;
                 }
                 Event::Closed { stream } => {
                     pc.owners.remove(&stream);
                     pc.deframers.remove(&stream);
                     self.conn_maybe_retire(key);
+                    continue;
                 }
-            }
+            };
+            self.defer(Effect::Stream { client, gen, conn: key, stream, news });
         }
-    }
-
-    fn client_matches(&self, key: ClientKey, gen: u64) -> bool {
-        self.clients.get(key).is_some_and(|c| c.gen == gen)
     }
 
     fn unary_done(&mut self, key: ConnKey, stream: StreamRef, status: Result<grpc::Status, String>) {
@@ -555,7 +525,7 @@ impl Server {
                     }
                     // Invokes of the profiles' functions wait for this.
                     if self.profiles_in_force() {
-                        self.wake_plane_waiters();
+                        self.defer(Effect::WakeWaiters);
                     }
                 }
             }
@@ -579,7 +549,7 @@ impl Server {
                 }
             }
         }
-        self.check_initialize();
+        self.defer(Effect::CheckInitialize);
     }
 
     /// Make a failed health check or push again, if the plane's current
@@ -613,7 +583,7 @@ impl Server {
         if call == Unary::WorkerStats && self.planes[plane].active == Some(key) {
             self.timers.add(self.now + WARM_UP_POLL, Timer::WarmUpPoll { plane });
         }
-        self.check_initialize();
+        self.defer(Effect::CheckInitialize);
     }
 
     /// Stop giving this connection new streams; it closes when empty.
@@ -660,7 +630,7 @@ impl Server {
         // but a connection takes streams only once its handshake is written;
         // they would wait out NOSLATE_FC_READY_WAIT_MS. Wake them again now.
         if opening && self.conns.get(key).is_some_and(|pc| pc.h2.is_open_for_streams()) {
-            self.wake_plane_waiters();
+            self.defer(Effect::WakeWaiters);
         }
     }
 
@@ -705,15 +675,13 @@ impl Server {
         eprintln!("noslate-fc: {}: {}", self.planes[plane].path.display(), Escaped(&fault));
         self.drop_conn(key);
         self.planes[plane].last_error = Some(fault.to_string());
-        for (_, owner) in owners {
+        for (stream, owner) in owners {
             if let Owner::Invoke(client, gen) = owner {
-                if self.client_matches(client, gen) {
-                    let step = self.invoke_stream_failed(client, fault, false);
-                    self.settle(client, step);
-                }
+                let news = StreamNews::Failed { fault, retryable: false };
+                self.defer(Effect::Stream { client, gen, conn: key, stream, news });
             }
         }
-        self.check_initialize();
+        self.defer(Effect::CheckInitialize);
     }
 
     fn drop_conn(&mut self, key: ConnKey) {
