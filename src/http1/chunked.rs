@@ -350,7 +350,11 @@ mod tests {
         let mut data = Vec::new();
         let mut pieces = pieces.iter();
         loop {
-            match decoder.decode(&mut buf, max) {
+            let step = decoder.decode(&mut buf, max);
+            if !matches!(step, Ok(Decoded::End)) {
+                assert!(!decoder.is_done(), "done before the last chunk and trailers");
+            }
+            match step {
                 Err(err) => return Outcome::Err(err),
                 Ok(Decoded::Data(bytes)) => {
                     assert!(!bytes.is_empty() && bytes.len() <= max.max(1));
@@ -507,6 +511,50 @@ mod tests {
         assert_eq!(error(b"5\r\nhelloX\r\n0\r\n\r\n"), ChunkedError::MissingCrlfAfterData);
         assert_eq!(error(b"5\r\nhello\rX0\r\n\r\n"), ChunkedError::MissingCrlfAfterData);
         assert_eq!(error(b"\n"), ChunkedError::BareLf);
+    }
+
+    /// Extension bytes are counted over the whole body: exactly
+    /// `MAX_CHUNK_EXTENSIONS` of them pass, one more is refused.
+    #[test]
+    fn extensions_limit_is_exact() {
+        let body = |lens: &[usize]| {
+            let mut body = Vec::new();
+            for &len in lens {
+                body.extend_from_slice(b"1;a=");
+                body.extend(std::iter::repeat_n(b'x', len - 3));
+                body.extend_from_slice(b"\r\nz\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+            body
+        };
+        let max = MAX_CHUNK_EXTENSIONS as usize;
+        let full = [4095, 4095, 4095, 4095, max - 4 * 4095];
+        assert_eq!(full.iter().sum::<usize>(), max);
+        assert_eq!(decode_whole(&body(&full)), Outcome::End(b"zzzzz".to_vec(), vec![]));
+        let over = [4095, 4095, 4095, 4095, max - 4 * 4095 + 1];
+        assert_eq!(decode_whole(&body(&over)), Outcome::Err(ChunkedError::ExtensionsTooLarge));
+    }
+
+    /// A quoted-pair in an extension value escapes HTAB, SP, VCHAR or
+    /// obs-text, never another control character (RFC 9110 §5.6.4).
+    #[test]
+    fn quoted_pairs_in_extensions() {
+        for (escaped, ok) in [
+            (b'\t', true),
+            (b' ', true),
+            (b'x', true),
+            (b'"', true),
+            (0x80, true),
+            (0x01, false),
+            (0x7f, false),
+            (0x1f, false),
+        ] {
+            let mut body = b"1;a=\"\\".to_vec();
+            body.extend_from_slice(&[escaped, b'"']);
+            body.extend_from_slice(b"\r\nz\r\n0\r\n\r\n");
+            let want = if ok { Outcome::End(b"z".to_vec(), vec![]) } else { Outcome::Err(ChunkedError::BadExtension) };
+            assert_eq!(decode_whole(&body), want, "escaped {escaped:#04x}");
+        }
     }
 
     #[test]
