@@ -471,7 +471,7 @@ impl Server {
                 c.head_deadline = c.head_deadline.max(now + head);
             }
             match &mut c.phase {
-                Phase::Invoke(inv) if inv.conn.is_none() => {
+                Phase::Invoke(inv) if !inv.upstream.is_attached() => {
                     if let Some(until) = &mut inv.wait_until {
                         *until = (*until).max(now + wait);
                     }

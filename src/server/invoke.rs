@@ -65,13 +65,27 @@ pub struct Refused {
     pub error: InvokeError,
 }
 
+/// Where an invoke's request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// Nowhere yet: parked for readiness, or between a failed stream and
+    /// its retry.
+    Detached,
+    /// A stream on a data-plane connection.
+    Attached { conn: ConnKey, stream: StreamRef },
+}
+
+impl Upstream {
+    pub fn is_attached(self) -> bool {
+        matches!(self, Upstream::Attached { .. })
+    }
+}
+
 /// An invoking client's state: the FC core's `Invocation` and what ties it
 /// to a data plane.
 pub struct Invoke {
     pub call: Invocation,
-    pub conn: Option<ConnKey>,
-    pub stream: Option<StreamRef>,
-    pub sent_end: bool,
+    pub upstream: Upstream,
     /// DATA bytes received but not yet credited back to the data plane.
     pub unreleased: usize,
     pub retries: u8,
@@ -98,7 +112,7 @@ impl Invoke {
     /// data plane refuses can then be retried without losing a byte
     /// (`Server::retry_unknown_function`). Bounded by `INLINE_BODY_MAX`.
     pub fn parked_body_wanted(&self, buffered: usize) -> usize {
-        if self.conn.is_some() {
+        if self.upstream.is_attached() {
             return 0;
         }
         self.call.body.inline_missing(buffered)
@@ -112,9 +126,9 @@ impl Invoke {
         if self.call.body.is_done() {
             return 0;
         }
-        match (self.conn, self.stream) {
-            (Some(conn), Some(stream)) => server.conns.get(conn).map_or(0, |c| c.h2.send_capacity(stream)),
-            _ => 0,
+        match self.upstream {
+            Upstream::Attached { conn, stream } => server.conns.get(conn).map_or(0, |c| c.h2.send_capacity(stream)),
+            Upstream::Detached => 0,
         }
     }
 }
@@ -145,9 +159,7 @@ impl Server {
         let call = Invocation::new(head, origin, request_id, choice, timeout, now, self.cfg.max_body);
         Ok(Invoke {
             call,
-            conn: None,
-            stream: None,
-            sent_end: false,
+            upstream: Upstream::Detached,
             unreleased: 0,
             retries: 0,
             wait_until: None,
@@ -160,7 +172,7 @@ impl Server {
     /// for a function of the profiles, for the profiles to be in force).
     pub(super) fn dispatch_invoke(&mut self, key: ClientKey) -> Step {
         let Some(inv) = self.clients.get(key).and_then(|c| c.phase.invoke()) else { return Step::Continue };
-        if inv.conn.is_some() {
+        if inv.upstream.is_attached() {
             // Already on a stream (a wake-up that came twice).
             return Step::Continue;
         }
@@ -211,14 +223,15 @@ impl Server {
         let h2 = &mut self.conns[conn].h2;
         let stream = h2.open(&fields, false)?;
         let (head_bytes, body) = inv.call.first_message(&mut c.rbuf, forward_credentials, &mut self.scratch);
-        inv.conn = Some(conn);
-        inv.stream = Some(stream);
+        inv.upstream = Upstream::Attached { conn, stream };
         // One DATA frame for the head, an inline body and END_STREAM.
         h2.send_data_more(stream, head_bytes);
         h2.send_data_more(stream, body);
+        // END_STREAM goes out exactly when the body is done (here, or in
+        // `pump_invoke_body` the moment it is): the body's state is the one
+        // record of whether it was sent.
         if inv.call.body.is_done() {
             h2.send_end(stream);
-            inv.sent_end = true;
         } else {
             h2.flush_stream(stream);
         }
@@ -237,8 +250,9 @@ impl Server {
     pub(super) fn pump_invoke_body(&mut self, key: ClientKey) -> Step {
         let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
-        let (Some(conn), Some(stream)) = (inv.conn, inv.stream) else { return Step::Continue };
-        if inv.sent_end {
+        let Upstream::Attached { conn, stream } = inv.upstream else { return Step::Continue };
+        if inv.call.body.is_done() {
+            // END_STREAM went out with the last of it.
             return Step::Continue;
         }
         let Some(pc) = self.conns.get_mut(conn) else { return Step::Continue };
@@ -261,9 +275,8 @@ impl Server {
             }
         }
         let body_done = inv.call.body.is_done();
-        if body_done && !inv.sent_end {
+        if body_done {
             pc.h2.send_end(stream);
-            inv.sent_end = true;
         } else {
             pc.h2.flush_stream(stream);
         }
@@ -323,11 +336,11 @@ impl Server {
     /// and cancel it unless it ended normally in both directions (a finished
     /// stream is never reset: Node counts resets, docs/noslated-protocol.md §3.4).
     pub(super) fn detach_stream(&mut self, inv: &Invoke) {
-        let (Some(conn), Some(stream)) = (inv.conn, inv.stream) else { return };
+        let Upstream::Attached { conn, stream } = inv.upstream else { return };
         let Some(pc) = self.conns.get_mut(conn) else { return };
         pc.owners.remove(&stream);
         pc.h2.release(stream, inv.unreleased);
-        if !(inv.call.response.ended_ok() && inv.sent_end) {
+        if !(inv.call.response.ended_ok() && inv.call.body.is_done()) {
             pc.h2.reset(stream, ErrorCode::CANCEL);
         }
         self.mark_conn(conn);
@@ -342,7 +355,7 @@ impl Server {
         if inv.unreleased == 0 || queued > CLIENT_HIGH_WATER {
             return;
         }
-        let (Some(conn), Some(stream)) = (inv.conn, inv.stream) else { return };
+        let Upstream::Attached { conn, stream } = inv.upstream else { return };
         if let Some(pc) = self.conns.get_mut(conn) {
             pc.h2.release(stream, inv.unreleased);
             inv.unreleased = 0;
@@ -359,7 +372,7 @@ impl Server {
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
         inv.wait_armed = false;
         let until = match inv.wait_until {
-            Some(until) if inv.conn.is_none() => until,
+            Some(until) if !inv.upstream.is_attached() => until,
             _ => return Step::Continue,
         };
         if self.now < until {
@@ -409,11 +422,10 @@ impl Server {
             );
         }
         inv.unknown_backoff = pause;
-        let (conn, stream) = (inv.conn.take(), inv.stream.take());
+        let upstream = std::mem::replace(&mut inv.upstream, Upstream::Detached);
         let unreleased = std::mem::take(&mut inv.unreleased);
         inv.call.response.restart();
-        inv.sent_end = false;
-        if let (Some(conn), Some(stream)) = (conn, stream) {
+        if let Upstream::Attached { conn, stream } = upstream {
             if let Some(pc) = self.conns.get_mut(conn) {
                 pc.owners.remove(&stream);
                 pc.h2.release(stream, unreleased);
@@ -429,7 +441,8 @@ impl Server {
     /// The pause after an unknown function is over: dispatch again (it
     /// waits for the profiles again if they are not in force).
     pub(super) fn invoke_retry_due(&mut self, key: ClientKey) -> Step {
-        let parked = self.clients.get(key).and_then(|c| c.phase.invoke()).is_some_and(|inv| inv.conn.is_none());
+        let parked =
+            self.clients.get(key).and_then(|c| c.phase.invoke()).is_some_and(|inv| !inv.upstream.is_attached());
         if !parked {
             return Step::Continue;
         }
@@ -465,7 +478,7 @@ impl Server {
     /// of its DATA is credited back, its header list's storage kept.
     pub(super) fn stream_news(&mut self, key: ClientKey, gen: u64, conn: ConnKey, stream: StreamRef, news: StreamNews) {
         let attached = self.clients.get(key).is_some_and(|c| {
-            c.gen == gen && c.phase.invoke().is_some_and(|inv| inv.conn == Some(conn) && inv.stream == Some(stream))
+            c.gen == gen && c.phase.invoke().is_some_and(|inv| inv.upstream == Upstream::Attached { conn, stream })
         });
         if !attached {
             if let Some(pc) = self.conns.get_mut(conn) {
@@ -504,15 +517,13 @@ impl Server {
     pub(super) fn invoke_stream_failed(&mut self, key: ClientKey, fault: PlaneFault, retryable: bool) -> Step {
         let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
-        inv.stream = None;
-        inv.conn = None;
+        inv.upstream = Upstream::Detached;
         if !invocation::retries_stream(retryable, inv.call.retryable(), inv.retries) {
             return Step::Failed(InvokeError::PlaneLost(fault));
         }
         inv.retries += 1;
         inv.unreleased = 0;
         inv.call.response.restart();
-        inv.sent_end = false;
         let step = self.dispatch_invoke(key);
         if !matches!(step, Step::Continue) {
             return step;
