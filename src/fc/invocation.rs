@@ -12,10 +12,11 @@ use bytes::{Bytes, BytesMut};
 
 use super::dispatch::RequestId;
 use super::out::Scratch;
-use super::request::{first_message, InvokeTarget, RequestBody};
+use super::request::{first_message, BodyStep, InvokeTarget, RequestBody};
 use super::response::ResponseSplice;
 use crate::grpc::{self, TimeoutValue};
 use crate::http1::request::RequestHead;
+use crate::http1::RequestError;
 use crate::route::{Choice, Origin};
 
 /// `grpc-timeout` is the deadline plus this, so the data plane's own timeout
@@ -43,6 +44,29 @@ impl Now {
     pub fn read() -> Now {
         Now { instant: Instant::now(), epoch_ms: crate::sys::epoch_millis() }
     }
+}
+
+/// Stop moving already-read body bytes onto a stream with this much queued
+/// (reading more from the client stops earlier, at the sink's capacity).
+pub const UPSTREAM_HIGH_WATER: usize = 256 * 1024;
+
+/// Where an invocation's request goes: one upstream stream. The server
+/// implements it over an HTTP/2 stream of a plane connection; tests and the
+/// fuzz targets over a recording. The invocation decides what goes out, in
+/// which order, and where the request ends ([`Invocation::start`],
+/// [`Invocation::pump_body`]); the sink only carries it.
+pub trait RequestSink {
+    /// Queue bytes; more may follow at once, to share a DATA frame.
+    fn send(&mut self, bytes: Bytes);
+    /// Frame what was queued, as far as the windows allow; with `end`, the
+    /// request ends after it (END_STREAM).
+    fn flush(&mut self, end: bool);
+    /// How much more the stream takes now.
+    fn capacity(&self) -> usize;
+    /// Bytes queued and not yet framed.
+    fn queued(&self) -> usize;
+    /// Be told when [`RequestSink::capacity`] is above zero again.
+    fn want_capacity(&mut self);
 }
 
 pub struct Invocation {
@@ -122,6 +146,72 @@ impl Invocation {
         let head = first_message(&self.head, &target, forward_credentials, inline.len(), scratch);
         self.first = Some((head.clone(), inline.clone()));
         (head, inline)
+    }
+
+    /// Start the request on a new stream: the first message (the head, and
+    /// the body when it is small and already here), ended at once when that
+    /// is the whole body. Returns whether the client is owed `100 Continue`
+    /// now. Made again, byte for byte, on a retry (`first_message` is kept).
+    pub fn start(
+        &mut self,
+        sink: &mut impl RequestSink,
+        rbuf: &mut BytesMut,
+        forward_credentials: bool,
+        scratch: &mut Scratch,
+    ) -> bool {
+        let (head, inline) = self.first_message(rbuf, forward_credentials, scratch);
+        // One DATA frame for the head, an inline body and END_STREAM.
+        sink.send(head);
+        sink.send(inline);
+        sink.flush(self.body.is_done());
+        self.take_continue()
+    }
+
+    /// Move request body bytes from `rbuf` into the stream while it takes
+    /// them, as messages announced whole; the request ends with the last of
+    /// them (END_STREAM goes out exactly when the body is done, so the
+    /// body's state is the one record of it). When the stream takes no more
+    /// and the body is not done, the sink is asked to say when it does.
+    /// An error: the body broke its own framing (nothing more is sent).
+    pub fn pump_body(
+        &mut self,
+        sink: &mut impl RequestSink,
+        rbuf: &mut BytesMut,
+        scratch: &mut Scratch,
+    ) -> Result<(), RequestError> {
+        if self.body.is_done() {
+            return Ok(());
+        }
+        let mut refused = None;
+        while !self.body.is_done() && sink.queued() < UPSTREAM_HIGH_WATER {
+            match self.body.next(rbuf) {
+                Ok(BodyStep::Data { prefix, data }) => {
+                    if let Some(prefix) = prefix {
+                        sink.send(scratch.bytes(&[prefix.as_bytes()]));
+                    }
+                    // Framed below, with END_STREAM if the body ends here.
+                    sink.send(data);
+                }
+                Ok(BodyStep::NeedMore) => break,
+                Ok(BodyStep::End) => {}
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let done = self.body.is_done();
+        sink.flush(done);
+        match refused {
+            Some(e) => Err(e),
+            None => {
+                if !done && sink.capacity() == 0 {
+                    // Reading stops here; hear when the windows open again.
+                    sink.want_capacity();
+                }
+                Ok(())
+            }
+        }
     }
 
     /// `Expect: 100-continue` is answered once, when a stream takes the body
@@ -280,5 +370,127 @@ mod tests {
         for &(left, last, want) in table {
             assert_eq!(unknown_function_pause(t0, t0 + left, last), want, "{left:?} {last:?}");
         }
+    }
+
+    /// A sink that records what the invocation sent, with a capacity the
+    /// test sets.
+    #[derive(Default)]
+    struct Recording {
+        sent: Vec<u8>,
+        unflushed: usize,
+        ends: usize,
+        sent_after_end: bool,
+        capacity: usize,
+        wanted: usize,
+    }
+
+    impl RequestSink for Recording {
+        fn send(&mut self, bytes: Bytes) {
+            self.sent_after_end |= self.ends > 0 && !bytes.is_empty();
+            self.unflushed += bytes.len();
+            self.sent.extend_from_slice(&bytes);
+        }
+        fn flush(&mut self, end: bool) {
+            self.unflushed = 0;
+            self.ends += end as usize;
+        }
+        fn capacity(&self) -> usize {
+            self.capacity
+        }
+        fn queued(&self) -> usize {
+            self.unflushed
+        }
+        fn want_capacity(&mut self) {
+            self.wanted += 1;
+        }
+    }
+
+    /// The bodies the data plane would read from what was sent.
+    fn bodies(sent: &[u8]) -> Vec<u8> {
+        let mut d = Deframer::new(1 << 22);
+        d.push(Bytes::copy_from_slice(sent));
+        let mut body = Vec::new();
+        while let Some(m) = d.next_message().unwrap() {
+            body.extend_from_slice(InvokeRequest::decode(&m).unwrap().body.unwrap_or_default());
+        }
+        assert!(d.is_idle(), "a message was cut");
+        body
+    }
+
+    /// The invocation drives the request through the sink: the first
+    /// message, then body messages as bytes arrive, and the end exactly
+    /// once, exactly when the body is done, with nothing after it; a sink
+    /// without capacity is asked to say when it has some. Over
+    /// Content-Length bodies (inline or not) and chunked ones, arriving
+    /// whole or in pieces.
+    #[test]
+    fn the_invocation_drives_the_request_through_a_sink() {
+        let big: Vec<u8> = (0..200_000usize).map(|i| (i * 31 % 251) as u8).collect();
+        let chunked = |b: &[u8]| {
+            let mut out = Vec::new();
+            for piece in b.chunks(70_000) {
+                out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                out.extend_from_slice(piece);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            out
+        };
+        let cases: Vec<(String, Vec<u8>, Vec<u8>)> = vec![
+            ("content-length: 0".into(), vec![], vec![]),
+            ("content-length: 5".into(), b"hello".to_vec(), b"hello".to_vec()),
+            (format!("content-length: {}", big.len()), big.clone(), big.clone()),
+            ("transfer-encoding: chunked".into(), chunked(&big), big.clone()),
+        ];
+        for (framing, wire, want) in cases {
+            for piece in [usize::MAX, 1000, 7] {
+                let text = format!("POST /invoke HTTP/1.1\r\n{framing}\r\n\r\n");
+                let mut inv = invocation(&text, false);
+                let mut sink = Recording { capacity: usize::MAX, ..Recording::default() };
+                let mut scratch = Scratch::default();
+                let mut pieces = wire.chunks(piece.max(1));
+                let mut rbuf = BytesMut::from(pieces.next().unwrap_or_default());
+                assert!(!inv.start(&mut sink, &mut rbuf, false, &mut scratch), "no Expect: no 100 Continue");
+                let mut turns = 0;
+                loop {
+                    inv.pump_body(&mut sink, &mut rbuf, &mut scratch).unwrap();
+                    assert_eq!(sink.ends, inv.body.is_done() as usize, "{framing}, pieces of {piece}");
+                    let Some(next) = pieces.next() else { break };
+                    rbuf.extend_from_slice(next);
+                    turns += 1;
+                    assert!(turns < 1_000_000);
+                }
+                inv.pump_body(&mut sink, &mut rbuf, &mut scratch).unwrap();
+                assert_eq!(sink.ends, 1, "{framing}, pieces of {piece}: the request ends once");
+                assert!(!sink.sent_after_end, "{framing}, pieces of {piece}: bytes after the end");
+                assert!(bodies(&sink.sent) == want, "{framing}, pieces of {piece}: the body differs");
+                assert_eq!(sink.wanted, 0, "capacity never ran out");
+            }
+        }
+        // No capacity: the body waits, and the sink is asked to tell.
+        let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 100000\r\n\r\n", false);
+        let mut sink = Recording::default();
+        let mut rbuf = BytesMut::from(&big[..1000]);
+        inv.start(&mut sink, &mut rbuf, false, &mut Scratch::default());
+        inv.pump_body(&mut sink, &mut rbuf, &mut Scratch::default()).unwrap();
+        assert_eq!((sink.ends, sink.wanted), (0, 1));
+        // A body that breaks its framing is refused, and the request not ended.
+        let mut inv = invocation("POST /invoke HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n", false);
+        let mut sink = Recording { capacity: usize::MAX, ..Recording::default() };
+        let mut rbuf = BytesMut::from(&b"zz\r\n"[..]);
+        inv.start(&mut sink, &mut rbuf, false, &mut Scratch::default());
+        assert!(inv.pump_body(&mut sink, &mut rbuf, &mut Scratch::default()).is_err());
+        assert_eq!(sink.ends, 0);
+    }
+
+    /// A retry starts the request again with the same bytes.
+    #[test]
+    fn a_restart_sends_the_same_first_message() {
+        let mut inv = invocation("POST /invoke HTTP/1.1\r\ncontent-length: 5\r\n\r\n", false);
+        let (mut a, mut b) = (Recording::default(), Recording::default());
+        inv.start(&mut a, &mut BytesMut::from(&b"hello"[..]), false, &mut Scratch::default());
+        inv.start(&mut b, &mut BytesMut::new(), false, &mut Scratch::default());
+        assert_eq!((a.sent, a.ends), (b.sent, b.ends));
+        assert_eq!(a.ends, 1);
     }
 }

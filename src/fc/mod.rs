@@ -24,7 +24,7 @@ pub mod response;
 
 pub use dispatch::Endpoint;
 pub use error::{InvokeError, IoOp, PlaneFault, ProtocolError, ResponseError};
-pub use invocation::{Invocation, Now};
+pub use invocation::{Invocation, Now, RequestSink};
 pub use out::{OutQueue, Scratch};
 pub use request::{BodyStep, RequestBody};
 pub use response::{Progress, Resp, ResponseSplice, ResponseWriter};

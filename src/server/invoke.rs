@@ -30,17 +30,14 @@ use bytes::Bytes;
 use super::plane::Owner;
 use super::{ClientKey, ConnKey, Server, StreamNews};
 use crate::fc::dispatch::RequestId;
-use crate::fc::{dispatch, invocation, BodyStep, Invocation, InvokeError, Now, PlaneFault, Progress};
+use crate::fc::{dispatch, invocation, Invocation, InvokeError, Now, PlaneFault, Progress, RequestSink};
 use crate::grpc;
-use crate::h2::{ErrorCode, HeaderList, OpenError, StreamRef};
+use crate::h2::{ClientConnection, ErrorCode, HeaderList, OpenError, StreamRef};
 use crate::http1::request::RequestHead;
 use crate::http1::response;
 use crate::http1::RequestError;
 use crate::route::Origin;
 
-/// Stop moving already-read body bytes onto a stream with this much queued
-/// (reading more from the client stops earlier, at its send capacity).
-const UPSTREAM_HIGH_WATER: usize = 256 * 1024;
 /// Stop returning window to the data plane while this much waits for the client.
 const CLIENT_HIGH_WATER: usize = 256 * 1024;
 
@@ -63,6 +60,39 @@ pub struct Refused {
     pub origin: Origin,
     pub request_id: RequestId,
     pub error: InvokeError,
+}
+
+/// An invoke's request stream, as the FC core sends on it
+/// (`fc::RequestSink`).
+struct StreamSink<'a> {
+    h2: &'a mut ClientConnection,
+    stream: StreamRef,
+}
+
+impl RequestSink for StreamSink<'_> {
+    fn send(&mut self, bytes: Bytes) {
+        self.h2.send_data_more(self.stream, bytes);
+    }
+
+    fn flush(&mut self, end: bool) {
+        if end {
+            self.h2.send_end(self.stream);
+        } else {
+            self.h2.flush_stream(self.stream);
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.h2.send_capacity(self.stream)
+    }
+
+    fn queued(&self) -> usize {
+        self.h2.queued(self.stream)
+    }
+
+    fn want_capacity(&mut self) {
+        self.h2.want_capacity(self.stream);
+    }
 }
 
 /// Where an invoke's request goes.
@@ -222,20 +252,9 @@ impl Server {
         let fields = grpc::request_fields(inv.call.grpc_path(), &timeout);
         let h2 = &mut self.conns[conn].h2;
         let stream = h2.open(&fields, false)?;
-        let (head_bytes, body) = inv.call.first_message(&mut c.rbuf, forward_credentials, &mut self.scratch);
         inv.upstream = Upstream::Attached { conn, stream };
-        // One DATA frame for the head, an inline body and END_STREAM.
-        h2.send_data_more(stream, head_bytes);
-        h2.send_data_more(stream, body);
-        // END_STREAM goes out exactly when the body is done (here, or in
-        // `pump_invoke_body` the moment it is): the body's state is the one
-        // record of whether it was sent.
-        if inv.call.body.is_done() {
-            h2.send_end(stream);
-        } else {
-            h2.flush_stream(stream);
-        }
-        let expects_continue = inv.call.take_continue();
+        let mut sink = StreamSink { h2, stream };
+        let expects_continue = inv.call.start(&mut sink, &mut c.rbuf, forward_credentials, &mut self.scratch);
         self.conns[conn].owners.insert(stream, Owner::Invoke(key, gen));
         self.mark_conn(conn);
         if expects_continue {
@@ -246,7 +265,8 @@ impl Server {
     }
 
     /// Move request body bytes from the client's buffer into the stream, as
-    /// long as the stream has room.
+    /// long as the stream takes them (`Invocation::pump_body` decides what
+    /// goes and where the request ends).
     pub(super) fn pump_invoke_body(&mut self, key: ClientKey) -> Step {
         let Some(c) = self.clients.get_mut(key) else { return Step::Continue };
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
@@ -256,34 +276,8 @@ impl Server {
             return Step::Continue;
         }
         let Some(pc) = self.conns.get_mut(conn) else { return Step::Continue };
-        let mut refused = None;
-        while !inv.call.body.is_done() && pc.h2.queued(stream) < UPSTREAM_HIGH_WATER {
-            match inv.call.body.next(&mut c.rbuf) {
-                Ok(BodyStep::Data { prefix, data }) => {
-                    if let Some(prefix) = prefix {
-                        pc.h2.send_data_more(stream, self.scratch.bytes(&[prefix.as_bytes()]));
-                    }
-                    // Framed below, with END_STREAM if the body ends here.
-                    pc.h2.send_data_more(stream, data);
-                }
-                Ok(BodyStep::NeedMore) => break,
-                Ok(BodyStep::End) => {}
-                Err(e) => {
-                    refused = Some(e);
-                    break;
-                }
-            }
-        }
+        let result = inv.call.pump_body(&mut StreamSink { h2: &mut pc.h2, stream }, &mut c.rbuf, &mut self.scratch);
         let body_done = inv.call.body.is_done();
-        if body_done {
-            pc.h2.send_end(stream);
-        } else {
-            pc.h2.flush_stream(stream);
-        }
-        if !body_done && refused.is_none() && pc.h2.send_capacity(stream) == 0 {
-            // Reading stops here; hear when the windows open again.
-            pc.h2.want_capacity(stream);
-        }
         if body_done && c.rbuf.is_empty() {
             // The body's read buffer now lives only as long as its slices
             // wait to be written; the wait for the answer holds none.
@@ -291,10 +285,10 @@ impl Server {
         }
         let done = body_done && inv.call.response.writer.state() == crate::fc::Resp::Done;
         self.mark_conn(conn);
-        match refused {
-            Some(e) => Step::BodyRefused(e),
-            None if done => Step::Done,
-            None => Step::Continue,
+        match result {
+            Err(e) => Step::BodyRefused(e),
+            Ok(()) if done => Step::Done,
+            Ok(()) => Step::Continue,
         }
     }
 
