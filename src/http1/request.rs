@@ -704,6 +704,87 @@ mod tests {
         err(input).status()
     }
 
+    /// A small head in a large read buffer is copied into the arena (so
+    /// it does not pin the buffer for its exchange); a head that is about
+    /// the whole buffer (capacity at most twice its length plus 64) is split
+    /// off without a copy.
+    #[test]
+    fn a_head_is_copied_only_out_of_a_large_buffer() {
+        let head = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        let len = head.len();
+        for (capacity, copied) in [(len, false), (2 * len + 64, false), (2 * len + 65, true), (4096, true)] {
+            let mut buf = BytesMut::with_capacity(capacity);
+            buf.extend_from_slice(head);
+            assert!(buf.capacity() >= capacity && buf.capacity() < capacity + 8, "capacity {}", buf.capacity());
+            let capacity = buf.capacity();
+            let start = buf.as_ptr() as usize;
+            let parsed = HeadParser::new().parse(&mut buf, &limits()).unwrap().unwrap();
+            let at = parsed.buf.as_ptr() as usize;
+            let inside = (start..start + capacity).contains(&at);
+            assert_eq!(!inside, copied, "capacity {capacity} for a head of {len}");
+            assert_eq!(&parsed.buf[..], head);
+        }
+    }
+
+    /// A finished head's field list serves the next head (no allocation per
+    /// request), unless it grew beyond `MAX_SPARE_FIELDS`.
+    #[test]
+    fn field_lists_are_recycled() {
+        let mut parser = HeadParser::new();
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\n\r\nGET / HTTP/1.1\r\nc: 3\r\n\r\n"[..]);
+        let first = parser.parse(&mut buf, &limits()).unwrap().unwrap();
+        let list = first.headers.as_ptr();
+        parser.recycle(first);
+        let second = parser.parse(&mut buf, &limits()).unwrap().unwrap();
+        assert_eq!(second.headers.as_ptr(), list, "the list was not reused");
+        assert_eq!(second.headers().count(), 1);
+        let mut big = second;
+        big.headers.reserve(MAX_SPARE_FIELDS + 1);
+        let big_list = big.headers.as_ptr();
+        parser.recycle(big);
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]);
+        let third = parser.parse(&mut buf, &limits()).unwrap().unwrap();
+        assert_ne!(third.headers.as_ptr(), big_list, "an oversized list was kept");
+    }
+
+    /// Nothing but a CR (or nothing) before the request line is not yet a
+    /// request: wait for more.
+    #[test]
+    fn a_lone_cr_waits_for_more() {
+        for input in [&b""[..], b"\r", b"\r\n", b"\r\n\r"] {
+            let (result, rest) = parse_whole(input, &limits());
+            assert!(matches!(result, Ok(None)), "{:?}: {}", String::from_utf8_lossy(input), summary(&result));
+            assert_eq!(&rest[..], input);
+        }
+    }
+
+    /// The 400 bodies name what httparse refused.
+    #[test]
+    fn httparse_reasons_name_the_cause() {
+        use httparse::Error::*;
+        let table = [
+            (Version, "unsupported HTTP version"),
+            (HeaderName, "invalid header name"),
+            (HeaderValue, "invalid header value"),
+            (TooManyHeaders, "too many headers"),
+            (Token, "malformed request line"),
+            (NewLine, "malformed request line"),
+        ];
+        for (err, reason) in table {
+            assert_eq!(httparse_reason(err), reason, "{err:?}");
+        }
+    }
+
+    /// A part outside the head has no range in it.
+    #[test]
+    fn range_in_only_within_the_base() {
+        let base = b"GET / HTTP/1.1";
+        assert_eq!(range_in(base, &base[4..5]), 4..5);
+        let other = b"elsewhere";
+        assert_eq!(range_in(base, other), 0..0);
+        assert_eq!(range_in(&base[..4], &base[2..6]), 0..0, "a part running past the end");
+    }
+
     #[test]
     fn simple_get() {
         let head = ok(b"GET /a/b?x=1&y HTTP/1.1\r\nHost: fc\r\nX-Two: 1\r\nx-two:  2 \r\n\r\n");
