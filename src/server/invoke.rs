@@ -27,12 +27,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::plane::Owner;
 use super::{ClientKey, ConnKey, Server, StreamNews};
 use crate::fc::dispatch::RequestId;
 use crate::fc::{dispatch, invocation, Invocation, InvokeError, Now, PlaneFault, Progress, RequestSink};
 use crate::grpc;
-use crate::h2::{ClientConnection, ErrorCode, HeaderList, OpenError, StreamRef};
+use crate::h2::{ClientConnection, HeaderList, OpenError, StreamRef};
 use crate::http1::request::RequestHead;
 use crate::http1::response;
 use crate::http1::RequestError;
@@ -157,7 +156,7 @@ impl Invoke {
             return 0;
         }
         match self.upstream {
-            Upstream::Attached { conn, stream } => server.conns.get(conn).map_or(0, |c| c.h2.send_capacity(stream)),
+            Upstream::Attached { conn, stream } => server.planes.send_capacity(conn, stream),
             Upstream::Detached => 0,
         }
     }
@@ -235,9 +234,7 @@ impl Server {
         if !std::mem::replace(&mut inv.wait_armed, true) {
             self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
         }
-        if !self.life.waiting_plane.contains(&(key, gen)) {
-            self.life.waiting_plane.push((key, gen));
-        }
+        self.planes.park(key, gen);
         Step::Continue
     }
 
@@ -250,12 +247,11 @@ impl Server {
         let Some(inv) = c.phase.invoke_mut() else { return Ok(()) };
         let timeout = inv.call.grpc_timeout(self.now);
         let fields = grpc::request_fields(inv.call.grpc_path(), &timeout);
-        let h2 = &mut self.conns[conn].h2;
-        let stream = h2.open(&fields, false)?;
+        let stream = self.planes.open_invoke(conn, &fields, key, gen)?;
         inv.upstream = Upstream::Attached { conn, stream };
+        let h2 = self.planes.h2(conn).expect("the stream was just opened on it");
         let mut sink = StreamSink { h2, stream };
         let expects_continue = inv.call.start(&mut sink, &mut c.rbuf, forward_credentials, &mut self.scratch);
-        self.conns[conn].owners.insert(stream, Owner::Invoke(key, gen));
         self.mark_conn(conn);
         if expects_continue {
             self.clients[key].out.push(Bytes::from_static(response::CONTINUE));
@@ -275,8 +271,8 @@ impl Server {
             // END_STREAM went out with the last of it.
             return Step::Continue;
         }
-        let Some(pc) = self.conns.get_mut(conn) else { return Step::Continue };
-        let result = inv.call.pump_body(&mut StreamSink { h2: &mut pc.h2, stream }, &mut c.rbuf, &mut self.scratch);
+        let Some(h2) = self.planes.h2(conn) else { return Step::Continue };
+        let result = inv.call.pump_body(&mut StreamSink { h2, stream }, &mut c.rbuf, &mut self.scratch);
         let body_done = inv.call.body.is_done();
         if body_done && c.rbuf.is_empty() {
             // The body's read buffer now lives only as long as its slices
@@ -331,11 +327,9 @@ impl Server {
     /// stream is never reset: Node counts resets, docs/noslated-protocol.md §3.4).
     pub(super) fn detach_stream(&mut self, inv: &Invoke) {
         let Upstream::Attached { conn, stream } = inv.upstream else { return };
-        let Some(pc) = self.conns.get_mut(conn) else { return };
-        pc.owners.remove(&stream);
-        pc.h2.release(stream, inv.unreleased);
-        if !(inv.call.response.ended_ok() && inv.call.body.is_done()) {
-            pc.h2.reset(stream, ErrorCode::CANCEL);
+        let cancel = !(inv.call.response.ended_ok() && inv.call.body.is_done());
+        if !self.planes.let_go(conn, stream, inv.unreleased, cancel) {
+            return;
         }
         self.mark_conn(conn);
         self.conn_maybe_retire(conn);
@@ -350,8 +344,8 @@ impl Server {
             return;
         }
         let Upstream::Attached { conn, stream } = inv.upstream else { return };
-        if let Some(pc) = self.conns.get_mut(conn) {
-            pc.h2.release(stream, inv.unreleased);
+        if let Some(h2) = self.planes.h2(conn) {
+            h2.release(stream, inv.unreleased);
             inv.unreleased = 0;
             self.mark_conn(conn);
         }
@@ -375,7 +369,7 @@ impl Server {
             self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
             return Step::Continue;
         }
-        self.life.waiting_plane.retain(|w| *w != (key, gen));
+        self.planes.unpark(key, gen);
         let Some(inv) = self.clients.get(key).and_then(|c| c.phase.invoke()) else { return Step::Continue };
         if self.awaits_profiles(&inv.call) {
             return Step::Failed(InvokeError::ProfilesNotReady(self.readiness_problem()));
@@ -420,10 +414,7 @@ impl Server {
         let unreleased = std::mem::take(&mut inv.unreleased);
         inv.call.response.restart();
         if let Upstream::Attached { conn, stream } = upstream {
-            if let Some(pc) = self.conns.get_mut(conn) {
-                pc.owners.remove(&stream);
-                pc.h2.release(stream, unreleased);
-                pc.h2.reset(stream, ErrorCode::CANCEL);
+            if self.planes.let_go(conn, stream, unreleased, true) {
                 self.mark_conn(conn);
                 self.conn_maybe_retire(conn);
             }
@@ -451,7 +442,7 @@ impl Server {
     /// Invokes parked until a data plane appears (or the profiles are in
     /// force): try them now.
     pub(super) fn wake_plane_waiters(&mut self) {
-        let waiting = std::mem::take(&mut self.life.waiting_plane);
+        let waiting = self.planes.take_parked();
         for (key, gen) in waiting {
             let still = self.clients.get(key).is_some_and(|c| c.gen == gen);
             if still {
@@ -475,10 +466,10 @@ impl Server {
             c.gen == gen && c.phase.invoke().is_some_and(|inv| inv.upstream == Upstream::Attached { conn, stream })
         });
         if !attached {
-            if let Some(pc) = self.conns.get_mut(conn) {
+            if let Some(h2) = self.planes.h2(conn) {
                 match news {
-                    StreamNews::Data(data) => pc.h2.release(stream, data.len()),
-                    StreamNews::Headers { fields, .. } => pc.h2.recycle_headers(fields),
+                    StreamNews::Data(data) => h2.release(stream, data.len()),
+                    StreamNews::Headers { fields, .. } => h2.recycle_headers(fields),
                     StreamNews::SendReady | StreamNews::Failed { .. } => {}
                 }
                 self.mark_conn(conn);
@@ -489,8 +480,8 @@ impl Server {
             StreamNews::Headers { fields, end_stream } => {
                 let step = self.invoke_headers(key, &fields, end_stream);
                 // The list's storage serves the next header block.
-                if let Some(pc) = self.conns.get_mut(conn) {
-                    pc.h2.recycle_headers(fields);
+                if let Some(h2) = self.planes.h2(conn) {
+                    h2.recycle_headers(fields);
                 }
                 step
             }

@@ -15,7 +15,7 @@ use std::fs::OpenOptions;
 use std::process::{Command, Stdio};
 
 use super::plane::{Gap, PlaneKind, Wants};
-use super::{ClientKey, ConnKey, Server, Timer};
+use super::{Server, Timer};
 use crate::answers::{Answer, Readiness};
 use crate::config::{ChildSpec, Config};
 use crate::fc::InvokeError;
@@ -40,8 +40,6 @@ pub struct Child {
 pub struct Lifecycle {
     stage: Stage,
     pub default_function: Option<String>,
-    pub waiting_plane: Vec<(ClientKey, u64)>,
-    pub next_plane: usize,
     pub profiles_message: Option<Vec<u8>>,
     pub env_message: Option<Vec<u8>>,
     pub profile_count: usize,
@@ -50,7 +48,6 @@ pub struct Lifecycle {
     profile_names: HashSet<Box<str>>,
     pub env_count: usize,
     pub config_error: Option<String>,
-    pub reread: Vec<ConnKey>,
     pub children: Vec<Child>,
     /// Why we are stopping, and with which exit code.
     exit_code: i32,
@@ -62,15 +59,12 @@ impl Lifecycle {
         Lifecycle {
             stage: Stage::Running,
             default_function: cfg.function.clone(),
-            waiting_plane: Vec::new(),
-            next_plane: 0,
             profiles_message: None,
             env_message: None,
             profile_count: 0,
             profile_names: HashSet::new(),
             env_count: 0,
             config_error: None,
-            reread: Vec::new(),
             children: Vec::new(),
             exit_code: 0,
             signals_seen: 0,
@@ -283,7 +277,7 @@ impl Server {
             eprintln!("noslate-fc: {why}: draining in-flight invokes (up to {:?})", self.cfg.drain);
             self.life.stage = Stage::Draining;
             // Refuse invokes that were waiting for a data plane.
-            for (key, gen) in std::mem::take(&mut self.life.waiting_plane) {
+            for (key, gen) in self.planes.take_parked() {
                 if self.clients.get(key).is_some_and(|c| c.gen == gen) {
                     self.fail_invoke(key, InvokeError::Draining);
                 }

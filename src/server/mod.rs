@@ -49,7 +49,7 @@ use crate::timer::Timers;
 
 use client::Client;
 use lifecycle::Lifecycle;
-use plane::{Plane, PlaneConn};
+use plane::Planes;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -67,7 +67,7 @@ pub(crate) struct ClientKey {
     serial: u32,
 }
 
-/// A plane connection: its slot in `Server::conns` and the serial of the
+/// A plane connection: its slot in `Planes`' connections and the serial of the
 /// connection that filled it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ConnKey {
@@ -332,8 +332,7 @@ pub struct Server {
     signals: SignalFd,
     cfg: Config,
     clients: Sessions<ClientKey, Client>,
-    conns: Sessions<ConnKey, PlaneConn>,
-    planes: Vec<Plane>,
+    planes: Planes,
     timers: Timers<Timer>,
     next_gen: u64,
     dirty_clients: Vec<ClientKey>,
@@ -405,14 +404,13 @@ impl Server {
         let fd_limit = crate::sys::raise_nofile_limit() as usize;
         let max_connections = cfg.max_connections.min(fd_limit.saturating_sub(64).max(16));
         let life = Lifecycle::new(&cfg);
-        let planes = Plane::all(&cfg);
+        let planes = Planes::new(&cfg);
         let mut server = Server {
             poll,
             listener: Some(listener),
             signals,
             cfg,
             clients: Sessions::default(),
-            conns: Sessions::default(),
             planes,
             timers: Timers::default(),
             next_gen: 0,
@@ -460,7 +458,7 @@ impl Server {
             // One clock read per turn, after waking: the sleep is timed from
             // it, so timers are late by at most this turn's own work.
             let slept_from = self.now;
-            let timeout = if self.life.reread.is_empty() && !queued {
+            let timeout = if !self.planes.reread_due() && !queued {
                 self.timers.next_timeout(slept_from)
             } else {
                 Some(std::time::Duration::ZERO)
@@ -487,7 +485,7 @@ impl Server {
                         }
                     }
                     Token(t) => {
-                        if let Some(key) = self.conns.key_at((t - 3) / 2) {
+                        if let Some(key) = self.planes.conn_key_at((t - 3) / 2) {
                             self.plane_event(key, readable, event.is_read_closed(), event.is_writable());
                         }
                     }

@@ -20,11 +20,11 @@ use bytes::{Bytes, BytesMut};
 use mio::net::UnixStream;
 use mio::Interest;
 
-use super::{ClientKey, ConnKey, Effect, Server, StreamNews, Timer};
+use super::{ClientKey, ConnKey, Effect, Server, Sessions, StreamNews, Timer};
 use crate::config::Config;
 use crate::fc::{IoOp, PlaneFault};
 use crate::grpc::{self, Deframer};
-use crate::h2::{ClientConnection, Config as H2Config, ErrorCode, Event, StreamRef};
+use crate::h2::{ClientConnection, Config as H2Config, ErrorCode, Event, OpenError, StreamRef};
 
 /// Move new streams to a fresh connection after this many resets (Node 20
 /// allows about 1,000 in a burst before GOAWAY).
@@ -189,7 +189,7 @@ fn setup_needed(call: Unary, healthy: bool, profiles_pushed: bool, env_pushed: b
     }
 }
 
-pub enum Owner {
+enum Owner {
     /// A client's invoke: (client key, exchange generation).
     Invoke(ClientKey, u64),
     Unary {
@@ -198,27 +198,115 @@ pub enum Owner {
     },
 }
 
-pub struct PlaneConn {
-    pub plane: usize,
-    pub sock: UnixStream,
-    pub h2: ClientConnection,
-    pub rbuf: BytesMut,
-    pub owners: IdMap<StreamRef, Owner>,
-    pub deframers: IdMap<StreamRef, Deframer>,
-    pub retired: bool,
+/// The Noslated planes and the connections to them, with the plane
+/// scheduling (round robin over data planes, connections to read again,
+/// invokes parked until a data plane or the profiles are ready). Fields are
+/// private to this file: the rest of server/ reaches an invoke's own stream
+/// through the methods below, and reads readiness through `iter`.
+pub struct Planes {
+    list: Vec<Plane>,
+    conns: Sessions<ConnKey, PlaneConn>,
+    /// Where the data-plane round robin goes on (`Server::pick_data_conn`).
+    next: usize,
+    /// Connections whose read was cut short for fairness: read again next turn.
+    reread: Vec<ConnKey>,
+    /// Invokes parked for readiness, by client and exchange.
+    parked: Vec<(ClientKey, u64)>,
+}
+
+impl Planes {
+    pub fn new(cfg: &Config) -> Planes {
+        Planes { list: Plane::all(cfg), conns: Sessions::default(), next: 0, reread: Vec::new(), parked: Vec::new() }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Plane> {
+        self.list.iter()
+    }
+
+    /// The live key of connection slot `index` (a socket token names the slot).
+    pub fn conn_key_at(&self, index: usize) -> Option<ConnKey> {
+        self.conns.key_at(index)
+    }
+
+    /// A read was cut short: the loop must not sleep.
+    pub fn reread_due(&self) -> bool {
+        !self.reread.is_empty()
+    }
+
+    /// The h2 state of a connection, for the stream an invoke owns on it.
+    pub fn h2(&mut self, conn: ConnKey) -> Option<&mut ClientConnection> {
+        self.conns.get_mut(conn).map(|pc| &mut pc.h2)
+    }
+
+    /// What the stream takes at once (0 for a connection gone).
+    pub fn send_capacity(&self, conn: ConnKey, stream: StreamRef) -> usize {
+        self.conns.get(conn).map_or(0, |pc| pc.h2.send_capacity(stream))
+    }
+
+    /// Open an invoke stream for client `key` in exchange `gen`.
+    pub fn open_invoke(
+        &mut self,
+        conn: ConnKey,
+        fields: &[(&[u8], &[u8])],
+        key: ClientKey,
+        gen: u64,
+    ) -> Result<StreamRef, OpenError> {
+        let pc = &mut self.conns[conn];
+        let stream = pc.h2.open(fields, false)?;
+        pc.owners.insert(stream, Owner::Invoke(key, gen));
+        Ok(stream)
+    }
+
+    /// An invoke lets go of its stream: credit `unreleased`, and cancel the
+    /// stream if `cancel`. False when the connection is gone.
+    pub fn let_go(&mut self, conn: ConnKey, stream: StreamRef, unreleased: usize, cancel: bool) -> bool {
+        let Some(pc) = self.conns.get_mut(conn) else { return false };
+        pc.owners.remove(&stream);
+        pc.h2.release(stream, unreleased);
+        if cancel {
+            pc.h2.reset(stream, ErrorCode::CANCEL);
+        }
+        true
+    }
+
+    /// Park an invoke until readiness (once).
+    pub fn park(&mut self, key: ClientKey, gen: u64) {
+        if !self.parked.contains(&(key, gen)) {
+            self.parked.push((key, gen));
+        }
+    }
+
+    pub fn unpark(&mut self, key: ClientKey, gen: u64) {
+        self.parked.retain(|w| *w != (key, gen));
+    }
+
+    /// Every parked invoke, taken off the list.
+    pub fn take_parked(&mut self) -> Vec<(ClientKey, u64)> {
+        std::mem::take(&mut self.parked)
+    }
+}
+
+struct PlaneConn {
+    plane: usize,
+    sock: UnixStream,
+    h2: ClientConnection,
+    rbuf: BytesMut,
+    owners: IdMap<StreamRef, Owner>,
+    deframers: IdMap<StreamRef, Deframer>,
+    retired: bool,
     /// Registered for writable too, while output waits (see `write_conn`).
-    pub write_armed: bool,
+    write_armed: bool,
 }
 
 impl Server {
     pub(super) fn connect_all_planes(&mut self) {
-        for i in 0..self.planes.len() {
+        for i in 0..self.planes.list.len() {
             self.connect_plane(i);
         }
     }
 
     pub(super) fn connect_plane(&mut self, plane: usize) {
-        let p = &mut self.planes[plane];
+        let p = &mut self.planes.list[plane];
         p.retry_pending = false;
         if p.active.is_some() || self.life.stopping() {
             return;
@@ -235,7 +323,7 @@ impl Server {
     }
 
     fn schedule_retry(&mut self, plane: usize) {
-        let p = &mut self.planes[plane];
+        let p = &mut self.planes.list[plane];
         if p.retry_pending || self.life.stopping() {
             return;
         }
@@ -248,9 +336,9 @@ impl Server {
     }
 
     fn add_conn(&mut self, plane: usize, mut sock: UnixStream) {
-        let key = self.conns.vacant_key();
+        let key = self.planes.conns.vacant_key();
         if let Err(e) = self.poll.registry().register(&mut sock, key.token(), Interest::READABLE) {
-            self.planes[plane].last_error = Some(format!("register: {e}"));
+            self.planes.list[plane].last_error = Some(format!("register: {e}"));
             self.schedule_retry(plane);
             return;
         }
@@ -259,7 +347,7 @@ impl Server {
             connection_window: CONNECTION_WINDOW,
             ..H2Config::default()
         });
-        self.conns.insert(PlaneConn {
+        self.planes.conns.insert(PlaneConn {
             plane,
             sock,
             h2,
@@ -269,7 +357,7 @@ impl Server {
             retired: false,
             write_armed: false,
         });
-        let p = &mut self.planes[plane];
+        let p = &mut self.planes.list[plane];
         p.active = Some(key);
         p.healthy = false;
         p.profiles_pushed = false;
@@ -277,7 +365,7 @@ impl Server {
         p.workers_warm = false;
         self.mark_conn(key);
         self.unary(key, Unary::Health);
-        if self.planes[plane].kind == PlaneKind::Data {
+        if self.planes.list[plane].kind == PlaneKind::Data {
             self.defer(Effect::WakeWaiters);
         }
     }
@@ -285,16 +373,16 @@ impl Server {
     /// A data-plane connection that can take a new stream, round robin over
     /// planes so several data planes share the load.
     pub(super) fn pick_data_conn(&mut self) -> Option<ConnKey> {
-        let n = self.planes.len();
+        let n = self.planes.list.len();
         for step in 0..n {
-            let i = (self.life.next_plane + step) % n;
-            let p = &self.planes[i];
+            let i = (self.planes.next + step) % n;
+            let p = &self.planes.list[i];
             if p.kind != PlaneKind::Data {
                 continue;
             }
             if let Some(key) = p.active {
-                if self.conns.get(key).is_some_and(|c| c.h2.is_open_for_streams()) {
-                    self.life.next_plane = i + 1;
+                if self.planes.conns.get(key).is_some_and(|c| c.h2.is_open_for_streams()) {
+                    self.planes.next = i + 1;
                     return Some(key);
                 }
             }
@@ -305,7 +393,7 @@ impl Server {
     /// Start a unary call on a connection.
     pub(super) fn unary(&mut self, key: ConnKey, call: Unary) {
         let (path, body): (&[u8], Vec<u8>) = match call {
-            Unary::Health => match self.planes[self.conns[key].plane].kind {
+            Unary::Health => match self.planes.list[self.planes.conns[key].plane].kind {
                 PlaneKind::Data => (b"/noslated.data.DataPlane/checkHealth", Vec::new()),
                 PlaneKind::Control => (b"/noslated.control.ControlPlane/checkHealth", Vec::new()),
             },
@@ -321,7 +409,7 @@ impl Server {
         };
         let timeout = grpc::encode_timeout(UNARY_TIMEOUT_MS);
         let fields = grpc::request_fields(path, &timeout);
-        let pc = &mut self.conns[key];
+        let pc = &mut self.planes.conns[key];
         let Ok(stream) = pc.h2.open(&fields, false) else { return };
         let mut msg = Vec::with_capacity(grpc::MESSAGE_PREFIX_LEN + body.len());
         msg.extend_from_slice(&grpc::message_prefix(body.len() as u32));
@@ -334,7 +422,7 @@ impl Server {
     }
 
     pub(super) fn plane_event(&mut self, key: ConnKey, readable: bool, read_closed: bool, writable: bool) {
-        if !self.conns.contains(key) {
+        if !self.planes.conns.contains(key) {
             return;
         }
         if writable {
@@ -350,7 +438,7 @@ impl Server {
     fn read_conn(&mut self, key: ConnKey, to_end: bool) {
         // Bounded so one busy connection cannot starve the others.
         for _ in 0..64 {
-            let Some(pc) = self.conns.get_mut(key) else { return };
+            let Some(pc) = self.planes.conns.get_mut(key) else { return };
             if pc.rbuf.capacity() - pc.rbuf.len() < 16 * 1024 {
                 self.pool.refill(&mut pc.rbuf, 16 * 1024, PLANE_READ);
             }
@@ -358,7 +446,7 @@ impl Server {
             match crate::sys::read_into(pc.sock.as_raw_fd(), &mut pc.rbuf, usize::MAX) {
                 Ok(0) => return self.conn_lost(key, PlaneFault::Closed),
                 Ok(n) => {
-                    let pc = &mut self.conns[key];
+                    let pc = &mut self.planes.conns[key];
                     let result = pc.h2.recv(&mut pc.rbuf);
                     self.dispatch_conn_events(key);
                     if let Err(e) = result {
@@ -379,11 +467,11 @@ impl Server {
         }
         // More may be pending: come back on the next turn via a zero timer.
         self.mark_conn(key);
-        self.life.reread.push(key);
+        self.planes.reread.push(key);
     }
 
     pub(super) fn reread_conns(&mut self) {
-        for key in std::mem::take(&mut self.life.reread) {
+        for key in std::mem::take(&mut self.planes.reread) {
             self.read_conn(key, true);
         }
     }
@@ -393,7 +481,7 @@ impl Server {
     /// ([`Effect::Stream`]); unary calls are this file's own.
     fn dispatch_conn_events(&mut self, key: ConnKey) {
         loop {
-            let Some(pc) = self.conns.get_mut(key) else { return };
+            let Some(pc) = self.planes.conns.get_mut(key) else { return };
             let Some(event) = pc.h2.poll_event() else { return };
             let (client, gen, stream, news) = match event {
                 Event::Headers { stream, fields, end_stream } => match pc.owners.get(&stream) {
@@ -469,7 +557,7 @@ impl Server {
     }
 
     fn unary_done(&mut self, key: ConnKey, stream: StreamRef, status: Result<grpc::Status, String>) {
-        let pc = &mut self.conns[key];
+        let pc = &mut self.planes.conns[key];
         pc.deframers.remove(&stream);
         let Some(Owner::Unary { call, response }) = pc.owners.remove(&stream) else { return };
         let result = match status {
@@ -484,8 +572,8 @@ impl Server {
     }
 
     fn unary_ok(&mut self, key: ConnKey, call: Unary, message: &[u8]) {
-        let plane = self.conns[key].plane;
-        let is_active = self.planes[plane].active == Some(key);
+        let plane = self.planes.conns[key].plane;
+        let is_active = self.planes.list[plane].active == Some(key);
         match call {
             Unary::Health => {
                 let healthy = crate::proto::PlaneHealthyResponse::decode(message)
@@ -495,7 +583,7 @@ impl Server {
                     return self.unary_failed(key, call, "checkHealth answered unhealthy".into());
                 }
                 if is_active {
-                    let p = &mut self.planes[plane];
+                    let p = &mut self.planes.list[plane];
                     p.healthy = true;
                     p.ever_healthy = true;
                     p.backoff = BACKOFF_MIN;
@@ -515,7 +603,7 @@ impl Server {
                     return self.unary_failed(key, call, format!("{what} didn't set."));
                 }
                 if is_active {
-                    let p = &mut self.planes[plane];
+                    let p = &mut self.planes.list[plane];
                     match call {
                         Unary::PushProfiles => p.profiles_pushed = true,
                         _ => p.env_pushed = true,
@@ -543,7 +631,7 @@ impl Server {
                     return;
                 }
                 if warm {
-                    self.planes[plane].workers_warm = true;
+                    self.planes.list[plane].workers_warm = true;
                 } else {
                     self.timers.add(self.now + WARM_UP_POLL, Timer::WarmUpPoll { plane });
                 }
@@ -556,10 +644,10 @@ impl Server {
     /// connection still needs it and no such call is in flight on it (a
     /// connection made since does its own).
     pub(super) fn retry_setup(&mut self, plane: usize, call: Unary) {
-        let p = &self.planes[plane];
+        let p = &self.planes.list[plane];
         let Some(key) = p.active else { return };
         let in_flight =
-            self.conns[key].owners.values().any(|o| matches!(o, Owner::Unary { call: c, .. } if *c == call));
+            self.planes.conns[key].owners.values().any(|o| matches!(o, Owner::Unary { call: c, .. } if *c == call));
         if setup_needed(call, p.healthy, p.profiles_pushed, p.env_pushed) && !in_flight {
             self.unary(key, call);
         }
@@ -567,20 +655,20 @@ impl Server {
 
     /// Ask the control plane again whether the warm-up workers are ready.
     pub(super) fn poll_warm_up(&mut self, plane: usize) {
-        if let Some(key) = self.planes[plane].active.filter(|_| self.planes[plane].profiles_pushed) {
+        if let Some(key) = self.planes.list[plane].active.filter(|_| self.planes.list[plane].profiles_pushed) {
             self.unary(key, Unary::WorkerStats);
         }
     }
 
     fn unary_failed(&mut self, key: ConnKey, call: Unary, why: String) {
-        let Some(pc) = self.conns.get(key) else { return };
+        let Some(pc) = self.planes.conns.get(key) else { return };
         let plane = pc.plane;
-        eprintln!("noslate-fc: {} {call:?} failed: {}", self.planes[plane].path.display(), Escaped(&why));
-        self.planes[plane].last_error = Some(format!("{call:?}: {why}"));
-        if call.sets_up() && self.planes[plane].active == Some(key) {
+        eprintln!("noslate-fc: {} {call:?} failed: {}", self.planes.list[plane].path.display(), Escaped(&why));
+        self.planes.list[plane].last_error = Some(format!("{call:?}: {why}"));
+        if call.sets_up() && self.planes.list[plane].active == Some(key) {
             self.timers.add(self.now + SETUP_RETRY, Timer::SetupRetry { plane, call });
         }
-        if call == Unary::WorkerStats && self.planes[plane].active == Some(key) {
+        if call == Unary::WorkerStats && self.planes.list[plane].active == Some(key) {
             self.timers.add(self.now + WARM_UP_POLL, Timer::WarmUpPoll { plane });
         }
         self.defer(Effect::CheckInitialize);
@@ -588,12 +676,12 @@ impl Server {
 
     /// Stop giving this connection new streams; it closes when empty.
     fn retire_conn(&mut self, key: ConnKey) {
-        let Some(pc) = self.conns.get_mut(key) else { return };
+        let Some(pc) = self.planes.conns.get_mut(key) else { return };
         pc.retired = true;
         let plane = pc.plane;
-        if self.planes[plane].active == Some(key) {
-            self.planes[plane].active = None;
-            self.planes[plane].healthy = false;
+        if self.planes.list[plane].active == Some(key) {
+            self.planes.list[plane].active = None;
+            self.planes.list[plane].healthy = false;
             self.connect_plane(plane);
         }
         self.conn_maybe_retire(key);
@@ -602,7 +690,7 @@ impl Server {
     /// Retire a connection that used up its reset budget; close a retired
     /// one that has no streams left.
     pub(super) fn conn_maybe_retire(&mut self, key: ConnKey) {
-        let Some(pc) = self.conns.get(key) else { return };
+        let Some(pc) = self.planes.conns.get(key) else { return };
         if !pc.retired && pc.h2.resets_sent() >= RESET_BUDGET {
             eprintln!("noslate-fc: plane connection sent {RESET_BUDGET} resets: moving new streams to a fresh one");
             return self.retire_conn(key);
@@ -615,27 +703,28 @@ impl Server {
 
     pub(super) fn flush_conn(&mut self, key: ConnKey) {
         let opening = self
+            .planes
             .conns
             .get(key)
-            .is_some_and(|pc| !pc.h2.is_open_for_streams() && self.planes[pc.plane].kind == PlaneKind::Data);
-        if let Some(pc) = self.conns.get_mut(key) {
+            .is_some_and(|pc| !pc.h2.is_open_for_streams() && self.planes.list[pc.plane].kind == PlaneKind::Data);
+        if let Some(pc) = self.planes.conns.get_mut(key) {
             pc.h2.settle();
         }
         self.write_conn(key);
         // Writing can give streams send capacity again (the output budget).
-        if self.conns.get(key).is_some_and(|pc| pc.h2.has_events()) {
+        if self.planes.conns.get(key).is_some_and(|pc| pc.h2.has_events()) {
             self.dispatch_conn_events(key);
         }
         // Invokes parked while no data plane was up are woken in `add_conn`,
         // but a connection takes streams only once its handshake is written;
         // they would wait out NOSLATE_FC_READY_WAIT_MS. Wake them again now.
-        if opening && self.conns.get(key).is_some_and(|pc| pc.h2.is_open_for_streams()) {
+        if opening && self.planes.conns.get(key).is_some_and(|pc| pc.h2.is_open_for_streams()) {
             self.defer(Effect::WakeWaiters);
         }
     }
 
     fn write_conn(&mut self, key: ConnKey) {
-        let Some(pc) = self.conns.get_mut(key) else { return };
+        let Some(pc) = self.planes.conns.get_mut(key) else { return };
         loop {
             if !pc.h2.has_output() {
                 return self.set_conn_writable(key, false);
@@ -656,7 +745,7 @@ impl Server {
     /// alone, a unix socket would wake the loop with an EPOLLOUT edge every
     /// time the plane reads from it.
     fn set_conn_writable(&mut self, key: ConnKey, armed: bool) {
-        let Some(pc) = self.conns.get_mut(key) else { return };
+        let Some(pc) = self.planes.conns.get_mut(key) else { return };
         if pc.write_armed == armed {
             return;
         }
@@ -669,12 +758,12 @@ impl Server {
 
     /// The connection died: fail what ran on it, reconnect.
     pub(super) fn conn_lost(&mut self, key: ConnKey, fault: PlaneFault) {
-        let Some(pc) = self.conns.get_mut(key) else { return };
+        let Some(pc) = self.planes.conns.get_mut(key) else { return };
         let plane = pc.plane;
         let owners: Vec<(StreamRef, Owner)> = pc.owners.drain().collect();
-        eprintln!("noslate-fc: {}: {}", self.planes[plane].path.display(), Escaped(&fault));
+        eprintln!("noslate-fc: {}: {}", self.planes.list[plane].path.display(), Escaped(&fault));
         self.drop_conn(key);
-        self.planes[plane].last_error = Some(fault.to_string());
+        self.planes.list[plane].last_error = Some(fault.to_string());
         for (stream, owner) in owners {
             if let Owner::Invoke(client, gen) = owner {
                 let news = StreamNews::Failed { fault, retryable: false };
@@ -685,11 +774,11 @@ impl Server {
     }
 
     fn drop_conn(&mut self, key: ConnKey) {
-        let Some(mut pc) = self.conns.try_remove(key) else { return };
+        let Some(mut pc) = self.planes.conns.try_remove(key) else { return };
         let _ = self.poll.registry().deregister(&mut pc.sock);
         let plane = pc.plane;
-        if self.planes[plane].active == Some(key) {
-            let p = &mut self.planes[plane];
+        if self.planes.list[plane].active == Some(key) {
+            let p = &mut self.planes.list[plane];
             p.active = None;
             p.healthy = false;
             p.profiles_pushed = false;
@@ -701,8 +790,8 @@ impl Server {
 
     /// Graceful close of every plane connection (shutdown).
     pub(super) fn close_planes(&mut self) {
-        for key in self.conns.keys() {
-            self.conns[key].h2.close(ErrorCode::NO_ERROR);
+        for key in self.planes.conns.keys() {
+            self.planes.conns[key].h2.close(ErrorCode::NO_ERROR);
             self.flush_conn(key);
         }
     }
