@@ -288,6 +288,28 @@ mod tests {
         assert!(fresh.capacity() >= exact);
     }
 
+    /// The head is sized before it is written: an empty buffer is grown
+    /// once, to exactly the head (its final CRLF included), for every
+    /// framing, with and without headers and `Connection: close`.
+    #[test]
+    fn write_head_reserves_exactly() {
+        let headers: &[(&[u8], &[u8])] = &[(b"content-type", b"text/plain"), (b"x-long", &[b'v'; 300])];
+        for framing in [
+            ResponseFraming::Length(0),
+            ResponseFraming::Length(123_456),
+            ResponseFraming::Chunked,
+            ResponseFraming::NoBody,
+        ] {
+            for keep_alive in [true, false] {
+                for (status, headers) in [(200, headers), (404, &[][..]), (599, headers)] {
+                    let mut dst = BytesMut::new();
+                    write_head(&mut dst, status, headers, framing, keep_alive);
+                    assert_eq!(dst.capacity(), dst.len(), "{status} {framing:?} keep-alive {keep_alive}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn chunk_heads() {
         assert_eq!(ChunkHead::new(0).as_bytes(), b"0\r\n");
