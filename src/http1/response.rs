@@ -310,6 +310,31 @@ mod tests {
         }
     }
 
+    /// Every reason phrase is RFC 9110 §15's (a status we do not list gets
+    /// none, which RFC 9112 §4 allows).
+    #[test]
+    fn reason_phrases_are_rfc_9110s() {
+        #[rustfmt::skip]
+        let table: &[(u16, &str)] = &[
+            (100, "Continue"), (101, "Switching Protocols"), (200, "OK"), (201, "Created"), (202, "Accepted"),
+            (203, "Non-Authoritative Information"), (204, "No Content"), (205, "Reset Content"),
+            (206, "Partial Content"), (300, "Multiple Choices"), (301, "Moved Permanently"), (302, "Found"),
+            (303, "See Other"), (304, "Not Modified"), (307, "Temporary Redirect"), (308, "Permanent Redirect"),
+            (400, "Bad Request"), (401, "Unauthorized"), (403, "Forbidden"), (404, "Not Found"),
+            (405, "Method Not Allowed"), (406, "Not Acceptable"), (408, "Request Timeout"), (409, "Conflict"),
+            (410, "Gone"), (411, "Length Required"), (412, "Precondition Failed"), (413, "Content Too Large"),
+            (414, "URI Too Long"), (415, "Unsupported Media Type"), (416, "Range Not Satisfiable"),
+            (417, "Expectation Failed"), (421, "Misdirected Request"), (422, "Unprocessable Content"),
+            (426, "Upgrade Required"), (429, "Too Many Requests"), (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"), (501, "Not Implemented"), (502, "Bad Gateway"),
+            (503, "Service Unavailable"), (504, "Gateway Timeout"), (505, "HTTP Version Not Supported"),
+            (299, ""), (418, ""), (599, ""),
+        ];
+        for &(status, phrase) in table {
+            assert_eq!(reason_phrase(status), phrase, "{status}");
+        }
+    }
+
     #[test]
     fn chunk_heads() {
         assert_eq!(ChunkHead::new(0).as_bytes(), b"0\r\n");
