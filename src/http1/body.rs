@@ -54,7 +54,6 @@ impl BodyDecoder {
         }
     }
 
-    /// Whether the whole body was consumed.
     /// Data bytes known to follow without further framing: the rest of a
     /// Content-Length body, or of the current chunk.
     pub fn unit_remaining(&self) -> u64 {
@@ -65,6 +64,7 @@ impl BodyDecoder {
         }
     }
 
+    /// Whether the whole body was consumed.
     pub fn is_done(&self) -> bool {
         match self {
             BodyDecoder::Empty => true,
@@ -116,6 +116,23 @@ mod tests {
                 assert_eq!(data, b"hello");
                 assert_eq!(rest, b"NEXT");
             }
+        }
+    }
+
+    /// A body is done only once all of it was consumed, whatever its framing.
+    #[test]
+    fn done_only_at_the_end() {
+        for (framing, input) in
+            [(BodyFraming::Length(3), &b"abc"[..]), (BodyFraming::Chunked, b"3\r\nabc\r\n0\r\n\r\n")]
+        {
+            let mut decoder = BodyDecoder::new(framing, &Limits::default());
+            let mut buf = BytesMut::new();
+            for (i, &b) in input.iter().enumerate() {
+                assert!(!decoder.is_done(), "{framing:?}: done after {i} bytes");
+                buf.extend_from_slice(&[b]);
+                while let Ok(Decoded::Data(_)) = decoder.decode(&mut buf, usize::MAX) {}
+            }
+            assert!(decoder.is_done(), "{framing:?}");
         }
     }
 
