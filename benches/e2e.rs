@@ -285,7 +285,9 @@ fn start_grpcjs_peer(dir: &Path) -> Result<Stub, String> {
     let socks = dir.join("grpcjs");
     std::fs::create_dir_all(&socks).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("node");
-    cmd.arg(peer_dir().join("noslated-peer.js")).arg("--dp").arg(socks.join("dp-0.sock"));
+    // The fixture serves only functions it was told of, as Noslated does;
+    // no control plane runs here, so it is told on the command line.
+    cmd.arg(peer_dir().join("noslated-peer.js")).arg("--dp").arg(socks.join("dp-0.sock")).arg("--known").arg("echo");
     let proc =
         Proc::spawn("grpc-js peer", cmd, &dir.join("grpcjs-peer.log"), Some(("READY", Duration::from_secs(30))))?;
     Ok(Stub { key: "grpcjs", title: "grpc-js fixture (grpc-js 1.8.8, Node HTTP/2)", socks, proc })

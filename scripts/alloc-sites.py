@@ -68,7 +68,9 @@ def run(binary, tmp, n):
     peer = subprocess.Popen(
         ["node", os.path.join(ROOT, "tests/peer/noslated-peer.js"),
          "--dp", os.path.join(socks, "dp-0.sock"), "--cp", os.path.join(socks, "cp-0.sock"),
-         "--events", os.path.join(tmp, "events.jsonl")],
+         "--events", os.path.join(tmp, "events.jsonl"),
+         # The fixture serves only functions it was told of (like Noslated).
+         "--known", "echo"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         while peer.stdout.readline().strip() != "READY":
