@@ -2,7 +2,7 @@
 //! response: which function, the deadline, the first message (kept for a
 //! retry), the request body as messages and the response splice.
 //!
-//! The event loop (`server/invoke.rs`) owns an `Invocation` per invoking
+//! The event loop (`server/client/invoke.rs`) owns an `Invocation` per invoking
 //! client and adds only what ties it to sockets: the plane connection, the
 //! stream, the flow-control credit it holds.
 

@@ -8,7 +8,7 @@
 //! or closed when either side cannot continue.
 //!
 //! This file owns the client: its `Phase` changes here only. Invoke steps
-//! (`invoke.rs`) return a [`Step`]; [`Server::end_exchange`] is the one place
+//! (`client/invoke.rs`) return a [`Step`]; [`Server::end_exchange`] is the one place
 //! an exchange ends — the phase goes, the FC `End` marker is written, the
 //! answer is queued and the connection goes on or closes.
 
@@ -20,8 +20,9 @@ use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::invoke::{Invoke, Step};
-use super::{ClientKey, ClientTimer, Server, Timer};
+mod invoke;
+
+use super::{ClientKey, ClientTimer, Server, Sessions, Timer};
 use crate::answers::Answer;
 use crate::fc::dispatch::{self, Endpoint, Peer, RequestId};
 use crate::fc::InvokeError;
@@ -29,6 +30,7 @@ use crate::fc::{Marker, OutQueue};
 use crate::http1::request::{HeadParser, RequestHead};
 use crate::http1::{Limits, RequestError};
 use crate::logsafe::Escaped;
+use invoke::{Invoke, Step};
 
 /// Read size while a head is expected, and while a body streams.
 const HEAD_READ: usize = 8 * 1024;
@@ -140,52 +142,137 @@ pub enum Ending {
     Abandoned(&'static str),
 }
 
+/// FC's HTTP/1.1 connections, owned here: the slab of `Client`s and the
+/// counter of exchange generations. `Client`'s fields are private to this
+/// file and its child `invoke`; the rest of server/ names a client by key
+/// and asks `key_at`, `keys` and `is_current`.
+#[derive(Default)]
+pub struct Clients {
+    slab: Sessions<ClientKey, Client>,
+    next_gen: u64,
+}
+
+impl Clients {
+    /// The live key of slot `index` (a socket token names the slot).
+    pub(in crate::server) fn key_at(&self, index: usize) -> Option<ClientKey> {
+        self.slab.key_at(index)
+    }
+
+    pub(in crate::server) fn keys(&self) -> Vec<ClientKey> {
+        self.slab.keys()
+    }
+
+    /// The client is still connected and in exchange `gen`.
+    pub(in crate::server) fn is_current(&self, key: ClientKey, gen: u64) -> bool {
+        self.slab.get(key).is_some_and(|c| c.gen == gen)
+    }
+
+    /// A generation no exchange had before.
+    fn fresh_gen(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
+    }
+
+    fn get(&self, key: ClientKey) -> Option<&Client> {
+        self.slab.get(key)
+    }
+
+    fn get_mut(&mut self, key: ClientKey) -> Option<&mut Client> {
+        self.slab.get_mut(key)
+    }
+
+    fn contains(&self, key: ClientKey) -> bool {
+        self.slab.contains(key)
+    }
+
+    fn vacant_key(&self) -> ClientKey {
+        self.slab.vacant_key()
+    }
+
+    fn insert(&mut self, client: Client) -> ClientKey {
+        self.slab.insert(client)
+    }
+
+    fn try_remove(&mut self, key: ClientKey) -> Option<Client> {
+        self.slab.try_remove(key)
+    }
+
+    fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (ClientKey, &Client)> {
+        self.slab.iter()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (ClientKey, &mut Client)> {
+        self.slab.iter_mut()
+    }
+}
+
+impl std::ops::Index<ClientKey> for Clients {
+    type Output = Client;
+    fn index(&self, key: ClientKey) -> &Client {
+        &self.slab[key]
+    }
+}
+
+impl std::ops::IndexMut<ClientKey> for Clients {
+    fn index_mut(&mut self, key: ClientKey) -> &mut Client {
+        &mut self.slab[key]
+    }
+}
+
 pub struct Client {
     /// Who is at the other end (`NOSLATE_FC_TRUSTED_PEERS`): a process in
     /// the container gets what an end user gets.
-    pub peer: Peer,
+    peer: Peer,
     /// Every timer added for this connection that may still be queued;
     /// cancelled when the exchange ends or the connection closes.
-    pub timer_keys: Vec<crate::timer::TimerKey>,
-    pub sock: TcpStream,
+    timer_keys: Vec<crate::timer::TimerKey>,
+    sock: TcpStream,
     /// Changes with every exchange, so timers of a finished exchange are void.
-    pub gen: u64,
-    pub rbuf: BytesMut,
+    gen: u64,
+    rbuf: BytesMut,
     /// `rbuf` is a slice of the loop's scratch arena (what an idle read
     /// brought, exactly), not a pooled buffer of its own: it is never parked.
-    pub rbuf_carved: bool,
-    pub out: OutQueue,
-    pub parser: HeadParser,
-    pub phase: Phase,
+    rbuf_carved: bool,
+    out: OutQueue,
+    parser: HeadParser,
+    phase: Phase,
     /// The client closed its side (EOF) or failed.
-    pub peer_gone: bool,
+    peer_gone: bool,
     /// The socket may have unread input: set by a readable event, cleared
     /// by a read that came back short (the socket was drained then, and an
     /// edge-triggered poll reports any byte that arrives later), so that a
     /// read that would only say EAGAIN is not made.
-    pub readable: bool,
+    readable: bool,
     /// The poll said the peer closed its side: a short read does not mean
     /// drained then (the end of stream is still to be read, and no further
     /// event will announce it).
-    pub read_closed: bool,
+    read_closed: bool,
     /// Close once `out` is flushed.
-    pub closing: bool,
+    closing: bool,
     /// The slowloris timer of the current head is armed.
-    pub head_timer_armed: bool,
+    head_timer_armed: bool,
     /// The head must be complete by then (408); moved on by a thaw.
-    pub head_deadline: Instant,
+    head_deadline: Instant,
     /// Fixed for the connection's life (its first generation): the idle
     /// timer belongs to the connection, not to one exchange.
-    pub conn_id: u64,
+    conn_id: u64,
     /// An idle keep-alive connection is closed once this passes.
-    pub idle_deadline: Instant,
+    idle_deadline: Instant,
     /// The connection's one idle timer is in the timer set. Re-arming per
     /// exchange would leave an entry behind for every request for the whole
     /// idle timeout (600 s by default): memory growing with the request rate.
-    pub idle_timer_pending: bool,
+    idle_timer_pending: bool,
     /// The socket is registered for writable too: a write came back short
     /// and output waits. Cleared (readable only again) once `out` drains.
-    pub write_armed: bool,
+    write_armed: bool,
 }
 
 impl Server {
@@ -226,7 +313,7 @@ impl Server {
         if self.poll.registry().register(&mut sock, key.token(), Interest::READABLE).is_err() {
             return;
         }
-        let gen = self.gen();
+        let gen = self.clients.fresh_gen();
         self.clients.insert(Client {
             sock,
             peer,
@@ -525,7 +612,7 @@ impl Server {
 
     /// Route one request head (docs/fc-contract.md §3; `fc::dispatch`).
     fn on_request(&mut self, key: ClientKey, head: RequestHead) {
-        self.clients[key].gen = self.gen();
+        self.clients[key].gen = self.clients.fresh_gen();
         // The head arrived: its slowloris timer (and any other of the last
         // exchange) is void. Local answers never pass through
         // `finish_exchange`, so the idle period restarts here too.
@@ -737,7 +824,7 @@ impl Server {
 
     /// The current exchange is over; go back to reading the next request.
     fn finish_exchange(&mut self, key: ClientKey, keep_alive: bool) {
-        let gen = self.gen();
+        let gen = self.clients.fresh_gen();
         let Some(c) = self.clients.get_mut(key) else { return };
         c.phase = Phase::Idle;
         c.gen = gen;
@@ -769,7 +856,7 @@ impl Server {
     /// bytes of the body unread (`after_exchange` said `Discard`): they are
     /// read and dropped first, within `NOSLATE_FC_LINGER_MS`.
     fn finish_exchange_discarding(&mut self, key: ClientKey, left: u64) {
-        let gen = self.gen();
+        let gen = self.clients.fresh_gen();
         let Some(c) = self.clients.get_mut(key) else { return };
         c.phase = Phase::Discard { left };
         c.gen = gen;
@@ -797,7 +884,7 @@ impl Server {
         // Whatever was still in progress (a response cut short) is over.
         self.end_exchange(key, Ending::Abandoned("connection closed"));
         let now = self.now;
-        let gen = self.gen();
+        let gen = self.clients.fresh_gen();
         let c = &mut self.clients[key];
         if c.sock.shutdown(std::net::Shutdown::Write).is_err() {
             return self.close_client(key);

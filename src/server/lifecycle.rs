@@ -278,7 +278,7 @@ impl Server {
             self.life.stage = Stage::Draining;
             // Refuse invokes that were waiting for a data plane.
             for (key, gen) in self.planes.take_parked() {
-                if self.clients.get(key).is_some_and(|c| c.gen == gen) {
+                if self.clients.is_current(key, gen) {
                     self.fail_invoke(key, InvokeError::Draining);
                 }
             }

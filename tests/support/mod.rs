@@ -125,8 +125,18 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Whether it had already exited (a crash is a finding), before the kill.
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the process said, and whether it died
+        // on its own: the likeliest cause of a refused connection.
+        if std::thread::panicking() {
+            let stderr = self.stderr_text();
+            let tail: String =
+                stderr.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            eprintln!("--- pid {} (exited on its own: {exited:?}), last lines of stderr:\n{tail}", self.child.id());
+        }
     }
 }
 

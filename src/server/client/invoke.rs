@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{ClientKey, ConnKey, Server, StreamNews};
 use crate::fc::dispatch::RequestId;
 use crate::fc::{dispatch, invocation, Invocation, InvokeError, Now, PlaneFault, Progress, RequestSink};
 use crate::grpc;
@@ -36,6 +35,7 @@ use crate::http1::request::RequestHead;
 use crate::http1::response;
 use crate::http1::RequestError;
 use crate::route::Origin;
+use crate::server::{ClientKey, ClientTimer, ConnKey, Server, StreamNews};
 
 /// Stop returning window to the data plane while this much waits for the client.
 const CLIENT_HIGH_WATER: usize = 256 * 1024;
@@ -232,7 +232,7 @@ impl Server {
         let Some(inv) = c.phase.invoke_mut() else { return Step::Continue };
         let until = *inv.wait_until.get_or_insert(self.now + wait);
         if !std::mem::replace(&mut inv.wait_armed, true) {
-            self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
+            self.client_timer_add(key, until, gen, ClientTimer::PlaneWait);
         }
         self.planes.park(key, gen);
         Step::Continue
@@ -366,7 +366,7 @@ impl Server {
         if self.now < until {
             // Thawed since: the wait restarted (the plane was stopped too).
             inv.wait_armed = true;
-            self.client_timer_add(key, until, gen, super::ClientTimer::PlaneWait);
+            self.client_timer_add(key, until, gen, ClientTimer::PlaneWait);
             return Step::Continue;
         }
         self.planes.unpark(key, gen);
@@ -419,7 +419,7 @@ impl Server {
                 self.conn_maybe_retire(conn);
             }
         }
-        self.client_timer_add(key, now + pause, gen, super::ClientTimer::Retry);
+        self.client_timer_add(key, now + pause, gen, ClientTimer::Retry);
         true
     }
 
@@ -441,7 +441,7 @@ impl Server {
 
     /// Invokes parked until a data plane appears (or the profiles are in
     /// force): try them now.
-    pub(super) fn wake_plane_waiters(&mut self) {
+    pub(in crate::server) fn wake_plane_waiters(&mut self) {
         let waiting = self.planes.take_parked();
         for (key, gen) in waiting {
             let still = self.clients.get(key).is_some_and(|c| c.gen == gen);
@@ -461,7 +461,14 @@ impl Server {
     /// (`Server::apply_effects`). News for an exchange that ended, or for an
     /// invoke that moved to another stream since, is dropped: the window
     /// of its DATA is credited back, its header list's storage kept.
-    pub(super) fn stream_news(&mut self, key: ClientKey, gen: u64, conn: ConnKey, stream: StreamRef, news: StreamNews) {
+    pub(in crate::server) fn stream_news(
+        &mut self,
+        key: ClientKey,
+        gen: u64,
+        conn: ConnKey,
+        stream: StreamRef,
+        news: StreamNews,
+    ) {
         let attached = self.clients.get(key).is_some_and(|c| {
             c.gen == gen && c.phase.invoke().is_some_and(|inv| inv.upstream == Upstream::Attached { conn, stream })
         });
