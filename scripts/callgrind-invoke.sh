@@ -18,12 +18,7 @@ CONNS=${1:-1}
 SECS=${2:-6}
 
 cargo build --release --quiet --bin noslate-fc
-E2E=$(cargo bench --bench e2e --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="e2e" and m.get("executable"): print(m["executable"])' | tail -1)
-[ -x "$E2E" ] || { echo "callgrind-invoke: could not build the e2e bench" >&2; exit 1; }
+E2E=$(scripts/e2e-bin.sh)
 
 PIDS=()
 TMP=$(mktemp -d)
@@ -44,7 +39,8 @@ fc=$!
 PIDS+=("$fc")
 for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 
-"$E2E" __e2e-load "$port" "$CONNS" 64 2 >/dev/null # warm-up, not counted
+warm=$("$E2E" __e2e-load "$port" "$CONNS" 64 2) # warm-up, not counted
+case "$warm" in *" 0 errors,"*) ;; *) echo "callgrind-invoke: the warm-up failed ($warm)" >&2; exit 1 ;; esac
 callgrind_control -i on "$fc" >/dev/null
 load=$("$E2E" __e2e-load "$port" "$CONNS" 64 "$SECS")
 callgrind_control -i off "$fc" >/dev/null

@@ -21,12 +21,7 @@ OUT=target/profile
 mkdir -p "$OUT"
 
 cargo build --release --quiet --bin noslate-fc
-E2E=$(cargo bench --bench e2e --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="e2e" and m.get("executable"): print(m["executable"])' | tail -1)
-[ -x "$E2E" ] || { echo "profile-stub: could not build the e2e bench" >&2; exit 1; }
+E2E=$(scripts/e2e-bin.sh)
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }

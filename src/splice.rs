@@ -332,6 +332,23 @@ mod tests {
         assert_eq!(SpliceError::BadStatus(99).to_string(), "function returned invalid HTTP status 99");
     }
 
+    /// A protobuf varint.
+    fn varint(mut v: usize, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A gRPC message: uncompressed, its length, `message`.
+    fn grpc_message(message: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(message);
+        out
+    }
+
     fn run(stream: &[u8], split: usize) -> (Vec<u8>, Vec<Piece>) {
         let mut d = ResponseDecoder::default();
         let mut body = Vec::new();
@@ -356,13 +373,6 @@ mod tests {
     /// probe (the head message, assembled whole, is smaller than that).
     #[test]
     fn a_big_body_message_streams_without_being_assembled() {
-        fn varint(mut v: usize, out: &mut Vec<u8>) {
-            while v >= 0x80 {
-                out.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            out.push(v as u8);
-        }
         let want: Vec<u8> = (0..100_000usize).map(|i| (i * 31 % 251) as u8).collect();
         let mut inner = vec![0x1a];
         varint(want.len(), &mut inner);
@@ -371,9 +381,7 @@ mod tests {
         varint(inner.len(), &mut outer);
         outer.extend_from_slice(&inner);
         let mut stream = hex(HEAD);
-        stream.push(0);
-        stream.extend_from_slice(&(outer.len() as u32).to_be_bytes());
-        stream.extend_from_slice(&outer);
+        stream.extend(grpc_message(&outer));
         let bound = (MESSAGE_PREFIX_LEN + SHAPE_PROBE).max(hex(HEAD).len());
         for split in [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 17, 38, 39, 40, 64, 1000, 4096, 65536, stream.len()] {
             let mut d = ResponseDecoder::default();
@@ -405,13 +413,6 @@ mod tests {
     /// made the fuzz smoke report a slow unit: quadratic in the payloads).
     #[test]
     fn a_message_in_small_pieces_grows_its_buffer_once() {
-        fn varint(mut v: usize, out: &mut Vec<u8>) {
-            while v >= 0x80 {
-                out.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            out.push(v as u8);
-        }
         let text = vec![b'x'; 100_000];
         let mut inner = vec![0x0a, 0x05];
         inner.extend_from_slice(b"Error");
@@ -422,9 +423,7 @@ mod tests {
         let mut outer = vec![0x0a];
         varint(inner.len(), &mut outer);
         outer.extend_from_slice(&inner);
-        let mut stream = vec![0];
-        stream.extend_from_slice(&(outer.len() as u32).to_be_bytes());
-        stream.extend_from_slice(&outer);
+        let stream = grpc_message(&outer);
         for split in [1, 7, 100] {
             let mut d = ResponseDecoder::default();
             let mut pool = BufPool::default();

@@ -9,15 +9,7 @@ mod support;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use support::{read_response, Fc, Peer, Response, TempDir};
-
-fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
-    let dir = TempDir::new(tag);
-    let peer = Peer::start(&dir, &[]);
-    let fc = Fc::start(&dir, env);
-    fc.wait_ready();
-    (dir, peer, fc)
-}
+use support::{read_response, stack, Fc, Response};
 
 fn json(r: &Response) -> serde_json::Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON ({}): {}", r.status, r.text()))

@@ -120,77 +120,61 @@ struct Report {
 }
 
 impl Report {
+    /// What `pick` takes from each thing seen, in order.
+    fn select<'a, T>(&'a self, pick: impl Fn(&'a Seen) -> Option<T>) -> Vec<T> {
+        self.seen.iter().filter_map(pick).collect()
+    }
+
     /// The gateway's connections to the fixture, by number.
     fn connections(&self) -> Vec<usize> {
-        self.seen
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Connected { conn } => Some(*conn),
-                _ => None,
-            })
-            .collect()
+        self.select(|s| match s {
+            Seen::Connected { conn } => Some(*conn),
+            _ => None,
+        })
     }
 
     /// `(conn, stream)` of every stream opened for `path`.
     fn opened(&self, path: &str) -> Vec<(usize, u32)> {
-        self.seen
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Open { conn, stream, path: p } if p == path => Some((*conn, *stream)),
-                _ => None,
-            })
-            .collect()
+        self.select(|s| match s {
+            Seen::Open { conn, stream, path: p } if p == path => Some((*conn, *stream)),
+            _ => None,
+        })
     }
 
     fn refused(&self) -> Vec<(usize, u32)> {
-        self.seen
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Refused { conn, stream } => Some((*conn, *stream)),
-                _ => None,
-            })
-            .collect()
+        self.select(|s| match s {
+            Seen::Refused { conn, stream } => Some((*conn, *stream)),
+            _ => None,
+        })
     }
 
     fn resets(&self) -> Vec<String> {
-        self.seen
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Reset { conn, stream, code } => Some(format!("conn {conn} stream {stream}: {code}")),
-                _ => None,
-            })
-            .collect()
+        self.select(|s| match s {
+            Seen::Reset { conn, stream, code } => Some(format!("conn {conn} stream {stream}: {code}")),
+            _ => None,
+        })
     }
 
     fn bad(&self) -> Vec<String> {
-        self.seen
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Bad { conn, why } => Some(format!("conn {conn}: {why}")),
-                _ => None,
-            })
-            .collect()
+        self.select(|s| match s {
+            Seen::Bad { conn, why } => Some(format!("conn {conn}: {why}")),
+            _ => None,
+        })
     }
 
     fn invokes(&self) -> Vec<&InvokeSeen> {
-        self.seen
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Invoke(i) => Some(i),
-                _ => None,
-            })
-            .collect()
+        self.select(|s| match s {
+            Seen::Invoke(i) => Some(i),
+            _ => None,
+        })
     }
 
     /// `(type, stream)` of the frames the gateway sent on `conn`.
     fn frames(&self, conn: usize) -> Vec<(&'static str, u32)> {
-        self.seen
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Frame { conn: c, kind, stream } if *c == conn => Some((*kind, *stream)),
-                _ => None,
-            })
-            .collect()
+        self.select(|s| match s {
+            Seen::Frame { conn: c, kind, stream } if *c == conn => Some((*kind, *stream)),
+            _ => None,
+        })
     }
 
     /// What every test expects: the gateway stayed on one connection, broke

@@ -7,23 +7,11 @@ mod support;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use support::{pattern, read_response, Fc, Peer, PeerKind, TempDir};
+use support::{pattern, read_response, stack, stack_kind, Fc, Peer, PeerKind, TempDir};
 
 /// HTTP invocations that pick a fixture behaviour with x-noslate-function
 /// need the operator's opt-in (the default believes events and local calls).
 const HTTP_MAY_CHOOSE: (&str, &str) = ("NOSLATE_FC_FUNCTION_HEADER", "all");
-
-fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
-    stack_kind(PeerKind::Node, tag, env)
-}
-
-fn stack_kind(kind: PeerKind, tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
-    let dir = TempDir::new(tag);
-    let peer = Peer::start_kind(kind, &dir, &[]);
-    let fc = Fc::start(&dir, env);
-    fc.wait_ready();
-    (dir, peer, fc)
-}
 
 fn echo_sizes(fc: &Fc) {
     for size in [0usize, 1, 64 * 1024, 1 << 20] {

@@ -45,11 +45,7 @@ fn serial() -> MutexGuard<'static, ()> {
 const HTTP_MAY_CHOOSE: (&str, &str) = ("NOSLATE_FC_FUNCTION_HEADER", "all");
 
 fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
-    let dir = TempDir::new(tag);
-    let peer = Peer::start(&dir, &[]);
-    let fc = Fc::start(&dir, &[&[HTTP_MAY_CHOOSE], env].concat());
-    fc.wait_ready();
-    (dir, peer, fc)
+    support::stack(tag, &[&[HTTP_MAY_CHOOSE], env].concat())
 }
 
 /// A body that only this request id produces: the id, then xorshift bytes

@@ -8,17 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Fc, Peer, Response, TempDir};
+use support::{stack, Fc, Peer, Response, TempDir};
 
 const HTTP: &str = "x-fc-control-path: /http-invoke\r\n";
-
-fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
-    let dir = TempDir::new(tag);
-    let peer = Peer::start(&dir, &[]);
-    let fc = Fc::start(&dir, env);
-    fc.wait_ready();
-    (dir, peer, fc)
-}
 
 /// A GET with `extra` header lines (each ending in CRLF) and a request id.
 fn get(target: &str, id: &str, extra: &str) -> Vec<u8> {

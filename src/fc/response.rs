@@ -332,18 +332,25 @@ mod tests {
         pairs.iter().map(|(k, v)| (Bytes::from_static(k.as_bytes()), Bytes::from_static(v.as_bytes()))).collect()
     }
 
-    /// Run a whole response split at `split`: HTTP/1.1 bytes and the outcome.
-    fn splice(request: &str, stream: &[u8], split: usize) -> (String, Result<Progress, InvokeError>) {
-        let h = head(request);
-        let mut s = ResponseSplice::new(&h);
+    /// A splice for `request` whose gRPC response head was accepted.
+    fn after_grpc_head(request: &str) -> (ResponseSplice, OutQueue) {
+        let mut s = ResponseSplice::new(&head(request));
         let mut out = OutQueue::default();
-        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
         let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
         assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        (s, out)
+    }
+
+    /// One DATA payload through the splice.
+    fn data(s: &mut ResponseSplice, bytes: Bytes, out: &mut OutQueue) -> Result<(), InvokeError> {
+        s.on_data(bytes, out, &mut Scratch::default(), &mut Vec::new(), &mut BufPool::default())
+    }
+
+    /// Run a whole response split at `split`: HTTP/1.1 bytes and the outcome.
+    fn splice(request: &str, stream: &[u8], split: usize) -> (String, Result<Progress, InvokeError>) {
+        let (mut s, mut out) = after_grpc_head(request);
         for chunk in stream.chunks(split.max(1)) {
-            if let Err(e) =
-                s.on_data(Bytes::copy_from_slice(chunk), &mut out, &mut scratch, &mut pieces, &mut BufPool::default())
-            {
+            if let Err(e) = data(&mut s, Bytes::copy_from_slice(chunk), &mut out) {
                 return (queued(&out), Err(e));
             }
         }
@@ -355,21 +362,15 @@ mod tests {
     /// restart (retry on another stream) forgets how the old one ended.
     #[test]
     fn ended_ok_only_after_ok_trailers() {
-        let h = head("POST /invoke HTTP/1.1\r\n\r\n");
-        let mut s = ResponseSplice::new(&h);
-        let mut out = OutQueue::default();
-        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
-        assert!(!s.ended_ok(), "nothing received");
-        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
-        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
-        s.on_data(Bytes::from(head_hi_hi()), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
+        assert!(!ResponseSplice::new(&head("POST /invoke HTTP/1.1\r\n\r\n")).ended_ok(), "nothing received");
+        let (mut s, mut out) = after_grpc_head("POST /invoke HTTP/1.1\r\n\r\n");
+        data(&mut s, Bytes::from(head_hi_hi()), &mut out).unwrap();
         assert!(!s.ended_ok(), "no trailers yet");
         assert_eq!(s.on_headers(&fields(&[("grpc-status", "0")]), true, &mut out), Ok(Progress::Done));
         assert!(s.ended_ok());
         s.restart();
         assert!(!s.ended_ok(), "a restarted splice has not ended");
-        let mut failed = ResponseSplice::new(&h);
-        assert_eq!(failed.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        let (mut failed, mut out) = after_grpc_head("POST /invoke HTTP/1.1\r\n\r\n");
         assert!(failed.on_headers(&fields(&[("grpc-status", "14")]), true, &mut out).is_err());
         assert!(!failed.ended_ok(), "a failed status is not OK");
     }
@@ -391,14 +392,9 @@ mod tests {
     /// answered; after it, never (it would write a second head).
     #[test]
     fn waiting_until_the_head_goes_out() {
-        let h = head("POST /invoke HTTP/1.1\r\n\r\n");
-        let mut s = ResponseSplice::new(&h);
-        let mut out = OutQueue::default();
-        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
-        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
-        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
+        let (mut s, mut out) = after_grpc_head("POST /invoke HTTP/1.1\r\n\r\n");
         assert!(s.writer.is_waiting(), "gRPC head only: nothing went out yet");
-        s.on_data(Bytes::from(hex(HEAD)), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
+        data(&mut s, Bytes::from(hex(HEAD)), &mut out).unwrap();
         assert!(!out.is_empty());
         assert!(!s.writer.is_waiting(), "the function's head went out");
     }
@@ -427,16 +423,11 @@ mod tests {
     /// the last chunk and end the answer before the function's body did.
     #[test]
     fn an_empty_piece_never_ends_a_chunked_answer() {
-        let h = head("POST /invoke HTTP/1.1\r\n\r\n");
-        let mut s = ResponseSplice::new(&h);
-        let mut out = OutQueue::default();
-        let (mut scratch, mut pieces) = (Scratch::default(), Vec::new());
-        let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
-        assert_eq!(s.on_headers(&ok, false, &mut out), Ok(Progress::Continue));
-        s.on_data(Bytes::from(hex(HEAD)), &mut out, &mut scratch, &mut pieces, &mut BufPool::default()).unwrap();
+        let (mut s, mut out) = after_grpc_head("POST /invoke HTTP/1.1\r\n\r\n");
+        data(&mut s, Bytes::from(hex(HEAD)), &mut out).unwrap();
         let before = queued(&out);
         assert!(before.contains("Transfer-Encoding: chunked"), "{before}");
-        s.writer.body(Bytes::new(), &mut out, &mut scratch).unwrap();
+        s.writer.body(Bytes::new(), &mut out, &mut Scratch::default()).unwrap();
         assert_eq!(queued(&out), before, "an empty piece wrote bytes");
     }
 

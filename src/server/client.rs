@@ -686,6 +686,15 @@ impl Server {
         }
     }
 
+    /// An exchange ended or a client left: while draining, the drain may be
+    /// over now (checked once the event is handled). Running, nothing to
+    /// check, and nothing is queued on the per-request path.
+    fn drain_check(&mut self) {
+        if self.life.draining() {
+            self.defer(super::Effect::DrainCheck);
+        }
+    }
+
     /// Act on what an invoke step came to.
     pub(super) fn settle(&mut self, key: ClientKey, step: Step) {
         match step {
@@ -849,7 +858,7 @@ impl Server {
         }
         // A drain waits for exchanges, not connections: FC keeps its
         // keep-alive connections open while it waits for /pre-stop.
-        self.defer(super::Effect::DrainCheck);
+        self.drain_check();
     }
 
     /// Like `finish_exchange(key, true)`, after an answer that left `left`
@@ -868,7 +877,7 @@ impl Server {
         let at = self.now + self.cfg.linger;
         self.client_timer_add(key, at, gen, ClientTimer::Linger);
         self.mark_client(key);
-        self.defer(super::Effect::DrainCheck);
+        self.drain_check();
         self.pump_client(key);
     }
 
@@ -985,7 +994,7 @@ impl Server {
             // Give a burst's freed memory back to the system once idle.
             crate::sys::trim_heap();
         }
-        self.defer(super::Effect::DrainCheck);
+        self.drain_check();
     }
 
     /// Add a timer owned by this connection (cancelled when it closes).

@@ -236,6 +236,21 @@ pub const FIXTURE_FUNCTIONS: &[&str] = &[
 
 /// A profiles.json document registering `names` (aworker, the minimum the
 /// gateway's schema asks for).
+/// A fixture of `kind` and noslate-fc in front of it, ready (one
+/// `/initialize` answered 200, as FC sends it: `Fc::wait_ready`).
+pub fn stack_kind(kind: PeerKind, tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
+    let dir = TempDir::new(tag);
+    let peer = Peer::start_kind(kind, &dir, &[]);
+    let fc = Fc::start(&dir, env);
+    fc.wait_ready();
+    (dir, peer, fc)
+}
+
+/// [`stack_kind`] with the Node fixture.
+pub fn stack(tag: &str, env: &[(&str, &str)]) -> (TempDir, Peer, Fc) {
+    stack_kind(PeerKind::Node, tag, env)
+}
+
 pub fn profiles_json(names: &[&str]) -> String {
     let items: Vec<String> = names
         .iter()

@@ -475,11 +475,14 @@ impl Server {
         if !attached {
             if let Some(h2) = self.planes.h2(conn) {
                 match news {
-                    StreamNews::Data(data) => h2.release(stream, data.len()),
+                    StreamNews::Data(data) => {
+                        // The window update may be due now.
+                        h2.release(stream, data.len());
+                        self.mark_conn(conn);
+                    }
                     StreamNews::Headers { fields, .. } => h2.recycle_headers(fields),
                     StreamNews::SendReady | StreamNews::Failed { .. } => {}
                 }
-                self.mark_conn(conn);
             }
             return;
         }
