@@ -13,7 +13,8 @@
 //     With the stack started (real-noslate.sh's environment) by loaders in
 //     cache-writing mode: sets one profile (FUNCTION_DIR's echo, reserved),
 //     invokes it once, so that the start-up and the first request's code paths
-//     are compiled when the loaders write their caches.
+//     are compiled when the loaders write their caches, and each loader notes
+//     which protobuf message types those paths used (pack/<name>.js.types).
 //
 // Why: a plane loads ~500 CommonJS modules (6 MB) and the worker starter ~260;
 // resolving, reading and compiling them is most of their start
@@ -43,6 +44,15 @@ function keepPathsPlugin(noslated, packDir) {
             throw new Error(`${args.path}: ${starterResolve} not found; the starter cannot be redirected`);
           }
           text = text.replace(starterResolve, 'require("path").join(__nfc_bundle_dir, "starter")');
+        }
+        if (/[\\/]protobufjs[\\/]src[\\/]type\.js$/.test(args.path)) {
+          // Every message type protobufjs makes is noted for the loader,
+          // which makes its codecs at start-up (see LOADER).
+          const ctor = 'function Type(name, options) {';
+          if (!text.includes(ctor)) {
+            throw new Error(`${args.path}: ${ctor} not found; message types cannot be noted`);
+          }
+          text = text.replace(ctor, `${ctor} if (typeof __nfc_types !== "undefined") __nfc_types.push(this);`);
         }
         if (/\brequire\.resolve\(/.test(text)) {
           throw new Error(`${args.path}: require.resolve inside a bundle would resolve from pack/`);
@@ -77,26 +87,65 @@ const LOADER = `'use strict';
 const fs = require('fs');
 const path = require('path');
 const { Script } = require('vm');
-const { createRequire, wrap } = require('module');
+const { createRequire } = require('module');
 const file = path.join(__dirname, '%BUNDLE%');
 const cacheFile = file + '.cache';
 let cachedData;
 try {
   cachedData = fs.readFileSync(cacheFile);
 } catch {}
-const script = new Script(wrap(fs.readFileSync(file, 'utf8')), { filename: file, cachedData });
+// protobufjs makes a message type's codecs (encoder, decoder, converters) on
+// the type's first use, by compiling generated source with new Function,
+// which no code cache holds: on a plane, that first use is the first request
+// (BENCHMARKS.md, "The first request through a fresh worker"). The bundle
+// notes each type it creates in __nfc_types. The training run writes down
+// which of them its start-up and first request used (./%BUNDLE%.types);
+// every later start sets those up as soon as the process is idle, one type
+// per turn of the event loop (~0.3 ms each), so no socket waits long for it.
+// setup() is what the first use would have run; a type changed afterwards
+// drops its codecs and makes them again, as before.
+const types = [];
+const typesFile = file + '.types';
+const training = process.env.NOSLATE_PACK_WRITE_CACHE === '1';
+if (!training) {
+  let wanted;
+  try {
+    wanted = new Set(JSON.parse(fs.readFileSync(typesFile, 'utf8')));
+  } catch {}
+  let next = 0;
+  const setUpOne = () => {
+    while (next < types.length) {
+      const type = types[next++];
+      if (wanted.has(type.fullName) && !Object.prototype.hasOwnProperty.call(type, 'decode')) {
+        try {
+          type.setup();
+        } catch {} // not resolvable yet: its first use sets it up, as before
+        setImmediate(setUpOne);
+        return;
+      }
+    }
+  };
+  if (wanted) setImmediate(setUpOne);
+}
+const source = '(function (exports, require, module, __filename, __dirname, __nfc_types) {' + fs.readFileSync(file, 'utf8') + '\\n});';
+const script = new Script(source, { filename: file, cachedData });
 if (cachedData && script.cachedDataRejected && %WARN%) {
   process.emitWarning(cacheFile + ' was rejected (another Node.js or other V8 flags): compiling without it');
 }
-if (process.env.NOSLATE_PACK_WRITE_CACHE === '1') {
+if (training) {
+  const replace = (to, data) => {
+    fs.writeFileSync(to + '.tmp', data);
+    fs.renameSync(to + '.tmp', to);
+  };
   const write = () => {
-    fs.writeFileSync(cacheFile + '.tmp', script.createCachedData());
-    fs.renameSync(cacheFile + '.tmp', cacheFile);
+    replace(cacheFile, script.createCachedData());
+    const used = types.filter(t => Object.prototype.hasOwnProperty.call(t, 'decode')).map(t => t.fullName);
+    replace(typesFile, JSON.stringify([...new Set(used)].sort()) + '\\n');
   };
   setInterval(write, 250).unref();
   process.on('exit', write);
 }
-script.runInThisContext()(module.exports, createRequire(file), module, file, __dirname);
+script.runInThisContext()(module.exports, createRequire(file), module, file, __dirname, types);
 `;
 
 async function bundle(noslated, esbuildDir) {

@@ -125,7 +125,9 @@ content-length: 5\r\n\r\nhello";
     assert!(out.contains("FC Invoke End RequestId: req-inspect-1"), "stdout: {out}");
 
     // Status and headers come back as the function set them.
-    let want = br#"{"status":201,"headers":[["x-a","1"],["set-cookie","a=1"],["set-cookie","b=2"],["content-type","text/x-test"]],"body":"made"}"#;
+    // Headers FC manages are dropped (docs/fc-contract.md §8.2), among them
+    // `content-disposition: attachment`; an `inline` one passes.
+    let want = br#"{"status":201,"headers":[["x-a","1"],["set-cookie","a=1"],["set-cookie","b=2"],["content-type","text/x-test"],["server","fn"],["x-fc-request-id","forged"],["content-disposition","attachment; filename=a.csv"]],"body":"made"}"#;
     let head = format!(
         "POST /status HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /http-invoke\r\ncontent-length: {}\r\n\r\n",
         want.len()
@@ -136,7 +138,17 @@ content-length: 5\r\n\r\nhello";
     assert_eq!(r.headers_named("set-cookie"), vec!["a=1", "b=2"]);
     assert_eq!(r.header("content-type"), Some("text/x-test"));
     assert_eq!(r.header("x-fc-status"), Some("200"));
+    for dropped in ["server", "x-fc-request-id", "content-disposition"] {
+        assert_eq!(r.header(dropped), None, "{dropped} reached FC");
+    }
     assert_eq!(r.text(), "made");
+    let inline = br#"{"headers":[["content-disposition","inline"]]}"#;
+    let head = format!(
+        "POST /status HTTP/1.1\r\nhost: x\r\nx-fc-control-path: /http-invoke\r\ncontent-length: {}\r\n\r\n",
+        inline.len()
+    );
+    let r = fc.request(&[head.as_bytes(), inline].concat());
+    assert_eq!((r.status, r.header("content-disposition")), (200, Some("inline")));
 
     // Responses streamed in many pieces, in 9 MiB pieces, and in one-byte
     // pieces (each its own message: slow on the real stack, hence the timeout).
@@ -535,6 +547,13 @@ fn real_stack_planes_run_packed_with_their_code_cache() {
         );
         let cache = loader.with_file_name(format!("{name}.js.cache"));
         assert!(cache.metadata().is_ok_and(|m| m.len() > 0), "no code cache {}", cache.display());
+    }
+    // The message types whose codecs the data plane makes at start-up,
+    // off the first request's path: those its training request used.
+    let types = std::fs::canonicalize(bin.join("data_plane")).unwrap().with_file_name("data_plane.js.types");
+    let types = std::fs::read_to_string(&types).unwrap_or_default();
+    for used in [".noslated.data.InvokeRequest", ".noslated.data.InvokeResponse"] {
+        assert!(types.contains(&format!("\"{used}\"")), "{used} is not among the types set up at start: {types}");
     }
     let real = RealFc::start("packed", &[]);
     real.wait_initialized();

@@ -80,11 +80,21 @@ pub struct ResponseWriter {
 /// Whether a function's response header reaches FC as given.
 fn passes(name: &[u8], value: &[u8]) -> bool {
     let forbidden = RESPONSE_DROP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || (name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"x-fc-"));
+        || (name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"x-fc-"))
+        || (name.eq_ignore_ascii_case(b"content-disposition") && is_attachment(value));
     let valid = !name.is_empty()
         && name.iter().all(|b| b.is_ascii_graphic() && *b != b':')
         && value.iter().all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f));
     !forbidden && valid
+}
+
+/// Whether a `Content-Disposition` value's type is `attachment` (RFC 6266
+/// §4.1: the type is a case-insensitive token before any `;` parameters),
+/// which FC forbids in a response (docs/fc-contract.md §8.2); `inline` and
+/// other types pass.
+fn is_attachment(value: &[u8]) -> bool {
+    let kind = value.split(|b| *b == b';').next().unwrap_or_default();
+    kind.trim_ascii().eq_ignore_ascii_case(b"attachment")
 }
 
 /// The header pairs of an `InvokeResultResponse` for [`ResponseWriter::head`]
@@ -416,6 +426,22 @@ mod tests {
         }
         for bad_value in [&b"a\rb"[..], b"a\nb", b"a\x00", b"a\x7f", b"\x1f"] {
             assert!(!passes(b"x-custom", bad_value), "{bad_value:?}");
+        }
+    }
+
+    /// FC forbids `content-disposition: attachment` in a response: that
+    /// type goes, with or without parameters and in any case; others stay.
+    #[test]
+    fn an_attachment_disposition_is_dropped() {
+        for attachment in
+            [&b"attachment"[..], b"Attachment", b" ATTACHMENT ", b"attachment; filename=\"a.csv\"", b"attachment;"]
+        {
+            assert!(!passes(b"Content-Disposition", attachment), "{}", String::from_utf8_lossy(attachment));
+        }
+        for kept in
+            [&b"inline"[..], b"inline; filename=\"attachment\"", b"attachments", b"form-data; name=attachment", b""]
+        {
+            assert!(passes(b"content-disposition", kept), "{}", String::from_utf8_lossy(kept));
         }
     }
 
