@@ -72,7 +72,13 @@ opts! {
     "NOSLATE_FUNCTION_PROFILES", "--profiles", "", "function profiles JSON file (Noslate's profiles.json shape), pushed to the control plane";
     "NOSLATE_PLATFORM_ENV", "--platform-env", "", "platform environment variables JSON file ({\"K\":\"v\"} or [{\"key\",\"value\"}])";
     "NOSLATE_FC_WARM_UP", "--warm-up", "", "functions (comma-separated) whose worker must be running before /initialize answers; pushed with worker.reservationCount ≥ 1";
+    "NOSLATE_FC_WARM_UP_EVENT", "--warm-up-event", "", "body of one event invocation sent to each NOSLATE_FC_WARM_UP function once its worker is ready, before /initialize answers (request id noslate-fc-warm-up-<function>), so that no end user's request is the first through the worker and the data plane; unset: nothing is sent. At most 64 KiB";
 }
+
+/// Most functions `NOSLATE_FC_WARM_UP` may name.
+pub const MAX_WARM_UP: usize = 64;
+/// Largest `NOSLATE_FC_WARM_UP_EVENT`: an event, not an upload.
+pub const MAX_WARM_UP_EVENT: usize = 64 * 1024;
 
 /// A child the supervisor runs.
 #[derive(Clone, Debug)]
@@ -120,6 +126,8 @@ pub struct Config {
     pub platform_env_file: Option<PathBuf>,
     /// Functions whose worker must be ready before `/initialize` answers.
     pub warm_up: Vec<String>,
+    /// The body of the event sent to each of them once (`server::warm_up`).
+    pub warm_up_event: Option<Vec<u8>>,
 }
 
 /// What the command line asked for.
@@ -229,6 +237,7 @@ impl Config {
         let warm_up = warm_up(get, control_planes)?;
         let mut warnings = Vec::new();
         let (function, routing) = routing(get, &mut warnings)?;
+        let warm_up_event = warm_up_event(get, &warm_up, &routing)?;
         let linger = Duration::from_millis(bounded_ms(get, "NOSLATE_FC_LINGER_MS")?);
         let linger_timeout = millis(get, "NOSLATE_FC_LINGER_TIMEOUT_MS")?;
         if !linger.is_zero() && linger_timeout > linger {
@@ -262,8 +271,27 @@ impl Config {
             profiles_file: get("NOSLATE_FUNCTION_PROFILES").map(PathBuf::from),
             platform_env_file: get("NOSLATE_PLATFORM_ENV").map(PathBuf::from),
             warm_up,
+            warm_up_event,
         })
     }
+}
+
+/// `NOSLATE_FC_WARM_UP_EVENT`: sent to the warm-up functions, each named by
+/// `x-noslate-function`, which the function header setting must let choose.
+fn warm_up_event(get: &Get<'_>, warm_up: &[String], routing: &Policy) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(body) = get("NOSLATE_FC_WARM_UP_EVENT") else { return Ok(None) };
+    if warm_up.is_empty() {
+        return Err(ConfigError("NOSLATE_FC_WARM_UP_EVENT: needs NOSLATE_FC_WARM_UP to name the functions".into()));
+    }
+    if body.len() > MAX_WARM_UP_EVENT {
+        return Err(ConfigError(format!("NOSLATE_FC_WARM_UP_EVENT: longer than {MAX_WARM_UP_EVENT} bytes")));
+    }
+    if routing.header == FunctionHeader::Off {
+        return Err(ConfigError(
+            "NOSLATE_FC_WARM_UP_EVENT: needs NOSLATE_FC_FUNCTION_HEADER other than off to name the function".into(),
+        ));
+    }
+    Ok(Some(body.as_bytes().to_vec()))
 }
 
 /// `NOSLATE_FC_WARM_UP`: function names; they must come with profiles (checked
@@ -272,12 +300,15 @@ fn warm_up(get: &Get<'_>, control_planes: usize) -> Result<Vec<String>, ConfigEr
     let Some(raw) = get("NOSLATE_FC_WARM_UP") else { return Ok(Vec::new()) };
     let mut names = Vec::new();
     for name in raw.split(',').map(str::trim) {
-        if name.is_empty() {
-            return Err(ConfigError(format!("NOSLATE_FC_WARM_UP: {raw:?} has an empty function name")));
+        if function_name(name.as_bytes()).is_none() {
+            return Err(ConfigError(format!("NOSLATE_FC_WARM_UP: {name:?} is not a function name")));
         }
         if !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }
+    }
+    if names.len() > MAX_WARM_UP {
+        return Err(ConfigError(format!("NOSLATE_FC_WARM_UP: more than {MAX_WARM_UP} functions")));
     }
     if control_planes == 0 {
         return Err(ConfigError("NOSLATE_FC_WARM_UP: needs a control plane to start workers".into()));
@@ -634,11 +665,37 @@ mod tests {
         let c = run(&["--warm-up", "a, b,a"], &[profiles]).unwrap();
         assert_eq!(c.warm_up, ["a", "b"]);
         let err = run(&[], &[("NOSLATE_FC_WARM_UP", "a,,b"), profiles]).unwrap_err();
-        assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("empty"), "{err}");
+        assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("\"\" is not a function name"), "{err}");
+        let err = run(&[], &[("NOSLATE_FC_WARM_UP", "a\r\nx: y"), profiles]).unwrap_err();
+        assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("not a function name"), "{err}");
+        let many = (0..=crate::config::MAX_WARM_UP).map(|i| format!("f{i}")).collect::<Vec<_>>().join(",");
+        let err = run(&[], &[("NOSLATE_FC_WARM_UP", &many), profiles]).unwrap_err();
+        assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("more than 64"), "{err}");
         let err = run(&[], &[("NOSLATE_FC_WARM_UP", "a")]).unwrap_err();
         assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("NOSLATE_FUNCTION_PROFILES"), "{err}");
         let err = run(&[], &[("NOSLATE_FC_WARM_UP", "a"), ("NOSLATE_FC_CONTROL_PLANES", "0"), profiles]).unwrap_err();
         assert!(err.starts_with("NOSLATE_FC_WARM_UP:") && err.contains("control plane"), "{err}");
+    }
+
+    #[test]
+    fn warm_up_event_goes_to_the_warm_up_functions() {
+        let profiles = ("NOSLATE_FUNCTION_PROFILES", "/p.json");
+        let warm = ("NOSLATE_FC_WARM_UP", "a");
+        assert_eq!(run(&[], &[profiles, warm]).unwrap().warm_up_event, None);
+        let c = run(&["--warm-up-event", "{\"warm\":1}"], &[profiles, warm]).unwrap();
+        assert_eq!(c.warm_up_event.as_deref(), Some(&b"{\"warm\":1}"[..]));
+        let cases = [
+            (vec![profiles], "x", "needs NOSLATE_FC_WARM_UP"),
+            (vec![profiles, warm, ("NOSLATE_FC_FUNCTION_HEADER", "off")], "x", "NOSLATE_FC_FUNCTION_HEADER"),
+            (vec![profiles, warm], &*"x".repeat(MAX_WARM_UP_EVENT + 1), "longer than 65536 bytes"),
+        ];
+        for (mut env, body, why) in cases {
+            env.push(("NOSLATE_FC_WARM_UP_EVENT", body));
+            let err = run(&[], &env).unwrap_err();
+            assert!(err.starts_with("NOSLATE_FC_WARM_UP_EVENT:") && err.contains(why), "{err}");
+        }
+        let c = run(&[], &[profiles, warm, ("NOSLATE_FC_WARM_UP_EVENT", &"x".repeat(MAX_WARM_UP_EVENT))]).unwrap();
+        assert_eq!(c.warm_up_event.map(|b| b.len()), Some(MAX_WARM_UP_EVENT));
     }
 
     #[test]

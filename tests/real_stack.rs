@@ -501,6 +501,34 @@ fn real_stack_warm_up_makes_initialize_wait_for_the_worker() {
     assert!(r.text().contains("no profile named \\\"missing\\\""), "{}", r.text());
 }
 
+/// `NOSLATE_FC_WARM_UP_EVENT`: before `/initialize` answers, each warm-up
+/// function's worker was sent the configured event, so its first request (and
+/// the data plane's) is not an end user's. Without the setting nothing is sent.
+#[test]
+fn real_stack_warm_up_event_is_each_workers_first_request() {
+    let _one = stack::serial();
+    let event = r#"{"warm":1}"#;
+    let real = RealFc::start("warm-event", &[("NOSLATE_FC_WARM_UP", "seen,echo"), ("NOSLATE_FC_WARM_UP_EVENT", event)]);
+    real.wait_initialized();
+    // Both events were answered before /initialize was.
+    let out = real.fc.stdout_until("FC Initialize End");
+    for f in ["seen", "echo"] {
+        let end = format!("FC Invoke End RequestId: noslate-fc-warm-up-{f}");
+        let at = out.find(&end).unwrap_or_else(|| panic!("no {end:?} before /initialize answered:\n{out}"));
+        assert!(at < out.find("FC Initialize End").unwrap(), "{out}");
+        let said = format!("noslate-fc: warm-up event to {f} answered 200");
+        assert!(real.fc.proc.stderr_text().contains(&said), "{}", real.fc.proc.stderr_text());
+    }
+    let r = invoke(&real.fc, "seen", "", b"mine");
+    assert_eq!((r.status, r.text().as_str()), (200, r#"["{\"warm\":1}","mine"]"#), "{}", real.run.logs());
+
+    let plain = RealFc::start("warm-no-event", &[("NOSLATE_FC_WARM_UP", "seen")]);
+    plain.wait_initialized();
+    let r = invoke(&plain.fc, "seen", "", b"mine");
+    assert_eq!((r.status, r.text().as_str()), (200, r#"["mine"]"#), "{}", plain.run.logs());
+    assert!(!plain.fc.stdout_text().contains("warm-up"), "{}", plain.fc.stdout_text());
+}
+
 /// A process's command line, working directory and environment, NUL-separated.
 fn process_text(pid: u32) -> String {
     let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();

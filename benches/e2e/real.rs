@@ -687,10 +687,13 @@ enum Way {
     FcWarmUp,
     /// Warm-up on the plain layout (the first request's before/after).
     FcPlainWarmUp,
+    /// Packed warm-up plus NOSLATE_FC_WARM_UP_EVENT: the worker's and the
+    /// data plane's first request is the configured event.
+    FcWarmUpEvent,
 }
 
 impl Way {
-    const ALL: [Way; 5] = [Way::Seed, Way::FcPlain, Way::Fc, Way::FcWarmUp, Way::FcPlainWarmUp];
+    const ALL: [Way; 6] = [Way::Seed, Way::FcPlain, Way::Fc, Way::FcWarmUp, Way::FcPlainWarmUp, Way::FcWarmUpEvent];
 
     fn key(self) -> &'static str {
         match self {
@@ -699,11 +702,12 @@ impl Way {
             Way::Fc => "noslate-fc, packed layout",
             Way::FcWarmUp => "noslate-fc, packed, warm-up",
             Way::FcPlainWarmUp => "noslate-fc, plain, warm-up",
+            Way::FcWarmUpEvent => "noslate-fc, packed, warm-up + event",
         }
     }
 
     fn warm_up(self) -> bool {
-        matches!(self, Way::FcWarmUp | Way::FcPlainWarmUp)
+        matches!(self, Way::FcWarmUp | Way::FcPlainWarmUp | Way::FcWarmUpEvent)
     }
 }
 
@@ -792,7 +796,9 @@ fn cold_once(way: Way, tag: &str, bins: &Bins) -> Result<Cold, String> {
     let port = procs::free_port()?;
     let bin = if matches!(way, Way::Seed | Way::FcPlain | Way::FcPlainWarmUp) { &bins.plain } else { &bins.packed };
     let mut cmd = match way {
-        Way::Fc | Way::FcPlain | Way::FcWarmUp | Way::FcPlainWarmUp => fc_command(&run, port, true),
+        Way::Fc | Way::FcPlain | Way::FcWarmUp | Way::FcPlainWarmUp | Way::FcWarmUpEvent => {
+            fc_command(&run, port, true)
+        }
         Way::Seed => {
             let mut c = run.command("bash", true);
             c.arg(baseline_dir().join("seed-entrypoint.sh"))
@@ -808,6 +814,9 @@ fn cold_once(way: Way, tag: &str, bins: &Bins) -> Result<Cold, String> {
     cmd.env("NOSLATE_BIN", bin);
     if way.warm_up() {
         cmd.env("NOSLATE_FC_WARM_UP", "echo");
+    }
+    if way == Way::FcWarmUpEvent {
+        cmd.env("NOSLATE_FC_WARM_UP_EVENT", "warm-up");
     }
     let mut cold = Cold { initialized: f64::NAN, warm_p50_us: f64::NAN, ..Cold::default() };
     let (t0, e0) = (Instant::now(), epoch_ms());
@@ -947,14 +956,15 @@ pub fn cold(quick: bool) -> Result<(), String> {
          with reservationCount 1. Cold runs: ONE `POST /invoke` (x-fc-control-path: /invoke, 64 B) on the first \
          connection the port accepts, no /initialize, no retry; a non-200 fails the bench. Warm-up (on both \
          layouts): NOSLATE_FC_WARM_UP=echo, POST /initialize once the port accepts, then one invoke, then 30 warm \
-         ones (one connection each).\n",
+         ones (one connection each); \"warm-up + event\" adds NOSLATE_FC_WARM_UP_EVENT=warm-up (noslate-fc sends \
+         the echo function that event before /initialize answers).\n",
         utc_now(),
         machine(),
         loadavg(),
         loads.join(", ")
     );
     let _ = writeln!(r, "| Milestone (ms after exec, median of {n}) | {} |", Way::ALL.map(|w| w.key()).join(" | "));
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "|---|{}", "---:|".repeat(Way::ALL.len()));
     type Get = fn(&Cold) -> f64;
     let rows: [(&str, Get); 11] = [
         ("turf socket", |c| c.turf_sock),
@@ -985,7 +995,7 @@ pub fn cold(quick: bool) -> Result<(), String> {
             .collect();
         let _ = writeln!(r, "| {label} | {} |", cells.join(" | "));
     }
-    for way in [Way::FcWarmUp, Way::FcPlainWarmUp] {
+    for way in [Way::FcWarmUp, Way::FcPlainWarmUp, Way::FcWarmUpEvent] {
         let first = med(way.key(), |c| c.first_200 - c.initialized) * 1000.0;
         let warm = med(way.key(), |c| c.warm_p50_us);
         let _ = writeln!(

@@ -289,7 +289,11 @@ impl Server {
                         refuse_overload(sock);
                         continue;
                     }
-                    let peer = self.cfg.trusted_peers.peer(addr.ip(), own_address);
+                    let peer = if self.warm_up.is_own(addr) {
+                        Peer::Fc
+                    } else {
+                        self.cfg.trusted_peers.peer(addr.ip(), own_address)
+                    };
                     self.add_client(sock, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

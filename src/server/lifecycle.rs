@@ -183,6 +183,11 @@ impl Server {
 
     /// What still stands between us and readiness (None = ready).
     pub(super) fn readiness_gap(&self) -> Option<String> {
+        self.planes_gap().or_else(|| self.warm_up.gap(self.cfg.warm_up_event.is_some()))
+    }
+
+    /// What the configuration and the planes still lack for readiness.
+    fn planes_gap(&self) -> Option<String> {
         if let Some(e) = &self.life.config_error {
             return Some(e.clone());
         }
@@ -207,6 +212,11 @@ impl Server {
 
     /// Answer every `/initialize` that waits, if we are ready (or cannot be).
     pub(super) fn check_initialize(&mut self) {
+        if self.planes_gap().is_none() {
+            // The warm-up workers are ready: their first requests are the
+            // warm-up events, if configured (sent once).
+            self.send_warm_up();
+        }
         let gap = self.readiness_gap();
         // A configuration error will not heal by waiting.
         let decided = gap.is_none() || self.life.config_error.is_some();

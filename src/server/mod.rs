@@ -14,7 +14,8 @@
 //! changes a client's phase (LIFECYCLE.md, "Who owns what").
 //!
 //! Tokens: 0 = listener, 1 = signals, even = client `2 + 2k`, odd = plane
-//! connection `3 + 2k`. Every socket is registered for readable; writable
+//! connection `3 + 2k`, and from `usize::MAX - 1` down the warm-up events'
+//! connections (`warm_up.rs`). Every socket is registered for readable; writable
 //! interest is added only while a write came back short and removed once
 //! the output drains (a unix socket raises an EPOLLOUT edge every time its
 //! peer reads, which would otherwise wake the loop for nothing). Because
@@ -26,6 +27,7 @@
 mod client;
 mod lifecycle;
 mod plane;
+mod warm_up;
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -351,6 +353,8 @@ pub struct Server {
     /// Effects waiting for the current event to finish (`apply_effects`).
     effects: VecDeque<Effect>,
     life: Lifecycle,
+    /// `NOSLATE_FC_WARM_UP_EVENT`'s requests (`warm_up.rs`).
+    warm_up: warm_up::WarmUp,
     accept_paused: bool,
     max_connections: usize,
     exit_code: Option<i32>,
@@ -422,6 +426,7 @@ impl Server {
             log: Log::default(),
             effects: VecDeque::new(),
             life,
+            warm_up: warm_up::WarmUp::default(),
             accept_paused: false,
             max_connections,
             exit_code: None,
@@ -471,6 +476,9 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(),
+                    Token(t) if t > warm_up::WARM_UP_TOKENS - crate::config::MAX_WARM_UP => {
+                        self.warm_up_event(warm_up::WARM_UP_TOKENS - t)
+                    }
                     Token(t) if t % 2 == 0 => {
                         if let Some(key) = self.clients.key_at((t - 2) / 2) {
                             self.client_event(key, readable, event.is_read_closed(), event.is_writable());

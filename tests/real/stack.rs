@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::support::{Fc, Proc};
 
 /// The functions under tests/real/functions, one folder each.
-pub const FUNCTIONS: &[&str] = &["echo", "inspect", "stream", "wait", "status", "throw", "crash", "drip"];
+pub const FUNCTIONS: &[&str] = &["echo", "inspect", "stream", "wait", "status", "throw", "crash", "drip", "seen"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
