@@ -30,7 +30,9 @@ pub(super) const WARM_UP_TOKENS: usize = usize::MAX - 1;
 #[derive(Default)]
 pub(super) struct WarmUp {
     sent: bool,
-    calls: Vec<Call>,
+    /// By token (`WARM_UP_TOKENS - i`); `None` once answered (its socket
+    /// closed).
+    calls: Vec<Option<Call>>,
 }
 
 /// One warm-up event in flight.
@@ -44,13 +46,12 @@ struct Call {
     /// The answer's first bytes, up to its status line.
     status_line: Vec<u8>,
     read: u64,
-    done: bool,
 }
 
 impl WarmUp {
     /// Whether `peer` is one of our own warm-up connections.
     pub(super) fn is_own(&self, peer: SocketAddr) -> bool {
-        self.calls.iter().any(|c| !c.done && c.local == peer)
+        self.calls.iter().flatten().any(|c| c.local == peer)
     }
 
     /// What readiness still waits for here, if anything.
@@ -58,7 +59,7 @@ impl WarmUp {
         if configured && !self.sent {
             return Some("the warm-up events are not sent yet".into());
         }
-        let waiting: Vec<&str> = self.calls.iter().filter(|c| !c.done).map(|c| c.function.as_str()).collect();
+        let waiting: Vec<&str> = self.calls.iter().flatten().map(|c| c.function.as_str()).collect();
         (!waiting.is_empty()).then(|| format!("the warm-up event to {} is not answered yet", waiting.join(", ")))
     }
 }
@@ -107,15 +108,15 @@ impl Server {
             eprintln!("noslate-fc: warm-up events not sent: not listening");
             return;
         };
-        for (i, function) in self.cfg.warm_up.iter().enumerate() {
+        for function in &self.cfg.warm_up {
+            let token = Token(WARM_UP_TOKENS - self.warm_up.calls.len());
             let opened = TcpStream::connect(target).and_then(|mut sock| {
                 let local = sock.local_addr()?;
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                self.poll.registry().register(&mut sock, Token(WARM_UP_TOKENS - i), interest)?;
+                self.poll.registry().register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
                 Ok((sock, local))
             });
             match opened {
-                Ok((sock, local)) => self.warm_up.calls.push(Call {
+                Ok((sock, local)) => self.warm_up.calls.push(Some(Call {
                     function: function.clone(),
                     sock,
                     local,
@@ -123,8 +124,7 @@ impl Server {
                     written: 0,
                     status_line: Vec::new(),
                     read: 0,
-                    done: false,
-                }),
+                })),
                 Err(e) => eprintln!("noslate-fc: warm-up event to {function} not sent: {e}"),
             }
         }
@@ -133,13 +133,9 @@ impl Server {
     /// Readiness of warm-up connection `i`: write the request, read the
     /// answer to its end.
     pub(super) fn warm_up_event(&mut self, i: usize) {
-        let Some(call) = self.warm_up.calls.get_mut(i) else { return };
-        if call.done {
-            return;
-        }
-        let outcome = call.pump();
-        let Some(outcome) = outcome else { return };
-        call.done = true;
+        let Some(slot) = self.warm_up.calls.get_mut(i) else { return };
+        let Some(outcome) = slot.as_mut().and_then(Call::pump) else { return };
+        let Some(mut call) = slot.take() else { return };
         let _ = self.poll.registry().deregister(&mut call.sock);
         match outcome {
             Ok(status) => eprintln!("noslate-fc: warm-up event to {} answered {status}", call.function),
