@@ -840,8 +840,44 @@ pub fn echo_attempt_at(port: u16, id: &str) -> Attempt {
     if let Err(e) = s.write_all(&[head.as_bytes(), &body].concat()) {
         return Attempt::Wrong(format!("{id}: write: {e}"));
     }
-    let Some(r) = read_response(&mut s) else { return Attempt::Wrong(format!("{id}: no response")) };
+    let mut seen = Recorded { inner: &mut s, bytes: Vec::new(), error: None };
+    let Some(r) = read_response(&mut seen) else { return Attempt::Wrong(format!("{id}: no response: {}", seen.why())) };
     judge_echo(&r, id, &body)
+}
+
+/// A reader that keeps the bytes that passed through it and the error that
+/// ended it, so that "no response" can say what came instead.
+pub struct Recorded<'a, R: Read> {
+    pub inner: &'a mut R,
+    pub bytes: Vec<u8>,
+    pub error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Recorded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.bytes.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<R: Read> Recorded<'_, R> {
+    /// How the reading ended, and the first bytes read.
+    pub fn why(&self) -> String {
+        let ended = match &self.error {
+            Some(e) => format!("read failed ({:?}: {e})", e.kind()),
+            None => "the connection ended".to_string(),
+        };
+        let shown = &self.bytes[..self.bytes.len().min(300)];
+        format!("{ended} after {} bytes: {:?}", self.bytes.len(), String::from_utf8_lossy(shown))
+    }
 }
 
 /// Judge an echo answer against the body sent (see `echo_attempt`).
