@@ -522,6 +522,19 @@ fn real_stack_warm_up_event_is_each_workers_first_request() {
     let r = invoke(&real.fc, "seen", "", b"mine");
     assert_eq!((r.status, r.text().as_str()), (200, r#"["{\"warm\":1}","mine"]"#), "{}", real.run.logs());
 
+    // An event the function fails is logged (with 404, FC's status for a
+    // failed event invocation); /initialize still answers (the worker runs),
+    // and later invokes are served.
+    let failing =
+        RealFc::start("warm-event-fails", &[("NOSLATE_FC_WARM_UP", "throw"), ("NOSLATE_FC_WARM_UP_EVENT", event)]);
+    failing.wait_initialized();
+    let said = failing.fc.proc.stderr_text();
+    let line = said.lines().find(|l| l.contains("warm-up event to throw")).unwrap_or_default().to_string();
+    assert_eq!(line, "noslate-fc: warm-up event to throw answered 404", "{said}");
+    let r = invoke(&failing.fc, "echo", "", b"after");
+    assert_eq!((r.status, r.text().as_str()), (200, "after"));
+    drop(failing);
+
     let plain = RealFc::start("warm-no-event", &[("NOSLATE_FC_WARM_UP", "seen")]);
     plain.wait_initialized();
     let r = invoke(&plain.fc, "seen", "", b"mine");
