@@ -608,10 +608,19 @@ pub fn read_response<R: Read>(r: &mut R) -> Option<Response> {
 }
 
 pub fn read_response_to<R: Read>(r: &mut R, head_request: Option<bool>) -> Option<Response> {
-    let mut reader = ByteReader { inner: r, buf: Vec::new(), pos: 0 };
+    let mut reader = ByteReader { inner: r, buf: Vec::new(), pos: 0, ended: None };
     let mut interim = Vec::new();
     loop {
-        let head = reader.read_until(b"\r\n\r\n")?;
+        let Some(head) = reader.read_until(b"\r\n\r\n") else {
+            let left = &reader.buf[reader.pos..];
+            eprintln!(
+                "read_response: no response head: {} after {} bytes of it: {:?}",
+                reader.ended.as_deref().unwrap_or("?"),
+                left.len(),
+                String::from_utf8_lossy(&left[..left.len().min(300)])
+            );
+            return None;
+        };
         let text = String::from_utf8_lossy(&head).into_owned();
         let mut lines = text.split("\r\n");
         let status_line = lines.next()?;
@@ -640,7 +649,7 @@ pub fn read_response_to<R: Read>(r: &mut R, head_request: Option<bool>) -> Optio
         if resp.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
             resp.chunked = true;
             loop {
-                let Some(line) = reader.read_until(b"\r\n") else { return Some(resp) };
+                let Some(line) = reader.read_until(b"\r\n") else { return Some(reader.cut(resp)) };
                 let size_text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
                 let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
                     return Some(resp);
@@ -651,7 +660,7 @@ pub fn read_response_to<R: Read>(r: &mut R, head_request: Option<bool>) -> Optio
                     }
                     return Some(resp);
                 }
-                let Some(data) = reader.read_exact(size + 2) else { return Some(resp) };
+                let Some(data) = reader.read_exact(size + 2) else { return Some(reader.cut(resp)) };
                 resp.body.extend_from_slice(&data[..size]);
             }
         } else if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
@@ -660,6 +669,7 @@ pub fn read_response_to<R: Read>(r: &mut R, head_request: Option<bool>) -> Optio
                 resp.complete = true;
             } else {
                 resp.body = reader.rest();
+                return Some(reader.cut(resp));
             }
             return Some(resp);
         } else {
@@ -674,16 +684,31 @@ struct ByteReader<'a, R: Read> {
     inner: &'a mut R,
     buf: Vec<u8>,
     pos: usize,
+    /// How the input ended, for a failure message.
+    ended: Option<String>,
 }
 
 impl<R: Read> ByteReader<'_, R> {
+    /// A response whose body was cut: say how the input ended.
+    fn cut(&self, resp: Response) -> Response {
+        eprintln!("read_response: body cut after {} bytes: {}", resp.body.len(), self.ended.as_deref().unwrap_or("?"));
+        resp
+    }
+
     /// Read at most `max` more bytes: never past the current response, so
     /// pipelined responses behind it stay in the stream for the next call.
     fn fill(&mut self, max: usize) -> bool {
         let mut chunk = [0u8; 65536];
         let max = max.clamp(1, chunk.len());
         match self.inner.read(&mut chunk[..max]) {
-            Ok(0) | Err(_) => false,
+            Ok(0) => {
+                self.ended = Some("end of input".into());
+                false
+            }
+            Err(e) => {
+                self.ended = Some(format!("read failed ({:?}: {e})", e.kind()));
+                false
+            }
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
                 true
