@@ -700,7 +700,16 @@ impl<R: Read> ByteReader<'_, R> {
     fn fill(&mut self, max: usize) -> bool {
         let mut chunk = [0u8; 65536];
         let max = max.clamp(1, chunk.len());
-        match self.inner.read(&mut chunk[..max]) {
+        // A read of a socket with a read timeout (SO_RCVTIMEO) fails with
+        // EINTR when any signal with a handler reaches the thread, whatever
+        // SA_RESTART says (signal(7)); that is no end of input: read again.
+        let read = loop {
+            match self.inner.read(&mut chunk[..max]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match read {
             Ok(0) => {
                 self.ended = Some("end of input".into());
                 false
